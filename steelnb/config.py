@@ -1,0 +1,151 @@
+"""Run configuration: one frozen dataclass, saved as YAML beside every checkpoint.
+
+A run folder holds ``config.yaml``; ``TrainConfig.from_yaml`` rebuilds the exact run from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+#: Image geometry of the Severstal data set (height, width).
+HEIGHT, WIDTH = 256, 1600
+N_CLASSES = 4
+#: The reference project's three encoders: the documented, tested set.
+REFERENCE_ENCODERS = ("resnet50", "efficientnet-b3", "efficientnet-b4")
+LOSSES = ("dice_bce", "tversky", "focal", "lovasz")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is not valid; the message names the file or field."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything needed to reproduce one training run.
+
+    Defaults are the reference recipe (Adam 1e-3 encoder / 1e-2 decoder+head,
+    ReduceLROnPlateau 0.15 / 2, 256x768 masks) sized for a CPU run on the synthetic set.
+    """
+
+    # data
+    data_dir: str = "data/synthetic"
+    labels: str = "train.csv"  # relative to data_dir unless absolute
+    images: str = "train_images"  # relative to data_dir unless absolute
+    subset: str = "balanced"  # "balanced" (mask-level, reference), "images" (image-level), "all", or a CSV path
+    per_class: int = 250
+    clean_images: int = 0  # defect-free images added to the image-level subset
+    max_images: int = 0  # 0 = no cap; a cap makes tiny smoke runs
+    folds: str = ""  # CSV ImageId,fold written by the class-balance notebook; "" computes them
+    n_folds: int = 5  # validation is fold `fold` of `n_folds` folds stratified by class set
+    fold: int = 0
+    height: int = 256
+    width: int = 768
+    num_workers: int = 0
+    # model
+    arch: str = "Unet"
+    encoder: str = "efficientnet-b4"
+    encoder_weights: str | None = None  # "imagenet" needs the network (or a cached file)
+    classes: int = N_CLASSES
+    # loss
+    loss: str = "dice_bce"
+    loss_params: Mapping[str, Any] = field(default_factory=dict)
+    # optimisation
+    lr_encoder: float = 1e-3
+    lr_decoder: float = 1e-2  # decoder and segmentation head
+    plateau_factor: float = 0.15
+    plateau_patience: int = 2
+    early_stopping_patience: int = 3  # 0 turns early stopping off
+    epochs: int = 10
+    batch_size: int = 8
+    accumulate_grad_batches: int = 1
+    limit_train_batches: float = 1.0  # int-valued floats >1 mean a batch count
+    limit_val_batches: float = 1.0
+    threshold: float = 0.5
+    # hardware
+    device: str = "auto"  # "auto" picks CUDA when present, else "cpu"
+    devices: int = 1
+    strategy: str = "auto"  # e.g. "ddp" for several GPUs, torchrun or SLURM
+    num_nodes: int = 1
+    precision: str = "auto"  # auto: bf16-mixed / 16-mixed on CUDA, 32-true on CPU
+    channels_last: bool = True
+    # bookkeeping
+    seed: int = 0
+    out_dir: str = "weights"
+    run_name: str = ""  # "" derives <encoder>__<loss>__<height>x<width>
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss={self.loss!r}: expected one of {', '.join(LOSSES)}")
+        if self.height % 32 or self.width % 32:
+            raise ConfigError(f"height/width {self.height}x{self.width}: both must be multiples of 32 for a UNet")
+        if self.n_folds < 2 or not 0 <= self.fold < self.n_folds:
+            raise ConfigError(f"fold={self.fold} of n_folds={self.n_folds}: need n_folds >= 2 and 0 <= fold < n_folds")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ConfigError("batch_size and epochs must be at least 1")
+        # loss_params arrives from YAML/CLI as a plain dict; keep it immutable-ish by copying
+        object.__setattr__(self, "loss_params", dict(self.loss_params or {}))
+
+    # -- derived values ---------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """Run folder name: ``run_name`` or ``<encoder>__<loss>__<H>x<W>``."""
+        return self.run_name or f"{self.encoder}__{self.loss}__{self.height}x{self.width}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def resolve(self, path: str) -> Path:
+        """A data path relative to ``data_dir`` (absolute paths pass through)."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.data_dir) / p
+
+    # -- YAML -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["loss_params"] = dict(self.loss_params)
+        return d
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write the config as YAML (atomically) and return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown config field(s) {', '.join(unknown)}")
+        try:
+            return cls(**dict(data))
+        except TypeError as e:  # wrong type that dataclass cannot take
+            raise ConfigError(f"{source}: {e}") from e
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from e
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        """Read a config written by ``to_yaml`` (or by hand)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,231 @@
+"""Severstal label files: read both CSV formats into one tidy table, and build the image table.
+
+Tidy table: one row per defect mask, columns ``ImageId`` (str), ``ClassId`` (int 1..4),
+``EncodedPixels`` (non-empty RLE). Defect-free images never appear in it; the image table
+(``image_table``) joins the labels with the images on disk so that they do.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable, Literal, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import rle
+from .config import HEIGHT, N_CLASSES, WIDTH
+
+COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
+CLASS_IDS = tuple(range(1, N_CLASSES + 1))
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class LabelError(ValueError):
+    """A label file or image folder is not valid; the message names the file and line or image."""
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise LabelError(f"{path}: label file not found")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise LabelError(f"{path}: not a readable CSV ({e})") from e
+    except pd.errors.EmptyDataError:
+        raise LabelError(f"{path}: empty file, expected a header line") from None
+
+
+def read_labels(path: str | Path, validate: bool = True) -> pd.DataFrame:
+    """Read a Severstal label CSV in any of its formats into the tidy table.
+
+    Formats: new ``ImageId,ClassId,EncodedPixels`` (defect rows; a leading unnamed index
+    column is tolerated; the submission's column order too), old ``ImageId_ClassId,
+    EncodedPixels`` (four rows per image, empty = no defect). Rows with an empty mask are
+    dropped; identical duplicate rows are merged. With ``validate`` every RLE is parsed.
+    Returns a DataFrame sorted by (ImageId, ClassId) with a fresh index.
+    """
+    path = Path(path)
+    raw = _read_csv(path)
+    cols = [c.strip() for c in raw.columns]
+    raw.columns = cols
+    if cols and (cols[0] == "" or cols[0].startswith("Unnamed")):
+        raw = raw.drop(columns=cols[0])
+        cols = cols[1:]
+    line = pd.Series(np.arange(len(raw)) + 2, index=raw.index)  # header is line 1
+    if "ImageId_ClassId" in cols and "EncodedPixels" in cols:
+        key = raw["ImageId_ClassId"].str.strip()
+        split = key.str.rsplit("_", n=1, expand=True)
+        if split.shape[1] != 2 or split[1].isna().any():
+            i = int(np.argmax(split[1].isna().to_numpy())) if split.shape[1] == 2 else 0
+            raise LabelError(f"{path}, line {line.iloc[i]}: {key.iloc[i]!r} is not '<image>_<class>'")
+        table = pd.DataFrame({"ImageId": split[0], "ClassId": split[1], "EncodedPixels": raw["EncodedPixels"]})
+    elif set(COLUMNS) <= set(cols):
+        table = raw[COLUMNS].copy()
+    else:
+        raise LabelError(
+            f"{path}: missing columns; found {cols}, expected ImageId,ClassId,EncodedPixels "
+            "(new format) or ImageId_ClassId,EncodedPixels (old format)"
+        )
+    table["ImageId"] = table["ImageId"].str.strip()
+    table["EncodedPixels"] = table["EncodedPixels"].str.strip()
+    cls = pd.to_numeric(table["ClassId"].str.strip(), errors="coerce")
+    bad = ~cls.isin(CLASS_IDS)
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        raise LabelError(
+            f"{path}, line {line.iloc[i]}: unknown ClassId {table['ClassId'].iloc[i]!r} "
+            f"for image {table['ImageId'].iloc[i]}; expected 1..{N_CLASSES}"
+        )
+    table["ClassId"] = cls.astype(int)
+    empty_id = table["ImageId"] == ""
+    if empty_id.any():
+        i = int(np.argmax(empty_id.to_numpy()))
+        raise LabelError(f"{path}, line {line.iloc[i]}: empty ImageId")
+    table["_line"] = line
+    table = table[table["EncodedPixels"] != ""]
+    dup = table.duplicated(["ImageId", "ClassId"], keep=False)
+    if dup.any():
+        groups = table[dup].groupby(["ImageId", "ClassId"])
+        for (image, c), g in groups:
+            if g["EncodedPixels"].nunique() > 1:
+                lines = ", ".join(map(str, g["_line"]))
+                raise LabelError(
+                    f"{path}, lines {lines}: image {image} class {c} has different masks in several rows"
+                )
+        table = table.drop_duplicates(["ImageId", "ClassId"])
+    if validate:
+        for image, c, enc, ln in table[["ImageId", "ClassId", "EncodedPixels", "_line"]].itertuples(index=False):
+            try:
+                rle.parse(enc)
+            except rle.RLEError as e:
+                raise LabelError(f"{path}, line {ln}: image {image} class {c}: {e}") from None
+    table = table.drop(columns="_line").sort_values(["ImageId", "ClassId"], kind="stable")
+    return table.reset_index(drop=True)
+
+
+def write_labels(
+    labels: pd.DataFrame,
+    path: str | Path,
+    fmt: Literal["new", "old"] = "new",
+    image_ids: Iterable[str] | None = None,
+) -> Path:
+    """Write the tidy table as a Kaggle CSV, atomically.
+
+    ``fmt="old"`` writes four rows per image (``image_ids`` adds defect-free images).
+    """
+    path = Path(path)
+    if fmt == "new":
+        out = labels[COLUMNS]
+    elif fmt == "old":
+        ids = sorted(set(labels["ImageId"]) | set(image_ids or ()))
+        enc = {(i, c): e for i, c, e in labels[COLUMNS].itertuples(index=False)}
+        out = pd.DataFrame(
+            [(f"{i}_{c}", enc.get((i, c), "")) for i in ids for c in CLASS_IDS],
+            columns=["ImageId_ClassId", "EncodedPixels"],
+        )
+    else:
+        raise ValueError(f"fmt={fmt!r}: expected 'new' or 'old'")
+    atomic_write_csv(out, path)
+    return path
+
+
+def atomic_write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a CSV to a temporary file beside ``path`` then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            frame.to_csv(f, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def image_masks(
+    encodings: Mapping[int, str], shape: tuple[int, int] = (HEIGHT, WIDTH), image_id: str = "?"
+) -> np.ndarray:
+    """Decode one image's masks: {ClassId: RLE} -> uint8 array (4, H, W).
+
+    Raises ``LabelError`` if a pixel carries two classes (never so in the real data).
+    """
+    masks = np.zeros((N_CLASSES, *shape), dtype=np.uint8)
+    for c, enc in encodings.items():
+        try:
+            masks[int(c) - 1] = rle.decode(enc, shape)
+        except rle.RLEError as e:
+            raise LabelError(f"image {image_id} class {c}: {e}") from None
+    if len(encodings) > 1 and (masks.sum(0) > 1).any():
+        raise LabelError(f"image {image_id}: a pixel carries two classes")
+    return masks
+
+
+def list_images(images_dir: str | Path) -> list[str]:
+    """File names of the images in a folder, sorted."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise LabelError(f"{images_dir}: image folder not found")
+    return sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _count_parts(enc: str) -> int:
+    import cv2
+
+    mask = rle.decode(enc)
+    n, _ = cv2.connectedComponents(mask, connectivity=8)
+    return int(n - 1)
+
+
+def image_table(
+    labels: pd.DataFrame | str | Path,
+    images_dir: str | Path | None = None,
+    image_ids: Iterable[str] | None = None,
+    on_missing: Literal["error", "skip"] = "error",
+    count_parts: bool = True,
+) -> pd.DataFrame:
+    """One row per image, defect-free images included.
+
+    The images are those in ``images_dir`` (or ``image_ids`` when no folder is given, or both).
+    Columns: ImageId, has_defect, n_classes, classes ("1 3"), area_1..area_4 (pixels),
+    parts_1..parts_4 (8-connected components; only with ``count_parts``).
+    A labelled image absent from the folder raises ``LabelError`` (``on_missing="error"``) or
+    is dropped with one warning that gives the count (``"skip"``).
+    """
+    source = str(labels) if not isinstance(labels, pd.DataFrame) else "labels"
+    if not isinstance(labels, pd.DataFrame):
+        labels = read_labels(labels)
+    ids: set[str] = set(image_ids or ())
+    if images_dir is not None:
+        on_disk = set(list_images(images_dir))
+        missing = sorted(set(labels["ImageId"]) - on_disk)
+        if missing:
+            if on_missing == "error":
+                raise LabelError(
+                    f"{source}: {len(missing)} labelled image(s) absent from {images_dir}, "
+                    f"first {missing[0]} (pass on_missing='skip' to drop them)"
+                )
+            warnings.warn(f"{source}: skipped {len(missing)} labelled image(s) absent from {images_dir}")
+            labels = labels[~labels["ImageId"].isin(missing)]
+        ids |= on_disk
+    ids |= set(labels["ImageId"])
+    table = pd.DataFrame({"ImageId": sorted(ids)}).set_index("ImageId")
+    areas = labels.assign(area=[rle.area(e) for e in labels["EncodedPixels"]])
+    wide = areas.pivot_table(index="ImageId", columns="ClassId", values="area", aggfunc="sum")
+    for c in CLASS_IDS:
+        table[f"area_{c}"] = wide[c] if c in wide else 0
+    table = table.fillna(0).astype({f"area_{c}": int for c in CLASS_IDS})
+    present = table[[f"area_{c}" for c in CLASS_IDS]].to_numpy() > 0
+    table.insert(0, "n_classes", present.sum(1))
+    table.insert(0, "has_defect", present.any(1))
+    table.insert(2, "classes", [" ".join(str(c) for c, p in zip(CLASS_IDS, row) if p) for row in present])
+    if count_parts:
+        parts = labels.assign(parts=[_count_parts(e) for e in labels["EncodedPixels"]])
+        wide = parts.pivot_table(index="ImageId", columns="ClassId", values="parts", aggfunc="sum")
+        for c in CLASS_IDS:
+            table[f"parts_{c}"] = (wide[c] if c in wide else 0)
+        table = table.fillna(0).astype({f"parts_{c}": int for c in CLASS_IDS})
+    return table.reset_index()
