@@ -1,0 +1,150 @@
+"""The ``steelnb`` command: synth, balance, train, predict, run, book.
+
+Each subcommand is a thin wrapper over one module's function; heavy imports happen lazily so
+that ``steelnb --help`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import TrainConfig
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """One ``--field`` option per TrainConfig field, typed from the dataclass."""
+    hints = typing.get_type_hints(TrainConfig)
+    p.add_argument("--config", type=Path, help="YAML config file; options given here override it")
+    for f in dataclasses.fields(TrainConfig):
+        opt = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if hint is bool:
+            p.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default {default})")
+        elif f.name == "loss_params":
+            p.add_argument(opt, dest=f.name, default=None, metavar="YAML",
+                           help="loss parameters as YAML, e.g. '{alpha: 0.1, beta: 0.9}'")
+        else:
+            base = {int: int, float: float}.get(hint, str)
+            p.add_argument(opt, dest=f.name, type=base, default=None, help=f"(default {default!r})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Merge ``--config FILE`` with the options given on the command line."""
+    import yaml
+
+    base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name == "loss_params":
+            value = yaml.safe_load(value) or {}
+        if f.name == "encoder_weights" and str(value).lower() in ("none", "null", ""):
+            value = None
+        changes[f.name] = value
+    return base.replace(**changes) if changes else base
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steelnb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write the synthetic data set in the Kaggle layout")
+    p.add_argument("out", type=Path)
+    p.add_argument("--images", type=int, default=200, help="number of train images")
+    p.add_argument("--test-images", type=int, default=None, help="number of test images (default: images // 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--old-format", action="store_true", help="write train.csv in the old ImageId_ClassId format")
+
+    p = sub.add_parser("balance", help="class-balanced subset of a label file (the reference's sampling)")
+    p.add_argument("labels", type=Path)
+    p.add_argument("--per-class", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("train", help="train one model; every config field is an option")
+    _add_config_options(p)
+
+    p = sub.add_parser("predict", help="predict masks, write submission.csv, overlays and (with labels) an evaluation")
+    p.add_argument("--weights", type=Path, required=True, help="run folder or checkpoint file")
+    p.add_argument("--images", type=Path, required=True, help="folder of images")
+    p.add_argument("--labels", type=Path, default=None, help="label CSV: evaluate against it")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--tta", choices=["none", "h", "hv"], default="none")
+    p.add_argument("--overlays", type=int, default=0, help="number of overlay pictures to save")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    p.add_argument("--class-id", type=int, default=None,
+                   help="for one-class checkpoints (the reference's): the class its mask stands for")
+
+    p = sub.add_parser("run", help="run a papermill batch plan (plans/NAME.yaml or a path), then build the book")
+    p.add_argument("plan", help="plan name (smoke, full, ...) or path to a YAML plan")
+    p.add_argument("--force", action="store_true", help="re-run runs that already finished")
+    p.add_argument("--gpus", default=None, help="comma-separated GPU ids: independent runs side by side")
+    p.add_argument("--no-book", action="store_true", help="do not build the book at the end")
+
+    p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
+    p.add_argument("--book-dir", type=Path, default=Path("book"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ValueError as e:  # our input errors: one clear line, no traceback
+        print(f"steelnb {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "synth":
+        from .synthetic import generate
+
+        out = generate(args.out, n_images=args.images, n_test=args.test_images, seed=args.seed,
+                       old_format=args.old_format)
+        print(f"wrote synthetic data set to {out}")
+    elif args.command == "balance":
+        from .labels import read_labels, write_labels
+        from .sampling import balanced_subset
+
+        subset = balanced_subset(read_labels(args.labels), per_class=args.per_class, seed=args.seed)
+        write_labels(subset, args.out)
+        counts = subset["ClassId"].value_counts().sort_index()
+        print(f"wrote {len(subset)} masks to {args.out}: " + ", ".join(f"class {c}: {n}" for c, n in counts.items()))
+    elif args.command == "train":
+        from .training import fit
+
+        run_dir = fit(config_from_args(args))
+        print(f"run folder: {run_dir}")
+    elif args.command == "predict":
+        from .inference import run_predict
+
+        result = run_predict(weights=args.weights, images=args.images, out=args.out, labels=args.labels,
+                             tta=args.tta, overlays=args.overlays, batch_size=args.batch_size,
+                             device=args.device, on_error=args.on_error, class_id=args.class_id)
+        print(result)
+    elif args.command == "run":
+        from .pipeline import run_plan
+
+        gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
+        results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book)
+        failed = int((results["status"] == "failed").sum()) if len(results) else 0
+        return 1 if failed else 0
+    elif args.command == "book":
+        from .pipeline import build_book
+
+        print(f"built {build_book(args.book_dir)}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
