@@ -120,7 +120,7 @@ def write_labels(
     if fmt == "new":
         out = labels[COLUMNS]
     elif fmt == "old":
-        ids = sorted(set(labels["ImageId"]) | set(image_ids or ()))
+        ids = sorted(set(labels["ImageId"]) | set(() if image_ids is None else image_ids))
         enc = {(i, c): e for i, c, e in labels[COLUMNS].itertuples(index=False)}
         out = pd.DataFrame(
             [(f"{i}_{c}", enc.get((i, c), "")) for i in ids for c in CLASS_IDS],
@@ -198,7 +198,7 @@ def image_table(
     source = str(labels) if not isinstance(labels, pd.DataFrame) else "labels"
     if not isinstance(labels, pd.DataFrame):
         labels = read_labels(labels)
-    ids: set[str] = set(image_ids or ())
+    ids: set[str] = set(() if image_ids is None else image_ids)
     if images_dir is not None:
         on_disk = set(list_images(images_dir))
         missing = sorted(set(labels["ImageId"]) - on_disk)

@@ -1,0 +1,121 @@
+"""Class-balanced subsets and stratified folds.
+
+``balanced_subset`` is the reference project's mask-level subset (1,000 masks, about 250 per
+class); ``image_subset`` balances whole images instead (every mask of a chosen image is kept)
+and can add defect-free images. ``assign_folds`` / ``train_val_split`` split images into folds
+stratified by their class set. Everything is deterministic for a seed and independent of the
+row order of the input.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .labels import CLASS_IDS, COLUMNS, LabelError
+
+
+def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise LabelError(f"{what}: missing column(s) {', '.join(missing)}; found {list(frame.columns)}")
+
+
+def class_quotas(counts: dict[int, int], per_class: int) -> dict[int, int]:
+    """Masks to draw per class: ``per_class`` each, a short class gives all it has and the
+    shortfall goes to the classes with the most masks left, so that the total stays
+    ``per_class * 4`` when the data allow (the reference's 250/247/253/250 on the real labels).
+    """
+    quota = {c: min(per_class, counts.get(c, 0)) for c in CLASS_IDS}
+    short = per_class * len(CLASS_IDS) - sum(quota.values())
+    while short > 0:
+        spare = {c: counts.get(c, 0) - quota[c] for c in CLASS_IDS}
+        c = max(CLASS_IDS, key=lambda k: (spare[k], -k))
+        if spare[c] <= 0:
+            break
+        quota[c] += 1
+        short -= 1
+    return quota
+
+
+def balanced_subset(labels: pd.DataFrame, per_class: int = 250, seed: int = 0) -> pd.DataFrame:
+    """The reference's class-balanced subset of a tidy label table (one row per mask).
+
+    Draws ``class_quotas(..., per_class)`` masks of each class at random (seeded).
+    Returns tidy rows ``ImageId, ClassId, EncodedPixels`` sorted by (ImageId, ClassId).
+    """
+    _require(labels, COLUMNS, "balanced_subset labels")
+    if per_class < 0:
+        raise ValueError(f"per_class={per_class}: expected >= 0")
+    tidy = labels[COLUMNS].sort_values(["ImageId", "ClassId"], kind="stable").reset_index(drop=True)
+    counts = tidy["ClassId"].value_counts().to_dict()
+    quota = class_quotas({int(k): int(v) for k, v in counts.items()}, per_class)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in CLASS_IDS:
+        rows = np.flatnonzero(tidy["ClassId"].to_numpy() == c)
+        picked.append(np.sort(rng.choice(rows, size=quota[c], replace=False)))
+    out = tidy.iloc[np.concatenate(picked)]
+    return out.sort_values(["ImageId", "ClassId"], kind="stable").reset_index(drop=True)
+
+
+def image_subset(table: pd.DataFrame, per_class: int = 250, n_clean: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Image-level balanced subset of an image table (``labels.image_table``).
+
+    Classes are visited rarest first; images showing the class are drawn (seeded) until
+    ``per_class`` chosen images show it (or all of them do). A chosen image keeps all its
+    masks, so common classes may exceed ``per_class``. ``n_clean`` defect-free images are
+    added (all of them when fewer exist). Returns table rows sorted by ImageId.
+    """
+    _require(table, ["ImageId", "classes"], "image_subset table")
+    if per_class < 0 or n_clean < 0:
+        raise ValueError(f"per_class={per_class}, n_clean={n_clean}: expected >= 0")
+    table = table.sort_values("ImageId", kind="stable").reset_index(drop=True)
+    sets = [frozenset(int(c) for c in str(s).split()) for s in table["classes"].fillna("")]
+    has = {c: np.array([c in s for s in sets], dtype=bool) for c in CLASS_IDS}
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(table), dtype=bool)
+    for c in sorted(CLASS_IDS, key=lambda k: (int(has[k].sum()), k)):
+        need = per_class - int((chosen & has[c]).sum())
+        pool = np.flatnonzero(has[c] & ~chosen)
+        if need > 0 and pool.size:
+            chosen[rng.choice(pool, size=min(need, pool.size), replace=False)] = True
+    clean = np.flatnonzero(np.array([not s for s in sets], dtype=bool))
+    if n_clean and clean.size:
+        chosen[rng.choice(clean, size=min(n_clean, clean.size), replace=False)] = True
+    return table[chosen].reset_index(drop=True)
+
+
+def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Stratified K folds by class set: DataFrame[ImageId, fold] sorted by ImageId.
+
+    Within each stratum (the ``classes`` string, "" = defect-free) images are shuffled
+    (seeded) and dealt to folds in turn; the dealing continues from stratum to stratum so
+    that fold sizes differ by at most one. Each image is in exactly one fold.
+    """
+    _require(table, ["ImageId", "classes"], "assign_folds table")
+    if n_folds < 2:
+        raise ValueError(f"n_folds={n_folds}: expected >= 2")
+    ids = table["ImageId"].astype(str)
+    if ids.duplicated().any():
+        raise LabelError(f"assign_folds table: image {ids[ids.duplicated()].iloc[0]} appears twice")
+    frame = pd.DataFrame({"ImageId": ids.to_numpy(), "classes": table["classes"].fillna("").astype(str).to_numpy()})
+    frame = frame.sort_values("ImageId", kind="stable").reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(frame), dtype=np.int64)
+    dealt = 0
+    for _, rows in sorted(frame.groupby("classes").indices.items()):
+        rows = rng.permutation(rows)
+        fold[rows] = (dealt + np.arange(rows.size)) % n_folds
+        dealt += rows.size
+    return pd.DataFrame({"ImageId": frame["ImageId"], "fold": fold})
+
+
+def train_val_split(
+    table: pd.DataFrame, fold: int = 0, n_folds: int = 5, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """(train image ids, validation image ids): fold ``fold`` of ``assign_folds`` is validation."""
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold={fold}: expected 0 <= fold < n_folds={n_folds}")
+    folds = assign_folds(table, n_folds=n_folds, seed=seed)
+    val = folds["fold"].to_numpy() == fold
+    return folds["ImageId"][~val].tolist(), folds["ImageId"][val].tolist()
