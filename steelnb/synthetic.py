@@ -1,0 +1,272 @@
+"""A synthetic Severstal data set in the exact Kaggle layout, calibrated to the real statistics.
+
+``generate(out)`` writes ``train.csv``, ``train_images/*.jpg`` (1600 x 256, three identical grey
+channels), ``test_images/*.jpg`` and ``sample_submission.csv``. About half the images are
+defect-free; per-class mask shares, median areas and shapes follow the real data (see
+``../shared/data/README.md``): class 1 clusters of small bright or dark spots, class 2 narrow
+bright vertical strips, class 3 dark elongated bands with diagonal scratches (heavy-tailed
+area, often full height), class 4 large dark mottled blobs. Each mask is exactly the drawn
+shape, minus pixels already taken by another class, so no pixel carries two classes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from . import rle
+from .config import HEIGHT, WIDTH
+from .labels import CLASS_IDS, COLUMNS, atomic_write_csv, write_labels
+
+#: Mask share per class in the full train.csv (897/247/5,150/801 of 7,095 masks).
+MASK_SHARE = {1: 0.126, 2: 0.035, 3: 0.726, 4: 0.113}
+#: Median mask area (pixels) and log-normal spread per class, from the real masks.
+AREA_MEDIAN = {1: 3300.0, 2: 2900.0, 3: 12500.0, 4: 24000.0}
+AREA_SIGMA = {1: 0.8, 2: 0.55, 3: 1.3, 4: 0.85}
+AREA_RANGE = {1: (300, 30000), 2: (600, 14000), 3: (1000, 330000), 4: (3000, 190000)}
+DEFECT_SHARE = 0.53  # 6,666 of 12,568 real train images have a defect
+TWO_CLASS_SHARE = 0.064  # 425 + 2 of 6,666 defective images show two classes or more
+DARK_MARGIN_SHARE = 0.3  # images with a dark area beyond the edge of the sheet
+JPEG_QUALITY = 90
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Low-resolution noise ``shape`` (h, w) resized to ``size`` (H, W): float32 (H, W)."""
+    small = rng.standard_normal(shape).astype(np.float32)
+    return cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def _background(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Rolled-steel texture float32 (H, W) and the sheet as a bool (H, W) (False = margin)."""
+    img = np.full((HEIGHT, WIDTH), rng.uniform(85, 135), dtype=np.float32)
+    img += 5 * _smooth_noise(rng, (HEIGHT, 24), (HEIGHT, WIDTH))  # horizontal rolling streaks
+    img += 4 * _smooth_noise(rng, (HEIGHT // 4, 1), (HEIGHT, WIDTH))  # row banding
+    img += 7 * _smooth_noise(rng, (4, 24), (HEIGHT, WIDTH))  # uneven lighting
+    img += rng.normal(0, 3.5, (HEIGHT, WIDTH)).astype(np.float32)
+    sheet = np.ones((HEIGHT, WIDTH), dtype=bool)
+    if rng.random() < DARK_MARGIN_SHARE:
+        edge = rng.uniform(60, 420) + rng.uniform(-30, 30) * np.linspace(0, 1, HEIGHT)[:, None]
+        x = np.arange(WIDTH)[None, :]
+        sheet = (x >= edge) if rng.random() < 0.5 else (x < WIDTH - edge)
+        dark = rng.uniform(8, 30) + rng.normal(0, 2, (HEIGHT, WIDTH)).astype(np.float32)
+        img = np.where(sheet, img, dark)
+    return img, sheet
+
+
+def _place(rng: np.random.Generator, sheet: np.ndarray, half_w: float) -> float:
+    """A centre column inside the sheet (on row 128), keeping ``half_w`` from its edges if possible."""
+    cols = np.flatnonzero(sheet[HEIGHT // 2])
+    lo, hi = cols[0] + half_w, cols[-1] - half_w
+    return float(rng.uniform(lo, hi)) if hi > lo else float((cols[0] + cols[-1]) / 2)
+
+
+def _spots(rng: np.random.Generator, area: float, sheet: np.ndarray) -> np.ndarray:
+    """Class 1: a cluster of small elliptic spots of total area ~``area``: uint8 (H, W)."""
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    k = int(np.clip(round(area / 260), 3, 40))
+    r = np.sqrt(area / (0.75 * k * np.pi))  # spots overlap: about 3/4 of the drawn area stays
+    spread_x, spread_y = 2.2 * np.sqrt(area), min(0.9 * np.sqrt(area), 100.0)
+    cx, cy = _place(rng, sheet, spread_x), rng.uniform(spread_y / 2, HEIGHT - spread_y / 2)
+    for _ in range(k):
+        x = int(cx + rng.uniform(-0.5, 0.5) * spread_x)
+        y = int(np.clip(cy + rng.uniform(-0.5, 0.5) * spread_y, 0, HEIGHT - 1))
+        ax = max(2, int(r * rng.uniform(0.8, 1.4)))
+        ay = max(2, int(r * rng.uniform(0.6, 1.1)))
+        cv2.ellipse(mask, (x, y), (ax, ay), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    return mask
+
+
+def _strip(rng: np.random.Generator, area: float, sheet: np.ndarray) -> np.ndarray:
+    """Class 2: a narrow, slightly slanted vertical strip: uint8 (H, W)."""
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    h = rng.uniform(140, HEIGHT)
+    w = float(np.clip(area / h, 5, 45))
+    y0 = rng.uniform(0, HEIGHT - h)
+    x0 = _place(rng, sheet, 40)
+    dx = rng.uniform(-15, 15)
+    pts = np.array([[x0, y0], [x0 + w, y0], [x0 + w + dx, y0 + h], [x0 + dx, y0 + h]])
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    return mask
+
+
+def _band(rng: np.random.Generator, area: float, sheet: np.ndarray) -> np.ndarray:
+    """Class 3: an elongated band with wobbly edges, full height in most cases: uint8 (H, W)."""
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    n = 9
+    if area >= 20 * HEIGHT and rng.random() < 0.75:  # vertical, full height
+        w = float(np.clip(area / HEIGHT, 4, 0.8 * WIDTH))
+        x0 = _place(rng, sheet, w / 2) - w / 2
+        y = np.linspace(0, HEIGHT, n)
+        left = x0 + rng.uniform(-20, 20) * y / HEIGHT + rng.normal(0, 0.08 * w + 1, n)
+        right = left + w * rng.uniform(0.85, 1.15, n)
+        pts = np.concatenate([np.stack([left, y], 1), np.stack([right, y], 1)[::-1]])
+    else:  # horizontal, elongated along the rolling direction
+        h = float(rng.uniform(15, 110))
+        w = area / h
+        if w > 0.9 * WIDTH:
+            w, h = 0.9 * WIDTH, min(area / (0.9 * WIDTH), HEIGHT)
+        x0 = _place(rng, sheet, w / 2) - w / 2
+        y0 = rng.uniform(0, HEIGHT - h)
+        x = np.linspace(x0, x0 + w, n)
+        top = y0 + rng.normal(0, 0.08 * h + 1, n)
+        bottom = top + h * rng.uniform(0.85, 1.15, n)
+        pts = np.concatenate([np.stack([x, top], 1), np.stack([x, bottom], 1)[::-1]])
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    return mask
+
+
+def _blob(rng: np.random.Generator, area: float, sheet: np.ndarray) -> np.ndarray:
+    """Class 4: a large irregular blob: uint8 (H, W)."""
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    ry = min(HEIGHT * 0.48, np.sqrt(area / np.pi) * rng.uniform(0.6, 1.0))
+    rx = area / (np.pi * ry)
+    cx = _place(rng, sheet, rx)
+    cy = rng.uniform(ry * 0.7, HEIGHT - ry * 0.7)
+    t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    rad = 1 + 0.12 * rng.standard_normal(t.size)
+    pts = np.stack([cx + rx * rad * np.cos(t), cy + ry * rad * np.sin(t)], 1)
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    return mask
+
+
+SHAPES = {1: _spots, 2: _strip, 3: _band, 4: _blob}
+
+
+def _texture(rng: np.random.Generator, c: int) -> np.ndarray:
+    """Intensity change a class-``c`` defect adds to the image: float32 (H, W)."""
+    if c == 1:  # bright (mostly) or dark spots
+        sign = 1.0 if rng.random() < 0.75 else -1.0
+        return sign * rng.uniform(55, 85) + rng.normal(0, 8, (HEIGHT, WIDTH)).astype(np.float32)
+    if c == 2:  # bright strip with vertical streaks
+        return rng.uniform(40, 60) + 12 * _smooth_noise(rng, (1, WIDTH // 2), (HEIGHT, WIDTH))
+    if c == 3:  # dark band crossed by thin diagonal scratches
+        lines = np.where(rng.random(WIDTH + 2 * HEIGHT) < 0.12, -45.0, 0.0).astype(np.float32)
+        slope = rng.choice([-1, 1]) * rng.uniform(0.3, 1.5)
+        idx = np.arange(WIDTH)[None, :] + np.round(slope * np.arange(HEIGHT))[:, None].astype(int) + HEIGHT
+        return rng.uniform(-35, -20) + lines[np.clip(idx, 0, lines.size - 1)]
+    return rng.uniform(-80, -60) + 12 * _smooth_noise(rng, (16, 100), (HEIGHT, WIDTH))  # dark mottled blob
+
+
+def _area(rng: np.random.Generator, c: int) -> float:
+    lo, hi = AREA_RANGE[c]
+    return float(np.clip(AREA_MEDIAN[c] * np.exp(AREA_SIGMA[c] * rng.standard_normal()), lo, hi))
+
+
+def render(rng: np.random.Generator, classes: list[int]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """One image with defects of ``classes``: uint8 grey (H, W) and {class: uint8 mask (H, W)}."""
+    img, sheet = _background(rng)
+    taken = ~sheet
+    masks: dict[int, np.ndarray] = {}
+    for c in classes:
+        for _ in range(5):  # redraw a shape that falls entirely on taken pixels
+            m = SHAPES[c](rng, _area(rng, c), sheet).astype(bool) & ~taken
+            if m.any():
+                break
+        if not m.any():
+            continue
+        taken |= m
+        img = np.where(m, img + _texture(rng, c), img)
+        masks[c] = m.astype(np.uint8)
+    return np.clip(img, 0, 255).astype(np.uint8), masks
+
+
+def _allocate(rng: np.random.Generator, n_images: int) -> list[list[int]]:
+    """Classes per image: ~53% defective, ~6% of those with two classes, mask shares as real."""
+    n_defect = int(round(n_images * DEFECT_SHARE))
+    n_two = int(round(n_defect * TWO_CLASS_SHARE))
+    total = n_defect + n_two
+    exact = np.array([MASK_SHARE[c] for c in CLASS_IDS]) * total
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(counts - exact)[: total - counts.sum()]] += 1  # largest remainders
+    pool = list(rng.permutation(np.repeat(CLASS_IDS, counts)))
+    per_image: list[list[int]] = [[] for _ in range(n_images)]
+    defective = rng.choice(n_images, size=n_defect, replace=False)
+    for i, c in zip(defective, pool[:n_defect]):
+        per_image[i].append(int(c))
+    for c in pool[n_defect:]:
+        single = [i for i in defective if len(per_image[i]) == 1 and per_image[i][0] != c]
+        if single:
+            per_image[single[int(rng.integers(len(single)))]].append(int(c))
+    return per_image
+
+
+def _image_ids(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` distinct Kaggle-like ids: 9 hex digits + ``.jpg``."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    while len(ids) < n:
+        name = f"{int(rng.integers(0, 16**9)):09x}.jpg"
+        if name not in seen:
+            seen.add(name)
+            ids.append(name)
+    return ids
+
+
+def _write_jpeg(path: Path, grey: np.ndarray) -> None:
+    bgr = cv2.merge([grey, grey, grey])
+    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+        raise OSError(f"{path}: could not write image")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing an earlier generated data set."""
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "train_images").is_dir()):
+            raise ValueError(f"{out}: exists and is not a data set folder; refusing to overwrite it")
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+        out.rename(old / "data")
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def generate(
+    out: str | Path, n_images: int = 200, n_test: int | None = None, seed: int = 0, old_format: bool = False
+) -> Path:
+    """Write a synthetic data set in the Kaggle layout into ``out`` and return ``out``.
+
+    ``n_test`` defaults to ``n_images // 4``. The same seed gives the same bytes. The set is
+    built in a temporary folder beside ``out`` and renamed into place when complete; an
+    earlier data set in ``out`` is replaced, any other non-empty folder is left alone (error).
+    """
+    if n_images < 0 or (n_test is not None and n_test < 0):
+        raise ValueError(f"n_images={n_images}, n_test={n_test}: expected counts >= 0")
+    n_test = n_images // 4 if n_test is None else n_test
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(seed).spawn(n_images + n_test + 1)
+    rng = np.random.default_rng(seeds[-1])
+    ids = _image_ids(rng, n_images + n_test)
+    train_ids, test_ids = ids[:n_images], sorted(ids[n_images:])
+    per_image = _allocate(rng, n_images)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp."))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the data set is an ordinary folder
+        (tmp / "train_images").mkdir()
+        (tmp / "test_images").mkdir()
+        rows = []
+        for i, (image_id, classes) in enumerate(zip(train_ids, per_image)):
+            img, masks = render(np.random.default_rng(seeds[i]), classes)
+            _write_jpeg(tmp / "train_images" / image_id, img)
+            rows += [(image_id, c, rle.encode(m)) for c, m in masks.items()]
+        for j, image_id in enumerate(test_ids):
+            r = np.random.default_rng(seeds[n_images + j])
+            shares = [MASK_SHARE[c] for c in CLASS_IDS]
+            classes = [int(r.choice(CLASS_IDS, p=shares))] if r.random() < DEFECT_SHARE else []
+            _write_jpeg(tmp / "test_images" / image_id, render(r, classes)[0])
+        submission = pd.DataFrame({"ImageId": test_ids, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0})
+        atomic_write_csv(submission, tmp / "sample_submission.csv")
+        labels = pd.DataFrame(rows, columns=COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
+        # train.csv last: a folder holding it was written completely
+        write_labels(labels, tmp / "train.csv", fmt="old" if old_format else "new", image_ids=train_ids)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

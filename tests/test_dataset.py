@@ -1,0 +1,204 @@
+"""Reading images, the Dataset's tensors and lazy masks, and the DataModule's split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from steelnb import labels as lb
+from steelnb import rle
+from steelnb.config import TrainConfig
+from steelnb.dataset import (
+    ImageError,
+    SteelDataModule,
+    SteelDataset,
+    read_image,
+    train_transforms,
+    val_transforms,
+)
+from steelnb.synthetic import generate
+
+MEAN = np.array([0.485, 0.456, 0.406]) * 255
+STD = np.array([0.229, 0.224, 0.225]) * 255
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("ds") / "set", n_images=24, n_test=0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small_labels(small_set) -> pd.DataFrame:
+    return lb.read_labels(small_set / "train.csv")
+
+
+def test_read_image_jpeg_png_and_grey(tmp_path) -> None:
+    grey = (np.arange(40 * 60).reshape(40, 60) % 251).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "grey.png"), grey)
+    (tmp_path / "png_named.jpg").write_bytes((tmp_path / "grey.png").read_bytes())  # PNG under a .jpg name
+    for name in ("grey.png", "png_named.jpg"):
+        img = read_image(tmp_path / name)
+        assert img.shape == (40, 60, 3) and img.dtype == np.uint8
+        for ch in range(3):
+            np.testing.assert_array_equal(img[..., ch], grey)  # lossless: exact values
+    colour = np.zeros((8, 8, 3), np.uint8)
+    colour[..., 2] = 200  # red in OpenCV's BGR order
+    cv2.imwrite(str(tmp_path / "red.png"), colour)
+    assert read_image(tmp_path / "red.png")[0, 0].tolist() == [200, 0, 0]  # returned as RGB
+
+
+def test_read_image_errors_name_the_file(tmp_path, small_set) -> None:
+    src = sorted((small_set / "train_images").iterdir())[0]
+    data = src.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="cut.jpg.*truncated"):
+        read_image(tmp_path / "cut.jpg")
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(ImageError, match="text.jpg"):
+        read_image(tmp_path / "text.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty.jpg"):
+        read_image(tmp_path / "empty.jpg")
+    with pytest.raises(ImageError, match="absent.jpg"):
+        read_image(tmp_path / "absent.jpg")
+    assert issubclass(ImageError, ValueError)
+
+
+def test_item_shapes_and_dtypes(small_set, small_labels) -> None:
+    ids = lb.list_images(small_set / "train_images")[:4]
+    ds = SteelDataset(small_set / "train_images", small_labels, ids, train_transforms(128, 384))
+    assert len(ds) == 4
+    image, masks = ds[0]
+    assert image.shape == (3, 128, 384) and image.dtype == torch.float32
+    assert masks.shape == (4, 128, 384) and masks.dtype == torch.float32
+    assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+    raw_image, raw_masks = SteelDataset(small_set / "train_images", small_labels, ids)[0]
+    assert raw_image.shape == (3, 256, 1600) and 0 <= raw_image.min() and raw_image.max() <= 1
+    assert raw_masks.shape == (4, 256, 1600)
+
+
+def test_masks_match_rle_at_full_size(small_set, small_labels) -> None:
+    ids = sorted(set(small_labels["ImageId"]))[:6]
+    ds = SteelDataset(small_set / "train_images", small_labels, ids, val_transforms(256, 1600))
+    for i, image_id in enumerate(ids):
+        image, masks = ds[i]
+        rows = small_labels[small_labels["ImageId"] == image_id]
+        expected = lb.image_masks(dict(zip(rows["ClassId"], rows["EncodedPixels"])))
+        np.testing.assert_array_equal(masks.numpy().astype(np.uint8), expected)
+        # image: ImageNet normalisation of the file's pixels
+        raw = read_image(small_set / "train_images" / image_id).astype(np.float64)
+        np.testing.assert_allclose(image.numpy().transpose(1, 2, 0), (raw - MEAN) / STD, atol=1e-4)
+
+
+def test_real_sample_masks(shared_data) -> None:
+    root = shared_data / "severstal-sample"
+    labels = lb.read_labels(root / "train.csv")
+    ids = sorted(set(labels["ImageId"]))[:3]
+    ds = SteelDataset(root / "train_images", labels, ids, val_transforms(256, 1600))
+    for i, image_id in enumerate(ids):
+        _, masks = ds[i]
+        for c, enc in labels.loc[labels["ImageId"] == image_id, ["ClassId", "EncodedPixels"]].itertuples(index=False):
+            assert rle.encode(masks[c - 1].numpy()) == enc
+
+
+def test_downsized_masks_follow_the_flip(small_set, small_labels) -> None:
+    image_id = small_labels["ImageId"].iloc[0]
+    ds = SteelDataset(small_set / "train_images", small_labels, [image_id], train_transforms(128, 384))
+    _, ref = SteelDataset(small_set / "train_images", small_labels, [image_id], val_transforms(128, 384))[0]
+    variants = {tuple(ds[0][1].flatten().tolist()[::97]) for _ in range(16)}
+    flips = [ref, ref.flip(-1), ref.flip(-2), ref.flip(-1).flip(-2)]
+    assert len(variants) >= 2  # augmentation does change the masks
+    for _ in range(8):
+        _, m = ds[0]
+        assert any(torch.equal(m, f) for f in flips)  # and only by flips
+
+
+def test_lazy_masks(small_set, small_labels) -> None:
+    ids = lb.list_images(small_set / "train_images")
+    ds = SteelDataset(small_set / "train_images", small_labels, ids, val_transforms(64, 320))
+    stored = [v for enc in ds.encodings.values() for pair in enc for v in pair]
+    assert all(isinstance(v, (str, int)) for v in stored)
+    assert not any(isinstance(v, (np.ndarray, torch.Tensor)) for v in vars(ds).values())
+    assert sum(len(e) for e in ds.encodings.values()) == len(small_labels)
+    clean = next(i for i, name in enumerate(ids) if name not in ds.encodings)
+    assert ds[clean][1].sum() == 0  # a defect-free image has empty masks
+
+
+def test_bad_rle_names_the_image(small_set) -> None:
+    image_id = lb.list_images(small_set / "train_images")[0]
+    bad = pd.DataFrame([(image_id, 2, "409600 5")], columns=lb.COLUMNS)
+    with pytest.raises(lb.LabelError, match=f"{image_id} class 2"):
+        SteelDataset(small_set / "train_images", bad, [image_id])[0]
+
+
+def config(data_dir: Path, **kw) -> TrainConfig:
+    base = dict(data_dir=str(data_dir), subset="all", height=64, width=320, batch_size=4, n_folds=4, fold=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_datamodule_split(small_set) -> None:
+    dm = SteelDataModule(config(small_set))
+    assert len(dm.table) == 24
+    assert not set(dm.train_ids) & set(dm.val_ids)
+    assert sorted(dm.train_ids + dm.val_ids) == sorted(dm.table["ImageId"])
+    assert len(dm.val_ids) == 6
+    again = SteelDataModule(config(small_set))
+    assert (again.train_ids, again.val_ids) == (dm.train_ids, dm.val_ids)
+    other = SteelDataModule(config(small_set, fold=2))
+    assert not set(other.val_ids) & set(dm.val_ids)
+    assert set(dm.labels["ImageId"]) <= set(dm.table["ImageId"])
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 64, 320) and y.shape == (4, 4, 64, 320)
+    loader = dm.val_dataloader()
+    assert loader.num_workers == 0 and not loader.persistent_workers
+    assert sum(len(b[0]) for b in loader) == 6
+
+
+def test_datamodule_subsets_cap_and_folds_file(small_set, small_labels, tmp_path) -> None:
+    dm = SteelDataModule(config(small_set, subset="balanced", per_class=2))
+    chosen = set(dm.table["ImageId"])
+    assert chosen <= set(small_labels["ImageId"]) and len(chosen) <= 8
+    # all masks of a chosen image are kept
+    assert len(dm.labels) == small_labels["ImageId"].isin(chosen).sum()
+    dm = SteelDataModule(config(small_set, subset="images", per_class=1, clean_images=3))
+    assert (~dm.table["has_defect"]).sum() == 3
+    dm = SteelDataModule(config(small_set, max_images=10))
+    assert len(dm.table) == 10 and dm.table["ImageId"].tolist() == SteelDataModule(config(small_set, max_images=10)).table["ImageId"].tolist()
+    ids = lb.list_images(small_set / "train_images")[:8]
+    pd.DataFrame({"ImageId": ids}).to_csv(tmp_path / "subset.csv", index=False)
+    pd.DataFrame({"ImageId": ids, "fold": [0, 1] * 4}).to_csv(tmp_path / "folds.csv", index=False)
+    dm = SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "folds.csv")))
+    assert dm.val_ids == ids[1::2] and dm.train_ids == ids[0::2]
+    pd.DataFrame({"ImageId": ids[:4], "fold": [0, 1] * 2}).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(lb.LabelError, match="no fold for image"):
+        SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "short.csv")))
+    with pytest.raises(lb.LabelError, match="subset="):
+        SteelDataModule(config(small_set, subset="nonsense"))
+
+
+def test_datamodule_workers(small_set) -> None:
+    dm = SteelDataModule(config(small_set, num_workers=1))
+    loader = dm.train_dataloader()
+    assert loader.num_workers == 1 and loader.persistent_workers
+    assert loader.pin_memory == torch.cuda.is_available()
+    torch.manual_seed(0)
+    first = next(iter(loader))
+    torch.manual_seed(0)
+    again = next(iter(SteelDataModule(config(small_set, num_workers=1)).train_dataloader()))
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_augmentation_reproducible_for_a_seed(small_set, small_labels) -> None:
+    ids = lb.list_images(small_set / "train_images")[:3]
+
+    def images(seed: int) -> list[torch.Tensor]:
+        ds = SteelDataset(small_set / "train_images", small_labels, ids, train_transforms(64, 320, seed=seed))
+        return [ds[i % 3][0] for i in range(9)]
+
+    a, b, c = images(1), images(1), images(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
