@@ -1,0 +1,165 @@
+"""Training throughput and peak memory: the reference's recipe vs ours, per encoder, side by side.
+
+(a) reference: fp32, NCHW, 256x768, batch 8;  (b) ours: mixed precision (bf16 where the card
+has it, else fp16 with loss scaling) + channels_last, same size and batch;  (c) ours at full
+256x1600 with the largest power-of-two batch that fits (CUDA only), and batch 16 for the memory
+target. Inputs are random tensors: data loading is benched elsewhere. One training step =
+forward, DiceBCE loss, backward, Adam step (the encoder/decoder+head groups of steelnb.training).
+
+    python bench/bench_train.py --device cuda                      # on a GPU: full sizes
+    python bench/bench_train.py --device cpu --size 64x192 --batch 2 --steps 3   # CPU smoke
+
+On CPU there is no bf16 speed-up, so ours/reference is about 1 there; the targets are GPU ones:
+EfficientNet-B4 ours >= 2.5x reference images/s on the same card, and B4 at 256x1600 batch 16
+under 15 GB peak.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import os
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch  # noqa: E402
+
+from steelnb.config import REFERENCE_ENCODERS  # noqa: E402
+from steelnb.losses import build_loss  # noqa: E402
+from steelnb.models import build_model  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(encoder: str, height: int, width: int, batch: int, ours: bool, device: torch.device,
+          steps: int, warmup: int, compile_model: bool = False) -> dict[str, Any]:
+    """Images/s over ``steps`` timed training steps (after ``warmup``) and peak CUDA memory (MB)."""
+    model = build_model("Unet", encoder, encoder_weights=None, classes=4).to(device)
+    enc_ids = {id(p) for p in model.encoder.parameters()}
+    groups = [{"params": list(model.encoder.parameters()), "lr": 1e-3},
+              {"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr": 1e-2}]
+    opt = torch.optim.Adam(groups)
+    loss_fn = build_loss("dice_bce")
+    fmt = torch.channels_last if ours else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    step_model = torch.compile(model) if compile_model else model
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if (use_bf16 or device.type == "cpu") else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=ours and dtype == torch.float16)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(batch, 3, height, width, generator=g).to(device).contiguous(memory_format=fmt)
+    y = (torch.rand(batch, 4, height, width, generator=g) > 0.9).float().to(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        amp = torch.autocast(device.type, dtype=dtype) if ours else contextlib.nullcontext()
+        with amp:
+            loss = loss_fn(step_model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    dt = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"images_per_s": batch * steps / dt, "peak_mb": peak, "batch": batch}
+
+
+def largest_batch(encoder: str, height: int, width: int, device: torch.device, limit: int,
+                  compile_model: bool) -> int:
+    """Largest power-of-two batch (<= limit) whose training step fits in CUDA memory; 0 if none."""
+    best, batch = 0, 1
+    while batch <= limit:
+        try:
+            bench(encoder, height, width, batch, True, device, steps=1, warmup=1, compile_model=compile_model)
+            best, batch = batch, batch * 2
+        except torch.cuda.OutOfMemoryError:
+            break
+    gc.collect()
+    torch.cuda.empty_cache()
+    return best
+
+
+def _mb(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--encoders", nargs="+", default=list(REFERENCE_ENCODERS))
+    p.add_argument("--size", default="256x768", help="HxW of the reference comparison")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--full-size", default="256x1600")
+    p.add_argument("--max-batch", type=int, default=64, help="upper bound of the batch search at full size")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="torch.compile our model")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device visible", file=sys.stderr)
+        return 2
+    torch.backends.cudnn.benchmark = True
+    h, w = (int(v) for v in a.size.split("x"))
+    fh, fw = (int(v) for v in a.full_size.split("x"))
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    prec = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "bf16 (autocast)"
+    print(f"device: {card}; reference = fp32 NCHW; ours = {prec} + channels_last"
+          f"{' + torch.compile' if a.compile else ''}; {h}x{w} batch {a.batch}; "
+          f"{a.steps} timed steps after {a.warmup} warm-up")
+    rows, targets = [], []
+    for enc in a.encoders:
+        ref = bench(enc, h, w, a.batch, False, device, a.steps, a.warmup)
+        our = bench(enc, h, w, a.batch, True, device, a.steps, a.warmup, a.compile)
+        row = [enc, f"{ref['images_per_s']:.2f}", _mb(ref["peak_mb"]), f"{our['images_per_s']:.2f}",
+               _mb(our["peak_mb"]), f"{our['images_per_s'] / ref['images_per_s']:.2f}x"]
+        if device.type == "cuda":
+            nb = largest_batch(enc, fh, fw, device, a.max_batch, a.compile)
+            full = bench(enc, fh, fw, nb, True, device, a.steps, a.warmup, a.compile) if nb else None
+            row += [str(nb), f"{full['images_per_s']:.2f}" if full else "-", _mb(full and full["peak_mb"])]
+            if enc == "efficientnet-b4":
+                try:
+                    b16 = bench(enc, fh, fw, 16, True, device, 2, 1, a.compile)["peak_mb"]
+                except torch.cuda.OutOfMemoryError:
+                    b16 = float("inf")
+                targets.append(f"B4 {fh}x{fw} batch 16 peak {_mb(b16)} MB < 15,000 MB: "
+                               f"{'MET' if b16 < 15000 else 'NOT MET'}")
+        else:
+            row += ["n/a", "n/a", "n/a"]
+        if enc == "efficientnet-b4":
+            ratio = our["images_per_s"] / ref["images_per_s"]
+            verdict = ("MET" if ratio >= 2.5 else "NOT MET") if device.type == "cuda" else "n/a on CPU (GPU target)"
+            targets.insert(0, f"B4 ours/reference images/s {ratio:.2f}x >= 2.5x: {verdict}")
+        rows.append(row)
+    head = ["encoder", "ref img/s", "ref peak MB", "ours img/s", "ours peak MB", "ours/ref",
+            f"max batch {fh}x{fw}", "full img/s", "full peak MB"]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(c.rjust(wd) if i else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths))))
+    for t in targets:
+        print("target:", t)
+    if device.type == "cpu":
+        print("note: CPU run (peak memory is measured on CUDA only); CPUs gain nothing from bf16, "
+              "so a ratio near 1 (or below) is expected here")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

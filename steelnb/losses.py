@@ -1,0 +1,84 @@
+"""Losses by name, built on ``smp.losses``, on logits (N, C, H, W) vs 0/1 targets (N, C, H, W).
+
+Every loss runs in float32 with autocast switched off, so it is safe under mixed precision
+(sigmoid/log of float16 logits underflow). Classes are independent (multilabel): a pixel may
+carry several defect classes, as the Kaggle masks do.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from .config import LOSSES
+
+MULTILABEL = smp.losses.MULTILABEL_MODE
+
+
+class LossError(ValueError):
+    """Unknown loss name or parameters the loss does not take."""
+
+
+class DiceBCELoss(nn.Module):
+    """The reference's DiceBCE: ``dice_weight * Dice + bce_weight * BCE`` (soft Dice from logits)."""
+
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 0.0,
+                 pos_weight: float | None = None) -> None:
+        super().__init__()
+        self.dice = smp.losses.DiceLoss(MULTILABEL, from_logits=True, smooth=smooth)
+        pw = None if pos_weight is None else torch.tensor(float(pos_weight))
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=pw)
+        self.dice_weight, self.bce_weight = float(dice_weight), float(bce_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.dice_weight * self.dice(logits, target) + self.bce_weight * self.bce(logits, target)
+
+
+class Float32Loss(nn.Module):
+    """Wraps a loss: casts logits/targets to float32 and disables autocast inside."""
+
+    def __init__(self, loss: nn.Module, name: str) -> None:
+        super().__init__()
+        self.loss, self.name = loss, name
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits (N, C, H, W) any float dtype, target (N, C, H, W) 0/1 -> scalar float32."""
+        if logits.shape != target.shape:
+            raise LossError(f"loss {self.name}: logits {tuple(logits.shape)} and target "
+                            f"{tuple(target.shape)} must have the same (N, C, H, W) shape")
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self.loss(logits.float(), target.float())
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+def _tversky(alpha: float = 0.1, beta: float = 0.9, **kw: Any) -> nn.Module:
+    # reference: alpha weighs false positives, beta false negatives (beta > alpha favours recall)
+    return smp.losses.TverskyLoss(MULTILABEL, from_logits=True, alpha=alpha, beta=beta, **kw)
+
+
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "dice_bce": DiceBCELoss,
+    "tversky": _tversky,
+    "focal": lambda **kw: smp.losses.FocalLoss(MULTILABEL, **kw),
+    "lovasz": lambda **kw: smp.losses.LovaszLoss(MULTILABEL, from_logits=True, **kw),
+}
+assert set(_FACTORIES) == set(LOSSES)
+
+
+def build_loss(name: str, **params: Any) -> nn.Module:
+    """Loss ``name`` (dice_bce | tversky | focal | lovasz) with keyword ``params``.
+
+    Returns a module ``loss(logits (N, C, H, W), target (N, C, H, W)) -> scalar``.
+    Defaults: dice_bce weights 1/1; tversky alpha 0.1, beta 0.9; focal gamma 2; lovasz per batch.
+    """
+    if name not in _FACTORIES:
+        raise LossError(f"unknown loss {name!r}: expected one of {', '.join(_FACTORIES)}")
+    try:
+        loss = _FACTORIES[name](**params)
+    except TypeError as e:
+        raise LossError(f"loss {name!r}: bad parameters {params}: {e}") from None
+    return Float32Loss(loss, name)

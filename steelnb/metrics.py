@@ -1,0 +1,131 @@
+"""Segmentation metrics on (N, C, H, W) masks or probabilities; numpy arrays or torch tensors.
+
+- ``dice_per_image`` / ``kaggle_metric``: the competition metric, mean Dice over every
+  (image, class) pair, a pair with both masks empty scoring 1.
+- ``iou_dice``: IoU and Dice per class from confusion counts summed over all images
+  (``smp.metrics.get_stats``), a class empty in both prediction and truth scoring 1.
+- ``soft_iou``: the reference project's "IoU" on probabilities (no threshold). It is NOT the
+  competition metric and is reported only to compare with the reference.
+``MetricAccumulator`` gathers all of these batch by batch in O(C) memory.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+
+EPS = 1e-7
+
+
+class MetricError(ValueError):
+    """Inputs of the wrong shape or type; names what was expected."""
+
+
+def _tensor(x: Any, name: str) -> torch.Tensor:
+    t = torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if t.ndim != 4:
+        raise MetricError(f"{name}: expected shape (N, C, H, W), got {tuple(t.shape)}")
+    return t.detach()
+
+
+def _pair(pred: Any, truth: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    p, t = _tensor(pred, "pred"), _tensor(truth, "truth")
+    if p.shape != t.shape:
+        raise MetricError(f"pred {tuple(p.shape)} and truth {tuple(t.shape)}: expected equal (N, C, H, W)")
+    return p, t.to(p.device)
+
+
+def binarize(x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Bool masks: bool stays, numbers become ``x > threshold`` (0/1 masks pass unchanged)."""
+    return x if x.dtype == torch.bool else x > threshold
+
+
+def confusion(pred: Any, truth: Any, threshold: float = 0.5) -> tuple[torch.Tensor, ...]:
+    """(tp, fp, fn, tn) pixel counts, each (N, C) int64, via ``smp.metrics.get_stats``."""
+    p, t = _pair(pred, truth)
+    return smp.metrics.get_stats(binarize(p, threshold).long(), binarize(t, 0.5).long(), mode="multilabel")
+
+
+def _dice(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    den = (2 * tp + fp + fn).double()
+    return torch.where(den > 0, 2 * tp.double() / den.clamp(min=1), torch.ones_like(den))
+
+
+def _iou(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    den = (tp + fp + fn).double()
+    return torch.where(den > 0, tp.double() / den.clamp(min=1), torch.ones_like(den))
+
+
+def dice_per_image(pred: Any, truth: Any, threshold: float = 0.5) -> np.ndarray:
+    """Dice of each (image, class) pair -> float64 (N, C); 1 where both masks are empty."""
+    tp, fp, fn, _ = confusion(pred, truth, threshold)
+    return _dice(tp, fp, fn).cpu().numpy()
+
+
+def kaggle_metric(pred: Any, truth: Any, threshold: float = 0.5) -> float:
+    """The Severstal leaderboard metric: mean of ``dice_per_image`` over all N*C pairs."""
+    return float(dice_per_image(pred, truth, threshold).mean())
+
+
+def iou_dice(pred: Any, truth: Any, threshold: float = 0.5) -> dict[str, Any]:
+    """Per-class and mean IoU/Dice from pixel counts summed over the N images.
+
+    Returns ``{"iou": [C floats], "dice": [C], "iou_mean": float, "dice_mean": float}``.
+    """
+    tp, fp, fn, _ = (s.sum(0) for s in confusion(pred, truth, threshold))
+    iou, dice = _iou(tp, fp, fn), _dice(tp, fp, fn)
+    return {"iou": iou.tolist(), "dice": dice.tolist(),
+            "iou_mean": float(iou.mean()), "dice_mean": float(dice.mean())}
+
+
+def soft_iou(probs: Any, truth: Any, per_class: bool = False) -> float | np.ndarray:
+    """The reference's soft IoU on probabilities: sum(p*t) / (sum(p) + sum(t) - sum(p*t)).
+
+    Summed over all images (and classes unless ``per_class``; then an array (C,)). Not the
+    competition metric: it rewards confident near-empty predictions differently.
+    """
+    p, t = _pair(probs, truth)
+    p, t = p.double(), t.double()
+    dims = (0, 2, 3) if per_class else (0, 1, 2, 3)
+    inter = (p * t).sum(dims)
+    union = p.sum(dims) + t.sum(dims) - inter
+    out = ((inter + EPS) / (union + EPS)).cpu().numpy()
+    return out if per_class else float(out)
+
+
+class MetricAccumulator:
+    """Running sums for an epoch of validation batches; nothing per image is kept.
+
+    ``update(probs (N, C, H, W), truth (N, C, H, W))``; ``compute() -> dict`` with per-class
+    lists ``dice``, ``iou``, ``kaggle`` (per-image Dice averaged per class), ``soft_iou`` and
+    their means (``*_mean``). ``state`` is a flat tensor that DDP can all-reduce (sum).
+    """
+
+    def __init__(self, classes: int = 4, threshold: float = 0.5, device: Any = "cpu") -> None:
+        self.classes, self.threshold = classes, threshold
+        # rows: tp, fp, fn, per-image dice sum, image count, soft intersection, soft union
+        self.state = torch.zeros(7, classes, dtype=torch.float64, device=device)
+
+    def reset(self) -> None:
+        self.state.zero_()
+
+    @torch.no_grad()
+    def update(self, probs: torch.Tensor, truth: torch.Tensor) -> None:
+        p, t = _pair(probs, truth)
+        tp, fp, fn, _ = confusion(p, t, self.threshold)
+        pd, td = p.double(), t.double()
+        inter = (pd * td).sum((0, 2, 3))
+        rows = [tp.sum(0), fp.sum(0), fn.sum(0), _dice(tp, fp, fn).sum(0),
+                torch.full((self.classes,), p.shape[0]), inter, pd.sum((0, 2, 3)) + td.sum((0, 2, 3)) - inter]
+        self.state = self.state.to(p.device) + torch.stack([r.double().to(p.device) for r in rows])
+
+    def compute(self) -> dict[str, Any]:
+        tp, fp, fn, dsum, n, inter, union = self.state.cpu()
+        out = {"dice": _dice(tp, fp, fn), "iou": _iou(tp, fp, fn),
+               "kaggle": dsum / n.clamp(min=1), "soft_iou": (inter + EPS) / (union + EPS)}
+        res: dict[str, Any] = {k: v.tolist() for k, v in out.items()}
+        res.update({f"{k}_mean": float(v.mean()) for k, v in out.items()})
+        res["soft_iou_mean"] = float((inter.sum() + EPS) / (union.sum() + EPS))  # as soft_iou()
+        return res

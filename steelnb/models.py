@@ -1,0 +1,275 @@
+"""Segmentation models: build any smp architecture/encoder, load our and the reference's checkpoints.
+
+A model maps images (N, 3, H, W) to logits (N, C, H, W), C = ``classes`` (4 for Severstal).
+Checkpoints are always read with ``torch.load(weights_only=True)``: a file never runs code.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import segmentation_models_pytorch as smp
+import torch
+from segmentation_models_pytorch.encoders import encoders as _SMP_ENCODERS
+from torch import nn
+
+from .config import REFERENCE_ENCODERS, ConfigError, TrainConfig
+
+ARCHITECTURES = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+ENCODERS = tuple(_SMP_ENCODERS)  # plus "tu-<timm name>" for any timm model
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+class ModelError(ValueError):
+    """Unknown architecture or encoder, or unusable encoder weights."""
+
+
+class WeightsUnavailableError(ModelError):
+    """Pretrained weights were asked for but cannot be fetched (offline, no cached copy)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not match the expected model; names file and mismatch."""
+
+
+@dataclass
+class ModelInfo:
+    """What a loaded checkpoint holds. ``source``: lightning | state_dict | dataparallel | catalyst."""
+
+    arch: str
+    encoder: str
+    classes: int
+    source: str
+    height: int | None = None
+    width: int | None = None
+    config: TrainConfig | None = None
+    path: Path | None = None
+
+
+def _check_names(arch: str, encoder: str) -> type[nn.Module]:
+    by_lower = {k.lower(): v for k, v in ARCHITECTURES.items()}
+    if arch.lower() not in by_lower:
+        raise ModelError(f"unknown architecture {arch!r}: expected one of {', '.join(ARCHITECTURES)}")
+    if encoder.startswith("tu-"):
+        import timm
+
+        if not timm.is_model(encoder[3:].split(".")[0]):
+            raise ModelError(f"unknown timm encoder {encoder!r}: '{encoder[3:]}' is not a timm model name")
+    elif encoder not in _SMP_ENCODERS:
+        raise ModelError(
+            f"unknown encoder {encoder!r}: expected one of {', '.join(ENCODERS)} or 'tu-<timm model>' "
+            f"(documented and tested: {', '.join(REFERENCE_ENCODERS)})"
+        )
+    return by_lower[arch.lower()]
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """True when huggingface.co answers a TCP connect within ``timeout`` seconds."""
+    import huggingface_hub.constants as hfc
+
+    if hfc.HF_HUB_OFFLINE:
+        return False
+    host = hfc.ENDPOINT.split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_hub(offline: bool, timeout: float = 10.0) -> Iterator[None]:
+    """Force hub offline mode (cache only, fails in milliseconds) and bound socket waits."""
+    import huggingface_hub.constants as hfc
+
+    old_flag, old_timeout = hfc.HF_HUB_OFFLINE, socket.getdefaulttimeout()
+    hfc.HF_HUB_OFFLINE = old_flag or offline
+    socket.setdefaulttimeout(timeout)
+    try:
+        yield
+    finally:
+        hfc.HF_HUB_OFFLINE = old_flag
+        socket.setdefaulttimeout(old_timeout)
+
+
+def _unwrap_state(obj: Any) -> dict[str, torch.Tensor]:
+    """The tensor dict inside a checkpoint-like object, with ``module.``/``model.`` prefixes dropped."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                return _unwrap_state(obj[key])
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise TypeError("not a state dict of tensors")
+    state = dict(obj)
+    for prefix in ("module.", "model.", "_orig_mod."):  # DataParallel, our LightningModule, compile
+        inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if inner and len(inner) * 2 >= len(state):  # drop non-model extras (e.g. loss buffers)
+            state = inner
+    return state
+
+
+def _read(path: Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` (or safetensors) with errors naming the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=str(map_location))
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain types, "
+            f"and loading it could run code (weights_only=True). Details: {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from None
+
+
+def _load_encoder_file(model: nn.Module, path: Path) -> None:
+    try:
+        state = _unwrap_state(_read(path))
+    except TypeError:
+        raise ModelError(f"{path}: expected an encoder state dict (tensors only)") from None
+    if any(k.startswith("encoder.") for k in state):
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "_fc."))}
+    try:
+        model.encoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelError(f"{path}: encoder weights do not fit the encoder: {str(e)[:500]}") from None
+
+
+def build_model(
+    arch: str = "Unet",
+    encoder: str = "efficientnet-b4",
+    encoder_weights: str | None = "imagenet",
+    classes: int = 4,
+    **kwargs: Any,
+) -> nn.Module:
+    """An smp model: images (N, 3, H, W) -> logits (N, classes, H, W); H, W multiples of 32.
+
+    ``encoder_weights``: None (random init), "imagenet" (hub download, or its cached copy), or a
+    path to an encoder state dict (.pth/.pt/.safetensors). Offline without a cached copy,
+    "imagenet" raises WeightsUnavailableError within seconds instead of retrying the hub.
+    """
+    cls = _check_names(arch, encoder)
+    local = encoder_weights is not None and (
+        str(encoder_weights).endswith(WEIGHT_SUFFIXES) or os.path.sep in str(encoder_weights)
+    )
+    if local:
+        model = cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
+        _load_encoder_file(model, Path(str(encoder_weights)).expanduser())
+        return model
+    if encoder_weights is None:
+        return cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
+    weights: Any = True if encoder.startswith("tu-") else encoder_weights
+    try:
+        with _offline_hub(offline=not _hub_reachable()):
+            return cls(encoder_name=encoder, encoder_weights=weights, classes=classes, **kwargs)
+    except KeyError as e:  # smp: weights name not offered for this encoder
+        raise ModelError(str(e).strip("'\"")) from None
+    except Exception as e:
+        raise WeightsUnavailableError(
+            f"cannot get {encoder_weights!r} weights for encoder {encoder!r}: the hub is unreachable "
+            f"(or HF_HUB_OFFLINE=1) and no cached copy exists ({type(e).__name__}). Proceed with encoder_weights=None "
+            f"(random init), or pass a local weights file: encoder_weights='/path/{encoder}.pth' "
+            f"(.pth/.safetensors encoder state dict), or pre-fetch the weights on a machine online "
+            f"into the Hugging Face cache (HF_HOME)."
+        ) from None
+
+
+# --- checkpoints in ----------------------------------------------------------------------------
+_FAMILIES = {
+    "_conv_stem.weight": [f"efficientnet-b{i}" for i in range(8)],
+    "layer1.0.conv3.weight": ["resnet50", "resnet101", "resnet152"],
+    "layer1.0.conv1.weight": ["resnet18", "resnet34"],
+}
+
+
+def infer_encoder(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The smp encoder whose parameter names and shapes match ``encoder.*`` in a model state dict."""
+    heads = ("fc.", "_fc.", "classifier.")
+    enc = {k[8:]: tuple(v.shape) for k, v in state.items() if k.startswith("encoder.") and not k[8:].startswith(heads)}
+    candidates = next((names for key, names in _FAMILIES.items() if key in enc), list(REFERENCE_ENCODERS))
+    for name in dict.fromkeys(candidates):
+        e = smp.encoders.get_encoder(name, weights=None)
+        ref = {k: tuple(v.shape) for k, v in e.state_dict().items() if not k.startswith(heads)}
+        if enc == ref:
+            return name
+    return None
+
+
+def _classes_of(state: Mapping[str, torch.Tensor]) -> int | None:
+    w = state.get("segmentation_head.0.weight")
+    return int(w.shape[0]) if w is not None else None
+
+
+def load_model(
+    path: str | Path,
+    map_location: Any = "cpu",
+    encoder: str | None = None,
+    classes: int | None = None,
+) -> tuple[nn.Module, ModelInfo]:
+    """Load a model from a run folder (its best.ckpt), a Lightning .ckpt, a raw or ``module.``-
+    prefixed state dict, or a reference Catalyst file (``model_state_dict``; 1-class Unet).
+
+    ``encoder``/``classes``, when given, must match the checkpoint (else CheckpointError).
+    Returns the model in eval mode and a ModelInfo.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = [path / n for n in ("best.ckpt", "last.ckpt") if (path / n).is_file()]
+        if not found:
+            raise CheckpointError(f"{path}: run folder holds neither best.ckpt nor last.ckpt")
+        path = found[0]
+    raw = _read(path, map_location)
+    config: TrainConfig | None = None
+    if isinstance(raw, Mapping) and isinstance(raw.get("hyper_parameters"), Mapping) and "config" in raw["hyper_parameters"]:
+        source = "lightning"
+        try:
+            config = TrainConfig.from_dict(raw["hyper_parameters"]["config"], source=str(path))
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: config in checkpoint is not valid: {e}") from None
+    elif isinstance(raw, Mapping) and "model_state_dict" in raw:
+        source = "catalyst"
+    elif isinstance(raw, Mapping) and raw and all(str(k).startswith("module.") for k in raw):
+        source = "dataparallel"
+    else:
+        source = "state_dict"
+    try:
+        state = _unwrap_state(raw)
+    except TypeError:
+        raise CheckpointError(f"{path}: no model state dict found (expected Lightning, Catalyst or state dict)") from None
+    found_classes = _classes_of(state)
+    found_encoder = config.encoder if config else infer_encoder(state)
+    arch = config.arch if config else "Unet"
+    if found_encoder is None or found_classes is None:
+        raise CheckpointError(
+            f"{path}: cannot tell the model from its keys (encoder {found_encoder}, classes {found_classes}); "
+            f"expected an smp Unet state dict with encoder.* and segmentation_head.* keys"
+        )
+    for what, want, got in (("encoder", encoder, found_encoder), ("classes", classes, found_classes)):
+        if want is not None and want != got:
+            raise CheckpointError(f"{path}: {what} mismatch: expected {want}, found {got}")
+    model = build_model(arch, found_encoder, encoder_weights=None, classes=found_classes)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        real = infer_encoder(state)
+        raise CheckpointError(
+            f"{path}: weights do not fit {arch}/{found_encoder} with {found_classes} classes "
+            f"(config says encoder {found_encoder}; weights look like encoder {real}, "
+            f"{_classes_of(state)} classes): {str(e)[:300]}"
+        ) from None
+    model.eval()
+    info = ModelInfo(arch=arch, encoder=found_encoder, classes=found_classes, source=source,
+                     height=config.height if config else None, width=config.width if config else None,
+                     config=config, path=path)
+    return model, info

@@ -1,0 +1,297 @@
+"""Training with Lightning: ``SegmentationModule`` and ``fit(config) -> run folder``.
+
+Run folder ``config.run_dir`` (weights/<name>/): ``best.ckpt`` (highest ``val_kaggle``, the
+competition metric at ``config.threshold``), ``last.ckpt`` (every epoch and every
+``ckpt_every_n_steps`` optimizer steps, written atomically), ``config.yaml``, ``metrics.json``
+and ``logs/`` (TensorBoard, CSV). Plateau scheduling and early stopping follow ``val_loss``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from .config import ConfigError, TrainConfig
+from .losses import build_loss
+from .metrics import MetricAccumulator
+from .models import build_model
+
+_QUIET = (r".*does not have many workers.*", r".*number of training batches.*logging interval.*",
+          r".*Checkpoint directory.*exists and is not empty.*", r".*is_initialized.*",
+          r".*Precision.*is not supported by the model summary.*", r".*tensorboardX.*", r".*LeafSpec.*")
+
+
+class SegmentationModule(L.LightningModule):
+    """Model + loss + optimiser recipe of one TrainConfig; batches are (images (N, 3, H, W),
+    masks (N, C, H, W)). Hyper-parameters hold the config as a plain dict (weights_only-safe)."""
+
+    def __init__(self, config: TrainConfig | dict[str, Any]) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        self.save_hyperparameters({"config": cfg.to_dict()})
+        self.config = cfg
+        self.model = build_model(cfg.arch, cfg.encoder, cfg.encoder_weights, cfg.classes)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss = build_loss(cfg.loss, **cfg.loss_params)
+        self.val_metrics = MetricAccumulator(cfg.classes, cfg.threshold)
+        self.last_val: dict[str, Any] = {}
+        self._train_sum = torch.zeros(2, dtype=torch.float64)  # loss * n, n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, H, W) -> logits (N, C, H, W)."""
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        loss = self.loss(self(x), y)
+        self._train_sum = self._train_sum.to(loss.device) + torch.stack(
+            [loss.detach().double() * len(x), torch.tensor(float(len(x)), dtype=torch.float64, device=loss.device)])
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(x))
+        self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=len(x))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sum = torch.zeros_like(self._train_sum)
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        self.val_metrics.update(torch.sigmoid(logits.float()), y)
+
+    def on_validation_epoch_end(self) -> None:
+        reduce = self.trainer.strategy.reduce
+        dev = self.device
+        self.val_metrics.state = reduce(self.val_metrics.state.to(dev), reduce_op="sum")
+        res = self.val_metrics.compute()
+        tsum = reduce(self._train_sum.to(dev).clone(), reduce_op="sum").cpu()
+        res["train_loss"] = float(tsum[0] / tsum[1]) if tsum[1] > 0 else None
+        self.last_val = res
+        for k in ("dice", "iou", "kaggle", "soft_iou"):
+            self.log(f"val_{k}", res[f"{k}_mean"], prog_bar=k == "kaggle")
+            for c, v in enumerate(res[k], 1):
+                self.log(f"val_{k}_{c}", v)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Encoder at ``lr_encoder``; decoder AND segmentation head (all the rest) at ``lr_decoder``."""
+        enc = [p for p in self.model.encoder.parameters() if p.requires_grad]
+        enc_ids = {id(p) for p in enc}
+        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc_ids]
+        trainable = {id(p) for p in self.parameters() if p.requires_grad}
+        grouped = [id(p) for p in enc + rest]
+        assert len(grouped) == len(set(grouped)) and set(grouped) == trainable, \
+            "every trainable parameter must be in exactly one optimizer group"
+        return [{"params": enc, "lr": self.config.lr_encoder, "name": "encoder"},
+                {"params": rest, "lr": self.config.lr_decoder, "name": "decoder"}]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = torch.optim.Adam(self.param_groups())
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=self.config.plateau_factor, patience=self.config.plateau_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+
+
+def _atomic_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it: a kill never leaves half a file."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = filepath + ".tmp"
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        trainer.strategy.barrier("atomic_checkpoint")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class RunRecorder(Callback):
+    """Per-epoch history, throughput and memory -> ``metrics.json``; its state rides in checkpoints."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config, self.path = config, config.run_dir / "metrics.json"
+        self.history: list[dict[str, Any]] = []
+        self.wall_before, self.images, self.train_time = 0.0, 0, 0.0
+        self._fit_t0 = self._epoch_t0 = time.perf_counter()
+        self._epoch_images, self._epoch_time, self._lrs = 0, 0.0, [0.0, 0.0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "wall_time_s": self.wall_time(), "images": self.images,
+                "train_time_s": self.train_time + self._epoch_time}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        self.wall_before, self.images, self.train_time = state["wall_time_s"], state["images"], state["train_time_s"]
+
+    def wall_time(self) -> float:
+        return self.wall_before + time.perf_counter() - self._fit_t0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_t0, self._epoch_images, self._epoch_time = time.perf_counter(), 0, 0.0
+        self._lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self._epoch_images += len(batch[0]) * trainer.world_size
+        self._epoch_time = time.perf_counter() - self._epoch_t0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not isinstance(pl_module, SegmentationModule) or not pl_module.last_val:
+            return
+        self.images += self._epoch_images
+        self.train_time += self._epoch_time
+        self._epoch_images, self._epoch_time = 0, 0.0
+        v, m = pl_module.last_val, trainer.callback_metrics
+        self.history.append({
+            "epoch": trainer.current_epoch + 1, "train_loss": v["train_loss"],
+            "val_loss": float(m["val_loss"]) if "val_loss" in m else None,
+            **{f"val_{k}": v[f"{k}_mean"] for k in ("dice", "iou", "kaggle", "soft_iou")},
+            "lr_encoder": self._lrs[0], "lr_decoder": self._lrs[-1],
+            "per_class": {k: v[k] for k in ("dice", "iou", "kaggle", "soft_iou")}})
+        if trainer.is_global_zero:
+            self.write(trainer)
+
+    def write(self, trainer: L.Trainer) -> dict[str, Any]:
+        """Write metrics.json (atomically) from the history so far; return its content."""
+        def summary(h: dict[str, Any] | None) -> dict[str, Any] | None:
+            if h is None:
+                return None
+            return {"val_loss": h["val_loss"], **{k: h[f"val_{k}"] for k in ("dice", "iou", "kaggle", "soft_iou")},
+                    "per_class": h["per_class"]}
+
+        best = max(self.history, key=lambda h: h["val_kaggle"], default=None)  # first of ties
+        cfg = self.config
+        peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        data = {"run": cfg.name, "arch": cfg.arch, "encoder": cfg.encoder, "loss": cfg.loss,
+                "height": cfg.height, "width": cfg.width, "epochs_planned": cfg.epochs,
+                "epochs_run": len(self.history), "best_epoch": best["epoch"] if best else None,
+                "best_by": "val_kaggle", "best": summary(best),
+                "final": summary(self.history[-1] if self.history else None), "history": self.history,
+                "wall_time_s": self.wall_time(), "peak_gpu_mem_mb": peak,
+                "train_images_per_s": self.images / self.train_time if self.train_time > 0 else None,
+                "device": str(trainer.strategy.root_device), "world_size": trainer.world_size,
+                "precision": str(trainer.precision)}
+        _atomic_json(data, self.path)
+        return data
+
+
+def resolve_accelerator(device: str) -> str:
+    """"auto" -> "gpu" when CUDA is present else "cpu"; "cuda" -> "gpu" (error when absent)."""
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r}: no CUDA device visible; use device='auto' or 'cpu'")
+        return "gpu"
+    return device
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """"auto" -> bf16-mixed (CUDA with bf16), 16-mixed (older CUDA, loss scaling), 32-true (CPU)."""
+    if precision != "auto":
+        return precision
+    if accelerator == "gpu":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _limit(v: float) -> float | int:
+    return int(v) if v > 1 and float(v).is_integer() else v
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Hide Lightning's notebook-cluttering info lines and known harmless warnings."""
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric")
+    levels = [logging.getLogger(n).level for n in names]
+    with warnings.catch_warnings():
+        for pattern in _QUIET:
+            warnings.filterwarnings("ignore", message=pattern)
+        for n in names:
+            logging.getLogger(n).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for n, lv in zip(names, levels):
+                logging.getLogger(n).setLevel(lv)
+
+
+def fit(config: TrainConfig, datamodule: L.LightningDataModule | None = None, progress_bar: bool = True,
+        callbacks: Sequence[Callback] = (), ckpt_every_n_steps: int = 100) -> Path:
+    """Train one model; return its run folder (see module docstring).
+
+    ``resume=True`` continues from ``last.ckpt`` (mid-epoch too) to the planned epochs; otherwise
+    earlier checkpoints/metrics in the run folder are replaced. ``datamodule`` defaults to
+    ``steelnb.dataset.SteelDataModule(config)``.
+    """
+    cfg, run_dir = config, config.run_dir
+    accelerator = resolve_accelerator(cfg.device)
+    precision = resolve_precision(cfg.precision, accelerator)
+    last = run_dir / "last.ckpt"
+    ckpt_path = str(last) if cfg.resume and last.is_file() else None
+    with quiet():
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        if accelerator == "gpu":
+            torch.set_float32_matmul_precision("high")
+        if datamodule is None:
+            from .dataset import SteelDataModule
+
+            datamodule = SteelDataModule(cfg)
+        recorder = RunRecorder(cfg)
+        cbs: list[Callback] = [
+            recorder,
+            AtomicCheckpoint(dirpath=run_dir, filename="best", monitor="val_kaggle", mode="max", save_top_k=1,
+                             save_last=True, enable_version_counter=False, auto_insert_metric_name=False),
+            AtomicCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True, every_n_train_steps=ckpt_every_n_steps,
+                             enable_version_counter=False),
+            *callbacks]
+        if cfg.early_stopping_patience > 0:
+            cbs.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience))
+        multi = cfg.devices * cfg.num_nodes > 1
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes,
+            precision=precision, max_epochs=cfg.epochs, accumulate_grad_batches=cfg.accumulate_grad_batches,
+            limit_train_batches=_limit(cfg.limit_train_batches), limit_val_batches=_limit(cfg.limit_val_batches),
+            callbacks=cbs, num_sanity_val_steps=0, log_every_n_steps=10, enable_progress_bar=progress_bar,
+            enable_model_summary=False, default_root_dir=str(run_dir),
+            logger=[TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"),
+                    CSVLogger(str(run_dir), name="logs", version="csv")],
+            # CPU: bitwise reproducible; CUDA: cuDNN autotuning (nearest-upsample backward has no
+            # deterministic CUDA kernel anyway)
+            deterministic=accelerator == "cpu", benchmark=accelerator == "gpu",
+            sync_batchnorm=multi and accelerator == "gpu")
+        if trainer.is_global_zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if ckpt_path is None:  # a fresh run replaces what an earlier run of this name left
+                for name in ("best.ckpt", "last.ckpt", "metrics.json", "postprocess.yaml"):
+                    (run_dir / name).unlink(missing_ok=True)
+            cfg.to_yaml(run_dir / "config.yaml")
+        module = SegmentationModule(cfg)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if trainer.is_global_zero:
+            recorder.write(trainer)
+    return run_dir

@@ -1,0 +1,87 @@
+"""Metrics on hand-made masks: the Kaggle metric, IoU/Dice per class, the reference's soft IoU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steelnb import metrics
+
+
+def masks(n: int = 1, c: int = 4, h: int = 4, w: int = 4) -> np.ndarray:
+    return np.zeros((n, c, h, w), dtype=np.uint8)
+
+
+def test_kaggle_both_empty_is_one() -> None:
+    assert metrics.kaggle_metric(masks(), masks()) == 1.0
+    assert metrics.dice_per_image(masks(2), masks(2)).tolist() == [[1.0] * 4] * 2
+
+
+def test_kaggle_one_false_pixel_on_empty_pair_is_zero() -> None:
+    pred = masks()
+    pred[0, 2, 1, 1] = 1
+    d = metrics.dice_per_image(pred, masks())
+    assert d[0, 2] == 0.0 and d[0, [0, 1, 3]].tolist() == [1.0, 1.0, 1.0]
+    assert metrics.kaggle_metric(pred, masks()) == pytest.approx(0.75)
+
+
+def test_kaggle_partial_overlap() -> None:
+    truth, pred = masks(2), masks(2)
+    truth[0, 0, 0, :4] = 1  # 4 true pixels
+    pred[0, 0, 0, 2:4] = 1  # 2 of them found + 2 false positives
+    pred[0, 0, 1, :2] = 1
+    # dice = 2*2 / (4 + 4) = 0.5 for (image 0, class 0); the other 7 pairs are empty -> 1
+    d = metrics.dice_per_image(pred, truth)
+    assert d[0, 0] == pytest.approx(0.5)
+    assert metrics.kaggle_metric(pred, truth) == pytest.approx((0.5 + 7) / 8)
+
+
+def test_probabilities_are_thresholded_and_torch_accepted() -> None:
+    truth = torch.zeros(1, 4, 4, 4)
+    truth[0, 1, :2] = 1
+    probs = torch.full((1, 4, 4, 4), 0.2)
+    probs[0, 1, :2] = 0.7
+    assert metrics.kaggle_metric(probs, truth) == 1.0
+    assert metrics.kaggle_metric(probs, truth, threshold=0.8) == pytest.approx(0.75)
+
+
+def test_iou_dice_per_class() -> None:
+    truth, pred = masks(2), masks(2)
+    truth[0, 0, 0, :4] = 1
+    pred[0, 0, 0, :2] = 1
+    truth[1, 3, 0, :2] = 1  # class 3: missed entirely
+    r = metrics.iou_dice(pred, truth)
+    assert r["iou"] == pytest.approx([0.5, 1.0, 1.0, 0.0])
+    assert r["dice"] == pytest.approx([2 * 2 / 6, 1.0, 1.0, 0.0])
+    assert r["iou_mean"] == pytest.approx(2.5 / 4)
+
+
+def test_soft_iou_is_reference_formula() -> None:
+    truth = masks(1, 1, 1, 2).astype(np.float32)
+    truth[0, 0, 0, 0] = 1
+    probs = np.array([[[[0.5, 0.5]]]], dtype=np.float32)
+    # inter 0.5, union 1 + 1 - 0.5 = 1.5
+    assert metrics.soft_iou(probs, truth) == pytest.approx(1 / 3, rel=1e-5)
+
+
+def test_accumulator_matches_whole_set() -> None:
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(6, 4, 8, 8, generator=g)
+    truth = (torch.rand(6, 4, 8, 8, generator=g) > 0.7).float()
+    truth[:2, 2] = 0
+    acc = metrics.MetricAccumulator(4)
+    for i in range(0, 6, 4):
+        acc.update(probs[i:i + 4], truth[i:i + 4])
+    r = acc.compute()
+    whole = metrics.iou_dice(probs, truth)
+    assert r["kaggle_mean"] == pytest.approx(metrics.kaggle_metric(probs, truth))
+    assert r["dice"] == pytest.approx(whole["dice"]) and r["iou"] == pytest.approx(whole["iou"])
+    assert r["soft_iou"] == pytest.approx(metrics.soft_iou(probs, truth, per_class=True).tolist())
+    assert r["soft_iou_mean"] == pytest.approx(metrics.soft_iou(probs, truth))
+
+
+def test_bad_shapes_raise() -> None:
+    with pytest.raises(metrics.MetricError, match="N, C, H, W"):
+        metrics.kaggle_metric(np.zeros((4, 4)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="equal"):
+        metrics.kaggle_metric(masks(1), masks(2))

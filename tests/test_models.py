@@ -1,0 +1,134 @@
+"""Model building (names, offline weights, local weights) and checkpoint loading (ours, raw,
+DataParallel, the reference's Catalyst files), never running code from a file."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from steelnb import models
+from steelnb.models import CheckpointError, ModelError, build_model, load_model
+
+torch.set_num_threads(1)
+
+
+def test_unknown_names_list_valid_ones() -> None:
+    with pytest.raises(ModelError, match="Unet, UnetPlusPlus"):
+        build_model("Unet3", "resnet18", encoder_weights=None)
+    with pytest.raises(ModelError, match="efficientnet-b4"):
+        build_model("Unet", "efficientnet-b99", encoder_weights=None)
+
+
+def test_other_architectures_and_shapes() -> None:
+    x = torch.randn(1, 3, 64, 96)
+    for arch in ("Unet", "FPN"):
+        assert build_model(arch, "resnet18", encoder_weights=None, classes=4)(x).shape == (1, 4, 64, 96)
+
+
+def _offline_build(env_offline: bool) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    if env_offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    code = ("from steelnb.models import build_model\n"
+            "build_model('Unet', 'resnet18', encoder_weights='imagenet')\n")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_imagenet_offline_fails_fast_with_advice() -> None:
+    start = time.monotonic()
+    proc = _offline_build(env_offline=True)
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0
+    assert "WeightsUnavailableError" in proc.stderr and "encoder_weights=None" in proc.stderr
+    assert "local weights file" in proc.stderr
+    assert elapsed < 60, f"offline failure took {elapsed:.0f} s: hub retries?"  # hang guard, not a benchmark
+
+
+def test_imagenet_without_network_fails_fast() -> None:
+    if models._hub_reachable():
+        pytest.skip("the hub is reachable: the offline path cannot be exercised here")
+    proc = _offline_build(env_offline=False)
+    assert proc.returncode != 0 and "encoder_weights=None" in proc.stderr
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_local_encoder_weights(tmp_path: Path, suffix: str) -> None:
+    torch.manual_seed(1)
+    src = build_model("Unet", "resnet18", encoder_weights=None)
+    path = tmp_path / f"resnet18{suffix}"
+    state = {k: v.contiguous() for k, v in src.encoder.state_dict().items()}
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+        save_file(state, str(path))
+    torch.manual_seed(2)
+    model = build_model("Unet", "resnet18", encoder_weights=str(path))
+    assert torch.equal(model.encoder.conv1.weight, src.encoder.conv1.weight)
+    with pytest.raises(ModelError, match="do not fit"):
+        build_model("Unet", "resnet34", encoder_weights=str(path))
+
+
+def _same_output(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        return torch.allclose(a.eval()(x), b.eval()(x), atol=1e-5)
+
+
+def test_raw_and_dataparallel_state_dicts(tmp_path: Path) -> None:
+    src = build_model("Unet", "resnet18", encoder_weights=None, classes=4)
+    torch.save(src.state_dict(), tmp_path / "raw.pth")
+    torch.save({"module." + k: v for k, v in src.state_dict().items()}, tmp_path / "dp.pth")
+    for name, source in (("raw.pth", "state_dict"), ("dp.pth", "dataparallel")):
+        model, info = load_model(tmp_path / name)
+        assert (info.encoder, info.classes, info.source) == ("resnet18", 4, source)
+        assert _same_output(model, src)
+
+
+def test_catalyst_reference_checkpoint(tmp_path: Path) -> None:
+    src = build_model("Unet", "resnet50", encoder_weights=None, classes=1)
+    path = tmp_path / "best_full.pth"
+    torch.save({"model_state_dict": src.state_dict(), "epoch": 7,
+                "valid_metrics": {"loss": 0.3, "iou": 0.5}, "optimizer_state_dict": {}}, path)
+    model, info = load_model(path)
+    assert (info.arch, info.encoder, info.classes, info.source) == ("Unet", "resnet50", 1, "catalyst")
+    assert info.config is None and _same_output(model, src)
+
+
+def test_infer_efficientnet_b4_from_keys() -> None:
+    state = build_model("Unet", "efficientnet-b4", encoder_weights=None, classes=1).state_dict()
+    assert models.infer_encoder(state) == "efficientnet-b4"
+
+
+def test_mismatch_names_expected_and_found(tmp_path: Path) -> None:
+    path = tmp_path / "r18.pth"
+    torch.save(build_model("Unet", "resnet18", encoder_weights=None, classes=4).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"r18.pth: encoder mismatch: expected efficientnet-b4, found resnet18"):
+        load_model(path, encoder="efficientnet-b4")
+    with pytest.raises(CheckpointError, match=r"classes mismatch: expected 1, found 4"):
+        load_model(path, classes=1)
+    with pytest.raises(CheckpointError, match="neither best.ckpt"):
+        load_model(tmp_path)
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling would call open(marker, "w"): creates the file
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model_state_dict": _Payload(marker)}, path)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="refused"):
+        load_model(path)
+    assert not marker.exists()

@@ -1,0 +1,187 @@
+"""Training: optimizer groups, steps for the reference encoders, run folder, reproducibility,
+kill-and-resume, DDP on CPU, and that the model learns on the synthetic set."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from steelnb.config import REFERENCE_ENCODERS, TrainConfig
+from steelnb.models import load_model
+from steelnb.training import SegmentationModule, fit
+
+torch.set_num_threads(1)
+
+TINY_DM = textwrap.dedent('''
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class TinyData(L.LightningDataModule):
+        """n images (3, h, w) with a bright class-1 rectangle; masks (4, h, w)."""
+
+        def __init__(self, n: int = 8, h: int = 64, w: int = 64, batch_size: int = 2) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(n, 3, h, w, generator=g)
+            y = torch.zeros(n, 4, h, w)
+            y[:, 0, h // 4:h // 2, w // 4:w // 2] = 1
+            x[:, :, h // 4:h // 2, w // 4:w // 2] += 2
+            y[::2, 2, -8:, :] = 1
+            self.ds, self.batch_size = TensorDataset(x, y), batch_size
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True)
+
+        def val_dataloader(self) -> DataLoader:
+            return DataLoader(self.ds, batch_size=self.batch_size)
+''')
+exec(TINY_DM)  # defines TinyData here; subprocess scripts below embed the same text
+
+
+def tiny_config(tmp_path: Path, **kw) -> TrainConfig:
+    base = dict(encoder="resnet18", epochs=1, batch_size=2, height=64, width=64, out_dir=str(tmp_path),
+                run_name="run", early_stopping_patience=0, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("encoder", REFERENCE_ENCODERS)
+def test_two_steps_reference_encoder(tmp_path: Path, encoder: str) -> None:
+    cfg = tiny_config(tmp_path, encoder=encoder, lr_encoder=1e-3, lr_decoder=1e-2)
+    module = SegmentationModule(cfg)
+    head = [p.detach().clone() for p in module.model.segmentation_head.parameters()]
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=TinyData(n=4, h=64, w=64, batch_size=2))
+    assert trainer.global_step == 2
+    after = list(module.model.segmentation_head.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(head, after)), "segmentation head did not train"
+    enc_group, dec_group = trainer.optimizers[0].param_groups
+    assert (enc_group["name"], enc_group["lr"]) == ("encoder", 1e-3)
+    assert (dec_group["name"], dec_group["lr"]) == ("decoder", 1e-2)
+    dec_ids = {id(p) for p in dec_group["params"]}
+    assert all(id(p) in dec_ids for p in module.model.segmentation_head.parameters())
+    assert all(id(p) in dec_ids for p in module.model.decoder.parameters())
+    all_ids = [id(p) for g in (enc_group, dec_group) for p in g["params"]]
+    assert sorted(all_ids) == sorted(id(p) for p in module.parameters() if p.requires_grad)
+
+
+def test_fit_writes_run_folder_and_is_reproducible(tmp_path: Path) -> None:
+    runs = [fit(tiny_config(tmp_path, epochs=2, run_name=f"r{i}"), datamodule=TinyData(), progress_bar=False)
+            for i in range(2)]
+    run = runs[0]
+    for name in ("best.ckpt", "last.ckpt", "config.yaml", "metrics.json", "logs/csv/metrics.csv"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    assert TrainConfig.from_yaml(run / "config.yaml") == tiny_config(tmp_path, epochs=2, run_name="r0")
+    m = json.loads((run / "metrics.json").read_text())
+    for key in ("run", "arch", "encoder", "loss", "height", "width", "epochs_run", "best_epoch", "best",
+                "final", "history", "wall_time_s", "peak_gpu_mem_mb", "train_images_per_s", "device", "precision"):
+        assert key in m, key
+    assert m["epochs_run"] == 2 and [h["epoch"] for h in m["history"]] == [1, 2]
+    assert m["precision"] == "32-true" and m["train_images_per_s"] > 0
+    assert len(m["best"]["per_class"]["dice"]) == 4 and set(m["final"]["per_class"]) >= {"dice", "iou", "kaggle"}
+    h = m["history"][0]
+    assert (h["lr_encoder"], h["lr_decoder"]) == (1e-3, 1e-2)
+    assert m["best"]["kaggle"] == max(x["val_kaggle"] for x in m["history"])
+    ckpt = torch.load(run / "last.ckpt", weights_only=True)  # must never need code to load
+    assert ckpt["global_step"] == 8 and ckpt["hyper_parameters"]["config"]["encoder"] == "resnet18"
+    model, info = load_model(run)
+    assert (info.source, info.encoder, info.classes, info.height) == ("lightning", "resnet18", 4, 64)
+    assert info.path == run / "best.ckpt"
+    # same seed, same data, CPU -> the same numbers
+    m2 = json.loads((runs[1] / "metrics.json").read_text())
+    assert [x["val_loss"] for x in m2["history"]] == [x["val_loss"] for x in m["history"]]
+
+
+SCRIPT = TINY_DM + textwrap.dedent('''
+    import sys, time
+    import torch
+    from lightning.pytorch.callbacks import Callback
+    from steelnb.config import TrainConfig
+    from steelnb.training import fit
+
+    class Slow(Callback):
+        def on_train_batch_end(self, *args, **kw):
+            time.sleep(float(sys.argv[3]))
+
+    torch.set_num_threads(1)
+    out, mode = sys.argv[1], sys.argv[2]
+    cfg = TrainConfig(encoder="resnet18", epochs=2, batch_size=2, height=64, width=64, out_dir=out,
+                      run_name="run", early_stopping_patience=0, device="cpu", resume=mode == "resume",
+                      devices=2 if mode == "ddp" else 1, strategy="ddp" if mode == "ddp" else "auto")
+    n = 8 if mode == "ddp" else 24
+    fit(cfg, datamodule=TinyData(n=n), progress_bar=False, callbacks=[Slow()], ckpt_every_n_steps=3)
+''')
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_mid_epoch(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    last = tmp_path / "run" / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "fresh", "0.4"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    killed = torch.load(last, weights_only=True)
+    assert killed["epoch"] == 0 and 0 < killed["global_step"] < 12, "not a mid-epoch checkpoint"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), "resume", "0"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["epochs_run"] == 2 and [h["epoch"] for h in m["history"]] == [1, 2]
+    assert torch.load(last, weights_only=True)["global_step"] == 24  # 2 epochs x 12 batches, none repeated
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), "ddp", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["epochs_run"] == 2
+    # 8 images, 2 per batch, split over 2 processes -> 2 steps per epoch
+    assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_model_learns_on_synthetic_set(tmp_path: Path) -> None:
+    """resnet18 from scratch, 48 synthetic images at 128x384, 8 epochs on CPU (a few minutes)."""
+    from steelnb.dataset import SteelDataModule
+    from steelnb.metrics import kaggle_metric
+    from steelnb.synthetic import generate
+
+    data = generate(tmp_path / "syn", n_images=48, seed=0)
+    cfg = TrainConfig(data_dir=str(data), subset="all", encoder="resnet18", epochs=8, batch_size=4,
+                      height=128, width=384, lr_encoder=1e-3, lr_decoder=1e-3, early_stopping_patience=0,
+                      device="cpu", out_dir=str(tmp_path / "weights"), run_name="learn")
+    run = fit(cfg, progress_bar=False)
+    m = json.loads((run / "metrics.json").read_text())
+    dice = [h["val_dice"] for h in m["history"]]
+    kaggle = [h["val_kaggle"] for h in m["history"]]
+    val = SteelDataModule(cfg).val_dataloader().dataset
+    truth = torch.stack([val[i][1] for i in range(len(val))])
+    empty = kaggle_metric(torch.zeros_like(truth), truth)  # the all-empty prediction
+    print("val_dice", [round(d, 4) for d in dice], "val_kaggle", [round(k, 4) for k in kaggle], "empty", empty)
+    assert m["epochs_run"] == 8
+    assert max(kaggle) > empty, (kaggle, empty)
+    assert max(dice[-3:]) > dice[0] + 0.1, dice
