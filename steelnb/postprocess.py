@@ -1,0 +1,229 @@
+"""Post-processing of predicted probabilities into masks, and its tuning on validation data.
+
+Per class: a pixel ``threshold``; a ``min_area`` (connected components smaller than it are
+dropped); and two image-level gates, either of which empties the class for an image:
+``min_top_prob`` (the class's highest probability must reach it) and ``min_total_area`` (the
+area left after dropping small components must reach it). Areas are in pixels of the full
+256 x 1600 image; masks of another size scale them by the ratio of the pixel counts, so the
+same parameters apply to probabilities kept at reduced size for tuning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import yaml
+
+from .config import HEIGHT, N_CLASSES, WIDTH
+
+FILE_NAME = "postprocess.yaml"
+FULL_PIXELS = HEIGHT * WIDTH
+#: Default grids of ``tune_postprocess`` (areas in full-resolution pixels).
+THRESHOLDS = tuple(np.round(np.arange(0.2, 0.86, 0.05), 2).tolist())
+MIN_AREAS = (0, 100, 250, 500, 1000, 1500, 2000, 3000, 5000, 8000)
+TOP_PROBS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
+TOTAL_AREAS = (0, 500, 1000, 2000, 4000, 8000)
+
+
+class PostprocessError(ValueError):
+    """Invalid post-processing parameters or inputs; the message names the file or field."""
+
+
+@dataclass(frozen=True)
+class ClassParams:
+    """Post-processing of one class (areas in pixels of a 256 x 1600 image)."""
+
+    threshold: float = 0.5
+    min_area: int = 0
+    min_top_prob: float = 0.0
+    min_total_area: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold < 1.0 or not 0.0 <= self.min_top_prob <= 1.0:
+            raise PostprocessError(f"{self}: threshold must be in [0, 1) and min_top_prob in [0, 1]")
+        if self.min_area < 0 or self.min_total_area < 0:
+            raise PostprocessError(f"{self}: areas must be >= 0")
+
+
+@dataclass(frozen=True)
+class PostParams:
+    """Per-class parameters, one ``ClassParams`` for each of the classes 1..4."""
+
+    classes: tuple[ClassParams, ...] = field(default_factory=lambda: (ClassParams(),) * N_CLASSES)
+    score: float | None = None  # validation Kaggle metric reached when tuned (information only)
+
+    def __post_init__(self) -> None:
+        if len(self.classes) != N_CLASSES:
+            raise PostprocessError(f"expected {N_CLASSES} class parameter sets, got {len(self.classes)}")
+
+    def to_dict(self) -> dict:
+        out: dict = {"classes": {i + 1: dataclasses.asdict(c) for i, c in enumerate(self.classes)}}
+        if self.score is not None:
+            out["score"] = float(self.score)
+        return out
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write atomically (temporary file then rename); ``path`` may be a run folder."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / FILE_NAME
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "PostParams":
+        """Read parameters written by ``to_yaml`` (``path`` may be a run folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / FILE_NAME
+        try:
+            data = yaml.safe_load(path.read_text())
+            per_class = data["classes"]
+            classes = tuple(ClassParams(**per_class[c]) for c in range(1, N_CLASSES + 1))
+        except FileNotFoundError:
+            raise PostprocessError(f"{path}: post-processing file not found") from None
+        except (yaml.YAMLError, KeyError, TypeError) as e:
+            raise PostprocessError(f"{path}: expected 'classes: {{1..{N_CLASSES}: parameters}}' ({e!r})") from None
+        return cls(classes=classes, score=data.get("score"))
+
+
+def load_params(run_dir: str | Path) -> PostParams | None:
+    """``postprocess.yaml`` beside a checkpoint (run folder or .ckpt path), or None when absent."""
+    run_dir = Path(run_dir)
+    path = (run_dir if run_dir.is_dir() else run_dir.parent) / FILE_NAME
+    return PostParams.from_yaml(path) if path.is_file() else None
+
+
+def _as_prob(probs: np.ndarray) -> np.ndarray:
+    """Probabilities as float32; uint8 input is read as quantised probability x 255."""
+    probs = np.asarray(probs)
+    return probs.astype(np.float32) / 255.0 if probs.dtype == np.uint8 else probs.astype(np.float32, copy=False)
+
+
+def _area_scale(shape: Sequence[int]) -> float:
+    return shape[-2] * shape[-1] / FULL_PIXELS
+
+
+def apply_class(prob: np.ndarray, p: ClassParams) -> np.ndarray:
+    """One class of one image: probabilities (H, W) -> uint8 0/1 mask (H, W)."""
+    prob = _as_prob(prob)
+    scale = _area_scale(prob.shape)
+    if prob.max(initial=0.0) < p.min_top_prob:
+        return np.zeros(prob.shape, np.uint8)
+    mask = (prob > p.threshold).astype(np.uint8)
+    if p.min_area > 0 and mask.any():
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        keep = stats[:, cv2.CC_STAT_AREA] >= p.min_area * scale
+        keep[0] = False
+        mask = keep[comp].astype(np.uint8)
+    if p.min_total_area > 0 and mask.sum() < p.min_total_area * scale:
+        mask[:] = 0
+    return mask
+
+
+def apply(probs: np.ndarray, params: PostParams | None = None) -> np.ndarray:
+    """Probabilities (4, H, W) or (N, 4, H, W), float in [0, 1] or uint8 x255 -> uint8 masks, same shape."""
+    params = params or PostParams()
+    probs = np.asarray(probs)
+    if probs.ndim not in (3, 4) or probs.shape[-3] != N_CLASSES:
+        raise PostprocessError(f"expected probabilities (4, H, W) or (N, 4, H, W), got shape {probs.shape}")
+    batch = probs[None] if probs.ndim == 3 else probs
+    out = np.zeros(batch.shape, np.uint8)
+    for i in range(batch.shape[0]):
+        for c in range(N_CLASSES):
+            out[i, c] = apply_class(batch[i, c], params.classes[c])
+    return out[0] if probs.ndim == 3 else out
+
+
+def dice_counts(inter: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Dice from pixel counts, element-wise; 1 where prediction and truth are both empty."""
+    inter, pred, truth = (np.asarray(a, np.float64) for a in (inter, pred, truth))
+    denom = pred + truth
+    return np.where(denom == 0, 1.0, 2.0 * inter / np.maximum(denom, 1.0))
+
+
+def kaggle_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """The competition metric: mean Dice over every (image, class) pair of masks (N, C, H, W)."""
+    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
+    inter = (pred & truth).sum((-2, -1))
+    return float(dice_counts(inter, pred.sum((-2, -1)), truth.sum((-2, -1))).mean())
+
+
+def _tune_class(
+    probs: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], min_areas: Sequence[int],
+    top_probs: Sequence[float], total_areas: Sequence[int],
+) -> tuple[ClassParams, float]:
+    """Grid search for one class: probs (N, H, W) float, truth (N, H, W) bool -> (best, mean Dice)."""
+    n = probs.shape[0]
+    scale = _area_scale(probs.shape)
+    t_area = truth.sum((1, 2))
+    top = probs.reshape(n, -1).max(1)
+    min_a = np.asarray(min_areas, np.float64) * scale  # (A,)
+    tot_a = np.asarray(total_areas, np.float64) * scale  # (T,)
+    top_ok = top[None, :] >= np.asarray(top_probs)[:, None]  # (P, N)
+    best, best_score = ClassParams(), -1.0
+    for thr in sorted(thresholds, key=lambda t: abs(t - 0.5)):  # ties go to the plainest setting
+        kept_area = np.zeros((len(min_a), n))
+        kept_inter = np.zeros((len(min_a), n))
+        for i in range(n):
+            mask = (probs[i] > thr).astype(np.uint8)
+            if not mask.any():
+                continue
+            k, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+            inters = np.bincount(comp[truth[i]], minlength=k)[1:].astype(np.float64)
+            keep = areas[None, :] >= min_a[:, None]  # (A, K)
+            kept_area[:, i] = keep @ areas
+            kept_inter[:, i] = keep @ inters
+        # gates: (P, A, T, N) -- an image whose class is gated out predicts nothing
+        on = top_ok[:, None, None, :] & (kept_area[None, :, None, :] >= tot_a[None, None, :, None])
+        dice = dice_counts(np.where(on, kept_inter[None, :, None, :], 0.0),
+                           np.where(on, kept_area[None, :, None, :], 0.0), t_area)
+        score = dice.mean(-1)
+        j = np.unravel_index(int(np.argmax(score)), score.shape)
+        if score[j] > best_score + 1e-12:
+            best_score = float(score[j])
+            best = ClassParams(float(thr), int(min_areas[j[1]]), float(top_probs[j[0]]), int(total_areas[j[2]]))
+    return best, best_score
+
+
+def tune_postprocess(
+    probs: np.ndarray,
+    truth: np.ndarray,
+    thresholds: Sequence[float] = THRESHOLDS,
+    min_areas: Sequence[int] = MIN_AREAS,
+    top_probs: Sequence[float] = TOP_PROBS,
+    total_areas: Sequence[int] = TOTAL_AREAS,
+) -> PostParams:
+    """Grid-search each class's parameters to maximise the Kaggle metric on validation data.
+
+    probs: (N, 4, H, W) float in [0, 1] or uint8 x255 (reduced size is fine); truth: (N, 4, H, W)
+    0/1 at the same size. Classes are searched independently: the metric is a mean over
+    (image, class) pairs, so the best per class is the best overall. Returns ``PostParams``
+    with ``score`` = the validation metric reached.
+    """
+    probs, truth = np.asarray(probs), np.asarray(truth)
+    if probs.ndim != 4 or probs.shape[1] != N_CLASSES or truth.shape != probs.shape:
+        raise PostprocessError(
+            f"expected probs and truth (N, 4, H, W) of one shape, got {probs.shape} and {truth.shape}")
+    if probs.shape[0] == 0:
+        raise PostprocessError("no images to tune on")
+    best, scores = [], []
+    for c in range(N_CLASSES):
+        p, s = _tune_class(_as_prob(probs[:, c]), truth[:, c] > 0, thresholds, min_areas, top_probs, total_areas)
+        best.append(p)
+        scores.append(s)
+    return PostParams(classes=tuple(best), score=float(np.mean(scores)))

@@ -1,0 +1,130 @@
+"""Post-processing: thresholds, small components, image-level gates, YAML, tuning."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from steelnb import postprocess as pp
+from steelnb.postprocess import ClassParams, PostParams
+
+
+def _params(**kw) -> PostParams:
+    return PostParams(classes=(ClassParams(**kw),) * 4)
+
+
+def _blob_probs() -> np.ndarray:
+    """(4, 256, 1600): class 1 a big blob (40x40 at 0.9) and a small spot (3x3 at 0.9)."""
+    probs = np.zeros((4, 256, 1600), np.float32)
+    probs[0, 10:50, 10:50] = 0.9
+    probs[0, 100:103, 500:503] = 0.9
+    probs[1, 200:210, 800:810] = 0.55  # a faint class-2 patch: 100 pixels
+    return probs
+
+
+def test_default_is_plain_threshold() -> None:
+    probs = np.random.default_rng(0).random((2, 4, 8, 16)).astype(np.float32)
+    assert np.array_equal(pp.apply(probs), (probs > 0.5).astype(np.uint8))
+    assert pp.apply(probs).dtype == np.uint8
+
+
+def test_small_component_dropped() -> None:
+    masks = pp.apply(_blob_probs(), _params(min_area=50))
+    assert masks[0, 10:50, 10:50].all() and masks[0].sum() == 1600  # blob kept, 3x3 spot dropped
+    assert masks[1].sum() == 100  # 100-pixel patch survives min_area 50
+    assert pp.apply(_blob_probs())[0].sum() == 1609
+
+
+def test_min_area_scales_with_size() -> None:
+    """Areas are full-resolution pixels: at half height and width a 100-px area means 25 px."""
+    probs = np.zeros((4, 128, 800), np.float32)
+    probs[2, :5, :5] = 0.9  # 25 px here = 100 px at full size
+    probs[2, 50:54, 50:54] = 0.9  # 16 px here = 64 px at full size
+    masks = pp.apply(probs, _params(min_area=100))
+    assert masks[2].sum() == 25
+
+
+def test_gates_empty_a_class() -> None:
+    probs = _blob_probs()
+    gated = pp.apply(probs, _params(min_top_prob=0.6))  # class 2 peaks at 0.55: emptied
+    assert gated[1].sum() == 0 and gated[0].sum() == 1609
+    by_area = pp.apply(probs, _params(min_total_area=200))  # class 2 has only 100 px left
+    assert by_area[1].sum() == 0 and by_area[0].sum() == 1609
+
+
+def test_uint8_probabilities_read_as_x255() -> None:
+    probs = _blob_probs()
+    q = np.round(probs * 255).astype(np.uint8)
+    assert np.array_equal(pp.apply(q, _params(min_area=50)), pp.apply(probs, _params(min_area=50)))
+
+
+def test_bad_shape_and_params() -> None:
+    with pytest.raises(pp.PostprocessError, match="shape"):
+        pp.apply(np.zeros((3, 8, 8)))
+    with pytest.raises(pp.PostprocessError):
+        ClassParams(threshold=1.5)
+    with pytest.raises(pp.PostprocessError):
+        PostParams(classes=(ClassParams(),))
+
+
+def test_yaml_round_trip(tmp_path) -> None:
+    params = PostParams(
+        classes=(ClassParams(0.4, 500, 0.7, 0), ClassParams(), ClassParams(0.6, 0, 0.0, 2000), ClassParams(0.35)),
+        score=0.91,
+    )
+    path = params.to_yaml(tmp_path)  # a run folder: written as postprocess.yaml
+    assert path == tmp_path / "postprocess.yaml"
+    assert PostParams.from_yaml(path) == params
+    assert pp.load_params(tmp_path / "best.ckpt") == params  # beside a checkpoint
+    (tmp_path / "other").mkdir()
+    assert pp.load_params(tmp_path / "other") is None
+    path.write_text("classes: [1, 2]\n")
+    with pytest.raises(pp.PostprocessError, match="postprocess.yaml"):
+        PostParams.from_yaml(path)
+
+
+def test_kaggle_score_counts_empty_pairs_as_one() -> None:
+    truth = np.zeros((2, 4, 4, 4), np.uint8)
+    truth[0, 0, :2] = 1  # 8 px
+    pred = truth.copy()
+    pred[0, 0, 2, :] = 1  # 4 false positives: Dice 16/20
+    assert pp.kaggle_score(pred, truth) == pytest.approx((7 + 0.8) / 8)
+
+
+def _synthetic_validation(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Truth (N, 4, 64, 320) with blobs, probabilities = truth + noise + small false spots."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((n, 4, 64, 320), np.uint8)
+    for i in range(n):
+        for c in range(4):
+            if rng.random() < 0.4:
+                y, x = rng.integers(0, 40), rng.integers(0, 280)
+                truth[i, c, y:y + rng.integers(10, 24), x:x + rng.integers(15, 40)] = 1
+    probs = np.clip(truth * 0.75 + rng.normal(0.15, 0.12, truth.shape), 0, 1)
+    for i in range(n):  # small confident false positives, the typical failure post-processing fixes
+        for c in range(4):
+            for _ in range(rng.integers(0, 3)):
+                y, x = rng.integers(0, 60), rng.integers(0, 316)
+                probs[i, c, y:y + 3, x:x + 3] = 0.8
+    return probs.astype(np.float32), truth
+
+
+def test_tuning_beats_default_threshold() -> None:
+    probs, truth = _synthetic_validation()
+    before = pp.kaggle_score(pp.apply(probs), truth)
+    params = pp.tune_postprocess(probs, truth, thresholds=(0.3, 0.4, 0.5, 0.6), min_areas=(0, 500, 1500),
+                                 top_probs=(0.0, 0.9), total_areas=(0, 4000))
+    after = pp.kaggle_score(pp.apply(probs, params), truth)
+    assert after > before + 0.05
+    # the score the search reports is the one apply() reaches: both count pixels the same way
+    assert params.score == pytest.approx(after)
+    assert all(c.min_area > 0 for c in params.classes)  # the 9-px spots (~320 px full size) must go
+
+
+def test_tuning_on_quantised_probabilities() -> None:
+    probs, truth = _synthetic_validation(seed=1)
+    q = np.round(probs * 255).astype(np.uint8)
+    params = pp.tune_postprocess(q, truth, thresholds=(0.4, 0.5), min_areas=(0, 1500), top_probs=(0.0,),
+                                 total_areas=(0,))
+    assert params.score == pytest.approx(pp.kaggle_score(pp.apply(q, params), truth))
+    with pytest.raises(pp.PostprocessError):
+        pp.tune_postprocess(q, truth[:, :, :10])
