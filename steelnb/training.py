@@ -264,8 +264,10 @@ def fit(config: TrainConfig, datamodule: L.LightningDataModule | None = None, pr
         recorder = RunRecorder(cfg)
         cbs: list[Callback] = [
             recorder,
+            # best: weights only (a third of the size with Adam's state); last: full, for resume
             AtomicCheckpoint(dirpath=run_dir, filename="best", monitor="val_kaggle", mode="max", save_top_k=1,
-                             save_last=True, enable_version_counter=False, auto_insert_metric_name=False),
+                             save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False),
+            AtomicCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True, enable_version_counter=False),
             AtomicCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True, every_n_train_steps=ckpt_every_n_steps,
                              enable_version_counter=False),
             *callbacks]
