@@ -1,0 +1,84 @@
+"""The report: a Jupyter Book 1.x built offline from the executed notebooks in ``book/runs``.
+
+The table of contents is generated at build time (``book/_build/_toc.yml``) from the last
+plan's runs (``status.json``), so several runs of one notebook each get a page and a title;
+benchmark results (``bench/results/*.json``) become tables on the performance page.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .pipeline import TITLES, read_status
+
+CAPTIONS = {"01": "Data", "02": "Data", "03": "Training runs", "04": "Comparisons",
+            "05": "Evaluation", "06": "Results"}
+
+
+class BookError(ValueError):
+    """The Jupyter Book build reported errors; the message quotes them."""
+
+
+def write_toc(book_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the table of contents for the runs in ``book_dir/runs`` (the last plan's order).
+
+    Static pages first (intro) and last (performance, reproduce); each executed notebook is
+    a chapter under a caption by its number, with a title that tells runs of one notebook apart.
+    """
+    book_dir = Path(book_dir)
+    runs_dir = book_dir / "runs"
+    status = read_status(runs_dir)
+    slugs = [s for s in status.get("order", []) if (runs_dir / f"{s}.ipynb").is_file()]
+    if not slugs:
+        slugs = sorted(q.stem for q in runs_dir.glob("*.ipynb"))
+    parts: list[dict[str, Any]] = []
+    for slug in sorted(slugs, key=lambda s: (s[:2], slugs.index(s))):
+        caption = CAPTIONS.get(slug[:2], "Notebooks")
+        if not parts or parts[-1]["caption"] != caption:
+            parts.append({"caption": caption, "chapters": []})
+        rec = status.get("runs", {}).get(slug, {})
+        title = rec.get("title") or TITLES.get(slug.split("__")[0], slug)
+        parts[-1]["chapters"].append({"file": f"runs/{slug}", "title": title})
+    notes = [{"file": n} for n in ("performance", "reproduce") if (book_dir / f"{n}.md").is_file()]
+    if notes:
+        parts.append({"caption": "Notes", "chapters": notes})
+    toc = {"format": "jb-book", "root": "intro", "parts": parts}
+    out = Path(out) if out else book_dir / "_build" / "_toc.yml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(toc, sort_keys=False))
+    return out
+
+
+def build_book(book_dir: str | Path = "book") -> Path:
+    """Build the report with ``jupyter-book build`` (offline, no execution); return index.html.
+
+    Raises ``BookError`` quoting the build's error lines when it fails or reports errors.
+    """
+    book_dir = Path(book_dir).resolve()
+    if not (book_dir / "_config.yml").is_file():
+        raise BookError(f"{book_dir}: no _config.yml; expected the Jupyter Book sources (book/)")
+    toc = write_toc(book_dir)
+    from .report import bench_markdown
+
+    bench = bench_markdown(book_dir.parent / "bench" / "results")
+    (book_dir / "_build" / "bench_results.md").write_text(
+        bench or "No benchmark results yet: run the commands below, then `steelnb book`.\n")
+    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+           "build", str(book_dir), "--toc", str(toc)]
+    env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    log = proc.stdout + proc.stderr
+    (book_dir / "_build").mkdir(exist_ok=True)
+    (book_dir / "_build" / "build.log").write_text(log)
+    errors = [ln for ln in log.splitlines() if "ERROR" in ln or "CRITICAL" in ln or ln.startswith("Traceback")]
+    index = book_dir / "_build" / "html" / "index.html"
+    if proc.returncode != 0 or errors or not index.is_file():
+        shown = "\n".join(errors[:20]) or log[-2000:]
+        raise BookError(f"jupyter-book build {book_dir} failed (exit {proc.returncode}); "
+                        f"full log in {book_dir / '_build' / 'build.log'}:\n{shown}")
+    return index

@@ -1,0 +1,319 @@
+"""Batch runs: execute the notebooks of a plan with papermill, then build the Jupyter Book.
+
+A plan (``plans/<name>.yaml``) names notebooks and parameter sets, in stages that run in
+order (data preparation, training, evaluation, results). Each run is executed with the
+working directory ``notebooks/`` (so relative defaults such as ``../data/synthetic`` mean the
+same in JupyterLab and in batch) into ``book/runs/<notebook>__<slug>.ipynb``. A run that
+succeeds leaves ``<slug>.done`` holding the hash of its parameters and notebook; a re-run
+skips it unless ``force`` or the hash changed. A failed run keeps its executed notebook (with
+the traceback), is marked failed in ``book/runs/status.json``, and the batch goes on.
+The runs of a ``parallel`` stage go side by side, one worker per GPU, with ``--gpus``.
+"""
+from __future__ import annotations
+
+import ast
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STATUS_FILE = "status.json"
+TITLES = {"01_eda": "The data", "02_class_balance": "Class balance", "03_train": "Training",
+          "04_loss_ablation": "Loss ablation", "05_evaluate": "Evaluation", "06_results": "Results"}
+
+
+class PlanError(ValueError):
+    """A plan file is not valid; the message names the file and the stage or run."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One notebook execution: ``parameters`` are all values injected by papermill."""
+
+    notebook: str
+    parameters: Mapping[str, Any]
+    slug: str
+    stage: str
+    parallel: bool = False
+    title: str = ""  # sidebar title, e.g. "Training: resnet50, dice_bce"
+
+
+@dataclass
+class Plan:
+    """A parsed plan: where things are, what data it needs, and its stages of runs."""
+
+    name: str
+    notebooks_dir: Path
+    book_dir: Path
+    data_dir: Path | None = None
+    synthetic: Mapping[str, Any] | None = None
+    stages: list[list[Run]] = field(default_factory=list)
+
+    @property
+    def runs(self) -> list[Run]:
+        return [r for stage in self.stages for r in stage]
+
+
+# -- plans ----------------------------------------------------------------------------------
+def _slug(values: Sequence[Any]) -> str:
+    text = "_".join(re.sub(r"[^A-Za-z0-9._+-]+", "-", str(v)).strip("-") for v in values)
+    if len(text) > 60:  # keep file names short; the hash keeps them unique
+        text = text[:50] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return text
+
+
+def _declared(nb_path: Path) -> dict[str, Any]:
+    """Parameters a notebook declares, with their default values (literals)."""
+    import papermill as pm
+
+    out = {}
+    for name, info in pm.inspect_notebook(str(nb_path)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = info["default"]
+    return out
+
+
+def find_plan(plan: str | Path) -> Path:
+    """``smoke`` -> ``plans/smoke.yaml`` (in the working directory, else in the repository)."""
+    p = Path(plan)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise PlanError(f"{p}: plan file not found")
+        return p.resolve()
+    for base in (Path.cwd(), REPO):
+        cand = base / "plans" / f"{plan}.yaml"
+        if cand.is_file():
+            return cand.resolve()
+    names = sorted(q.stem for q in (REPO / "plans").glob("*.yaml"))
+    raise PlanError(f"no plan named {plan!r}: expected plans/{plan}.yaml; known plans: {', '.join(names)}")
+
+
+def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
+    """Read and check a plan: notebooks exist, every run parameter is one the notebook declares."""
+    if isinstance(plan, Mapping):
+        spec, src, root = dict(plan), "<plan>", Path.cwd()
+    else:
+        path = find_plan(plan)
+        src = str(path)
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise PlanError(f"{path}: not valid YAML ({e})") from e
+        root = path.parent.parent if path.parent.name == "plans" else path.parent
+        spec.setdefault("name", path.stem)
+    if not isinstance(spec.get("stages"), list) or not spec["stages"]:
+        raise PlanError(f"{src}: expected a list 'stages' of {{name, runs: [...]}}")
+    nb_dir = (root / spec.get("notebooks_dir", "notebooks")).resolve()
+    book_dir = (root / spec.get("book_dir", "book")).resolve()
+    data = spec.get("data") or {}
+    out = Plan(name=str(spec["name"]), notebooks_dir=nb_dir, book_dir=book_dir,
+               data_dir=(nb_dir / data["dir"]).resolve() if data.get("dir") else None,
+               synthetic=data.get("synthetic"))
+    defaults = dict(spec.get("defaults") or {})
+    seen: set[str] = set()
+    per_notebook: dict[str, int] = {}  # a notebook run once keeps its plain name as slug
+    for stage in spec["stages"]:
+        for entry in stage.get("runs") or []:
+            nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+            n = 1
+            for values in (entry.get("matrix") or {}).values():
+                n *= len(values)
+            per_notebook[nb] = per_notebook.get(nb, 0) + n
+    for i, stage in enumerate(spec["stages"]):
+        sname = str(stage.get("name", i))
+        runs = []
+        for entry in stage.get("runs") or []:
+            nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+            nb_path = nb_dir / f"{nb}.ipynb"
+            if not nb_path.is_file():
+                raise PlanError(f"{src}, stage {sname!r}: notebook {nb_path} not found")
+            declared = _declared(nb_path)
+            params = dict(entry.get("parameters") or {})
+            matrix = dict(entry.get("matrix") or {})
+            unknown = sorted((set(params) | set(matrix)) - set(declared))
+            if unknown:
+                raise PlanError(f"{src}, stage {sname!r}, notebook {nb}: unknown parameter(s) "
+                                f"{', '.join(unknown)}; the notebook declares {', '.join(declared)}")
+            for combo in product(*matrix.values()) if matrix else [()]:
+                given = {**params, **dict(zip(matrix, combo))}
+                explicit = {k: given[k] for k in declared if k in given}  # the notebook's order
+                several = per_notebook.get(nb, 0) > 1 and explicit
+                slug = entry.get("name", f"{nb}__{_slug(list(explicit.values()))}" if several else nb)
+                base = TITLES.get(nb, nb)
+                title = entry.get("title", f"{base}: {', '.join(map(str, explicit.values()))}" if several else base)
+                if slug in seen:
+                    raise PlanError(f"{src}, stage {sname!r}: two runs named {slug!r}; give one a 'name'")
+                seen.add(slug)
+                merged = {k: v for k, v in defaults.items() if k in declared}
+                runs.append(Run(nb, {**merged, **explicit}, slug, sname, bool(stage.get("parallel")), title))
+        out.stages.append(runs)
+    return out
+
+
+def run_hash(run: Run, notebooks_dir: Path) -> str:
+    """Hash of the run's parameters and its notebook's source: a change re-runs it."""
+    h = hashlib.sha256(json.dumps(dict(run.parameters), sort_keys=True, default=str).encode())
+    h.update((notebooks_dir / f"{run.notebook}.ipynb").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def ensure_data(data_dir: str | Path, n_images: int = 200, seed: int = 0) -> Path:
+    """Return ``data_dir``; generate the synthetic set there when it has no ``train.csv``.
+
+    Only folders whose name contains ``synthetic`` are generated; another missing folder
+    raises with the command that downloads the Kaggle data.
+    """
+    data_dir = Path(data_dir)
+    if (data_dir / "train.csv").is_file():
+        return data_dir
+    if "synthetic" not in data_dir.name and "smoke" not in data_dir.name:
+        raise PlanError(f"{data_dir}: no train.csv. Get the Kaggle data with `kaggle competitions download "
+                        f"-c severstal-steel-defect-detection` and unzip it into {data_dir}")
+    from .synthetic import generate
+
+    return Path(generate(data_dir, n_images=n_images, seed=seed))
+
+
+# -- execution ------------------------------------------------------------------------------
+def _atomic_json(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Execute one run with papermill (cwd = notebooks_dir); never raises for a notebook error."""
+    import papermill as pm
+
+    out = runs_dir / f"{run.slug}.ipynb"
+    done = runs_dir / f"{run.slug}.done"
+    done.unlink(missing_ok=True)  # an interrupted run must not look finished
+    record: dict[str, Any] = {"slug": run.slug, "notebook": run.notebook, "stage": run.stage, "title": run.title,
+                              "parameters": dict(run.parameters), "output": out.name,
+                              "effective": {**_declared(notebooks_dir / f"{run.notebook}.ipynb"),
+                                            **run.parameters},
+                              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    start = time.time()
+    try:
+        pm.execute_notebook(str(notebooks_dir / f"{run.notebook}.ipynb"), str(out),
+                            parameters=dict(run.parameters), cwd=str(notebooks_dir),
+                            progress_bar=progress)
+        record.update(status="done", error="")
+        done.write_text(run_hash(run, notebooks_dir) + "\n")
+    except Exception as e:  # the batch goes on; the failed notebook keeps the traceback
+        evalue = getattr(e, "evalue", None)
+        msg = f"{getattr(e, 'ename', type(e).__name__)}: {evalue if evalue is not None else e}"
+        record.update(status="failed", error=msg.strip().splitlines()[0][:300] if msg.strip() else msg)
+    record["wall_s"] = round(time.time() - start, 1)
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return record
+
+
+def _init_worker(queue: Any) -> None:
+    """Pin this worker process (and the kernels it starts) to one GPU."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(queue.get())
+
+
+def _execute_in_worker(run: Run, notebooks_dir: Path, runs_dir: Path) -> dict[str, Any]:
+    return execute_run(run, notebooks_dir, runs_dir, progress=False)
+
+
+def read_status(runs_dir: str | Path) -> dict[str, Any]:
+    """``runs_dir/status.json``: {"plan", "order": [slug], "runs": {slug: record}} (empty if absent)."""
+    path = Path(runs_dir) / STATUS_FILE
+    if not path.is_file():
+        return {"plan": None, "order": [], "runs": {}}
+    return json.loads(path.read_text())
+
+
+def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Sequence[int] | None = None,
+             build: bool = True) -> pd.DataFrame:
+    """Execute every run of a plan, stage after stage; return one row per run with ``status``.
+
+    ``status`` is "done", "skipped" (finished earlier with the same parameters) or "failed".
+    With ``gpus`` the runs of a parallel stage go side by side, one worker process per GPU
+    (``CUDA_VISIBLE_DEVICES`` set per worker). Builds the book at the end when ``build``.
+    """
+    from tqdm.auto import tqdm
+
+    p = load_plan(plan)
+    if p.data_dir is not None:
+        syn = dict(p.synthetic or {})
+        if p.synthetic is not None or (p.data_dir / "train.csv").is_file():
+            ensure_data(p.data_dir, n_images=int(syn.get("n_images", 200)), seed=int(syn.get("seed", 0)))
+        else:
+            ensure_data(p.data_dir)  # raises with the Kaggle download command
+    runs_dir = p.book_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    status = read_status(runs_dir)
+    status.update(plan=p.name, order=[r.slug for r in p.runs])
+    records: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(p.runs), desc=f"plan {p.name}", unit="run")
+
+    def finish(rec: dict[str, Any]) -> None:
+        records[rec["slug"]] = rec
+        status["runs"][rec["slug"]] = rec
+        _atomic_json(status, runs_dir / STATUS_FILE)
+        bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
+        bar.update(1)
+
+    for stage in p.stages:
+        todo = []
+        for run in stage:
+            done = runs_dir / f"{run.slug}.done"
+            fresh = (done.is_file() and (runs_dir / f"{run.slug}.ipynb").is_file()
+                     and done.read_text().strip() == run_hash(run, p.notebooks_dir))
+            if fresh and not force:
+                prev = status["runs"].get(run.slug, {})
+                finish({**prev, "slug": run.slug, "notebook": run.notebook, "stage": run.stage, "title": run.title,
+                        "parameters": dict(run.parameters), "output": f"{run.slug}.ipynb",
+                        "status": "skipped", "error": ""})
+            else:
+                todo.append(run)
+        if gpus and todo and all(r.parallel for r in todo):
+            ctx = mp.get_context("spawn")
+            queue = ctx.Queue()
+            for g in gpus:
+                queue.put(g)
+            with cf.ProcessPoolExecutor(len(gpus), mp_context=ctx, initializer=_init_worker,
+                                        initargs=(queue,)) as pool:
+                futures = {pool.submit(_execute_in_worker, r, p.notebooks_dir, runs_dir): r for r in todo}
+                for fut in cf.as_completed(futures):
+                    try:
+                        finish(fut.result())
+                    except Exception as e:  # a worker died (killed, out of memory): that run failed
+                        r = futures[fut]
+                        finish({"slug": r.slug, "notebook": r.notebook, "stage": r.stage, "title": r.title,
+                                "parameters": dict(r.parameters), "output": f"{r.slug}.ipynb",
+                                "status": "failed", "error": f"worker process failed: {e!r}"[:300]})
+        else:
+            for run in todo:
+                bar.set_description(f"plan {p.name}: {run.slug}")
+                finish(execute_run(run, p.notebooks_dir, runs_dir, progress=bar.disable is False))
+    bar.close()
+    table = pd.DataFrame([records[r.slug] for r in p.runs],
+                         columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"])
+    print(table[["slug", "status", "wall_s", "error"]].to_string(index=False))
+    if build:
+        print(f"built {build_book(p.book_dir)}")
+    return table
+
+
+def build_book(book_dir: str | Path = "book") -> Path:
+    """Build the report from ``book_dir/runs``; see ``steelnb.book.build_book``."""
+    from .book import build_book as build
+
+    return build(book_dir)

@@ -1,0 +1,263 @@
+"""Summaries for the notebooks and the book: run tables from metrics.json, curves, bars.
+
+Everything here reads the files a training run leaves (``weights/<run>/metrics.json``) and the
+batch status (``book/runs/status.json``); nothing scrapes notebook outputs. Figures are
+``matplotlib.figure.Figure`` objects (they show inline in a notebook when returned last).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+#: The reference project's reported IoU per encoder: a *soft* IoU on probabilities, 256x768.
+REFERENCE = pd.DataFrame({
+    "encoder": ["resnet50", "efficientnet-b3", "efficientnet-b4"],
+    "reference soft IoU": [0.41, 0.54, 0.59],
+})
+COLUMNS = ["run", "encoder", "loss", "mask size", "epochs", "IoU", "Dice", "Kaggle metric", "soft IoU",
+           "wall time (min)", "peak GPU memory (MB)", "images/s", "device", "status"]
+
+
+def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
+    """All ``metrics.json`` under a folder (recursively), or the given files/run folders.
+
+    Each dict gets ``_path`` (the run folder). Sorted by run name. Unreadable files raise
+    ``ValueError`` naming the file.
+    """
+    items = [source] if isinstance(source, (str, Path)) else list(source)
+    paths: list[Path] = []
+    for item in map(Path, items):
+        if item.is_file():
+            paths.append(item)
+        elif (item / "metrics.json").is_file():
+            paths.append(item / "metrics.json")
+        elif item.is_dir():
+            paths += sorted(item.rglob("metrics.json"))
+    out = []
+    for p in paths:
+        try:
+            m = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: not a readable metrics.json ({e})") from e
+        m["_path"] = str(p.parent)
+        m.setdefault("run", p.parent.name)
+        out.append(m)
+    return sorted(out, key=lambda m: str(m["run"]))
+
+
+def _best(m: Mapping[str, Any], key: str) -> float:
+    value = (m.get("best") or {}).get(key)
+    return float(value) if value is not None else np.nan
+
+
+def _row(m: Mapping[str, Any]) -> dict[str, Any]:
+    wall = m.get("wall_time_s")
+    return {
+        "run": m.get("run"), "encoder": m.get("encoder"), "loss": m.get("loss"),
+        "mask size": f"{m.get('height')}x{m.get('width')}", "epochs": m.get("epochs_run"),
+        "IoU": _best(m, "iou"), "Dice": _best(m, "dice"), "Kaggle metric": _best(m, "kaggle"),
+        "soft IoU": _best(m, "soft_iou"),
+        "wall time (min)": round(wall / 60, 2) if wall is not None else np.nan,
+        "peak GPU memory (MB)": m.get("peak_gpu_mem_mb"), "images/s": m.get("train_images_per_s"),
+        "device": m.get("device"), "status": "done",
+    }
+
+
+def failed_runs(runs_dir: str | Path | None, notebook: str = "03_train") -> pd.DataFrame:
+    """Rows for the training runs that failed in the last batch (``status.json``)."""
+    path = Path(runs_dir) / "status.json" if runs_dir else None
+    if path is None or not path.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    status = json.loads(path.read_text())
+    rows = []
+    for slug in status.get("order") or status.get("runs", {}):
+        rec = status.get("runs", {}).get(slug)
+        if not rec or rec.get("notebook") != notebook or rec.get("status") != "failed":
+            continue
+        p = {**rec.get("effective", {}), **rec.get("parameters", {})}
+        h, w = p.get("height", "?"), p.get("width", "?")
+        name = p.get("run_name") or f"{p.get('encoder')}__{p.get('loss')}__{h}x{w}"
+        rows.append({"run": name, "encoder": p.get("encoder"), "loss": p.get("loss"), "mask size": f"{h}x{w}",
+                     "status": f"failed ({rec.get('error', '')[:80]})"})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def results_table(source: str | Path | Sequence[Mapping[str, Any]], runs_dir: str | Path | None = None,
+                  ) -> pd.DataFrame:
+    """One row per training run (metrics.json, best epoch) plus the failed runs of the last batch.
+
+    ``source`` is a weights folder or metrics dicts (``read_metrics``). A failed run replaces an
+    older metrics.json of the same name: its numbers would be stale.
+    """
+    metrics = read_metrics(source) if isinstance(source, (str, Path)) else list(source)
+    done = pd.DataFrame([_row(m) for m in metrics], columns=COLUMNS)
+    failed = failed_runs(runs_dir)
+    done = done[~done["run"].isin(failed["run"])]
+    frames = [f for f in (done, failed) if len(f)]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    numeric = ["epochs", "IoU", "Dice", "Kaggle metric", "soft IoU", "wall time (min)", "peak GPU memory (MB)", "images/s"]
+    table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    return table.sort_values(["encoder", "loss", "mask size"], kind="stable", na_position="last").reset_index(drop=True)
+
+
+def with_reference(table: pd.DataFrame) -> pd.DataFrame:
+    """The results table with the reference's soft IoU beside ours, matched by encoder."""
+    return table.merge(REFERENCE, on="encoder", how="left")
+
+
+def history_frame(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per-epoch history of one or several runs as one long table with a ``run`` column."""
+    runs = [metrics] if isinstance(metrics, Mapping) else list(metrics)
+    frames = [pd.DataFrame(m.get("history") or []).assign(run=m.get("run")) for m in runs]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "epoch"])
+
+
+def per_class_frame(metrics: Sequence[Mapping[str, Any]], label: str = "run", block: str = "best") -> pd.DataFrame:
+    """Long table: one row per (run, class) with dice, iou and kaggle of the ``best`` block."""
+    rows = []
+    for m in metrics:
+        pc = (m.get(block) or {}).get("per_class") or {}
+        for c in range(len(pc.get("dice", []))):
+            rows.append({label: m.get(label), "class": c + 1,
+                         **{k: float(v[c]) for k, v in pc.items() if isinstance(v, list) and len(v) > c}})
+    return pd.DataFrame(rows)
+
+
+def plot_history(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]], label: str = "run",
+                 width_in: float = 12.0) -> Figure:
+    """Training curves, one line per run: loss (train solid, validation dashed), validation
+    Dice and Kaggle metric, validation IoU and soft IoU, learning rate per parameter group."""
+    runs = [metrics] if isinstance(metrics, Mapping) else list(metrics)
+    fig = Figure(figsize=(width_in, width_in * 0.55))
+    axes = fig.subplots(2, 2).ravel()
+    panels = [("loss", [("train_loss", "-", "train"), ("val_loss", "--", "val")]),
+              ("validation Dice / Kaggle metric", [("val_dice", "-", "Dice"), ("val_kaggle", "--", "Kaggle")]),
+              ("validation IoU / soft IoU", [("val_iou", "-", "IoU"), ("val_soft_iou", "--", "soft IoU")]),
+              ("learning rate", [("lr_encoder", "-", "encoder"), ("lr_decoder", "--", "decoder+head")])]
+    colours = [f"C{i}" for i in range(10)]
+    for ax, (title, series) in zip(axes, panels):
+        for i, m in enumerate(runs):
+            h = pd.DataFrame(m.get("history") or [])
+            for key, style, name in series:
+                if key in h and h[key].notna().any():
+                    tag = name if len(runs) == 1 else f"{m.get(label)} {name}"
+                    ax.plot(h["epoch"], h[key], style, marker="o", ms=3, color=colours[i % 10], label=tag)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if title == "learning rate" and ax.lines:
+            ax.set_yscale("log")
+        if ax.lines:
+            ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(metrics: Sequence[Mapping[str, Any]], metric: str = "dice", label: str = "run",
+                   width_in: float = 10.0) -> Figure:
+    """Grouped bars: ``metric`` per class (best epoch), one bar per run labelled by ``label``."""
+    frame = per_class_frame(metrics, label=label)
+    fig = Figure(figsize=(width_in, 3.2))
+    ax = fig.subplots()
+    if len(frame) and metric in frame:
+        table = frame.pivot_table(index="class", columns=label, values=metric)
+        k = max(len(table.columns), 1)
+        for i, col in enumerate(table.columns):
+            ax.bar(table.index + (i - (k - 1) / 2) * 0.8 / k, table[col], 0.8 / k, label=str(col))
+        ax.set_xticks(table.index, [f"class {c}" for c in table.index])
+        ax.legend(fontsize=8, frameon=False, ncol=min(k, 4))
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"validation {metric}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_results(table: pd.DataFrame, metric: str = "Kaggle metric", width_in: float = 10.0) -> Figure:
+    """Horizontal bars of one column of the results table, one bar per finished run."""
+    done = table[table["status"] == "done"].dropna(subset=[metric])
+    fig = Figure(figsize=(width_in, 0.45 * max(len(done), 1) + 1.2))
+    ax = fig.subplots()
+    ax.barh(done["run"].astype(str), done[metric].astype(float), color="C0")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"{metric} (validation, best epoch)")
+    fig.tight_layout()
+    return fig
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    cells = [[str(c) for c in frame.columns]] + [["" if v is None or v != v else str(v) for v in row]
+                                                  for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(r) + " |" for r in cells]
+    return "\n".join([lines[0], "| " + " | ".join("---" for _ in frame.columns) + " |", *lines[1:]])
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v != v:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def _bench_tables(data: Any) -> list[pd.DataFrame]:
+    """One JSON result -> tables: a list of records; {name: {field: value}} rows; scalars."""
+    rows = data.get("results", data.get("rows", data)) if isinstance(data, dict) else data
+    if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+        return [pd.DataFrame(rows)]
+    if not isinstance(rows, dict):
+        return [pd.DataFrame({"value": [rows]})]
+    nested = {k: v for k, v in rows.items() if isinstance(v, dict)}
+    scalars = {k: v for k, v in rows.items() if not isinstance(v, dict)}
+    tables = []
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
+    for k, v in nested.items():  # one table per set of fields (timings apart from pass/fail flags)
+        groups.setdefault(tuple(v), {})[k] = v
+    for group in groups.values():
+        tables.append(pd.DataFrame.from_dict(group, orient="index").rename_axis("measure").reset_index())
+    if scalars:
+        tables.append(pd.DataFrame({"measure": list(scalars), "value": list(scalars.values())}))
+    return tables
+
+
+def bench_markdown(results_dir: str | Path) -> str:
+    """Markdown tables of the benchmark JSON files in ``results_dir`` ("" when there are none)."""
+    parts = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            parts.append(f"## {path.stem}\n\n`{path.name}` is not readable JSON.\n")
+            continue
+        tables = "\n\n".join(_markdown_table(t.map(_fmt)) for t in _bench_tables(data))
+        parts.append(f"## {path.stem}\n\nFrom `bench/results/{path.name}`.\n\n{tables}\n")
+    return "\n".join(parts)
+
+
+def mask_positions(tidy: pd.DataFrame, bins: tuple[int, int] = (32, 200), limit: int = 2000,
+                   seed: int = 0) -> np.ndarray:
+    """Where defects lie: share of masks covering each cell of a (rows, cols) grid, per class.
+
+    ``tidy``: ImageId, ClassId, EncodedPixels. Decodes at most ``limit`` masks per class (seeded
+    sample). Returns (4, rows, cols) float in [0, 1].
+    """
+    import cv2
+
+    from . import rle
+
+    heat = np.zeros((4, *bins))
+    for c in range(1, 5):
+        rows = tidy[tidy["ClassId"] == c]
+        if len(rows) > limit:
+            rows = rows.sample(limit, random_state=seed)
+        for enc in rows["EncodedPixels"]:
+            heat[c - 1] += cv2.resize(rle.decode(enc).astype(np.float32), bins[::-1], interpolation=cv2.INTER_AREA)
+        heat[c - 1] /= max(len(rows), 1)
+    return heat

@@ -1,0 +1,113 @@
+"""Each notebook once through papermill on tiny parameters, as one batch plan into a temporary
+folder (the same path `steelnb run` takes); then assertions on what each run produced."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from steelnb import pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run all six notebooks once (two tiny training runs) and return paths and the result table."""
+    tmp = tmp_path_factory.mktemp("batch")
+    data, weights, book = tmp / "synthetic", tmp / "weights", tmp / "book"
+    plan = {
+        "name": "tiny", "notebooks_dir": str(REPO / "notebooks"), "book_dir": str(book),
+        "data": {"dir": str(data), "synthetic": {"n_images": 40, "seed": 1}},
+        "defaults": {"data_dir": str(data), "out_dir": str(weights), "weights_dir": str(weights),
+                     "runs_dir": str(book / "runs"), "subset": "subset_balanced.csv", "folds": "folds.csv",
+                     "max_images": 16, "height": 64, "width": 320, "epochs": 1, "batch_size": 4,
+                     "limit_train_batches": 2, "limit_val_batches": 1, "n_show": 1, "progress_bar": False},
+        "stages": [
+            {"name": "data", "runs": [
+                {"notebook": "01_eda", "parameters": {"n_grey": 8, "real_masks": 40, "n_examples": 1}},
+                {"notebook": "02_class_balance", "parameters": {"per_class": 6, "n_folds": 3}}]},
+            {"name": "train", "parallel": True, "runs": [
+                {"notebook": "03_train", "matrix": {"loss": ["dice_bce", "tversky"]},
+                 "parameters": {"encoder": "resnet50"}}]},
+            {"name": "compare", "runs": [
+                {"notebook": "04_loss_ablation", "parameters": {"encoder": "resnet50", "losses": ["dice_bce", "tversky"]}},
+                {"notebook": "05_evaluate", "parameters": {"tune_height": 32, "tune_width": 160, "n_overlays": 1}}]},
+            {"name": "results", "runs": [{"notebook": "06_results"}]},
+        ],
+    }
+    table = pipeline.run_plan(plan, build=False)
+    return {"table": table.set_index("slug"), "data": data, "weights": weights, "runs": book / "runs"}
+
+
+def _outputs(path: Path) -> tuple[str, int]:
+    """All text/html/markdown output of an executed notebook, and its number of PNG outputs."""
+    nb = nbformat.read(str(path), as_version=4)
+    text, pngs = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text.append(out["text"])
+            data = out.get("data", {})
+            text += [str(data.get(k, "")) for k in ("text/plain", "text/html", "text/markdown")]
+            pngs += "image/png" in data
+    return "\n".join(text), pngs
+
+
+def _done(batch: dict, slug: str) -> tuple[str, int]:
+    row = batch["table"].loc[slug]
+    assert row["status"] == "done", f"{slug} failed: {row['error']}"
+    return _outputs(batch["runs"] / f"{slug}.ipynb")
+
+
+def test_eda(batch: dict) -> None:
+    text, pngs = _done(batch, "01_eda")
+    assert "40 images" in text and "defect-free" in text and "share of images" in text
+    assert pngs >= 6  # counts, co-occurrence, areas, pieces, positions x2, grey levels, examples
+
+
+def test_class_balance_writes_subset_and_folds(batch: dict) -> None:
+    _done(batch, "02_class_balance")
+    subset = pd.read_csv(batch["data"] / "subset_balanced.csv")
+    folds = pd.read_csv(batch["data"] / "folds.csv")
+    assert list(folds.columns) == ["ImageId", "fold"] and set(folds["fold"]) == {0, 1, 2}
+    assert set(subset["ImageId"]) <= set(folds["ImageId"]) and not folds["ImageId"].duplicated().any()
+    assert len(subset) <= 4 * 6  # per_class=6: a short class's shortfall goes to the others
+
+
+def test_train_writes_metrics_and_shows_curves(batch: dict) -> None:
+    for loss in ("dice_bce", "tversky"):
+        text, pngs = _done(batch, f"03_train__resnet50_{loss}")
+        run = batch["weights"] / f"resnet50__{loss}__64x320"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["loss"] == loss and metrics["history"] and 0 <= metrics["best"]["kaggle"] <= 1
+        assert str(run.resolve()) in text  # the run folder's path is shown
+        assert pngs >= 3  # curves, per-class bars, predictions beside the truth
+
+
+def test_loss_ablation_compares_both_losses(batch: dict) -> None:
+    text, pngs = _done(batch, "04_loss_ablation")
+    assert "resnet50__dice_bce__64x320" in text and "resnet50__tversky__64x320" in text and pngs >= 2
+
+
+def test_evaluate_tunes_and_writes_submission(batch: dict) -> None:
+    text, _ = _done(batch, "05_evaluate")
+    run = next(p.parent for p in batch["weights"].rglob("postprocess.yaml"))
+    sub = pd.read_csv(run / "submission" / "submission.csv", keep_default_na=False)
+    n_test = len(list((batch["data"] / "test_images").glob("*.jpg")))
+    assert len(sub) == 4 * n_test and set(sub["ClassId"]) == {1, 2, 3, 4}
+    assert "hv" in text and "postprocessed" in text
+
+
+def test_results_has_a_row_per_run(batch: dict) -> None:
+    html, _ = _done(batch, "06_results")
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    assert "2 run(s): 2 finished, 0 failed" in text
+    for loss in ("dice_bce", "tversky"):
+        assert f"resnet50 {loss} 64x320 1 " in text  # encoder, loss, mask size, epochs of each row
+    assert "reference: soft IoU" in text and "0.59" in text

@@ -1,0 +1,105 @@
+"""Batch runs: plans are checked, a failed run does not stop the batch, finished runs are skipped,
+parallel runs get one GPU each. Uses tiny stand-in notebooks (a kernel start is the only cost)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_notebook
+
+from steelnb import pipeline
+
+
+def _notebook(path: Path, params: str, body: str) -> None:
+    cell = new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[cell, new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    """A project folder: notebooks/ with a notebook that fails on request and records its GPU."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_work.ipynb",
+              'value: int = 1  # a number\nfail: bool = False  # raise on purpose\nnap: float = 0.0  # seconds to sleep',
+              "import os, time, json\ntime.sleep(nap)\n"
+              "if fail:\n    raise RuntimeError(f'failing on purpose with value {value}')\n"
+              "open(f'out_{value}.json', 'w').write(json.dumps({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 'cwd': os.getcwd()}))")
+    _notebook(nbs / "02_after.ipynb", 'tag: str = "x"  # a label', "print(sorted(os.listdir('.')) if False else tag)")
+    return tmp_path
+
+
+def _plan(project: Path, runs: list[dict], parallel: bool = False, name: str = "p") -> Path:
+    plan = {"name": name, "stages": [{"name": "work", "parallel": parallel, "runs": runs},
+                                     {"name": "after", "runs": [{"notebook": "02_after"}]}]}
+    path = project / "plans" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def test_unknown_parameter_is_a_plan_error(project: Path) -> None:
+    path = _plan(project, [{"notebook": "01_work", "parameters": {"valeu": 3}}])
+    with pytest.raises(pipeline.PlanError, match="valeu"):
+        pipeline.load_plan(path)
+    with pytest.raises(pipeline.PlanError, match="no plan named"):
+        pipeline.find_plan("no-such-plan")
+
+
+def test_matrix_expands_to_named_runs(project: Path) -> None:
+    path = _plan(project, [{"notebook": "01_work", "matrix": {"value": [1, 2]}, "parameters": {"nap": 0.5}}])
+    plan = pipeline.load_plan(path)
+    assert [r.slug for r in plan.runs] == ["01_work__1_0.5", "01_work__2_0.5", "02_after"]
+    assert plan.runs[0].parameters == {"value": 1, "nap": 0.5}
+    assert plan.runs[0].title == "01_work: 1, 0.5"
+
+
+def test_failed_run_is_kept_and_batch_goes_on_then_rerun_skips(project: Path) -> None:
+    runs = [{"notebook": "01_work", "parameters": {"value": 1, "fail": True}},
+            {"notebook": "01_work", "parameters": {"value": 2}}]
+    path = _plan(project, runs)
+    table = pipeline.run_plan(path, build=False)
+    assert list(table["status"]) == ["failed", "done", "done"]
+    assert "failing on purpose with value 1" in table.loc[0, "error"]
+    runs_dir = project / "book" / "runs"
+    failed_nb = (runs_dir / f"{table.loc[0, 'slug']}.ipynb").read_text()
+    assert "RuntimeError" in failed_nb and "Traceback" in failed_nb or "failing on purpose" in failed_nb
+    status = json.loads((runs_dir / "status.json").read_text())
+    assert status["runs"][table.loc[0, "slug"]]["status"] == "failed"
+    assert not (runs_dir / f"{table.loc[0, 'slug']}.done").exists()
+    # papermill ran in notebooks/: relative paths in a notebook mean the same as in JupyterLab
+    out = json.loads((project / "notebooks" / "out_2.json").read_text())
+    assert Path(out["cwd"]).resolve() == (project / "notebooks").resolve()
+
+    again = pipeline.run_plan(path, build=False)
+    assert list(again["status"]) == ["failed", "skipped", "skipped"]  # the failed run is retried
+
+    runs[1]["parameters"]["nap"] = 0.1  # changed parameters: that run again
+    _plan(project, runs)
+    changed = pipeline.run_plan(path, build=False)
+    assert list(changed["status"]) == ["failed", "done", "skipped"]
+    forced = pipeline.run_plan(path, force=True, build=False)
+    assert list(forced["status"]) == ["failed", "done", "done"]
+
+
+def test_parallel_stage_gives_each_worker_one_gpu(project: Path) -> None:
+    runs = [{"notebook": "01_work", "matrix": {"value": [1, 2]}, "parameters": {"nap": 3.0}}]
+    path = _plan(project, runs, parallel=True)
+    table = pipeline.run_plan(path, gpus=[0, 1], build=False)
+    assert list(table["status"]) == ["done", "done", "done"]
+    gpus = {json.loads((project / "notebooks" / f"out_{v}.json").read_text())["gpu"] for v in (1, 2)}
+    assert gpus == {"0", "1"}
+    status = json.loads((project / "book" / "runs" / "status.json").read_text())["runs"]
+    # the stage after waits for the whole parallel stage
+    assert status["02_after"]["finished_at"] >= max(status[s]["finished_at"] for s in table["slug"][:2])
+
+
+def test_missing_kaggle_data_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(pipeline.PlanError, match="kaggle competitions download"):
+        pipeline.ensure_data(tmp_path / "severstal")
