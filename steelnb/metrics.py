@@ -99,14 +99,17 @@ class MetricAccumulator:
     """Running sums for an epoch of validation batches; nothing per image is kept.
 
     ``update(probs (N, C, H, W), truth (N, C, H, W))``; ``compute() -> dict`` with per-class
-    lists ``dice``, ``iou``, ``kaggle`` (per-image Dice averaged per class), ``soft_iou`` and
-    their means (``*_mean``). ``state`` is a flat tensor that DDP can all-reduce (sum).
+    lists ``dice``, ``iou``, ``kaggle`` (per-image Dice averaged per class), ``soft_iou``,
+    ``empty_kaggle`` (the Kaggle metric of predicting nothing at all: the share of empty truth
+    masks, the score any model must beat) and their means (``*_mean``). ``state`` is a flat
+    tensor that DDP can all-reduce (sum).
     """
 
     def __init__(self, classes: int = 4, threshold: float = 0.5, device: Any = "cpu") -> None:
         self.classes, self.threshold = classes, threshold
-        # rows: tp, fp, fn, per-image dice sum, image count, soft intersection, soft union
-        self.state = torch.zeros(7, classes, dtype=torch.float64, device=device)
+        # rows: tp, fp, fn, per-image dice sum, image count, soft intersection, soft union,
+        # images whose truth is empty
+        self.state = torch.zeros(8, classes, dtype=torch.float64, device=device)
 
     def reset(self) -> None:
         self.state.zero_()
@@ -118,13 +121,15 @@ class MetricAccumulator:
         pd, td = p.double(), t.double()
         inter = (pd * td).sum((0, 2, 3))
         rows = [tp.sum(0), fp.sum(0), fn.sum(0), _dice(tp, fp, fn).sum(0),
-                torch.full((self.classes,), p.shape[0]), inter, pd.sum((0, 2, 3)) + td.sum((0, 2, 3)) - inter]
+                torch.full((self.classes,), p.shape[0]), inter, pd.sum((0, 2, 3)) + td.sum((0, 2, 3)) - inter,
+                (~(t.flatten(2) != 0).any(2)).sum(0)]
         self.state = self.state.to(p.device) + torch.stack([r.double().to(p.device) for r in rows])
 
     def compute(self) -> dict[str, Any]:
-        tp, fp, fn, dsum, n, inter, union = self.state.cpu()
+        tp, fp, fn, dsum, n, inter, union, empty = self.state.cpu()
         out = {"dice": _dice(tp, fp, fn), "iou": _iou(tp, fp, fn),
-               "kaggle": dsum / n.clamp(min=1), "soft_iou": (inter + EPS) / (union + EPS)}
+               "kaggle": dsum / n.clamp(min=1), "soft_iou": (inter + EPS) / (union + EPS),
+               "empty_kaggle": empty / n.clamp(min=1)}
         res: dict[str, Any] = {k: v.tolist() for k, v in out.items()}
         res.update({f"{k}_mean": float(v.mean()) for k, v in out.items()})
         res["soft_iou_mean"] = float((inter.sum() + EPS) / (union.sum() + EPS))  # as soft_iou()

@@ -20,7 +20,8 @@ REFERENCE = pd.DataFrame({
     "encoder": ["resnet50", "efficientnet-b3", "efficientnet-b4"],
     "reference soft IoU": [0.41, 0.54, 0.59],
 })
-COLUMNS = ["run", "encoder", "loss", "mask size", "epochs", "IoU", "Dice", "Kaggle metric", "soft IoU",
+COLUMNS = ["run", "encoder", "loss", "mask size", "epochs", "IoU", "Dice", "Kaggle metric",
+           "Kaggle, all-empty", "soft IoU",
            "wall time (min)", "peak GPU memory (MB)", "images/s", "device", "status"]
 
 
@@ -62,6 +63,7 @@ def _row(m: Mapping[str, Any]) -> dict[str, Any]:
         "run": m.get("run"), "encoder": m.get("encoder"), "loss": m.get("loss"),
         "mask size": f"{m.get('height')}x{m.get('width')}", "epochs": m.get("epochs_run"),
         "IoU": _best(m, "iou"), "Dice": _best(m, "dice"), "Kaggle metric": _best(m, "kaggle"),
+        "Kaggle, all-empty": m.get("all_empty_kaggle"),  # the score of predicting nothing
         "soft IoU": _best(m, "soft_iou"),
         "wall time (min)": round(wall / 60, 2) if wall is not None else np.nan,
         "peak GPU memory (MB)": m.get("peak_gpu_mem_mb"), "images/s": m.get("train_images_per_s"),
@@ -101,7 +103,7 @@ def results_table(source: str | Path | Sequence[Mapping[str, Any]], runs_dir: st
     done = done[~done["run"].isin(failed["run"])]
     frames = [f for f in (done, failed) if len(f)]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    numeric = ["epochs", "IoU", "Dice", "Kaggle metric", "soft IoU", "wall time (min)", "peak GPU memory (MB)", "images/s"]
+    numeric = ["epochs", "IoU", "Dice", "Kaggle metric", "Kaggle, all-empty", "soft IoU", "wall time (min)", "peak GPU memory (MB)", "images/s"]
     table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
     return table.sort_values(["encoder", "loss", "mask size"], kind="stable", na_position="last").reset_index(drop=True)
 

@@ -170,6 +170,7 @@ class RunRecorder(Callback):
             "epoch": trainer.current_epoch + 1, "train_loss": v["train_loss"],
             "val_loss": float(m["val_loss"]) if "val_loss" in m else None,
             **{f"val_{k}": v[f"{k}_mean"] for k in ("dice", "iou", "kaggle", "soft_iou")},
+            "val_empty_kaggle": v["empty_kaggle_mean"],  # what predicting nothing scores
             "lr_encoder": self._lrs[0], "lr_decoder": self._lrs[-1],
             "per_class": {k: v[k] for k in ("dice", "iou", "kaggle", "soft_iou")}})
         if trainer.is_global_zero:
@@ -190,6 +191,7 @@ class RunRecorder(Callback):
                 "height": cfg.height, "width": cfg.width, "epochs_planned": cfg.epochs,
                 "epochs_run": len(self.history), "best_epoch": best["epoch"] if best else None,
                 "best_by": "val_kaggle", "best": summary(best),
+                "all_empty_kaggle": self.history[-1]["val_empty_kaggle"] if self.history else None,
                 "final": summary(self.history[-1] if self.history else None), "history": self.history,
                 "wall_time_s": self.wall_time(), "peak_gpu_mem_mb": peak,
                 "train_images_per_s": self.images / self.train_time if self.train_time > 0 else None,

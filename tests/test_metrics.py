@@ -85,3 +85,18 @@ def test_bad_shapes_raise() -> None:
         metrics.kaggle_metric(np.zeros((4, 4)), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="equal"):
         metrics.kaggle_metric(masks(1), masks(2))
+
+
+def test_accumulator_reports_the_all_empty_baseline() -> None:
+    """empty_kaggle is what predicting nothing scores: equal to kaggle_metric of an empty prediction."""
+    g = torch.Generator().manual_seed(1)
+    truth = torch.zeros(6, 4, 8, 8)
+    truth[0, 0, :2, :2] = 1
+    truth[1, 2] = 1
+    truth[3, 3, 4:, 4:] = 1
+    acc = metrics.MetricAccumulator(4)
+    acc.update(torch.rand(3, 4, 8, 8, generator=g), truth[:3])
+    acc.update(torch.rand(3, 4, 8, 8, generator=g), truth[3:].bool())
+    res = acc.compute()
+    assert res["empty_kaggle"] == [5 / 6, 1.0, 5 / 6, 5 / 6]
+    assert abs(res["empty_kaggle_mean"] - metrics.kaggle_metric(torch.zeros_like(truth), truth)) < 1e-12
