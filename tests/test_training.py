@@ -185,3 +185,17 @@ def test_model_learns_on_synthetic_set(tmp_path: Path) -> None:
     assert m["epochs_run"] == 8
     assert max(kaggle) > empty, (kaggle, empty)
     assert max(dice[-3:]) > dice[0] + 0.1, dice
+
+
+def test_channels_last_only_where_cuda_runs_it(monkeypatch) -> None:
+    """channels_last is applied for CUDA runs (where it pays) and not on CPU (where bench_train
+    measured it slower); the config flag turns it off everywhere."""
+    cfg = TrainConfig(encoder="resnet18", device="auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    on = SegmentationModule(cfg)
+    assert on.channels_last
+    assert on.model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not SegmentationModule(cfg.replace(channels_last=False)).channels_last
+    assert not SegmentationModule(cfg.replace(device="cpu")).channels_last
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not SegmentationModule(cfg).channels_last
