@@ -13,6 +13,7 @@ On an H100-class card the target is efficientnet-b4 with hv TTA at >= 200 images
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -121,6 +122,15 @@ def main(argv: list[str] | None = None) -> int:
             met = "met" if hv >= TARGET_HV and encoder == "efficientnet-b4" else "NOT met"
             print(f"target: {encoder} + hv TTA >= {TARGET_HV:.0f} images/s on the GPU: {hv:.1f} -> {met}")
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"bench_infer_{'cuda' if cuda else 'cpu'}.json"
+    path.write_text(json.dumps({
+        "device": name, "model": f"{args.arch}/{encoder}", "size": f"{HEIGHT}x{WIDTH}", "batch": batch,
+        "results": [{"input": src, "tta": tta, "images/s": round(ips, 3),
+                     "ratio vs none": round(ips / base[src], 3) if src in base else None} for src, tta, ips in rows]},
+        indent=2))
+    print(f"wrote {path}")
     return 0
 
 
