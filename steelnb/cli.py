@@ -131,7 +131,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = run_predict(weights=args.weights, images=args.images, out=args.out, labels=args.labels,
                              tta=args.tta, overlays=args.overlays, batch_size=args.batch_size,
                              device=args.device, on_error=args.on_error, class_id=args.class_id)
-        print(result)
+        for key, value in result.items():
+            if value not in ("", None):
+                print(f"{key}: {value}")
     elif args.command == "run":
         from .pipeline import run_plan
 
