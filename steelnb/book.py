@@ -82,3 +82,37 @@ def build_book(book_dir: str | Path = "book") -> Path:
         raise BookError(f"jupyter-book build {book_dir} failed (exit {proc.returncode}); "
                         f"full log in {book_dir / '_build' / 'build.log'}:\n{shown}")
     return index
+
+
+def run_benchmarks(commands: list[str], root: str | Path, runs_dir: str | Path, force: bool = False) -> list[dict]:
+    """Run a plan's benchmark scripts (``bench/*.py ARGS``, from ``root``) for the performance page.
+
+    Each writes its JSON into ``bench/results/``; its output goes to ``runs_dir/bench_<n>.log``.
+    A benchmark that finished with the same command line is skipped unless ``force``; one that
+    fails is reported (status "failed", the log's last line) and the others still run.
+    Returns one record per command: command, status, wall_s, log.
+    """
+    import shlex
+    import time
+
+    root, runs_dir = Path(root), Path(runs_dir)
+    records = []
+    for n, command in enumerate(commands, 1):
+        log, done = runs_dir / f"bench_{n}.log", runs_dir / f"bench_{n}.done"
+        rec = {"command": command, "log": str(log), "wall_s": 0.0}
+        if not force and done.is_file() and done.read_text().strip() == command:
+            records.append({**rec, "status": "skipped"})
+            continue
+        done.unlink(missing_ok=True)
+        start = time.time()
+        with open(log, "w") as out:
+            proc = subprocess.run([sys.executable, *shlex.split(command)], cwd=root, stdout=out,
+                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        rec["wall_s"] = round(time.time() - start, 1)
+        if proc.returncode == 0:
+            done.write_text(command + "\n")
+            records.append({**rec, "status": "done"})
+        else:
+            lines = log.read_text().strip().splitlines()
+            records.append({**rec, "status": "failed", "error": lines[-1] if lines else f"exit {proc.returncode}"})
+    return records

@@ -58,6 +58,8 @@ class Plan:
     book_dir: Path
     data_dir: Path | None = None
     synthetic: Mapping[str, Any] | None = None
+    root: Path = Path(".")  # the project folder: benchmark commands run from here
+    benchmarks: list[str] = field(default_factory=list)  # "bench/<script>.py ARGS", for the report
     stages: list[list[Run]] = field(default_factory=list)
 
     @property
@@ -121,7 +123,8 @@ def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
     data = spec.get("data") or {}
     out = Plan(name=str(spec["name"]), notebooks_dir=nb_dir, book_dir=book_dir,
                data_dir=(nb_dir / data["dir"]).resolve() if data.get("dir") else None,
-               synthetic=data.get("synthetic"))
+               synthetic=data.get("synthetic"), root=root.resolve(),
+               benchmarks=[str(c) for c in spec.get("benchmarks") or []])
     defaults = dict(spec.get("defaults") or {})
     seen: set[str] = set()
     per_notebook: dict[str, int] = {}  # a notebook run once keeps its plain name as slug
@@ -307,6 +310,11 @@ def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Se
     table = pd.DataFrame([records[r.slug] for r in p.runs],
                          columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"])
     print(table[["slug", "status", "wall_s", "error"]].to_string(index=False))
+    if p.benchmarks:
+        from .book import run_benchmarks
+
+        for rec in run_benchmarks(p.benchmarks, p.root, runs_dir, force=force):
+            print(f"benchmark {rec['command']}: {rec['status']} {rec.get('error', '')}".rstrip())
     if build:
         print(f"built {build_book(p.book_dir)}")
     return table

@@ -103,3 +103,29 @@ def test_parallel_stage_gives_each_worker_one_gpu(project: Path) -> None:
 def test_missing_kaggle_data_says_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(pipeline.PlanError, match="kaggle competitions download"):
         pipeline.ensure_data(tmp_path / "severstal")
+
+
+def test_benchmarks_run_from_the_project_folder_failures_reported_reruns_skip(tmp_path: Path) -> None:
+    from steelnb.book import run_benchmarks
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "ok.py").write_text(
+        "import sys, pathlib; pathlib.Path('bench/ran.txt').open('a').write(' '.join(sys.argv[1:]) + '\\n')\n")
+    (tmp_path / "bench" / "bad.py").write_text("raise SystemExit('no CUDA device here')\n")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    commands = ["bench/ok.py --size 64x192", "bench/bad.py", "bench/ok.py --again"]
+    first = run_benchmarks(commands, tmp_path, runs)
+    assert [r["status"] for r in first] == ["done", "failed", "done"]
+    assert first[1]["error"] == "no CUDA device here"
+    assert (tmp_path / "bench" / "ran.txt").read_text().split("\n")[:2] == ["--size 64x192", "--again"]
+    again = run_benchmarks(commands, tmp_path, runs)
+    assert [r["status"] for r in again] == ["skipped", "failed", "skipped"]
+    assert [r["status"] for r in run_benchmarks(commands, tmp_path, runs, force=True)] == ["done", "failed", "done"]
+
+
+def test_smoke_plan_lists_benchmark_scripts_that_exist() -> None:
+    plan = pipeline.load_plan("smoke")
+    assert plan.benchmarks, "the report's performance page needs the smoke plan to run the benchmarks"
+    for command in plan.benchmarks:
+        assert (plan.root / command.split()[0]).is_file(), command
