@@ -5,7 +5,7 @@ order (data preparation, training, evaluation, results). Each run is executed wi
 working directory ``notebooks/`` (so relative defaults such as ``../data/synthetic`` mean the
 same in JupyterLab and in batch) into ``book/runs/<notebook>__<slug>.ipynb``. A run that
 succeeds leaves ``<slug>.done`` holding the hash of its parameters and notebook; a re-run
-skips it unless ``force`` or the hash changed. A failed run keeps its executed notebook (with
+skips it unless ``force``, the hash changed, or a run of an earlier stage ran again. A failed run keeps its executed notebook (with
 the traceback), is marked failed in ``book/runs/status.json``, and the batch goes on.
 The runs of a ``parallel`` stage go side by side, one worker per GPU, with ``--gpus``.
 """
@@ -273,13 +273,14 @@ def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Se
         bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
         bar.update(1)
 
+    upstream_ran = False  # a later stage reads what an earlier one wrote: re-run it after a change
     for stage in p.stages:
         todo = []
         for run in stage:
             done = runs_dir / f"{run.slug}.done"
             fresh = (done.is_file() and (runs_dir / f"{run.slug}.ipynb").is_file()
                      and done.read_text().strip() == run_hash(run, p.notebooks_dir))
-            if fresh and not force:
+            if fresh and not force and not upstream_ran:
                 prev = status["runs"].get(run.slug, {})
                 finish({**prev, "slug": run.slug, "notebook": run.notebook, "stage": run.stage, "title": run.title,
                         "parameters": dict(run.parameters), "output": f"{run.slug}.ipynb",
@@ -306,6 +307,7 @@ def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Se
             for run in todo:
                 bar.set_description(f"plan {p.name}: {run.slug}")
                 finish(execute_run(run, p.notebooks_dir, runs_dir, progress=bar.disable is False))
+        upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
     bar.close()
     table = pd.DataFrame([records[r.slug] for r in p.runs],
                          columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"])
