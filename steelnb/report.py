@@ -213,7 +213,12 @@ def _bench_tables(data: Any) -> list[pd.DataFrame]:
     """One JSON result -> tables: a list of records; {name: {field: value}} rows; scalars."""
     rows = data.get("results", data.get("rows", data)) if isinstance(data, dict) else data
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-        return [pd.DataFrame(rows)]
+        # the setting the rows were measured in (device, sizes, targets) under the table
+        setting = {k: v for k, v in data.items() if k not in ("results", "rows")} if isinstance(data, dict) else {}
+        setting = {k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in setting.items()
+                   if not isinstance(v, dict)}
+        extra = [pd.DataFrame({"measure": list(setting), "value": list(setting.values())})] if setting else []
+        return [pd.DataFrame(rows), *extra]
     if not isinstance(rows, dict):
         return [pd.DataFrame({"value": [rows]})]
     nested = {k: v for k, v in rows.items() if isinstance(v, dict)}
