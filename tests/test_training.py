@@ -199,3 +199,18 @@ def test_channels_last_only_where_cuda_runs_it(monkeypatch) -> None:
     assert not SegmentationModule(cfg.replace(device="cpu")).channels_last
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not SegmentationModule(cfg).channels_last
+
+
+def test_trains_on_the_real_kaggle_layout_sample(shared_data: Path, tmp_path: Path) -> None:
+    """The real path end to end: real train.csv (new format), real JPEGs, defect-free images
+    included (subset "all"), one short epoch, a run folder that loads back."""
+    cfg = TrainConfig(data_dir=str(shared_data / "severstal-sample"), subset="all", encoder="resnet18",
+                      epochs=1, batch_size=4, height=64, width=320, limit_train_batches=2, n_folds=3,
+                      early_stopping_patience=0, device="cpu", out_dir=str(tmp_path), run_name="real")
+    run = fit(cfg, progress_bar=False)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["epochs_run"] == 1 and m["best"]["kaggle"] is not None
+    # about a third of the 34 images validate, the defect-free ones among them
+    assert 0.5 < m["all_empty_kaggle"] < 1.0
+    model, info = load_model(run)
+    assert (info.encoder, info.classes, info.height, info.width) == ("resnet18", 4, 64, 320)
