@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .fileio import write_text
+
 #: Image geometry of the Severstal data set (height, width).
 HEIGHT, WIDTH = 256, 1600
 N_CLASSES = 4
@@ -113,12 +115,7 @@ class TrainConfig:
 
     def to_yaml(self, path: str | Path) -> Path:
         """Write the config as YAML (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)
-        return path
+        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "TrainConfig":

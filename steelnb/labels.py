@@ -6,8 +6,6 @@ Tidy table: one row per defect mask, columns ``ImageId`` (str), ``ClassId`` (int
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterable, Literal, Mapping
@@ -17,6 +15,7 @@ import pandas as pd
 
 from . import rle
 from .config import HEIGHT, N_CLASSES, WIDTH
+from .fileio import atomic_path
 
 COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
 CLASS_IDS = tuple(range(1, N_CLASSES + 1))
@@ -134,16 +133,8 @@ def write_labels(
 
 def atomic_write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     """Write a CSV to a temporary file beside ``path`` then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def image_masks(

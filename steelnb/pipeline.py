@@ -27,6 +27,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import yaml
 
+from .fileio import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 STATUS_FILE = "status.json"
 TITLES = {"01_eda": "The data", "02_class_balance": "Class balance", "03_train": "Training",
@@ -192,9 +194,7 @@ def ensure_data(data_dir: str | Path, n_images: int = 200, seed: int = 0) -> Pat
 
 # -- execution ------------------------------------------------------------------------------
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
 def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = True) -> dict[str, Any]:

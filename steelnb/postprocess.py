@@ -10,8 +10,6 @@ same parameters apply to probabilities kept at reduced size for tuning.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +19,7 @@ import numpy as np
 import yaml
 
 from .config import HEIGHT, N_CLASSES, WIDTH
+from .fileio import write_text
 
 FILE_NAME = "postprocess.yaml"
 FULL_PIXELS = HEIGHT * WIDTH
@@ -73,15 +72,7 @@ class PostParams:
         path = Path(path)
         if path.is_dir():
             path = path / FILE_NAME
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                yaml.safe_dump(self.to_dict(), f, sort_keys=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "PostParams":

@@ -6,8 +6,6 @@ re-read to validate. Evaluation: per-(image, class) confusion counts (N, 4, 3) -
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +15,7 @@ import pandas as pd
 from . import postprocess as pp
 from . import rle
 from .config import N_CLASSES
+from .fileio import atomic_path
 from .labels import atomic_write_csv
 
 
@@ -32,18 +31,12 @@ def write_submission(rows: Sequence[tuple[str, str, int]], path: str | Path, ima
     """Write (ImageId, EncodedPixels, ClassId) rows to a temporary file, re-read and validate it,
     then rename it into place: an invalid submission never replaces ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            pd.DataFrame(list(rows), columns=SUBMISSION_COLUMNS).to_csv(f, index=False)
+    with atomic_path(path) as tmp:
+        pd.DataFrame(list(rows), columns=SUBMISSION_COLUMNS).to_csv(tmp, index=False)
         try:
             validate_submission(tmp, image_ids)
         except SubmissionError as e:
-            raise SubmissionError(str(e).replace(tmp, str(path))) from None
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+            raise SubmissionError(str(e).replace(str(tmp), str(path))) from None
     return path
 
 

@@ -8,7 +8,6 @@ and ``logs/`` (TensorBoard, CSV). Plateau scheduling and early stopping follow `
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .config import ConfigError, TrainConfig
+from .fileio import write_json
 from .losses import build_loss
 from .metrics import MetricAccumulator
 from .models import build_model
@@ -109,12 +109,6 @@ class SegmentationModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
 
 
-def _atomic_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 class AtomicCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that writes to a temporary file and renames it: a kill never leaves half a file."""
 
@@ -199,7 +193,7 @@ class RunRecorder(Callback):
                 "train_images_per_s": self.images / self.train_time if self.train_time > 0 else None,
                 "device": str(trainer.strategy.root_device), "world_size": trainer.world_size,
                 "precision": str(trainer.precision)}
-        _atomic_json(data, self.path)
+        write_json(self.path, data)
         return data
 
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .config import N_CLASSES
+from .fileio import atomic_path
 
 #: Okabe-Ito colours per class 1..4 (orange, sky blue, yellow, reddish purple), RGB hex.
 CLASS_COLORS = ("#E69F00", "#56B4E9", "#F0E442", "#CC79A7")
@@ -86,12 +87,9 @@ def overlay_figure(image: np.ndarray, pred: np.ndarray | None = None, truth: np.
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save as PNG via a temporary file then rename (a half-written picture never appears)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return Path(path)
 
 
 def save_overlays(items: Iterable[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]],

@@ -1,0 +1,41 @@
+"""Atomic writes: every file steelnb writes appears whole or not at all.
+
+A run killed mid-write, a full disk or an invalid result never leaves a half-written file in
+place of a good one: data goes to a temporary file beside the target, which is renamed onto
+it only when the writing finished without error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so writers pick the right format);
+    rename it onto ``path`` when the block ends without error, remove it otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any, indent: int = 2) -> Path:
+    """Write ``data`` as JSON atomically (values JSON cannot hold are written as strings)."""
+    return write_text(path, json.dumps(data, indent=indent, default=str))
