@@ -36,6 +36,13 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_csv(path: str | Path, frame: Any) -> Path:
+    """Write a DataFrame as CSV (no index) atomically; return the path."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
 def write_json(path: str | Path, data: Any, indent: int = 2) -> Path:
     """Write ``data`` as JSON atomically (values JSON cannot hold are written as strings)."""
     return write_text(path, json.dumps(data, indent=indent, default=str))

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from . import postprocess as pp
 from .config import HEIGHT, N_CLASSES, WIDTH
-from .labels import IMAGE_SUFFIXES, atomic_write_csv, list_images
+from .fileio import write_csv
+from .labels import IMAGE_SUFFIXES, list_images
 
 #: Flip dimensions of each test-time augmentation, on (N, C, H, W): -1 horizontal, -2 vertical.
 TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -340,7 +341,7 @@ def run_predict(weights: str | Path, images: str | Path | Sequence[str | Path], 
                         counts[(t, p)].append(sub.confusion_counts(pred, truth))
     except InferenceError as e:
         if rows:
-            atomic_write_csv(pd.DataFrame(rows, columns=sub.SUBMISSION_COLUMNS), out / "submission.partial.csv")
+            write_csv(out / "submission.partial.csv", pd.DataFrame(rows, columns=sub.SUBMISSION_COLUMNS))
             partial = out / "submission.partial.csv"
             raise InferenceError(f"{e} (masks of the {len(done)} images before it: {partial})") from None
         raise
@@ -354,7 +355,7 @@ def run_predict(weights: str | Path, images: str | Path | Sequence[str | Path], 
     }
     if skipped:
         result["skipped_csv"] = out / "skipped.csv"
-        atomic_write_csv(pd.DataFrame(skipped, columns=["ImageId", "reason"]), result["skipped_csv"])
+        write_csv(result["skipped_csv"], pd.DataFrame(skipped, columns=["ImageId", "reason"]))
     show = done[:overlays]
     if table is not None:
         files, worst = sub.write_evaluation({v: np.stack(c) for v, c in counts.items()}, done, out, main, classes,

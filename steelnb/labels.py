@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import rle
 from .config import HEIGHT, N_CLASSES, WIDTH
-from .fileio import atomic_path
+from .fileio import write_csv
 
 COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
 CLASS_IDS = tuple(range(1, N_CLASSES + 1))
@@ -127,14 +127,8 @@ def write_labels(
         )
     else:
         raise ValueError(f"fmt={fmt!r}: expected 'new' or 'old'")
-    atomic_write_csv(out, path)
+    write_csv(path, out)
     return path
-
-
-def atomic_write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a CSV to a temporary file beside ``path`` then rename it into place."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def image_masks(

@@ -193,10 +193,6 @@ def ensure_data(data_dir: str | Path, n_images: int = 200, seed: int = 0) -> Pat
 
 
 # -- execution ------------------------------------------------------------------------------
-def _atomic_json(obj: Any, path: Path) -> None:
-    write_json(path, obj, indent=1)
-
-
 def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Execute one run with papermill (cwd = notebooks_dir); never raises for a notebook error."""
     import papermill as pm
@@ -269,7 +265,7 @@ def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Se
     def finish(rec: dict[str, Any]) -> None:
         records[rec["slug"]] = rec
         status["runs"][rec["slug"]] = rec
-        _atomic_json(status, runs_dir / STATUS_FILE)
+        write_json(runs_dir / STATUS_FILE, status, indent=1)
         bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
         bar.update(1)
 

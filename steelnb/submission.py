@@ -15,8 +15,7 @@ import pandas as pd
 from . import postprocess as pp
 from . import rle
 from .config import N_CLASSES
-from .fileio import atomic_path
-from .labels import atomic_write_csv
+from .fileio import atomic_path, write_csv
 
 
 # --- submission ----------------------------------------------------------------------------------
@@ -139,7 +138,7 @@ def write_evaluation(counts: dict[tuple[str, str], np.ndarray], image_ids: Seque
     files: dict[str, Any] = {}
     for name, frame in (("evaluation", evaluation), ("presence", presence_table(counts[main], classes)),
                         ("worst", worst)):
-        atomic_write_csv(frame, out / f"{name}.csv")
+        write_csv(out / f"{name}.csv", frame)
         files[name] = out / f"{name}.csv"
     mean = evaluation[evaluation["class"] == "mean"].set_index(["tta", "postprocess"])
     files["kaggle"] = float(mean.loc[main, "kaggle"])

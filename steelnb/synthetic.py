@@ -21,7 +21,8 @@ import pandas as pd
 
 from . import rle
 from .config import HEIGHT, WIDTH
-from .labels import CLASS_IDS, COLUMNS, atomic_write_csv, write_labels
+from .fileio import write_csv
+from .labels import CLASS_IDS, COLUMNS, write_labels
 
 #: Mask share per class in the full train.csv (897/247/5,150/801 of 7,095 masks).
 MASK_SHARE = {1: 0.126, 2: 0.035, 3: 0.726, 4: 0.113}
@@ -261,7 +262,7 @@ def generate(
             classes = [int(r.choice(CLASS_IDS, p=shares))] if r.random() < DEFECT_SHARE else []
             _write_jpeg(tmp / "test_images" / image_id, render(r, classes)[0])
         submission = pd.DataFrame({"ImageId": test_ids, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0})
-        atomic_write_csv(submission, tmp / "sample_submission.csv")
+        write_csv(tmp / "sample_submission.csv", submission)
         labels = pd.DataFrame(rows, columns=COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
         # train.csv last: a folder holding it was written completely
         write_labels(labels, tmp / "train.csv", fmt="old" if old_format else "new", image_ids=train_ids)
