@@ -90,9 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run runs that already finished")
     p.add_argument("--gpus", default=None, help="comma-separated GPU ids: independent runs side by side")
     p.add_argument("--no-book", action="store_true", help="do not build the book at the end")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every run with its effective parameters; run and write nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the runs as a JSON list")
 
     p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
     p.add_argument("--book-dir", type=Path, default=Path("book"))
+
+    p = sub.add_parser("weights", help="pretrained encoder weights cached for offline use ($STEELNB_CACHE)")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    w = wsub.add_parser("fetch", help="download encoders' pretrained weights into the cache (online)")
+    w.add_argument("encoders", nargs="+", metavar="ENCODER")
+    w.add_argument("--weights", default="imagenet", help="pretrained weights name (default imagenet)")
+    wsub.add_parser("list", help="list cached weight files: encoder, weights, size, path")
+    w = wsub.add_parser("path", help="print the cache file of ENCODER (exit 1 if it is not there yet)")
+    w.add_argument("encoder", metavar="ENCODER")
+    w.add_argument("--weights", default="imagenet")
     return parser
 
 
@@ -135,8 +148,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             if value not in ("", None):
                 print(f"{key}: {value}")
     elif args.command == "run":
-        from .pipeline import run_plan
+        from .pipeline import describe_plan, effective_runs, run_plan
 
+        if args.json and not args.dry_run:
+            raise ValueError("--json only goes with --dry-run (a real run prints its table)")
+        if args.dry_run:  # reads the plan and the notebooks' parameters; writes nothing
+            if args.json:
+                import json
+
+                print(json.dumps(effective_runs(args.plan), indent=1, default=str))
+            else:
+                print(describe_plan(args.plan))
+            return 0
         gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
         results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book)
         failed = int((results["status"] == "failed").sum()) if len(results) else 0
@@ -145,6 +168,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .pipeline import build_book
 
         print(f"built {build_book(args.book_dir)}")
+    elif args.command == "weights":
+        return _weights(args)
+    return 0
+
+
+def _weights(args: argparse.Namespace) -> int:
+    """``steelnb weights fetch|list|path``: the offline cache of pretrained encoder weights."""
+    from . import models
+
+    if args.weights_command == "fetch":
+        for name in args.encoders:  # every name checked before any network access
+            models.check_encoder(name)
+        for name in args.encoders:
+            path = models.fetch_encoder_weights(name, args.weights)
+            print(f"{name}: {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    elif args.weights_command == "list":
+        rows = models.list_cached_weights()
+        if not rows:
+            print(f"no cached weights in {models.weights_cache_dir()}")
+        for encoder, weights, path, size in rows:
+            print(f"{encoder}\t{weights}\t{size / 2**20:.1f} MB\t{path}")
+    elif args.weights_command == "path":
+        models.check_encoder(args.encoder)
+        path = models.cached_weights_path(args.encoder, args.weights)
+        print(path)
+        return 0 if path.is_file() else 1
     return 0
 
 

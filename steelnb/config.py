@@ -37,15 +37,22 @@ class TrainConfig:
     data_dir: str = "data/synthetic"
     labels: str = "train.csv"  # relative to data_dir unless absolute
     images: str = "train_images"  # relative to data_dir unless absolute
-    subset: str = "balanced"  # "balanced" (mask-level, reference), "images" (image-level), "all", or a CSV path
+    # training images: "study" (image-level balanced + the Kaggle share of clean images),
+    # "balanced" (mask-level, as the reference did), "images" (image-level + clean_images), "all",
+    # or a CSV of ImageIds
+    subset: str = "study"
     per_class: int = 250
-    clean_images: int = 0  # defect-free images added to the image-level subset
-    max_images: int = 0  # 0 = no cap; a cap makes tiny smoke runs
-    folds: str = ""  # CSV ImageId,fold written by the class-balance notebook; "" computes them
+    clean_images: int = 0  # defect-free images added to the subset "images"
+    max_images: int = 0  # cap on the training images (0 = no cap); validation and test are not capped
+    # CSV ImageId,fold written by the class-balance notebook (fold -1 = held-out test split); ""
+    # computes them on the subset with test_share
+    folds: str = ""
     n_folds: int = 5  # validation is fold `fold` of `n_folds` folds stratified by class set
     fold: int = 0
+    test_share: float = 0.2  # share of the images held out as the test split when folds are computed
     height: int = 256
     width: int = 768
+    crop_width: int = 0  # > 0: train on random crops of height x crop_width of the resized image
     num_workers: int = 0
     # model
     arch: str = "Unet"
@@ -60,7 +67,8 @@ class TrainConfig:
     lr_decoder: float = 1e-2  # decoder and segmentation head
     plateau_factor: float = 0.15
     plateau_patience: int = 2
-    early_stopping_patience: int = 3  # 0 turns early stopping off
+    early_stopping_patience: int = 5  # 0 turns early stopping off; must exceed plateau_patience
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up over this many epochs (from 1 %)
     epochs: int = 10
     batch_size: int = 8
     accumulate_grad_batches: int = 1
@@ -89,6 +97,14 @@ class TrainConfig:
             raise ConfigError(f"fold={self.fold} of n_folds={self.n_folds}: need n_folds >= 2 and 0 <= fold < n_folds")
         if self.batch_size < 1 or self.epochs < 1:
             raise ConfigError("batch_size and epochs must be at least 1")
+        if 0 < self.early_stopping_patience <= self.plateau_patience:
+            raise ConfigError(
+                f"early_stopping_patience={self.early_stopping_patience} <= plateau_patience={self.plateau_patience}: "
+                "early stopping would end the run in the same epoch as the learning rate drops; make it larger")
+        if not 0 <= self.test_share < 1:
+            raise ConfigError(f"test_share={self.test_share}: expected 0 <= test_share < 1")
+        if self.crop_width and (self.crop_width % 32 or not 0 < self.crop_width <= self.width):
+            raise ConfigError(f"crop_width={self.crop_width}: expected a multiple of 32 up to width={self.width}")
         # loss_params arrives from YAML/CLI as a plain dict; keep it immutable-ish by copying
         object.__setattr__(self, "loss_params", dict(self.loss_params or {}))
 

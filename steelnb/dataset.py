@@ -7,7 +7,7 @@ the item is asked for, so memory does not grow with the data set. ``SteelDataMod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import albumentations as A
 import cv2
@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import rle
 from .config import N_CLASSES, TrainConfig
 from .labels import COLUMNS, LabelError, image_table, read_labels
-from .sampling import assign_folds, balanced_subset, image_subset
+from .sampling import TEST_FOLD, assign_folds, balanced_subset, image_subset, split_ids, study_subset
 
 
 class ImageError(ValueError):
@@ -53,15 +53,17 @@ def _to_tensor() -> ToTensorV2:
     return ToTensorV2(transpose_mask=True)
 
 
-def train_transforms(height: int, width: int, seed: int | None = None) -> A.Compose:
-    """Training augmentation: resize to (height, width), flips, brightness/contrast,
-    ImageNet normalisation, to tensors: image float32 (3, H, W), mask uint8 (C, H, W).
+def train_transforms(height: int, width: int, seed: int | None = None, crop_width: int = 0) -> A.Compose:
+    """Training augmentation: resize to (height, width), a random crop of (height, crop_width)
+    when ``crop_width`` (the Kaggle winners trained on crops and predicted whole images), flips,
+    brightness/contrast, ImageNet normalisation, to tensors: image float32 (3, H, W'), mask uint8 (C, H, W').
 
     albumentations keeps its own random state (global seeds do not reach it): ``seed`` makes
     the augmentation reproducible; ``SteelDataModule`` reseeds it in each loader worker.
     """
     return A.Compose([
         A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+        *([A.RandomCrop(height, crop_width)] if crop_width and crop_width < width else []),
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
@@ -80,6 +82,27 @@ def val_transforms(height: int, width: int) -> A.Compose:
         A.Normalize(),
         _to_tensor(),
     ])
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Validation sampler for DDP that gives each rank ``indices[rank::world]`` without padding.
+
+    torch's DistributedSampler repeats images so that every rank gets as many, and a metric
+    summed over ranks then counts those images twice; here each image is seen exactly once
+    (ranks may run one batch apart, which summed metric states do not mind). Lightning keeps
+    a DistributedSampler it is given instead of inserting its own.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -140,14 +163,18 @@ class SteelDataset(Dataset):
 
 
 class SteelDataModule(L.LightningDataModule):
-    """Train/validation loaders from a ``TrainConfig``.
+    """Train / validation / test data from a ``TrainConfig``.
 
-    Reads the labels and the image table (``config.images`` folder), applies ``config.subset``
-    ("balanced": the images of ``balanced_subset``, with all their masks; "images":
-    ``image_subset`` with ``clean_images``; "all"; or a CSV whose ImageId column is used), caps
-    at ``max_images`` (seeded), and splits by ``config.folds`` (CSV ImageId,fold) or
-    ``assign_folds``. Attributes: ``labels`` (tidy, chosen images only), ``table``,
-    ``train_ids``, ``val_ids``.
+    ``config.subset`` chooses the training images ("study": ``study_subset``, image-level
+    balanced with the Kaggle share of clean images; "balanced": the images of the reference's
+    ``balanced_subset`` with all their masks; "images": ``image_subset`` with ``clean_images``;
+    "all"; or a CSV whose ImageId column is used). The split comes from ``config.folds`` (CSV
+    ImageId,fold; fold -1 is the held-out test split, fold ``config.fold`` validation) or, when
+    none is given, from ``assign_folds`` on the subset with ``config.test_share``. With a folds
+    file the validation and test images are those of the file, whatever the subset, so runs on
+    different subsets are judged on the same images. ``max_images`` caps the training images only.
+    Attributes: ``labels`` (tidy, the images of all three splits), ``table``, ``train_ids``,
+    ``val_ids``, ``test_ids``.
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -155,27 +182,32 @@ class SteelDataModule(L.LightningDataModule):
         self.config = config
         self.images_dir = config.resolve(config.images)
         labels = read_labels(config.resolve(config.labels))
-        table = image_table(labels, self.images_dir, on_missing="skip", count_parts=False)
-        table = self._subset(table, labels)
-        if config.max_images and len(table) > config.max_images:
-            keep = np.random.default_rng(config.seed).choice(len(table), config.max_images, replace=False)
-            table = table.iloc[np.sort(keep)]
-        self.table = table.reset_index(drop=True)
-        self.labels = labels[labels["ImageId"].isin(set(self.table["ImageId"]))].reset_index(drop=True)
-        folds = self._folds()
-        val = folds["fold"].to_numpy() == config.fold
-        self.train_ids: list[str] = folds["ImageId"][~val].tolist()
-        self.val_ids: list[str] = folds["ImageId"][val].tolist()
+        full = image_table(labels, self.images_dir, on_missing="skip", count_parts=False)
+        subset = self._subset(full, labels)
+        splits = split_ids(self._folds(full, subset), config.fold)
+        train = [i for i in splits["train"] if i in set(subset["ImageId"])]
+        if config.max_images and len(train) > config.max_images:
+            keep = np.random.default_rng(config.seed).choice(len(train), config.max_images, replace=False)
+            train = [train[k] for k in np.sort(keep)]
+        self.train_ids: list[str] = train
+        self.val_ids: list[str] = splits["val"]
+        self.test_ids: list[str] = splits["test"]
+        used = set(train) | set(self.val_ids) | set(self.test_ids)
+        self.full_table = full  # every image of the folder, for provenance
+        self.table = full[full["ImageId"].isin(used)].reset_index(drop=True)
+        self.labels = labels[labels["ImageId"].isin(used)].reset_index(drop=True)
+        src = config.resolve(config.folds) if config.folds else config.resolve(config.labels)
         if not self.train_ids or not self.val_ids:
             raise LabelError(
-                f"{config.resolve(config.labels)}: {len(self.table)} image(s) give {len(self.train_ids)} train and "
-                f"{len(self.val_ids)} validation images for fold {config.fold} of {config.n_folds}; need both non-empty"
-            )
+                f"{src}: {len(train)} train and {len(self.val_ids)} validation images for fold {config.fold} of "
+                f"{config.n_folds} (subset {config.subset!r}); need both non-empty")
 
     def _subset(self, table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         cfg = self.config
         if cfg.subset == "all":
             return table
+        if cfg.subset == "study":
+            return study_subset(table, per_class=cfg.per_class, seed=cfg.seed)
         if cfg.subset == "balanced":
             ids = set(balanced_subset(labels, per_class=cfg.per_class, seed=cfg.seed)["ImageId"])
             return table[table["ImageId"].isin(ids)]
@@ -183,7 +215,8 @@ class SteelDataModule(L.LightningDataModule):
             return image_subset(table, per_class=cfg.per_class, n_clean=cfg.clean_images, seed=cfg.seed)
         path = cfg.resolve(cfg.subset)
         if path.suffix.lower() != ".csv" or not path.is_file():
-            raise LabelError(f"subset={cfg.subset!r}: expected 'balanced', 'images', 'all' or an existing CSV file")
+            raise LabelError(f"subset={cfg.subset!r}: expected 'study', 'balanced', 'images', 'all' or an existing "
+                             "CSV file")
         ids = self._read_ids(path)
         missing = sorted(set(ids) - set(table["ImageId"]))
         if missing:
@@ -197,38 +230,63 @@ class SteelDataModule(L.LightningDataModule):
             raise LabelError(f"{path}: no {column} column; found {list(frame.columns)}")
         return frame[column].str.strip().tolist()
 
-    def _folds(self) -> pd.DataFrame:
+    def _folds(self, full: pd.DataFrame, subset: pd.DataFrame) -> pd.DataFrame:
+        """ImageId,fold for the run: the folds file (checked) or folds computed on the subset."""
         cfg = self.config
         if not cfg.folds:
-            return assign_folds(self.table, n_folds=cfg.n_folds, seed=cfg.seed)
+            return assign_folds(subset, n_folds=cfg.n_folds, seed=cfg.seed, test_share=cfg.test_share)
         path = cfg.resolve(cfg.folds)
         if not path.is_file():
             raise LabelError(f"{path}: folds file not found")
         frame = pd.read_csv(path, dtype={"ImageId": str}, keep_default_na=False)
         if not {"ImageId", "fold"} <= set(frame.columns):
             raise LabelError(f"{path}: expected columns ImageId,fold; found {list(frame.columns)}")
-        if frame["ImageId"].duplicated().any():
-            raise LabelError(f"{path}: image {frame['ImageId'][frame['ImageId'].duplicated()].iloc[0]} in two folds")
-        folds = self.table[["ImageId"]].merge(frame[["ImageId", "fold"]], on="ImageId", how="left")
-        if folds["fold"].isna().any():
-            raise LabelError(f"{path}: no fold for image {folds['ImageId'][folds['fold'].isna()].iloc[0]}")
-        return folds.astype({"fold": int})
+        folds = pd.to_numeric(frame["fold"], errors="coerce")
+        if folds.isna().any() or (folds % 1 != 0).any():
+            bad = frame["fold"][folds.isna() | (folds % 1 != 0)].iloc[0]
+            raise LabelError(f"{path}: fold {bad!r} is not a whole number (-1 = test, 0..{cfg.n_folds - 1})")
+        frame = frame.assign(fold=folds.astype(int))
+        dup = frame["ImageId"].duplicated(keep=False)
+        if dup.any():
+            image = frame["ImageId"][dup].iloc[0]
+            where = sorted({"test" if f == TEST_FOLD else f"fold {f}" for f in frame["fold"][frame["ImageId"] == image]})
+            raise LabelError(f"{path}: image {image} is listed twice ({' and '.join(where)}); the test split must not "
+                             "overlap training or validation")
+        present = frame[frame["ImageId"].isin(set(full["ImageId"]))]
+        absent = sorted(set(subset["ImageId"]) - set(present["ImageId"]))
+        if absent:
+            raise LabelError(f"{path}: no fold for image {absent[0]} of the subset ({len(absent)} such image(s))")
+        counts = {name: len(ids) for name, ids in split_ids(present, cfg.fold).items()}
+        empty = [name for name, n in counts.items() if n == 0]
+        if empty:
+            raise LabelError(f"{path}: the {' and '.join(empty)} split(s) are empty for fold {cfg.fold} ({counts}); "
+                             "a folds file needs fold -1 (test), the validation fold and training folds. Re-run "
+                             "02_class_balance or sampling.assign_folds(..., test_share=0.2)")
+        return present[["ImageId", "fold"]].reset_index(drop=True)
 
     def dataset(self, split: str) -> SteelDataset:
-        """The ``"train"`` (augmented) or ``"val"`` dataset."""
+        """The ``"train"`` (augmented, cropped when ``crop_width``), ``"val"`` or ``"test"`` dataset."""
         cfg = self.config
         if split == "train":
-            transform = train_transforms(cfg.height, cfg.width, seed=cfg.seed)
+            transform = train_transforms(cfg.height, cfg.width, seed=cfg.seed, crop_width=cfg.crop_width)
             return SteelDataset(self.images_dir, self.labels, self.train_ids, transform)
-        return SteelDataset(self.images_dir, self.labels, self.val_ids, val_transforms(cfg.height, cfg.width))
+        ids = {"val": self.val_ids, "test": self.test_ids}
+        if split not in ids:
+            raise ValueError(f"split={split!r}: expected 'train', 'val' or 'test'")
+        return SteelDataset(self.images_dir, self.labels, ids[split], val_transforms(cfg.height, cfg.width))
 
     def _loader(self, split: str) -> DataLoader:
         ds = self.dataset(split)
         workers = self.config.num_workers
+        sampler = None
+        trainer = getattr(self, "trainer", None)
+        if split != "train" and trainer is not None and trainer.world_size > 1:
+            sampler = UnpaddedDistributedSampler(ds, trainer.world_size, trainer.global_rank)
         return DataLoader(
             ds,
             batch_size=self.config.batch_size,
-            shuffle=split == "train",
+            shuffle=split == "train" and sampler is None,
+            sampler=sampler,
             # a last batch of one breaks BatchNorm in training
             drop_last=split == "train" and len(ds) > self.config.batch_size,
             num_workers=workers,

@@ -19,10 +19,12 @@ from segmentation_models_pytorch.encoders import encoders as _SMP_ENCODERS
 from torch import nn
 
 from .config import REFERENCE_ENCODERS, ConfigError, TrainConfig
+from .fileio import atomic_path
 
 ARCHITECTURES = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
 ENCODERS = tuple(_SMP_ENCODERS)  # plus "tu-<timm name>" for any timm model
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+CACHE_ENV = "STEELNB_CACHE"  # folder of fetched encoder weights; default ~/.cache/steelnb/encoders
 
 
 class ModelError(ValueError):
@@ -133,8 +135,10 @@ def _read(path: Path, map_location: Any = "cpu") -> Any:
 
 
 def _load_encoder_file(model: nn.Module, path: Path) -> None:
-    try:
-        state = _unwrap_state(_read(path))
+    raw = _read(path)
+    exact = isinstance(raw, Mapping) and set(raw) == set(model.encoder.state_dict())
+    try:  # exact keys kept as they are: timm ("tu-") encoders' own keys start with "model."
+        state = dict(raw) if exact else _unwrap_state(raw)
     except TypeError:
         raise ModelError(f"{path}: expected an encoder state dict (tensors only)") from None
     if any(k.startswith("encoder.") for k in state):
@@ -146,6 +150,76 @@ def _load_encoder_file(model: nn.Module, path: Path) -> None:
         raise ModelError(f"{path}: encoder weights do not fit the encoder: {str(e)[:500]}") from None
 
 
+# --- pretrained encoder weights, cached for offline use -----------------------------------------
+def weights_cache_dir() -> Path:
+    """Folder of fetched encoder weights: ``$STEELNB_CACHE`` if set, else ~/.cache/steelnb/encoders."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "steelnb" / "encoders"
+
+
+def cached_weights_path(encoder: str, weights: str = "imagenet") -> Path:
+    """Where ``steelnb weights fetch`` stores ``encoder``'s ``weights``: <cache>/<encoder>-<weights>.pth."""
+    return weights_cache_dir() / f"{encoder}-{weights}.pth"
+
+
+def check_encoder(encoder: str) -> None:
+    """Raise ModelError naming ``encoder`` and listing the valid names unless smp/timm knows it."""
+    _check_names("Unet", encoder)
+
+
+def list_cached_weights() -> list[tuple[str, str, Path, int]]:
+    """(encoder, weights, path, size in bytes) of every cached file, sorted by file name."""
+    folder, known = weights_cache_dir(), sorted(_SMP_ENCODERS, key=len, reverse=True)
+    rows = []
+    for path in sorted(folder.glob("*.pth")) if folder.is_dir() else []:
+        stem = path.stem
+        if stem.startswith("tu-"):  # timm names hold no "-"
+            enc, _, weights = stem.partition("-")[2].partition("-")
+            enc = "tu-" + enc
+        else:
+            enc = next((e for e in known if stem.startswith(e + "-")), stem)
+            weights = stem[len(enc) + 1:]
+        rows.append((enc, weights or "?", path, path.stat().st_size))
+    return rows
+
+
+def _fetch_command(encoder: str, weights: str) -> str:
+    return f"steelnb weights fetch {encoder}" + ("" if weights == "imagenet" else f" --weights {weights}")
+
+
+def _download_encoder(encoder: str, weights: str) -> nn.Module:
+    """The smp encoder with pretrained ``weights``; smp downloads them from the Hugging Face hub."""
+    return smp.encoders.get_encoder(encoder, weights=True if encoder.startswith("tu-") else weights)
+
+
+def fetch_encoder_weights(encoder: str, weights: str = "imagenet") -> Path:
+    """Download ``encoder``'s pretrained ``weights`` (online) and store its state dict, atomically,
+    at :func:`cached_weights_path`, where ``build_model`` then finds it with no network. Returns the path."""
+    check_encoder(encoder)
+    path = cached_weights_path(encoder, weights)
+    if not _hub_reachable():
+        raise WeightsUnavailableError(
+            f"cannot fetch {weights!r} weights for encoder {encoder!r}: this machine is offline "
+            f"(huggingface.co unreachable, or HF_HUB_OFFLINE=1). On a machine online run "
+            f"`{_fetch_command(encoder, weights)}` (`steelnb weights path {encoder}` prints where it wrote "
+            f"{path.name}), then copy that file into {path.parent} here (or set {CACHE_ENV} to its folder)."
+        )
+    try:
+        with _offline_hub(offline=False):
+            module = _download_encoder(encoder, weights)
+    except KeyError as e:  # smp: weights name not offered for this encoder
+        raise ModelError(str(e).strip("'\"")) from None
+    except Exception as e:
+        raise WeightsUnavailableError(
+            f"cannot fetch {weights!r} weights for encoder {encoder!r}: download failed "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
 def build_model(
     arch: str = "Unet",
     encoder: str = "efficientnet-b4",
@@ -155,9 +229,11 @@ def build_model(
 ) -> nn.Module:
     """An smp model: images (N, 3, H, W) -> logits (N, classes, H, W); H, W multiples of 32.
 
-    ``encoder_weights``: None (random init), "imagenet" (hub download, or its cached copy), or a
-    path to an encoder state dict (.pth/.pt/.safetensors). Offline without a cached copy,
-    "imagenet" raises WeightsUnavailableError within seconds instead of retrying the hub.
+    ``encoder_weights``: None (random init), a path to an encoder state dict (.pth/.pt/.safetensors),
+    or a weights name such as "imagenet": read with no network from
+    :func:`cached_weights_path` when ``steelnb weights fetch`` stored it there, else downloaded by
+    smp (offline: only from the Hugging Face cache). Offline with neither copy it raises
+    WeightsUnavailableError within seconds instead of retrying the hub.
     """
     cls = _check_names(arch, encoder)
     local = encoder_weights is not None and (
@@ -169,19 +245,27 @@ def build_model(
         return model
     if encoder_weights is None:
         return cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
+    cached = cached_weights_path(encoder, str(encoder_weights))
+    if cached.is_file():  # checked before _hub_reachable: a cached copy needs no network at all
+        model = cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
+        _load_encoder_file(model, cached)
+        return model
     weights: Any = True if encoder.startswith("tu-") else encoder_weights
+    reachable = _hub_reachable()
     try:
-        with _offline_hub(offline=not _hub_reachable()):
+        with _offline_hub(offline=not reachable):
             return cls(encoder_name=encoder, encoder_weights=weights, classes=classes, **kwargs)
     except KeyError as e:  # smp: weights name not offered for this encoder
         raise ModelError(str(e).strip("'\"")) from None
     except Exception as e:
+        why = ("the download failed" if reachable else
+               "the hub is unreachable (offline, or HF_HUB_OFFLINE=1) and the Hugging Face cache holds no copy")
         raise WeightsUnavailableError(
-            f"cannot get {encoder_weights!r} weights for encoder {encoder!r}: the hub is unreachable "
-            f"(or HF_HUB_OFFLINE=1) and no cached copy exists ({type(e).__name__}). Proceed with encoder_weights=None "
+            f"cannot get {encoder_weights!r} weights for encoder {encoder!r}: {why} ({type(e).__name__}), "
+            f"and {cached} does not exist. On a machine online run `{_fetch_command(encoder, str(encoder_weights))}` "
+            f"and copy the file it writes to {cached}; or proceed with encoder_weights=None "
             f"(random init), or pass a local weights file: encoder_weights='/path/{encoder}.pth' "
-            f"(.pth/.safetensors encoder state dict), or pre-fetch the weights on a machine online "
-            f"into the Hugging Face cache (HF_HOME)."
+            f"(.pth/.safetensors encoder state dict)."
         ) from None
 
 

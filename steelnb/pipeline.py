@@ -168,6 +168,42 @@ def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
     return out
 
 
+def effective_runs(plan: str | Path | Mapping[str, Any] | Plan) -> list[dict[str, Any]]:
+    """What each run of a plan will execute with, without running or writing anything.
+
+    Takes a plan (name, path, mapping or a loaded ``Plan``); returns one dict per run, in
+    order: ``{"slug", "notebook", "stage", "parameters"}``, where ``parameters`` are the
+    notebook's declared defaults overridden by the plan's values (the plan wins).
+    """
+    p = plan if isinstance(plan, Plan) else load_plan(plan)
+    declared: dict[str, dict[str, Any]] = {}
+    out = []
+    for run in p.runs:
+        if run.notebook not in declared:
+            declared[run.notebook] = _declared(p.notebooks_dir / f"{run.notebook}.ipynb")
+        out.append({"slug": run.slug, "notebook": run.notebook, "stage": run.stage,
+                    "parameters": {**declared[run.notebook], **run.parameters}})
+    return out
+
+
+def describe_plan(plan: str | Path | Mapping[str, Any] | Plan) -> str:
+    """Readable text of a plan's runs (``steelnb run PLAN --dry-run``): one block per run with
+    its stage, slug, title and every effective parameter; values the plan sets are marked ``*``."""
+    p = plan if isinstance(plan, Plan) else load_plan(plan)
+    runs = effective_runs(p)
+    lines = [f"plan {p.name}: {len(runs)} run(s) in {len(p.stages)} stage(s); dry run, nothing executed or written",
+             f"notebooks: {p.notebooks_dir}", f"executed runs would go to: {p.book_dir / 'runs'}"]
+    if p.data_dir is not None:
+        state = "present" if (p.data_dir / "train.csv").is_file() else "missing"
+        lines.append(f"data: {p.data_dir} (train.csv {state})")
+    lines.append("* = set by the plan; other values are the notebook's defaults")
+    for run, eff in zip(p.runs, runs):
+        width = max((len(k) for k in eff["parameters"]), default=0)
+        lines += ["", f"[{eff['stage']}] {eff['slug']}  ({run.notebook}.ipynb: {run.title})"]
+        lines += [f"  {'*' if k in run.parameters else ' '} {k:<{width}} = {v!r}" for k, v in eff["parameters"].items()]
+    return "\n".join(lines)
+
+
 def run_hash(run: Run, notebooks_dir: Path) -> str:
     """Hash of the run's parameters and its notebook's source: a change re-runs it."""
     h = hashlib.sha256(json.dumps(dict(run.parameters), sort_keys=True, default=str).encode())

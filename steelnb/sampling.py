@@ -2,9 +2,11 @@
 
 ``balanced_subset`` is the reference project's mask-level subset (1,000 masks, about 250 per
 class); ``image_subset`` balances whole images instead (every mask of a chosen image is kept)
-and can add defect-free images. ``assign_folds`` / ``train_val_split`` split images into folds
-stratified by their class set. Everything is deterministic for a seed and independent of the
-row order of the input.
+and can add defect-free images; ``study_subset`` is the image-level subset with the Kaggle
+share of defect-free images, the default of the study. ``assign_folds`` splits images into a
+held-out test split (fold ``TEST_FOLD`` = -1) and K folds, stratified by class set (defect-free
+images are a stratum of their own); ``split_ids`` turns that into train / validation / test.
+Everything is deterministic for a seed and independent of the row order of the input.
 """
 from __future__ import annotations
 
@@ -12,6 +14,11 @@ import numpy as np
 import pandas as pd
 
 from .labels import CLASS_IDS, COLUMNS, LabelError
+
+#: The fold number that marks the held-out test split in a folds file (ImageId,fold).
+TEST_FOLD = -1
+#: Share of defect-free images in the Kaggle train set (5,902 of 12,568 images).
+KAGGLE_CLEAN_SHARE = 5902 / 12568
 
 
 def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -85,16 +92,35 @@ def image_subset(table: pd.DataFrame, per_class: int = 250, n_clean: int = 0, se
     return table[chosen].reset_index(drop=True)
 
 
-def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
-    """Stratified K folds by class set: DataFrame[ImageId, fold] sorted by ImageId.
+def study_subset(table: pd.DataFrame, per_class: int = 250, clean_share: float = KAGGLE_CLEAN_SHARE,
+                 seed: int = 0) -> pd.DataFrame:
+    """The study's subset: ``image_subset`` plus defect-free images at ``clean_share`` of the total.
+
+    With the Kaggle share (47 % clean) the Kaggle metric and its all-empty baseline mean on the
+    subset what they mean on the leaderboard. Returns table rows sorted by ImageId.
+    """
+    if not 0 <= clean_share < 1:
+        raise ValueError(f"clean_share={clean_share}: expected 0 <= clean_share < 1")
+    defective = image_subset(table, per_class=per_class, n_clean=0, seed=seed)
+    n_clean = int(round(len(defective) * clean_share / (1 - clean_share)))
+    return image_subset(table, per_class=per_class, n_clean=n_clean, seed=seed)
+
+
+def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 0, test_share: float = 0.0) -> pd.DataFrame:
+    """Held-out test split and stratified K folds by class set: DataFrame[ImageId, fold] by ImageId.
 
     Within each stratum (the ``classes`` string, "" = defect-free) images are shuffled
-    (seeded) and dealt to folds in turn; the dealing continues from stratum to stratum so
-    that fold sizes differ by at most one. Each image is in exactly one fold.
+    (seeded). ``test_share`` of them go to the test split (fold ``TEST_FOLD``): a running
+    count over the strata gives each stratum its share rounded up or down, and the whole test
+    split ``floor(test_share * N)`` images. The rest are dealt to folds 0..K-1 in
+    turn, the dealing continuing from stratum to stratum so that fold sizes differ by at most
+    one. Each image is in exactly one fold. ``test_share=0`` gives no test split.
     """
     _require(table, ["ImageId", "classes"], "assign_folds table")
     if n_folds < 2:
         raise ValueError(f"n_folds={n_folds}: expected >= 2")
+    if not 0 <= test_share < 1:
+        raise ValueError(f"test_share={test_share}: expected 0 <= test_share < 1")
     ids = table["ImageId"].astype(str)
     if ids.duplicated().any():
         raise LabelError(f"assign_folds table: image {ids[ids.duplicated()].iloc[0]} appears twice")
@@ -102,12 +128,26 @@ def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> pd.Dat
     frame = frame.sort_values("ImageId", kind="stable").reset_index(drop=True)
     rng = np.random.default_rng(seed)
     fold = np.empty(len(frame), dtype=np.int64)
-    dealt = 0
+    dealt = seen = 0
     for _, rows in sorted(frame.groupby("classes").indices.items()):
         rows = rng.permutation(rows)
-        fold[rows] = (dealt + np.arange(rows.size)) % n_folds
-        dealt += rows.size
+        k = seen + np.arange(rows.size)
+        is_test = np.floor((k + 1) * test_share) > np.floor(k * test_share)
+        seen += rows.size
+        fold[rows[is_test]] = TEST_FOLD
+        rest = rows[~is_test]
+        fold[rest] = (dealt + np.arange(rest.size)) % n_folds
+        dealt += rest.size
     return pd.DataFrame({"ImageId": frame["ImageId"], "fold": fold})
+
+
+def split_ids(folds: pd.DataFrame, fold: int = 0) -> dict[str, list[str]]:
+    """Folds (ImageId, fold) -> {"train": ids, "val": ids of fold ``fold``, "test": ids of TEST_FOLD}."""
+    _require(folds, ["ImageId", "fold"], "split_ids folds")
+    f = folds["fold"].to_numpy()
+    ids = folds["ImageId"].astype(str)
+    return {"train": ids[(f != fold) & (f != TEST_FOLD)].tolist(), "val": ids[f == fold].tolist(),
+            "test": ids[f == TEST_FOLD].tolist()}
 
 
 def train_val_split(

@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import rle
 from .config import HEIGHT, WIDTH
-from .fileio import write_csv
+from .fileio import write_csv, write_json
 from .labels import CLASS_IDS, COLUMNS, write_labels
 
 #: Mask share per class in the full train.csv (897/247/5,150/801 of 7,095 masks).
@@ -34,6 +34,8 @@ DEFECT_SHARE = 0.53  # 6,666 of 12,568 real train images have a defect
 TWO_CLASS_SHARE = 0.064  # 425 + 2 of 6,666 defective images show two classes or more
 DARK_MARGIN_SHARE = 0.3  # images with a dark area beyond the edge of the sheet
 JPEG_QUALITY = 90
+#: File that marks a folder as a synthetic data set (its generation parameters), for provenance.
+MARKER = "synthetic.json"
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -264,6 +266,8 @@ def generate(
         submission = pd.DataFrame({"ImageId": test_ids, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0})
         write_csv(tmp / "sample_submission.csv", submission)
         labels = pd.DataFrame(rows, columns=COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
+        write_json(tmp / MARKER, {"generator": "steelnb.synthetic", "n_images": n_images, "n_test": n_test,
+                                  "seed": seed, "format": "old" if old_format else "new"})
         # train.csv last: a folder holding it was written completely
         write_labels(labels, tmp / "train.csv", fmt="old" if old_format else "new", image_ids=train_ids)
         _replace_dir(tmp, out)

@@ -25,6 +25,7 @@ from .fileio import write_json
 from .losses import build_loss
 from .metrics import MetricAccumulator
 from .models import build_model
+from .provenance import code_info, data_info
 
 _QUIET = (r".*does not have many workers.*", r".*number of training batches.*logging interval.*",
           r".*Checkpoint directory.*exists and is not empty.*", r".*is_initialized.*",
@@ -102,11 +103,20 @@ class SegmentationModule(L.LightningModule):
         return [{"params": enc, "lr": self.config.lr_encoder, "name": "encoder"},
                 {"params": rest, "lr": self.config.lr_decoder, "name": "decoder"}]
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:
+        """Adam on ``param_groups``; ReduceLROnPlateau on the validation loss each epoch, and with
+        ``warmup_epochs`` a linear warm-up from 1 % per optimizer step (both scale the rate, so a
+        plateau drop during the warm-up is kept)."""
+        cfg = self.config
         opt = torch.optim.Adam(self.param_groups())
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=self.config.plateau_factor, patience=self.config.plateau_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        scheds: list[dict[str, Any]] = [{"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"}]
+        if cfg.warmup_epochs > 0:
+            steps = max(1, round(cfg.warmup_epochs * self.trainer.estimated_stepping_batches / cfg.epochs))
+            warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, end_factor=1.0, total_iters=steps)
+            scheds.append({"scheduler": warm, "interval": "step"})
+        return [opt], scheds
 
 
 class AtomicCheckpoint(ModelCheckpoint):
@@ -125,8 +135,8 @@ class AtomicCheckpoint(ModelCheckpoint):
 class RunRecorder(Callback):
     """Per-epoch history, throughput and memory -> ``metrics.json``; its state rides in checkpoints."""
 
-    def __init__(self, config: TrainConfig) -> None:
-        self.config, self.path = config, config.run_dir / "metrics.json"
+    def __init__(self, config: TrainConfig, data: dict[str, Any] | None = None) -> None:
+        self.config, self.path, self.data = config, config.run_dir / "metrics.json", data
         self.history: list[dict[str, Any]] = []
         self.wall_before, self.images, self.train_time = 0.0, 0, 0.0
         self._fit_t0 = self._epoch_t0 = time.perf_counter()
@@ -192,9 +202,21 @@ class RunRecorder(Callback):
                 "wall_time_s": self.wall_time(), "peak_gpu_mem_mb": peak,
                 "train_images_per_s": self.images / self.train_time if self.train_time > 0 else None,
                 "device": str(trainer.strategy.root_device), "world_size": trainer.world_size,
-                "precision": str(trainer.precision)}
+                "precision": str(trainer.precision), "encoder_weights": cfg.encoder_weights, "seed": cfg.seed,
+                "data": self.data, "code": code_info()}
         write_json(self.path, data)
         return data
+
+
+def _data_block(cfg: TrainConfig, datamodule: Any) -> dict[str, Any] | None:
+    """``provenance.data_info`` of a SteelDataModule-like object (None for other data modules)."""
+    if not all(hasattr(datamodule, a) for a in ("train_ids", "val_ids", "labels")):
+        return None
+    table = getattr(datamodule, "full_table", None)
+    n_images = len(table) if table is not None else len(getattr(datamodule, "table", []))
+    splits = {"train": datamodule.train_ids, "val": datamodule.val_ids,
+              "test": getattr(datamodule, "test_ids", [])}
+    return data_info(cfg.data_dir, cfg.subset, n_images, splits, set(datamodule.labels["ImageId"]))
 
 
 def resolve_accelerator(device: str) -> str:
@@ -259,7 +281,7 @@ def fit(config: TrainConfig, datamodule: L.LightningDataModule | None = None, pr
             from .dataset import SteelDataModule
 
             datamodule = SteelDataModule(cfg)
-        recorder = RunRecorder(cfg)
+        recorder = RunRecorder(cfg, _data_block(cfg, datamodule))
         cbs: list[Callback] = [
             recorder,
             # best: weights only (a third of the size with Adam's state); last: full, for resume

@@ -143,19 +143,22 @@ def config(data_dir: Path, **kw) -> TrainConfig:
 def test_datamodule_split(small_set) -> None:
     dm = SteelDataModule(config(small_set))
     assert len(dm.table) == 24
-    assert not set(dm.train_ids) & set(dm.val_ids)
-    assert sorted(dm.train_ids + dm.val_ids) == sorted(dm.table["ImageId"])
-    assert len(dm.val_ids) == 6
+    splits = [set(dm.train_ids), set(dm.val_ids), set(dm.test_ids)]
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    assert sorted(dm.train_ids + dm.val_ids + dm.test_ids) == sorted(dm.table["ImageId"])
+    assert (len(dm.test_ids), len(dm.val_ids)) == (4, 5)  # 20 % held out, the rest in 4 folds
     again = SteelDataModule(config(small_set))
-    assert (again.train_ids, again.val_ids) == (dm.train_ids, dm.val_ids)
+    assert (again.train_ids, again.val_ids, again.test_ids) == (dm.train_ids, dm.val_ids, dm.test_ids)
     other = SteelDataModule(config(small_set, fold=2))
     assert not set(other.val_ids) & set(dm.val_ids)
+    assert other.test_ids == dm.test_ids  # the test split does not move with the fold
     assert set(dm.labels["ImageId"]) <= set(dm.table["ImageId"])
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 64, 320) and y.shape == (4, 4, 64, 320)
     loader = dm.val_dataloader()
     assert loader.num_workers == 0 and not loader.persistent_workers
-    assert sum(len(b[0]) for b in loader) == 6
+    assert sum(len(b[0]) for b in loader) == 5
+    assert sum(len(b[0]) for b in dm._loader("test")) == 4
 
 
 def test_datamodule_subsets_cap_and_folds_file(small_set, small_labels, tmp_path) -> None:
@@ -167,17 +170,59 @@ def test_datamodule_subsets_cap_and_folds_file(small_set, small_labels, tmp_path
     dm = SteelDataModule(config(small_set, subset="images", per_class=1, clean_images=3))
     assert (~dm.table["has_defect"]).sum() == 3
     dm = SteelDataModule(config(small_set, max_images=10))
-    assert len(dm.table) == 10 and dm.table["ImageId"].tolist() == SteelDataModule(config(small_set, max_images=10)).table["ImageId"].tolist()
+    assert len(dm.train_ids) == 10 and len(dm.val_ids) == 5 and len(dm.test_ids) == 4  # the cap is on training
+    assert dm.train_ids == SteelDataModule(config(small_set, max_images=10)).train_ids
     ids = lb.list_images(small_set / "train_images")[:8]
     pd.DataFrame({"ImageId": ids}).to_csv(tmp_path / "subset.csv", index=False)
-    pd.DataFrame({"ImageId": ids, "fold": [0, 1] * 4}).to_csv(tmp_path / "folds.csv", index=False)
+    pd.DataFrame({"ImageId": ids, "fold": [0, 1, -1, 2] * 2}).to_csv(tmp_path / "folds.csv", index=False)
     dm = SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "folds.csv")))
-    assert dm.val_ids == ids[1::2] and dm.train_ids == ids[0::2]
-    pd.DataFrame({"ImageId": ids[:4], "fold": [0, 1] * 2}).to_csv(tmp_path / "short.csv", index=False)
+    assert dm.val_ids == ids[1::4] and dm.test_ids == ids[2::4]
+    assert dm.train_ids == sorted(ids[0::4] + ids[3::4])
+    # a folds file decides validation and test whatever the subset: a smaller subset trains on less
+    pd.DataFrame({"ImageId": ids[:1]}).to_csv(tmp_path / "one.csv", index=False)
+    dm = SteelDataModule(config(small_set, subset=str(tmp_path / "one.csv"), folds=str(tmp_path / "folds.csv")))
+    assert dm.train_ids == ids[:1] and dm.val_ids == ids[1::4] and dm.test_ids == ids[2::4]
+    pd.DataFrame({"ImageId": ids[:4], "fold": [0, 1, -1, 2]}).to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(lb.LabelError, match="no fold for image"):
         SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "short.csv")))
     with pytest.raises(lb.LabelError, match="subset="):
         SteelDataModule(config(small_set, subset="nonsense"))
+
+
+def test_folds_file_errors_name_the_file(small_set, tmp_path) -> None:
+    ids = lb.list_images(small_set / "train_images")[:8]
+    pd.DataFrame({"ImageId": ids}).to_csv(tmp_path / "subset.csv", index=False)
+    cases = {
+        "no_test.csv": ([0, 1, 2, 3] * 2, r"no_test.csv: the test split\(s\) are empty"),
+        "no_train.csv": ([1, -1] * 4, r"no_train.csv: the train split\(s\) are empty"),
+        "text.csv": (["0", "1", "test", "2"] * 2, r"text.csv: fold 'test' is not a whole number"),
+    }
+    for name, (folds, message) in cases.items():
+        pd.DataFrame({"ImageId": ids, "fold": folds}).to_csv(tmp_path / name, index=False)
+        with pytest.raises(lb.LabelError, match=message):
+            SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / name)))
+    # an image in the test split and in a training fold: the overlap is refused, naming both
+    frame = pd.DataFrame({"ImageId": ids + ids[:1], "fold": [0, 1, -1, 2] * 2 + [-1]})
+    frame.to_csv(tmp_path / "overlap.csv", index=False)
+    with pytest.raises(lb.LabelError, match=rf"overlap.csv: image {ids[0]} is listed twice \(fold 0 and test\)"):
+        SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "overlap.csv")))
+
+
+def test_crop_training_keeps_full_size_validation(small_set) -> None:
+    dm = SteelDataModule(config(small_set, crop_width=128))
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 64, 128) and y.shape == (4, 4, 64, 128)
+    xv, _ = next(iter(dm.val_dataloader()))
+    assert xv.shape[-2:] == (64, 320)
+
+
+def test_unpadded_sampler_sees_each_image_once() -> None:
+    from steelnb.dataset import UnpaddedDistributedSampler
+
+    data = list(range(7))
+    seen = [list(UnpaddedDistributedSampler(data, 3, r)) for r in range(3)]
+    assert sorted(sum(seen, [])) == data and [len(s) for s in seen] == [3, 2, 2]
+    assert [len(UnpaddedDistributedSampler(data, 3, r)) for r in range(3)] == [3, 2, 2]
 
 
 def test_datamodule_workers(small_set) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from segmentation_models_pytorch.losses import BINARY_MODE, MULTILABEL_MODE, LovaszLoss
 
 from steelnb.config import LOSSES
 from steelnb.losses import LossError, build_loss
@@ -62,3 +63,38 @@ def test_loss_decreases_overfitting_one_batch(name: str) -> None:
         opt.step()
         losses.append(value.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _two_sizes() -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel 0: 4-pixel defects, predicted empty (wrong); channel 1: half the image, right."""
+    target = torch.zeros(2, 2, 16, 16)
+    target[:, 0, 3:5, 3:5] = 1
+    target[:, 1, :, :8] = 1
+    logits = 4 * (2 * target - 1)
+    logits[:, 0] = -4.0
+    return logits, target
+
+
+def test_lovasz_is_per_class_not_pooled() -> None:
+    logits, target = _two_sizes()
+    ours = build_loss("lovasz")(logits, target)
+    pooled = LovaszLoss(MULTILABEL_MODE, from_logits=True)(logits, target)
+    single = LovaszLoss(BINARY_MODE, from_logits=True)
+    separate = torch.stack([single(logits[:, c], target[:, c]) for c in range(2)]).mean()
+    # all of channel 0 is missed (IoU 0 there), channel 1 is perfect: per class (5 + 0) / 2
+    assert ours.item() == pytest.approx(2.5, rel=1e-5)
+    assert pooled.item() < 0.2 < 2.0 < ours.item()
+    assert torch.allclose(ours, separate)
+
+
+def test_lovasz_per_image_is_mean_of_single_images() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 4, 8, 8, generator=g)
+    target = (torch.rand(3, 4, 8, 8, generator=g) > 0.7).float()
+    per_image = build_loss("lovasz", per_image=True)(logits, target)
+    alone = [build_loss("lovasz")(logits[i:i + 1], target[i:i + 1]) for i in range(3)]
+    assert torch.allclose(per_image, torch.stack(alone).mean())
+    single = LovaszLoss(BINARY_MODE, from_logits=True)
+    terms = [single(logits[i, c], target[i, c]) for i in range(3) for c in range(4)]
+    assert torch.allclose(per_image, torch.stack(terms).mean())
+    assert not torch.allclose(per_image, build_loss("lovasz")(logits, target))

@@ -132,3 +132,137 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="refused"):
         load_model(path)
     assert not marker.exists()
+
+
+# --- pretrained weights cached for offline use (steelnb weights fetch) -------------------------
+import re  # noqa: E402
+
+import segmentation_models_pytorch as smp  # noqa: E402
+
+from steelnb.cli import main  # noqa: E402
+from steelnb.models import WeightsUnavailableError  # noqa: E402
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty steelnb cache and an empty Hugging Face cache, both under tmp_path."""
+    import huggingface_hub.constants as hfc
+
+    monkeypatch.setenv("STEELNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    return tmp_path / "cache"
+
+
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr("socket.create_connection", refuse)
+    monkeypatch.setattr(models, "_hub_reachable", refuse)
+    monkeypatch.setattr(models, "_download_encoder", refuse)
+
+
+def _random_encoder_state(encoder: str, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return {k: v.contiguous() for k, v in smp.encoders.get_encoder(encoder, weights=None).state_dict().items()}
+
+
+def _assert_encoder_equals(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    got = model.encoder.state_dict()
+    assert set(got) == set(state)
+    different = [k for k in state if not torch.equal(got[k], state[k])]
+    assert not different, f"tensors not loaded from the file: {different[:5]}"
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "efficientnet-b3"])
+def test_cached_imagenet_loads_without_network(cache: Path, monkeypatch: pytest.MonkeyPatch, encoder: str) -> None:
+    state = _random_encoder_state(encoder, seed=0)
+    cache.mkdir()
+    torch.save(state, cache / f"{encoder}-imagenet.pth")
+    assert models.cached_weights_path(encoder) == cache / f"{encoder}-imagenet.pth"
+    _no_network(monkeypatch)
+    torch.manual_seed(1)  # a different random init: equality below proves the file was read
+    model = build_model("Unet", encoder, "imagenet")
+    _assert_encoder_equals(model, state)
+
+
+def test_uncached_imagenet_offline_names_fetch_command(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=2.0: False)
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_model("Unet", "resnet18", "imagenet")
+    message = str(info.value)
+    assert "`steelnb weights fetch resnet18`" in message
+    assert str(cache / "resnet18-imagenet.pth") in message
+    assert "encoder_weights=None" in message and "local weights file" in message
+
+
+def test_cached_file_of_wrong_encoder_names_the_file(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache.mkdir()
+    wrong = cache / "resnet18-imagenet.pth"
+    torch.save(_random_encoder_state("efficientnet-b0", seed=0), wrong)
+    _no_network(monkeypatch)
+    with pytest.raises(ModelError, match=re.escape(str(wrong)) + ".*do not fit"):
+        build_model("Unet", "resnet18", "imagenet")
+    r34 = cache.parent / "r34.pth"
+    torch.save(_random_encoder_state("resnet34", seed=0), r34)
+    with pytest.raises(ModelError, match=re.escape(str(r34)) + ".*do not fit"):
+        build_model("Unet", "resnet18", encoder_weights=str(r34))
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "tu-resnet18"])
+def test_weights_file_path_loads_every_tensor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoder: str) -> None:
+    state = _random_encoder_state(encoder, seed=3)  # tu-: keys start with "model.", kept as they are
+    path = tmp_path / "enc.pth"
+    torch.save(state, path)
+    _no_network(monkeypatch)
+    torch.manual_seed(4)
+    _assert_encoder_equals(build_model("Unet", encoder, encoder_weights=str(path)), state)
+
+
+def test_cli_fetch_writes_cache_then_loads(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    state = _random_encoder_state("resnet18", seed=5)
+    asked: list[tuple[str, str]] = []
+
+    def fake_download(encoder: str, weights: str) -> torch.nn.Module:  # smp's download step
+        asked.append((encoder, weights))
+        enc = smp.encoders.get_encoder(encoder, weights=None)
+        enc.load_state_dict(state)
+        return enc
+
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setattr(models, "_download_encoder", fake_download)
+    assert main(["weights", "fetch", "resnet18"]) == 0
+    path = cache / "resnet18-imagenet.pth"
+    assert asked == [("resnet18", "imagenet")]
+    assert sorted(p.name for p in cache.iterdir()) == [path.name]  # no temporary file left behind
+    assert str(path) in capsys.readouterr().out
+
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^resnet18\timagenet\t\d+\.\d MB\t" + re.escape(str(path)) + "$", out, re.M), out
+    assert main(["weights", "path", "resnet18"]) == 0 and capsys.readouterr().out.strip() == str(path)
+    assert main(["weights", "path", "resnet34"]) == 1
+
+    _no_network(monkeypatch)
+    torch.manual_seed(6)
+    _assert_encoder_equals(build_model("Unet", "resnet18", "imagenet"), state)
+
+
+def test_cli_fetch_unknown_encoder_fails_before_network(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    _no_network(monkeypatch)
+    assert main(["weights", "fetch", "resnet18", "not-an-encoder"]) == 2
+    err = capsys.readouterr().err
+    assert "'not-an-encoder'" in err and "efficientnet-b4" in err  # names it and lists valid ones
+    assert not cache.exists()
+
+
+def test_cli_fetch_offline_says_how_to_copy(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(models, "_download_encoder", lambda *a: pytest.fail("download attempted offline"))
+    assert main(["weights", "fetch", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert "offline" in err and "steelnb weights fetch resnet18" in err and str(cache) in err
+    assert main(["weights", "list"]) == 0 and str(cache) in capsys.readouterr().out

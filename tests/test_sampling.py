@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from steelnb import labels as lb
-from steelnb.sampling import assign_folds, balanced_subset, class_quotas, image_subset, train_val_split
+from steelnb.sampling import (KAGGLE_CLEAN_SHARE, TEST_FOLD, assign_folds, balanced_subset, class_quotas, image_subset,
+                              split_ids, study_subset, train_val_split)
 
 
 def toy_labels(counts: dict[int, int]) -> pd.DataFrame:
@@ -110,6 +111,38 @@ def test_folds_disjoint_cover_and_stratified() -> None:
         assert per_fold.max() - per_fold.min() <= 1  # each class set spread evenly
     pd.testing.assert_frame_equal(folds, assign_folds(table.iloc[::-1], n_folds=5, seed=0))
     assert not folds.equals(assign_folds(table, n_folds=5, seed=1))
+
+
+def test_test_split_held_out_and_stratified() -> None:
+    table = toy_table(503)
+    folds = assign_folds(table, n_folds=5, seed=0, test_share=0.2)
+    test = folds[folds["fold"] == TEST_FOLD]
+    assert len(test) == int(503 * 0.2)
+    joined = folds.merge(table, on="ImageId")
+    for classes, group in joined.groupby("classes"):  # every class set (clean too) gives its share
+        share = (group["fold"] == TEST_FOLD).sum()
+        assert abs(share - 0.2 * len(group)) <= 1, classes
+    rest = folds[folds["fold"] != TEST_FOLD]["fold"].value_counts()
+    assert set(rest.index) == {0, 1, 2, 3, 4} and rest.max() - rest.min() <= 1
+    for k in range(5):
+        parts = split_ids(folds, k)
+        assert parts["test"] == test["ImageId"].tolist()  # the same test images for every fold
+        assert not set(parts["train"]) & (set(parts["val"]) | set(parts["test"]))
+        assert sorted(sum(parts.values(), [])) == sorted(table["ImageId"])
+    # without a test share the folds are what they always were
+    pd.testing.assert_frame_equal(assign_folds(table, 5, 0, test_share=0.0), assign_folds(table, 5, 0))
+
+
+def test_study_subset_has_the_kaggle_clean_share() -> None:
+    table = toy_table(2000)
+    sub = study_subset(table, per_class=40, seed=0)
+    clean = int((sub["classes"] == "").sum())
+    assert abs(clean / len(sub) - KAGGLE_CLEAN_SHARE) < 0.01
+    defective = sub[sub["classes"] != ""]
+    pd.testing.assert_frame_equal(defective.reset_index(drop=True),
+                                  image_subset(table, per_class=40, seed=0).reset_index(drop=True))
+    with pytest.raises(ValueError, match="clean_share"):
+        study_subset(table, clean_share=1.0)
 
 
 def test_train_val_split() -> None:

@@ -1,6 +1,8 @@
 """The synthetic data set: Kaggle layout, geometry, determinism, and statistics near the real ones."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import cv2
@@ -37,7 +39,10 @@ def shares_and_medians(labels: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def test_layout(synth) -> None:
-    assert sorted(p.name for p in synth.iterdir()) == ["sample_submission.csv", "test_images", "train.csv", "train_images"]
+    assert sorted(p.name for p in synth.iterdir()) == ["sample_submission.csv", "synthetic.json", "test_images", "train.csv",
+                                                       "train_images"]
+    marker = json.loads((synth / "synthetic.json").read_text())  # provenance: runs tell synthetic from Kaggle data
+    assert marker["generator"] == "steelnb.synthetic" and marker["n_images"] == N_IMAGES
     train = lb.list_images(synth / "train_images")
     test = lb.list_images(synth / "test_images")
     assert len(train) == N_IMAGES and len(test) == N_IMAGES // 4

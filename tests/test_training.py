@@ -214,3 +214,39 @@ def test_trains_on_the_real_kaggle_layout_sample(shared_data: Path, tmp_path: Pa
     assert 0.5 < m["all_empty_kaggle"] < 1.0
     model, info = load_model(run)
     assert (info.encoder, info.classes, info.height, info.width) == ("resnet18", 4, 64, 320)
+
+
+class ConstantValLoss(L.Callback):
+    """Pins the monitored validation loss to 1.0: every epoch after the first is a bad epoch."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.callback_metrics["val_loss"] = torch.tensor(1.0)  # before early stopping and the scheduler read it
+
+
+def test_lr_drops_on_plateau_and_training_goes_on(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, epochs=10, plateau_patience=1, early_stopping_patience=3,
+                      lr_encoder=1e-4, lr_decoder=1e-3)
+    run = fit(cfg, datamodule=TinyData(n=4), progress_bar=False, callbacks=[ConstantValLoss()])
+    m = json.loads((run / "metrics.json").read_text())
+    lrs = [h["lr_decoder"] for h in m["history"]]
+    # epoch 1 sets the best, 2 and 3 are bad: the plateau (patience 1) drops the rate after epoch 3;
+    # early stopping (patience 3) ends the run after epoch 4, which trained at the lower rate
+    assert m["epochs_run"] == 4, lrs
+    assert lrs[:3] == [1e-3] * 3 and lrs[3] == pytest.approx(1e-3 * cfg.plateau_factor)
+    assert m["history"][3]["lr_encoder"] == pytest.approx(1e-4 * cfg.plateau_factor)
+
+
+def test_patience_that_would_hide_the_plateau_is_refused() -> None:
+    from steelnb.config import ConfigError
+
+    with pytest.raises(ConfigError, match="early_stopping_patience=2 <= plateau_patience=2"):
+        TrainConfig(early_stopping_patience=2, plateau_patience=2)
+    assert TrainConfig().early_stopping_patience > TrainConfig().plateau_patience
+
+
+def test_warmup_starts_low_and_reaches_the_rate(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, epochs=3, warmup_epochs=1.0, lr_encoder=1e-3, lr_decoder=1e-2)
+    run = fit(cfg, datamodule=TinyData(n=8), progress_bar=False)
+    lrs = [h["lr_decoder"] for h in json.loads((run / "metrics.json").read_text())["history"]]
+    assert lrs[0] == pytest.approx(1e-2 * 0.01)  # the first step of the warm-up
+    assert lrs[1] == pytest.approx(1e-2) and lrs[2] == pytest.approx(1e-2)

@@ -1,0 +1,166 @@
+"""A trained run judged on its held-out test split, with 95% bootstrap intervals.
+
+``evaluate_run(run_dir)`` tunes post-processing on the run's validation images (with the same
+TTA it is then applied with), predicts the test images once, and writes
+
+- ``test_scores.csv``: one row per (test image, class) with tp / fp / fn pixels, raw (threshold
+  0.5) and post-processed, so that any two runs can be compared image by image later;
+- the ``test`` block of ``metrics.json``: the Kaggle metric with its interval, what predicting
+  nothing scores on the same images, the paired interval of the gain over it, Dice, IoU and
+  defect Dice (mean Dice over the pairs whose truth is not empty), each with an interval.
+
+Validation selects (epoch, schedule, post-processing); the test split only reports.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import postprocess as pp
+from . import stats
+from .config import HEIGHT, N_CLASSES, WIDTH
+from .fileio import write_csv, write_json
+
+SCORES_FILE = "test_scores.csv"
+COUNT_COLUMNS = ["tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"]
+
+
+class EvaluationError(ValueError):
+    """A run cannot be evaluated (no test split, no checkpoint, scores of other images)."""
+
+
+def dice_of(counts: np.ndarray) -> np.ndarray:
+    """Per (image, class) Dice from counts (..., 3) of tp, fp, fn; 1 where both masks are empty."""
+    tp, fp, fn = (counts[..., k].astype(np.float64) for k in range(3))
+    return pp.dice_counts(tp, tp + fp, tp + fn)
+
+
+def _pooled(counts: np.ndarray, what: str) -> np.ndarray:
+    """Class-mean Dice or IoU of pixel counts summed over images: counts (B, N, C, 3) -> (B,)."""
+    tp, fp, fn = (counts[..., k].sum(-2).astype(np.float64) for k in range(3))  # (B, C)
+    den = (2 * tp + fp + fn) if what == "dice" else (tp + fp + fn)
+    num = 2 * tp if what == "dice" else tp
+    return np.where(den > 0, num / np.maximum(den, 1), 1.0).mean(-1)
+
+
+def _pooled_ci(counts: np.ndarray, what: str, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Pooled Dice/IoU of counts (N, C, 3) with a percentile bootstrap over images."""
+    rng = np.random.default_rng(seed)
+    reps = np.concatenate([_pooled(counts[rng.integers(0, len(counts), (100, len(counts)))], what)
+                           for _ in range(max(1, n_boot // 100))])
+    low, high = np.quantile(reps, [0.025, 0.975])
+    return float(_pooled(counts[None], what)[0]), float(low), float(high)
+
+
+def summarize(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The test block from counts (N, C, 3) of one prediction of N images.
+
+    Keys: kaggle, kaggle_ci95, all_empty_kaggle, kaggle_gain, kaggle_gain_ci95, gain_real,
+    dice(+_ci95), iou(+_ci95) (pooled over images, mean over classes), defect_dice(+_ci95),
+    per_class_kaggle, images, defect_pairs.
+    """
+    dice = dice_of(counts)
+    empty_truth = (counts[..., 0] + counts[..., 2]) == 0
+    empty_dice = empty_truth.astype(np.float64)  # predicting nothing: 1 on empty pairs, 0 elsewhere
+    est, low, high = stats.bootstrap_ci(dice, n_boot=n_boot, seed=seed)
+    gain = stats.paired_bootstrap(dice, empty_dice, n_boot=n_boot, seed=seed)
+    out: dict[str, Any] = {"images": int(len(counts)), "kaggle": est, "kaggle_ci95": [low, high],
+                           "all_empty_kaggle": float(empty_dice.mean()), "kaggle_gain": gain["diff"],
+                           "kaggle_gain_ci95": [gain["low"], gain["high"]], "gain_real": bool(gain["low"] > 0)}
+    for what in ("dice", "iou"):
+        v, lo, hi = _pooled_ci(counts, what, n_boot, seed)
+        out[what], out[f"{what}_ci95"] = v, [lo, hi]
+    out["defect_pairs"] = int((~empty_truth).sum())
+    if out["defect_pairs"]:
+        v, lo, hi = stats.bootstrap_ci(stats.defect_values(dice, empty_truth), n_boot=n_boot, seed=seed, pooled=True)
+        out["defect_dice"], out["defect_dice_ci95"] = v, [lo, hi]
+    else:
+        out["defect_dice"], out["defect_dice_ci95"] = None, None
+    out["per_class_kaggle"] = dice.mean(0).tolist()
+    return out
+
+
+def score_images(weights: str | Path, images_dir: Path, labels_csv: Path, image_ids: Sequence[str],
+                 params: pp.PostParams, tta: str = "none", batch_size: int = 8, device: str = "auto",
+                 progress: bool = False) -> pd.DataFrame:
+    """Predict ``image_ids`` at the model's size, score at 256 x 1600 raw and post-processed.
+
+    Returns the long table: ImageId, ClassId, tp, fp, fn (post-processed), tp_raw, fp_raw,
+    fn_raw (threshold 0.5), one row per image and class.
+    """
+    from .inference import _by_image, _truth, load, predict
+    from .submission import confusion_counts
+
+    model, info = load(weights, device)
+    table = _by_image(labels_csv)
+    rows = []
+    for batch in predict(model, [images_dir / i for i in image_ids], (info.height or HEIGHT, info.width or WIDTH),
+                         tta, batch_size, device, out_size=(HEIGHT, WIDTH), progress=progress):
+        for image_id, prob in zip(batch.ids, batch.probs):
+            truth = _truth(table, image_id)
+            post = confusion_counts(pp.apply(prob, params), truth)
+            raw = confusion_counts(prob > 0.5, truth)
+            rows += [(image_id, c + 1, *post[c], *raw[c]) for c in range(N_CLASSES)]
+    return pd.DataFrame(rows, columns=["ImageId", "ClassId", *COUNT_COLUMNS])
+
+
+def counts_of(scores: pd.DataFrame, raw: bool = False, image_ids: Sequence[str] | None = None) -> np.ndarray:
+    """Counts (N, C, 3) from a scores table (images in ``image_ids`` order, default sorted)."""
+    cols = ["tp_raw", "fp_raw", "fn_raw"] if raw else ["tp", "fp", "fn"]
+    wide = scores.pivot(index="ImageId", columns="ClassId", values=cols)
+    ids = sorted(wide.index) if image_ids is None else list(image_ids)
+    missing = sorted(set(ids) - set(wide.index))
+    if missing:
+        raise EvaluationError(f"scores hold no row for image {missing[0]} ({len(missing)} missing)")
+    wide = wide.loc[ids]
+    return np.stack([wide[c].to_numpy() for c in cols], -1).astype(np.int64)
+
+
+def read_scores(run_dir: str | Path) -> pd.DataFrame | None:
+    """``test_scores.csv`` of a run folder, or None when the run was not evaluated."""
+    path = Path(run_dir) / SCORES_FILE
+    return pd.read_csv(path, dtype={"ImageId": str}) if path.is_file() else None
+
+
+def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, int] = (128, 800),
+                 batch_size: int = 8, device: str = "auto", n_boot: int = 2000, progress: bool = False,
+                 ) -> dict[str, Any]:
+    """Tune post-processing on validation, score the test split, write the test block.
+
+    Writes ``postprocess.yaml``, ``test_scores.csv`` and ``metrics.json["test"]`` (and
+    ``["test_raw"]``, the same at threshold 0.5 without post-processing) in ``run_dir``;
+    returns the test block.
+    """
+    from .dataset import SteelDataModule
+    from .inference import load, tune
+
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise EvaluationError(f"{metrics_path}: not found; train the run first")
+    _, info = load(run_dir, "cpu")
+    if info.config is None:
+        raise EvaluationError(f"{info.path}: the checkpoint carries no training config; cannot find its splits")
+    cfg = info.config
+    data = SteelDataModule(cfg)
+    if not data.test_ids:
+        raise EvaluationError(f"{run_dir}: the run has no test split (folds without fold -1, or test_share=0)")
+    labels_csv = cfg.resolve(cfg.labels)
+    params = tune(run_dir, images=data.images_dir, labels=labels_csv, image_ids=data.val_ids, tta=tta,
+                  size=tune_size, batch_size=batch_size, device=device, progress=progress)
+    scores = score_images(run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device,
+                          progress)
+    write_csv(run_dir / SCORES_FILE, scores)
+    block = summarize(counts_of(scores), n_boot=n_boot, seed=cfg.seed)
+    block.update(split="test", tta=tta, postprocess="tuned on validation", n_val_tuned=len(data.val_ids),
+                 val_tuned_kaggle=params.score)
+    raw = summarize(counts_of(scores, raw=True), n_boot=n_boot, seed=cfg.seed)
+    raw.update(split="test", tta=tta, postprocess="none (threshold 0.5)")
+    metrics = json.loads(metrics_path.read_text())
+    metrics.update(test=block, test_raw=raw, postprocess=params.to_dict())
+    write_json(metrics_path, metrics)
+    return block

@@ -1,0 +1,87 @@
+"""The test-split evaluation of a run: numbers from hand-made counts, and a run's metrics.json
+carrying its data, code and test blocks after a real (tiny) training run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steelnb import evaluation
+from steelnb.config import TrainConfig
+
+
+def test_summarize_hand_made_counts() -> None:
+    # 3 images x 2 classes of (tp, fp, fn)
+    counts = np.array([
+        [[10, 0, 0], [0, 0, 0]],   # perfect defect; empty pair predicted empty
+        [[0, 5, 0], [0, 0, 0]],    # false positive on an empty pair; empty pair
+        [[5, 5, 0], [0, 0, 10]],   # Dice 2*5/(10+5) on a defect; a missed defect
+    ])
+    out = evaluation.summarize(counts, n_boot=500)
+    dice = np.array([[1, 1], [0, 1], [10 / 15, 0]])
+    assert out["kaggle"] == pytest.approx(dice.mean())
+    assert out["all_empty_kaggle"] == pytest.approx(3 / 6)  # three pairs have an empty truth
+    assert out["kaggle_gain"] == pytest.approx(dice.mean() - 0.5)
+    assert out["defect_pairs"] == 3 and out["defect_dice"] == pytest.approx((1 + 10 / 15 + 0) / 3)
+    # pooled over images: class 1 tp 15, fp 10, fn 0; class 2 tp 0 fn 10
+    assert out["dice"] == pytest.approx((30 / 40 + 0) / 2) and out["iou"] == pytest.approx((15 / 25 + 0) / 2)
+    for key in ("kaggle", "dice", "iou", "defect_dice", "kaggle_gain"):
+        low, high = out[f"{key}_ci95"]
+        assert low <= out[key] <= high, key
+    assert out["per_class_kaggle"] == pytest.approx(dice.mean(0).tolist())
+
+
+def test_all_empty_prediction_gains_nothing() -> None:
+    rng = np.random.default_rng(0)
+    truth_area = rng.integers(0, 2, (40, 4)) * rng.integers(100, 1000, (40, 4))
+    counts = np.stack([np.zeros_like(truth_area), np.zeros_like(truth_area), truth_area], -1)
+    out = evaluation.summarize(counts, n_boot=500)
+    assert out["kaggle"] == pytest.approx(out["all_empty_kaggle"])
+    assert out["kaggle_gain_ci95"] == [0.0, 0.0] and not out["gain_real"]
+    assert out["defect_dice"] == 0.0
+
+
+def test_counts_of_orders_and_checks_images() -> None:
+    scores = pd.DataFrame([(i, c, c, 0, 1, 0, 0, 0) for i in ("b.jpg", "a.jpg") for c in (1, 2, 3, 4)],
+                          columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS])
+    counts = evaluation.counts_of(scores)
+    assert counts.shape == (2, 4, 3) and counts[0, :, 0].tolist() == [1, 2, 3, 4]
+    with pytest.raises(evaluation.EvaluationError, match="c.jpg"):
+        evaluation.counts_of(scores, image_ids=["a.jpg", "c.jpg"])
+
+
+@pytest.mark.slow
+def test_run_records_data_code_and_test(tmp_path: Path) -> None:
+    from steelnb.synthetic import generate
+    from steelnb.training import fit
+
+    data = generate(tmp_path / "synthetic", n_images=40, n_test=0, seed=1)
+    cfg = TrainConfig(data_dir=str(data), subset="all", encoder="resnet18", epochs=1, batch_size=4, height=64,
+                      width=320, device="cpu", out_dir=str(tmp_path / "weights"), run_name="tiny", seed=3)
+    run = fit(cfg, progress_bar=False)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["data"]["kind"] == "synthetic" and m["data"]["subset"] == "all"
+    assert (m["data"]["n_train"], m["data"]["n_val"], m["data"]["n_test"]) == (25, 7, 8)
+    from steelnb.dataset import SteelDataModule
+
+    dm = SteelDataModule(cfg)
+    defective = set(dm.labels["ImageId"])
+    assert m["data"]["clean_test"] == sum(i not in defective for i in dm.test_ids)
+    assert m["data"]["clean_train"] == sum(i not in defective for i in dm.train_ids)
+    assert m["seed"] == 3 and m["encoder_weights"] is None
+    assert set(m["code"]["versions"]) >= {"torch", "segmentation-models-pytorch", "lightning"}
+    assert m["code"]["versions"]["torch"]
+    block = evaluation.evaluate_run(run, tune_size=(32, 200), n_boot=200)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["test"] == json.loads(json.dumps(block)) and m["test"]["split"] == "test"
+    for key in ("kaggle", "kaggle_ci95", "all_empty_kaggle", "kaggle_gain_ci95", "dice", "iou", "defect_dice"):
+        assert key in m["test"], key
+    scores = evaluation.read_scores(run)
+    assert len(scores) == 8 * 4 and scores["ImageId"].nunique() == 8
+    # the all-empty baseline is the share of empty (image, class) pairs among the test images
+    truth = scores["tp"] + scores["fn"]
+    assert m["test"]["all_empty_kaggle"] == pytest.approx(float((truth == 0).mean()))
+    assert (run / "postprocess.yaml").is_file() and "test_raw" in m

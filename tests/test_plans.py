@@ -1,0 +1,134 @@
+"""The real-data plans run the reference's study: what every training run will execute with
+(the notebook's defaults merged with the plan), and ``steelnb run PLAN --dry-run``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steelnb import cli, pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_PLANS = ["full", "resnet50", "efficientnet-b3", "efficientnet-b4", "ablation"]
+ENCODERS = {"resnet50", "efficientnet-b3", "efficientnet-b4"}  # the reference's three
+REFERENCE_RUN = "efficientnet-b4__dice_bce__256x768__reference-subset"
+
+
+def _train_runs(plan: str) -> list[dict]:
+    return [r["parameters"] for r in pipeline.effective_runs(plan) if r["notebook"] == "03_train"]
+
+
+def _folder(p: dict) -> str:
+    """The run folder 03_train writes (its default run name when the plan gives none)."""
+    name = p["run_name"] or f"{p['encoder']}__{p['loss']}__{p['height']}x{p['width']}"
+    return f"{p['out_dir']}/{name}"
+
+
+def test_effective_runs_merge_notebook_defaults_with_the_plan(tmp_path: Path) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    (tmp_path / "notebooks").mkdir()
+    cell = new_code_cell('a: int = 1  # kept\nb: str = "nb"  # overridden\nc: float = 0.5  # by defaults')
+    cell.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[cell])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(tmp_path / "notebooks" / "01_x.ipynb"))
+    plan = {"name": "t", "notebooks_dir": str(tmp_path / "notebooks"), "defaults": {"c": 2.0, "zz": 9},
+            "stages": [{"name": "s", "runs": [{"notebook": "01_x", "matrix": {"b": ["p", "q"]}}]}]}
+    runs = pipeline.effective_runs(plan)
+    assert [r["parameters"] for r in runs] == [{"a": 1, "b": "p", "c": 2.0}, {"a": 1, "b": "q", "c": 2.0}]
+    assert [set(r) for r in runs] == [{"slug", "notebook", "stage", "parameters"}] * 2
+    assert [(r["notebook"], r["stage"]) for r in runs] == [("01_x", "s")] * 2
+
+
+@pytest.mark.parametrize("plan", REAL_PLANS)
+def test_every_training_run_is_the_reference_recipe(plan: str) -> None:
+    runs = _train_runs(plan)
+    assert runs, f"{plan}: no 03_train run"
+    for p in runs:
+        what = f"{plan}: {p['encoder']}, {p['loss']}, {p['height']}x{p['width']}, {p['run_name']!r}"
+        assert p["encoder_weights"] == "imagenet", what
+        assert p["max_images"] == 0, what
+        assert p["data_dir"] == "../data/severstal", what
+        assert p["folds"] == "folds.csv", what
+        assert p["encoder"] in ENCODERS, what
+        assert (p["height"], p["width"]) in {(256, 768), (256, 1600)}, what
+        assert (p["epochs"], p["num_workers"]) == (40, 8), what
+        assert p["batch_size"] == (8 if p["width"] == 1600 else 16), what
+        if p["run_name"] == REFERENCE_RUN:
+            assert plan == "full", what
+            assert p["subset"] == "subset_balanced.csv", what
+            assert (p["encoder"], p["loss"], p["height"], p["width"]) == ("efficientnet-b4", "dice_bce", 256, 768)
+        else:
+            assert p["subset"] == "subset_study.csv", what
+    folders = [_folder(p) for p in runs]
+    assert len(set(folders)) == len(folders), f"{plan}: two runs write one folder: {folders}"
+
+
+def test_full_has_every_encoder_at_256x768_and_the_reference_run() -> None:
+    runs = _train_runs("full")
+    study = [p for p in runs if p["subset"] == "subset_study.csv"]
+    assert {p["encoder"] for p in study if (p["height"], p["width"]) == (256, 768)} == ENCODERS
+    assert {p["loss"] for p in study if p["encoder"] == "efficientnet-b4"} == {"dice_bce", "tversky", "focal", "lovasz"}
+    ref = [p for p in runs if p["run_name"] == REFERENCE_RUN]
+    assert len(ref) == 1
+    # its own folder: the ablation and the best-run choice compare runs of the study's subset only
+    assert ref[0]["out_dir"] != study[0]["out_dir"]
+    assert "run_name" in pipeline._declared(REPO / "notebooks" / "03_train.ipynb")
+    run = next(r for r in pipeline.load_plan("full").runs if r.parameters.get("run_name") == REFERENCE_RUN)
+    assert run.title == "Training: as the reference did (mask-balanced subset)"
+
+
+@pytest.mark.parametrize("plan", ["full", "resnet50"])
+def test_resnet50_also_at_full_width(plan: str) -> None:
+    assert any(p["encoder"] == "resnet50" and (p["height"], p["width"]) == (256, 1600) for p in _train_runs(plan))
+
+
+def test_dry_run_json_lists_every_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "full", "--dry-run", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    plan = pipeline.load_plan("full")
+    assert [r["slug"] for r in runs] == [r.slug for r in plan.runs]
+    assert all({"slug", "notebook", "stage", "parameters"} <= set(r) for r in runs)
+    train = [r["parameters"] for r in runs if r["notebook"] == "03_train"]
+    assert train == _train_runs("full")
+    assert sum(p["run_name"] == REFERENCE_RUN for p in train) == 1
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("plan", ["full", "smoke"])  # smoke: a real run would generate its data set first
+def test_dry_run_writes_nothing(plan: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "plans").mkdir()
+    shutil.copy(REPO / "plans" / f"{plan}.yaml", tmp_path / "plans" / f"{plan}.yaml")
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path)
+    assert cli.main(["run", plan, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert cli.main(["run", str(tmp_path / "plans" / f"{plan}.yaml"), "--dry-run", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert _snapshot(tmp_path) == before
+    assert not (tmp_path / "book").exists() and not (tmp_path / "data").exists()
+    spec = yaml.safe_load((tmp_path / "plans" / f"{plan}.yaml").read_text())
+    assert str(tmp_path / "notebooks") in text  # the copy was read, not the repository's plan
+    for r in runs:
+        assert f"[{r['stage']}] {r['slug']}" in text
+    for k, v in spec["defaults"].items():  # plan values are shown and marked
+        if any(k in r["parameters"] for r in runs):
+            assert re.search(rf"^  \* {re.escape(k)} *= {re.escape(repr(v))}$", text, re.M), k
+
+
+def test_json_needs_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "full", "--json"]) == 2
+    assert "--dry-run" in capsys.readouterr().err
