@@ -19,6 +19,8 @@ N_CLASSES = 4
 #: The reference project's three encoders: the documented, tested set.
 REFERENCE_ENCODERS = ("resnet50", "efficientnet-b3", "efficientnet-b4")
 LOSSES = ("dice_bce", "tversky", "focal", "lovasz")
+SELECT_BY = ("val_dice", "val_kaggle", "val_loss")
+SCHEDULES = ("plateau", "onecycle")
 
 
 class ConfigError(ValueError):
@@ -53,6 +55,7 @@ class TrainConfig:
     height: int = 256
     width: int = 768
     crop_width: int = 0  # > 0: train on random crops of height x crop_width of the resized image
+    crop_defect_share: float = 0.0  # share of crops placed on a defect (when the image has one)
     num_workers: int = 0
     # model
     arch: str = "Unet"
@@ -68,13 +71,21 @@ class TrainConfig:
     plateau_factor: float = 0.15
     plateau_patience: int = 2
     early_stopping_patience: int = 5  # 0 turns early stopping off; must exceed plateau_patience
-    warmup_epochs: float = 0.0  # linear learning-rate warm-up over this many epochs (from 1 %)
+    warmup_epochs: float = 0.0  # warm-up over this many epochs (plateau: linear from 1 %; onecycle: its rise)
+    # "plateau": the reference's ReduceLROnPlateau on the validation loss; "onecycle": warm-up to
+    # lr_encoder / lr_decoder, then cosine decay to ~0 by the last step (short runs from scratch)
+    schedule: str = "plateau"
+    bn_momentum: float | None = None  # set every BatchNorm's momentum (smp's EfficientNets use 0.01)
     epochs: int = 10
     batch_size: int = 8
     accumulate_grad_batches: int = 1
     limit_train_batches: float = 1.0  # int-valued floats >1 mean a batch count
     limit_val_batches: float = 1.0
     threshold: float = 0.5
+    # the validation measure that picks best.ckpt: val_dice (pooled Dice at the threshold; the
+    # post-processing tuned later removes the false positives that val_kaggle punishes, so an
+    # early all-empty epoch would win on val_kaggle), val_kaggle or val_loss
+    select_by: str = "val_dice"
     # hardware
     device: str = "auto"  # "auto" picks CUDA when present, else "cpu"
     devices: int = 1
@@ -101,6 +112,12 @@ class TrainConfig:
             raise ConfigError(
                 f"early_stopping_patience={self.early_stopping_patience} <= plateau_patience={self.plateau_patience}: "
                 "early stopping would end the run in the same epoch as the learning rate drops; make it larger")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule={self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
+            raise ConfigError(f"bn_momentum={self.bn_momentum}: expected a value in (0, 1] or None")
+        if self.select_by not in SELECT_BY:
+            raise ConfigError(f"select_by={self.select_by!r}: expected one of {', '.join(SELECT_BY)}")
         if not 0 <= self.test_share < 1:
             raise ConfigError(f"test_share={self.test_share}: expected 0 <= test_share < 1")
         if self.crop_width and (self.crop_width % 32 or not 0 < self.crop_width <= self.width):

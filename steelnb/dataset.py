@@ -53,7 +53,20 @@ def _to_tensor() -> ToTensorV2:
     return ToTensorV2(transpose_mask=True)
 
 
-def train_transforms(height: int, width: int, seed: int | None = None, crop_width: int = 0) -> A.Compose:
+def _crop(height: int, crop_width: int, defect_share: float) -> list[A.BasicTransform]:
+    """A random (height, crop_width) crop; with probability ``defect_share`` one that holds a
+    defect when the image has one (albumentations' CropNonEmptyMaskIfExists)."""
+    if defect_share <= 0:
+        return [A.RandomCrop(height, crop_width)]
+    if defect_share >= 1:
+        return [A.CropNonEmptyMaskIfExists(height, crop_width)]
+    # OneOf picks a child with probability proportional to the child's p
+    return [A.OneOf([A.CropNonEmptyMaskIfExists(height, crop_width, p=defect_share),
+                     A.RandomCrop(height, crop_width, p=1 - defect_share)], p=1.0)]
+
+
+def train_transforms(height: int, width: int, seed: int | None = None, crop_width: int = 0,
+                     crop_defect_share: float = 0.0) -> A.Compose:
     """Training augmentation: resize to (height, width), a random crop of (height, crop_width)
     when ``crop_width`` (the Kaggle winners trained on crops and predicted whole images), flips,
     brightness/contrast, ImageNet normalisation, to tensors: image float32 (3, H, W'), mask uint8 (C, H, W').
@@ -63,7 +76,7 @@ def train_transforms(height: int, width: int, seed: int | None = None, crop_widt
     """
     return A.Compose([
         A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
-        *([A.RandomCrop(height, crop_width)] if crop_width and crop_width < width else []),
+        *(_crop(height, crop_width, crop_defect_share) if crop_width and crop_width < width else []),
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
@@ -268,7 +281,8 @@ class SteelDataModule(L.LightningDataModule):
         """The ``"train"`` (augmented, cropped when ``crop_width``), ``"val"`` or ``"test"`` dataset."""
         cfg = self.config
         if split == "train":
-            transform = train_transforms(cfg.height, cfg.width, seed=cfg.seed, crop_width=cfg.crop_width)
+            transform = train_transforms(cfg.height, cfg.width, seed=cfg.seed, crop_width=cfg.crop_width,
+                                         crop_defect_share=cfg.crop_defect_share)
             return SteelDataset(self.images_dir, self.labels, self.train_ids, transform)
         ids = {"val": self.val_ids, "test": self.test_ids}
         if split not in ids:

@@ -164,3 +164,53 @@ def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, i
     metrics.update(test=block, test_raw=raw, postprocess=params.to_dict())
     write_json(metrics_path, metrics)
     return block
+
+
+def compare_variants(run_dir: str | Path, ttas: Sequence[str] = ("none", "hv"), tune_size: tuple[int, int] = (128, 800),
+                     batch_size: int = 8, device: str = "auto", n_boot: int = 2000, progress: bool = False,
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw and post-processed, for each TTA in ``ttas``, on the test split of a run.
+
+    Post-processing is tuned on validation separately for each TTA (it is applied to the
+    probabilities it was tuned on); the last TTA's parameters stay in ``postprocess.yaml``.
+    Returns (table: one row per (tta, postprocess) with the test block's numbers and the
+    all-empty row; paired: each variant against the first one, raw, with its paired interval).
+    """
+    from .dataset import SteelDataModule
+    from .inference import load, tune
+
+    _, info = load(run_dir, "cpu")
+    if info.config is None:
+        raise EvaluationError(f"{info.path}: the checkpoint carries no training config; cannot find its splits")
+    cfg = info.config
+    data = SteelDataModule(cfg)
+    if not data.test_ids:
+        raise EvaluationError(f"{run_dir}: the run has no test split (folds without fold -1, or test_share=0)")
+    labels_csv = cfg.resolve(cfg.labels)
+    dice: dict[tuple[str, str], np.ndarray] = {}
+    rows = []
+    for tta in ttas:
+        params = tune(run_dir, images=data.images_dir, labels=labels_csv, image_ids=data.val_ids, tta=tta,
+                      size=tune_size, batch_size=batch_size, device=device, progress=progress)
+        scores = score_images(run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device,
+                              progress)
+        for post, raw in (("raw (0.5)", True), ("tuned on validation", False)):
+            counts = counts_of(scores, raw=raw)
+            dice[(tta, post)] = dice_of(counts)
+            rows.append({"tta": tta, "postprocess": post, **summarize(counts, n_boot=n_boot, seed=cfg.seed)})
+    empty = (counts[..., 0] + counts[..., 2]) == 0
+    table = pd.DataFrame(rows)
+    base = {"tta": "–", "postprocess": "all-empty prediction", "kaggle": float(empty.mean()),
+            "images": len(empty), "defect_dice": 0.0}
+    table = pd.concat([table, pd.DataFrame([base])], ignore_index=True)
+    first = next(iter(dice))
+    paired = []
+    for variant, d in dice.items():
+        if variant == first:
+            continue
+        g = stats.paired_bootstrap(d, dice[first], n_boot=n_boot, seed=cfg.seed)
+        paired.append({"variant": f"{variant[0]} TTA, {variant[1]}", "against": f"{first[0]} TTA, {first[1]}",
+                       "Kaggle difference [95% CI]": stats.format_ci(g["diff"], g["low"], g["high"]),
+                       "real": "real" if g["real"] else "not separable from noise"})
+    return table, pd.DataFrame(paired)
+

@@ -113,10 +113,15 @@ def write_labels(
 ) -> Path:
     """Write the tidy table as a Kaggle CSV, atomically.
 
-    ``fmt="old"`` writes four rows per image (``image_ids`` adds defect-free images).
+    ``fmt="old"`` writes four rows per image (``image_ids`` adds defect-free images); the new
+    format has one row per mask, so it refuses ``image_ids`` that hold a defect-free image.
     """
     path = Path(path)
     if fmt == "new":
+        clean = sorted(set(() if image_ids is None else image_ids) - set(labels["ImageId"]))
+        if clean:  # the new format has no row for an image without a mask: it would vanish silently
+            raise LabelError(f"{path}: the new format cannot list defect-free images ({len(clean)}, first {clean[0]}); "
+                             "write fmt='old' or an ImageId list (e.g. the image table's ImageId column)")
         out = labels[COLUMNS]
     elif fmt == "old":
         ids = sorted(set(labels["ImageId"]) | set(() if image_ids is None else image_ids))

@@ -133,4 +133,5 @@ class MetricAccumulator:
         res: dict[str, Any] = {k: v.tolist() for k, v in out.items()}
         res.update({f"{k}_mean": float(v.mean()) for k, v in out.items()})
         res["soft_iou_mean"] = float((inter.sum() + EPS) / (union.sum() + EPS))  # as soft_iou()
+        res["images"] = int(n[0]) if len(n) else 0  # images counted (each exactly once, DDP included)
         return res

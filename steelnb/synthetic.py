@@ -269,7 +269,8 @@ def generate(
         write_json(tmp / MARKER, {"generator": "steelnb.synthetic", "n_images": n_images, "n_test": n_test,
                                   "seed": seed, "format": "old" if old_format else "new"})
         # train.csv last: a folder holding it was written completely
-        write_labels(labels, tmp / "train.csv", fmt="old" if old_format else "new", image_ids=train_ids)
+        write_labels(labels, tmp / "train.csv", fmt="old" if old_format else "new",
+                     image_ids=train_ids if old_format else None)  # the new format lists masks only
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Training with Lightning: ``SegmentationModule`` and ``fit(config) -> run folder``.
 
-Run folder ``config.run_dir`` (weights/<name>/): ``best.ckpt`` (highest ``val_kaggle``, the
-competition metric at ``config.threshold``), ``last.ckpt`` (every epoch and every
+Run folder ``config.run_dir`` (weights/<name>/): ``best.ckpt`` (the best epoch by
+``config.select_by`` on the validation split), ``last.ckpt`` (every epoch and every
 ``ckpt_every_n_steps`` optimizer steps, written atomically), ``config.yaml``, ``metrics.json``
 and ``logs/`` (TensorBoard, CSV). Plateau scheduling and early stopping follow ``val_loss``.
 """
@@ -42,6 +42,10 @@ class SegmentationModule(L.LightningModule):
         self.save_hyperparameters({"config": cfg.to_dict()})
         self.config = cfg
         self.model = build_model(cfg.arch, cfg.encoder, cfg.encoder_weights, cfg.classes)
+        if cfg.bn_momentum is not None:  # smp's EfficientNets keep TF's 0.01: a short run's running stats stay at init
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.momentum = cfg.bn_momentum
         # channels_last pays on CUDA (tensor cores); on CPU bench_train measured it 5-16% slower
         self.channels_last = cfg.channels_last and cfg.device != "cpu" and torch.cuda.is_available()
         if self.channels_last:
@@ -104,16 +108,26 @@ class SegmentationModule(L.LightningModule):
                 {"params": rest, "lr": self.config.lr_decoder, "name": "decoder"}]
 
     def configure_optimizers(self) -> Any:
-        """Adam on ``param_groups``; ReduceLROnPlateau on the validation loss each epoch, and with
-        ``warmup_epochs`` a linear warm-up from 1 % per optimizer step (both scale the rate, so a
-        plateau drop during the warm-up is kept)."""
+        """Adam on ``param_groups`` with the config's schedule.
+
+        plateau: ReduceLROnPlateau on the validation loss each epoch, and with ``warmup_epochs`` a
+        linear warm-up from 1 % per step (both scale the rate, so a drop during warm-up is kept).
+        onecycle: per step, a warm-up over ``warmup_epochs`` (at least 10 % of the steps) to each
+        group's rate, then a cosine decay to nearly zero at the last planned step.
+        """
         cfg = self.config
         opt = torch.optim.Adam(self.param_groups())
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if cfg.schedule == "onecycle":
+            rise = min(0.9, max(0.1, cfg.warmup_epochs / cfg.epochs))
+            one = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[cfg.lr_encoder, cfg.lr_decoder], total_steps=total,
+                                                      pct_start=rise, cycle_momentum=False)
+            return [opt], [{"scheduler": one, "interval": "step"}]
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
         scheds: list[dict[str, Any]] = [{"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"}]
         if cfg.warmup_epochs > 0:
-            steps = max(1, round(cfg.warmup_epochs * self.trainer.estimated_stepping_batches / cfg.epochs))
+            steps = max(1, round(cfg.warmup_epochs * total / cfg.epochs))
             warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, end_factor=1.0, total_iters=steps)
             scheds.append({"scheduler": warm, "interval": "step"})
         return [opt], scheds
@@ -177,6 +191,7 @@ class RunRecorder(Callback):
             "val_loss": float(m["val_loss"]) if "val_loss" in m else None,
             **{f"val_{k}": v[f"{k}_mean"] for k in ("dice", "iou", "kaggle", "soft_iou")},
             "val_empty_kaggle": v["empty_kaggle_mean"],  # what predicting nothing scores
+            "val_images": v.get("images"),
             "lr_encoder": self._lrs[0], "lr_decoder": self._lrs[-1],
             "per_class": {k: v[k] for k in ("dice", "iou", "kaggle", "soft_iou")}})
         if trainer.is_global_zero:
@@ -190,13 +205,15 @@ class RunRecorder(Callback):
             return {"val_loss": h["val_loss"], **{k: h[f"val_{k}"] for k in ("dice", "iou", "kaggle", "soft_iou")},
                     "per_class": h["per_class"]}
 
-        best = max(self.history, key=lambda h: h["val_kaggle"], default=None)  # first of ties
+        key, sign = self.config.select_by, (-1 if self.config.select_by == "val_loss" else 1)
+        scored = [h for h in self.history if h.get(key) is not None]
+        best = max(scored, key=lambda h: sign * h[key], default=None)  # first of ties
         cfg = self.config
         peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         data = {"run": cfg.name, "arch": cfg.arch, "encoder": cfg.encoder, "loss": cfg.loss,
                 "height": cfg.height, "width": cfg.width, "epochs_planned": cfg.epochs,
                 "epochs_run": len(self.history), "best_epoch": best["epoch"] if best else None,
-                "best_by": "val_kaggle", "best": summary(best),
+                "best_by": cfg.select_by, "best": summary(best),
                 "all_empty_kaggle": self.history[-1]["val_empty_kaggle"] if self.history else None,
                 "final": summary(self.history[-1] if self.history else None), "history": self.history,
                 "wall_time_s": self.wall_time(), "peak_gpu_mem_mb": peak,
@@ -285,7 +302,8 @@ def fit(config: TrainConfig, datamodule: L.LightningDataModule | None = None, pr
         cbs: list[Callback] = [
             recorder,
             # best: weights only (a third of the size with Adam's state); last: full, for resume
-            AtomicCheckpoint(dirpath=run_dir, filename="best", monitor="val_kaggle", mode="max", save_top_k=1,
+            AtomicCheckpoint(dirpath=run_dir, filename="best", monitor=cfg.select_by,
+                             mode="min" if cfg.select_by == "val_loss" else "max", save_top_k=1,
                              save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False),
             AtomicCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True, enable_version_counter=False),
             AtomicCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True, every_n_train_steps=ckpt_every_n_steps,

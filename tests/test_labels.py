@@ -42,6 +42,10 @@ def test_write_labels_old_format_round_trip(tmp_path):
     raw = pd.read_csv(path, keep_default_na=False)
     assert list(raw.columns) == ["ImageId_ClassId", "EncodedPixels"] and len(raw) == 8
     pd.testing.assert_frame_equal(lb.read_labels(path), table)
+    # the new format has no row for a clean image: asking it to keep one is refused, nothing written
+    with pytest.raises(lb.LabelError, match=r"new.csv: the new format cannot list defect-free images \(1, first y.jpg\)"):
+        lb.write_labels(table, tmp_path / "new.csv", image_ids=["x.jpg", "y.jpg"])
+    assert not (tmp_path / "new.csv").exists()
 
 
 @pytest.mark.parametrize(

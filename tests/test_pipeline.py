@@ -30,7 +30,8 @@ def project(tmp_path: Path) -> Path:
               'value: int = 1  # a number\nfail: bool = False  # raise on purpose\nnap: float = 0.0  # seconds to sleep',
               "import os, time, json\ntime.sleep(nap)\n"
               "if fail:\n    raise RuntimeError(f'failing on purpose with value {value}')\n"
-              "open(f'out_{value}.json', 'w').write(json.dumps({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 'cwd': os.getcwd()}))")
+              "open(f'out_{value}.json', 'w').write(json.dumps({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 'cwd': os.getcwd(), "
+              "'threads': os.environ.get('OMP_NUM_THREADS'), 'pid': os.getppid(), 'start': time.time()}))")
     _notebook(nbs / "02_after.ipynb", 'tag: str = "x"  # a label', "print(sorted(os.listdir('.')) if False else tag)")
     return tmp_path
 
@@ -100,6 +101,21 @@ def test_parallel_stage_gives_each_worker_one_gpu(project: Path) -> None:
     status = json.loads((project / "book" / "runs" / "status.json").read_text())["runs"]
     # the stage after waits for the whole parallel stage
     assert status["02_after"]["finished_at"] >= max(status[s]["finished_at"] for s in table["slug"][:2])
+
+
+def test_cpu_workers_share_the_cores(project: Path, monkeypatch) -> None:
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 4)
+    runs = [{"notebook": "01_work", "matrix": {"value": [1, 2]}, "parameters": {"nap": 3.0}}]
+    path = _plan(project, runs, parallel=True)
+    spec = yaml.safe_load(path.read_text())
+    spec["cpu_workers"] = 2
+    path.write_text(yaml.safe_dump(spec))
+    table = pipeline.run_plan(path, build=False)
+    assert list(table["status"]) == ["done", "done", "done"]
+    out = [json.loads((project / "notebooks" / f"out_{v}.json").read_text()) for v in (1, 2)]
+    assert [o["threads"] for o in out] == ["2", "2"] and [o["gpu"] for o in out] == [None, None]
+    # side by side: the second started before the first had finished its 3 s nap
+    assert abs(out[0]["start"] - out[1]["start"]) < 2.5
 
 
 def test_missing_kaggle_data_says_how_to_get_it(tmp_path: Path) -> None:

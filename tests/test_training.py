@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -93,7 +94,8 @@ def test_fit_writes_run_folder_and_is_reproducible(tmp_path: Path) -> None:
     assert len(m["best"]["per_class"]["dice"]) == 4 and set(m["final"]["per_class"]) >= {"dice", "iou", "kaggle"}
     h = m["history"][0]
     assert (h["lr_encoder"], h["lr_decoder"]) == (1e-3, 1e-2)
-    assert m["best"]["kaggle"] == max(x["val_kaggle"] for x in m["history"])
+    assert m["best_by"] == "val_dice" and m["best"]["dice"] == max(x["val_dice"] for x in m["history"])
+    assert m["history"][m["best_epoch"] - 1]["val_dice"] == m["best"]["dice"]
     ckpt = torch.load(run / "last.ckpt", weights_only=True)  # must never need code to load
     assert ckpt["global_step"] == 8 and ckpt["hyper_parameters"]["config"]["encoder"] == "resnet18"
     model, info = load_model(run)
@@ -161,6 +163,38 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert m["world_size"] == 2 and m["epochs_run"] == 2
     # 8 images, 2 per batch, split over 2 processes -> 2 steps per epoch
     assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+DDP_VAL = textwrap.dedent('''
+    import sys, torch
+    from steelnb.config import TrainConfig
+    from steelnb.training import fit
+    torch.set_num_threads(1)
+    cfg = TrainConfig(data_dir=sys.argv[1], subset="all", encoder="resnet18", epochs=1, batch_size=2, height=64,
+                      width=320, n_folds=4, out_dir=sys.argv[2], run_name="ddp", device="cpu", devices=2,
+                      strategy="ddp", early_stopping_patience=0)
+    fit(cfg, progress_bar=False)
+''')
+
+
+@pytest.mark.slow
+def test_ddp_validation_counts_each_image_once(tmp_path: Path) -> None:
+    """An odd validation fold over two processes: torch's DistributedSampler would pad it with a
+    repeated image, which the summed metric state would count twice."""
+    from steelnb.dataset import SteelDataModule
+    from steelnb.synthetic import generate
+
+    data = generate(tmp_path / "synthetic", n_images=23, n_test=0, seed=2)
+    cfg = TrainConfig(data_dir=str(data), subset="all", n_folds=4, height=64, width=320)
+    n_val = len(SteelDataModule(cfg).val_ids)
+    assert n_val % 2 == 1
+    script = tmp_path / "ddp_val.py"
+    script.write_text(DDP_VAL)
+    done = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "w")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((tmp_path / "w" / "ddp" / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["history"][0]["val_images"] == n_val
 
 
 @pytest.mark.slow
@@ -250,3 +284,31 @@ def test_warmup_starts_low_and_reaches_the_rate(tmp_path: Path) -> None:
     lrs = [h["lr_decoder"] for h in json.loads((run / "metrics.json").read_text())["history"]]
     assert lrs[0] == pytest.approx(1e-2 * 0.01)  # the first step of the warm-up
     assert lrs[1] == pytest.approx(1e-2) and lrs[2] == pytest.approx(1e-2)
+
+
+def test_onecycle_rises_then_decays_to_nearly_zero(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, epochs=4, schedule="onecycle", warmup_epochs=1.0, lr_encoder=1e-3, lr_decoder=1e-2)
+    module = SegmentationModule(cfg)
+    seen: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[1]["lr"])
+
+    trainer = L.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer.fit(module, datamodule=TinyData(n=8))
+    peak = int(np.argmax(seen))
+    assert len(seen) == 16 and max(seen) == pytest.approx(1e-2, rel=0.05)
+    assert 2 <= peak <= 5  # a quarter of the steps rising (warm-up of one epoch of four)
+    assert seen[0] < 1e-2 / 10 and seen[-1] < 1e-2 / 10  # starts low, ends near zero
+    enc = trainer.optimizers[0].param_groups[0]["lr"]
+    assert enc < 1e-3 / 10  # each group follows its own peak
+
+
+def test_bn_momentum_reaches_every_batchnorm(tmp_path: Path) -> None:
+    module = SegmentationModule(tiny_config(tmp_path, encoder="efficientnet-b3", bn_momentum=0.1))
+    momenta = {m.momentum for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    assert momenta == {0.1}
+    plain = SegmentationModule(tiny_config(tmp_path, encoder="efficientnet-b3"))
+    assert 0.01 in {m.momentum for m in plain.model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)}

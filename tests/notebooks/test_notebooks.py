@@ -25,7 +25,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "name": "tiny", "notebooks_dir": str(REPO / "notebooks"), "book_dir": str(book),
         "data": {"dir": str(data), "synthetic": {"n_images": 40, "seed": 1}},
         "defaults": {"data_dir": str(data), "out_dir": str(weights), "weights_dir": str(weights),
-                     "runs_dir": str(book / "runs"), "subset": "subset_balanced.csv", "folds": "folds.csv",
+                     "runs_dir": str(book / "runs"), "subset": "subset_study.csv", "folds": "folds.csv",
                      "max_images": 16, "height": 64, "width": 320, "epochs": 1, "batch_size": 4,
                      "limit_train_batches": 2, "limit_val_batches": 1, "n_show": 1, "progress_bar": False},
         "stages": [
@@ -71,13 +71,18 @@ def test_eda(batch: dict) -> None:
     assert pngs >= 6  # counts, co-occurrence, areas, pieces, positions x2, grey levels, examples
 
 
-def test_class_balance_writes_subset_and_folds(batch: dict) -> None:
+def test_class_balance_writes_subsets_and_the_three_splits(batch: dict) -> None:
     _done(batch, "02_class_balance")
     subset = pd.read_csv(batch["data"] / "subset_balanced.csv")
+    study = pd.read_csv(batch["data"] / "subset_study.csv", keep_default_na=False)
     folds = pd.read_csv(batch["data"] / "folds.csv")
-    assert list(folds.columns) == ["ImageId", "fold"] and set(folds["fold"]) == {0, 1, 2}
-    assert set(subset["ImageId"]) <= set(folds["ImageId"]) and not folds["ImageId"].duplicated().any()
+    assert list(folds.columns) == ["ImageId", "fold"] and set(folds["fold"]) == {-1, 0, 1, 2}  # -1: test
+    assert set(subset["ImageId"]) | set(study["ImageId"]) == set(folds["ImageId"])
+    assert not folds["ImageId"].duplicated().any()
     assert len(subset) <= 4 * 6  # per_class=6: a short class's shortfall goes to the others
+    assert (study["classes"] == "").sum() > 0  # the study subset keeps defect-free images
+    test = set(folds.loc[folds["fold"] == -1, "ImageId"])
+    assert test & set(study.loc[study["classes"] == "", "ImageId"])  # and so does the test split
 
 
 def test_train_writes_metrics_and_shows_curves(batch: dict) -> None:
@@ -86,7 +91,14 @@ def test_train_writes_metrics_and_shows_curves(batch: dict) -> None:
         run = batch["weights"] / f"resnet50__{loss}__64x320"
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["loss"] == loss and metrics["history"] and 0 <= metrics["best"]["kaggle"] <= 1
+        assert metrics["data"]["kind"] == "synthetic" and metrics["data"]["n_test"] >= 1
+        test = metrics["test"]
+        assert test["split"] == "test" and test["images"] == metrics["data"]["n_test"]
+        assert test["kaggle_ci95"][0] <= test["kaggle"] <= test["kaggle_ci95"][1]
+        assert "all_empty_kaggle" in test and "kaggle_gain_ci95" in test and "defect_dice" in test
+        assert (run / "test_scores.csv").is_file()
         assert str(run.resolve()) in text  # the run folder's path is shown
+        assert "held-out test images" in text and "predicting nothing" in text
         assert pngs >= 3  # curves, per-class bars, predictions beside the truth
 
 
@@ -101,13 +113,16 @@ def test_evaluate_tunes_and_writes_submission(batch: dict) -> None:
     sub = pd.read_csv(run / "submission" / "submission.csv", keep_default_na=False)
     n_test = len(list((batch["data"] / "test_images").glob("*.jpg")))
     assert len(sub) == 4 * n_test and set(sub["ClassId"]) == {1, 2, 3, 4}
-    assert "hv" in text and "postprocessed" in text
+    assert "hv" in text and "tuned on validation" in text and "all-empty prediction" in text
+    assert "held-out test images" in text and "95% CI" in text
 
 
 def test_results_has_a_row_per_run(batch: dict) -> None:
     html, _ = _done(batch, "06_results")
     text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
-    assert "2 run(s): 2 finished, 0 failed" in text
+    assert "2 run(s): 2 compared here, 0 left out, 0 failed" in text
     for loss in ("dice_bce", "tversky"):
-        assert f"resnet50 {loss} 64x320 1 " in text  # encoder, loss, mask size, epochs of each row
-    assert "reference: soft IoU" in text and "0.59" in text
+        assert f"resnet50__{loss}__64x320 resnet50 {loss} 64x320 synthetic" in text  # run, encoder, loss, size, data
+    assert "each run minus the all-empty prediction" in text
+    # synthetic runs: the reference's Severstal numbers are not set beside them
+    assert "not Severstal numbers" in text and "0.513" not in text.split("Beside the reference")[1].split("The reference reported")[0]

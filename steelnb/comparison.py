@@ -1,0 +1,162 @@
+"""Test-split tables and paired comparisons of runs, for the ablation, evaluation and results pages.
+
+A number is shown with its split, the all-empty baseline and its 95% bootstrap interval; a
+difference between two runs is the paired bootstrap of their per-image scores on the same test
+images (``test_scores.csv``), and it is called real only when its interval excludes zero.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import stats
+from .evaluation import counts_of, dice_of, read_scores
+
+#: What makes two runs comparable: the same data, test split and mask size.
+COMPARABLE = ("data", "n_test", "mask size")
+
+
+def ci_text(block: Mapping[str, Any] | pd.Series | None, key: str) -> str:
+    """``block[key]`` with its interval ``block[key + "_ci95"]`` as "v [low, high]" ("–" when absent)."""
+    if block is None or len(block) == 0 or block.get(key) is None:
+        return "–"
+    value, interval = block.get(key), block.get(f"{key}_ci95")
+    if isinstance(value, float) and np.isnan(value):
+        return "–"
+    if not isinstance(interval, (list, tuple, np.ndarray)) or len(interval) != 2:
+        return f"{value:.3f}"
+    return stats.format_ci(value, interval[0], interval[1])
+
+
+def test_row(m: Mapping[str, Any]) -> dict[str, Any]:
+    """One run's test-split numbers: values (for sorting/plots) and "v [low, high]" strings."""
+    t, d = m.get("test") or {}, m.get("data") or {}
+    return {
+        "run": m.get("run"), "encoder": m.get("encoder"), "loss": m.get("loss"),
+        "mask size": f"{m.get('height')}x{m.get('width')}", "data": d.get("kind", "?"),
+        "split": t.get("split", "not evaluated"),
+        "train / val / test images": f"{d.get('n_train', '?')} / {d.get('n_val', '?')} / {d.get('n_test', '?')}",
+        "n_test": d.get("n_test"), "clean test images": d.get("clean_test"),
+        "Kaggle": t.get("kaggle", np.nan), "Kaggle [95% CI]": ci_text(t, "kaggle"),
+        "Kaggle low": (t.get("kaggle_ci95") or [np.nan])[0], "Kaggle high": (t.get("kaggle_ci95") or [np.nan, np.nan])[1],
+        "all-empty": t.get("all_empty_kaggle", np.nan),
+        "gain over all-empty [95% CI]": ci_text(t, "kaggle_gain"),
+        "gain real": bool(t.get("gain_real", False)),
+        "defect Dice": t.get("defect_dice", np.nan), "defect Dice [95% CI]": ci_text(t, "defect_dice"),
+        "Dice [95% CI]": ci_text(t, "dice"), "IoU [95% CI]": ci_text(t, "iou"),
+        "epochs": m.get("epochs_run"), "best epoch": m.get("best_epoch"),
+        "_path": m.get("_path"),
+    }
+
+
+def test_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per run (``report.read_metrics`` dicts), sorted by test Kaggle metric."""
+    rows = [test_row(m) for m in runs]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values("Kaggle", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def comparable(runs: Sequence[Mapping[str, Any]], like: Mapping[str, Any] | None = None,
+               ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """The evaluated runs comparable with ``like`` (default: the largest evaluated group).
+
+    Returns (kept runs, a table of the left-out runs with the reason). Runs are comparable when
+    they share data kind and folder, test split size and mask size; a run without a test block
+    (not evaluated, or failed before its first epoch) is left out with that reason.
+    """
+    def key(m: Mapping[str, Any]) -> tuple:
+        d = m.get("data") or {}
+        return (d.get("kind"), d.get("dir"), d.get("n_test"), m.get("height"), m.get("width"))
+
+    evaluated = [m for m in runs if (m.get("test") or {}).get("kaggle") is not None]
+    if like is None and evaluated:
+        keys = [key(m) for m in evaluated]
+        like_key = max(set(keys), key=lambda k: (keys.count(k), str(k)))
+    else:
+        like_key = key(like) if like is not None else None
+    kept, left = [], []
+    for m in runs:
+        if m not in evaluated:
+            left.append((m.get("run"), "no test-split evaluation (not evaluated, or failed before its first epoch)"))
+        elif key(m) != like_key:
+            d = m.get("data") or {}
+            left.append((m.get("run"), f"other data or size: {d.get('kind')} {Path(str(d.get('dir'))).name}, "
+                                       f"{d.get('n_test')} test images, {m.get('height')}x{m.get('width')}"))
+        else:
+            kept.append(dict(m))
+    return kept, pd.DataFrame(left, columns=["run", "left out because"])
+
+
+def per_image(m: Mapping[str, Any], raw: bool = False) -> tuple[list[str], np.ndarray]:
+    """(test image ids, Dice (N, C)) of a run from its test_scores.csv."""
+    scores = read_scores(m["_path"])
+    if scores is None:
+        raise ValueError(f"{m['_path']}: no test_scores.csv; evaluate the run first (evaluation.evaluate_run)")
+    ids = sorted(scores["ImageId"].unique())
+    return ids, dice_of(counts_of(scores, raw=raw, image_ids=ids))
+
+
+def paired(a: Mapping[str, Any], b: Mapping[str, Any] | None, n_boot: int = 2000, seed: int = 0,
+           defect: bool = False) -> dict[str, Any]:
+    """Paired bootstrap of run ``a`` minus run ``b`` (None: the all-empty prediction) on the test
+    images they share; ``defect`` compares Dice on the pairs whose truth is not empty."""
+    ids_a, da = per_image(a)
+    counts = counts_of(read_scores(a["_path"]), image_ids=ids_a)
+    truth_empty = (counts[..., 0] + counts[..., 2]) == 0
+    if b is None:
+        db, ids = truth_empty.astype(float), ids_a
+    else:
+        ids_b, db = per_image(b)
+        if ids_a != ids_b:
+            raise ValueError(f"{a['_path']} and {b['_path']}: scored on different test images "
+                             f"({len(ids_a)} and {len(ids_b)}); not a paired comparison")
+        ids = ids_a
+    if defect:
+        da, db = stats.defect_values(da, truth_empty), stats.defect_values(db, truth_empty)
+    out = stats.paired_bootstrap(da, db, n_boot=n_boot, seed=seed, pooled=defect)
+    return {**out, "images": len(ids)}
+
+
+def paired_table(runs: Sequence[Mapping[str, Any]], against: Mapping[str, Any] | None, label: str = "run",
+                 n_boot: int = 2000) -> pd.DataFrame:
+    """Each run against ``against`` (a run, or None for the all-empty prediction): the Kaggle-metric
+    and defect-Dice differences with their paired 95% intervals, and whether each is real."""
+    rows = []
+    for m in runs:
+        if against is not None and m.get("_path") == against.get("_path"):
+            continue
+        k = paired(m, against, n_boot=n_boot)
+        d = paired(m, against, n_boot=n_boot, defect=True) if against is not None else None
+        rows.append({label: m.get(label), "against": "all-empty" if against is None else against.get(label),
+                     "Kaggle difference [95% CI]": stats.format_ci(k["diff"], k["low"], k["high"]),
+                     "Kaggle: real?": "real" if k["real"] else "not separable from noise",
+                     "defect Dice difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"]) if d else "–",
+                     "defect Dice: real?": ("real" if d["real"] else "not separable from noise") if d else "–",
+                     "test images": k["images"]})
+    return pd.DataFrame(rows)
+
+
+def plot_test(table: pd.DataFrame, width_in: float = 10.0) -> Figure:
+    """Test Kaggle metric of each run (``test_table``) with its 95% interval, and each run's
+    all-empty baseline as a grey tick."""
+    rows = table.dropna(subset=["Kaggle"])
+    fig = Figure(figsize=(width_in, 0.45 * max(len(rows), 1) + 1.2))
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    low = rows["Kaggle"].to_numpy() - rows["Kaggle low"].to_numpy()
+    high = rows["Kaggle high"].to_numpy() - rows["Kaggle"].to_numpy()
+    ax.errorbar(rows["Kaggle"], y, xerr=[low, high], fmt="o", capsize=3, label="Kaggle metric (95% CI)")
+    ax.scatter(rows["all-empty"], y, marker="|", s=300, color="grey", label="all-empty prediction")
+    ax.set_yticks(y, rows["run"].astype(str))
+    ax.invert_yaxis()
+    ax.set_xlabel("Kaggle metric on the held-out test split")
+    ax.legend(frameon=False, loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
