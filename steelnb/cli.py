@@ -69,8 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
 
-    p = sub.add_parser("train", help="train one model; every config field is an option")
+    p = sub.add_parser("train", help="train one model, then judge it on its test split; every config field is an option")
     _add_config_options(p)
+    p.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                   help="skip the test-split evaluation after training")
+    p.add_argument("--eval-tta", choices=["none", "h", "hv"], default="none",
+                   help="flips used when tuning post-processing on validation and scoring the test split")
 
     p = sub.add_parser("predict", help="predict masks, write submission.csv, overlays and (with labels) an evaluation")
     p.add_argument("--weights", type=Path, required=True, help="run folder or checkpoint file")
@@ -136,8 +140,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "train":
         from .training import fit
 
-        run_dir = fit(config_from_args(args))
+        config = config_from_args(args)
+        run_dir = fit(config)
         print(f"run folder: {run_dir}")
+        if args.evaluate and (config.test_share > 0 or config.folds):
+            from .evaluation import evaluate_run
+            from .stats import format_ci
+
+            t = evaluate_run(run_dir, tta=args.eval_tta, batch_size=config.batch_size, device=config.device)
+            print(f"test split ({t['images']} images): Kaggle metric {format_ci(t['kaggle'], *t['kaggle_ci95'])}, "
+                  f"all-empty {t['all_empty_kaggle']:.3f}, gain {format_ci(t['kaggle_gain'], *t['kaggle_gain_ci95'])}")
     elif args.command == "predict":
         from .inference import run_predict
 

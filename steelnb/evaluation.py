@@ -126,6 +126,34 @@ def read_scores(run_dir: str | Path) -> pd.DataFrame | None:
     return pd.read_csv(path, dtype={"ImageId": str}) if path.is_file() else None
 
 
+def _run_data(run_dir: str | Path) -> tuple[Any, Any]:
+    """(config, SteelDataModule) of a run folder; errors when it has no config or no test split."""
+    from .dataset import SteelDataModule
+    from .inference import load
+
+    _, info = load(run_dir, "cpu")
+    if info.config is None:
+        raise EvaluationError(f"{info.path}: the checkpoint carries no training config; cannot find its splits")
+    data = SteelDataModule(info.config)
+    if not data.test_ids:
+        raise EvaluationError(f"{run_dir}: the run has no test split (folds without fold -1, or test_share=0)")
+    return info.config, data
+
+
+def _tuned_scores(run_dir: str | Path, data: Any, tta: str, tune_size: tuple[int, int], batch_size: int,
+                  device: str, progress: bool) -> tuple[pp.PostParams, pd.DataFrame]:
+    """Post-processing tuned on the validation images (saved beside the checkpoint), then the
+    test images scored with it: (parameters, scores table)."""
+    from .inference import tune
+
+    labels_csv = data.config.resolve(data.config.labels)
+    params = tune(run_dir, images=data.images_dir, labels=labels_csv, image_ids=data.val_ids, tta=tta,
+                  size=tune_size, batch_size=batch_size, device=device, progress=progress)
+    scores = score_images(run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device,
+                          progress)
+    return params, scores
+
+
 def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, int] = (128, 800),
                  batch_size: int = 8, device: str = "auto", n_boot: int = 2000, progress: bool = False,
                  ) -> dict[str, Any]:
@@ -135,25 +163,12 @@ def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, i
     ``["test_raw"]``, the same at threshold 0.5 without post-processing) in ``run_dir``;
     returns the test block.
     """
-    from .dataset import SteelDataModule
-    from .inference import load, tune
-
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         raise EvaluationError(f"{metrics_path}: not found; train the run first")
-    _, info = load(run_dir, "cpu")
-    if info.config is None:
-        raise EvaluationError(f"{info.path}: the checkpoint carries no training config; cannot find its splits")
-    cfg = info.config
-    data = SteelDataModule(cfg)
-    if not data.test_ids:
-        raise EvaluationError(f"{run_dir}: the run has no test split (folds without fold -1, or test_share=0)")
-    labels_csv = cfg.resolve(cfg.labels)
-    params = tune(run_dir, images=data.images_dir, labels=labels_csv, image_ids=data.val_ids, tta=tta,
-                  size=tune_size, batch_size=batch_size, device=device, progress=progress)
-    scores = score_images(run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device,
-                          progress)
+    cfg, data = _run_data(run_dir)
+    params, scores = _tuned_scores(run_dir, data, tta, tune_size, batch_size, device, progress)
     write_csv(run_dir / SCORES_FILE, scores)
     block = summarize(counts_of(scores), n_boot=n_boot, seed=cfg.seed)
     block.update(split="test", tta=tta, postprocess="tuned on validation", n_val_tuned=len(data.val_ids),
@@ -176,24 +191,11 @@ def compare_variants(run_dir: str | Path, ttas: Sequence[str] = ("none", "hv"), 
     Returns (table: one row per (tta, postprocess) with the test block's numbers and the
     all-empty row; paired: each variant against the first one, raw, with its paired interval).
     """
-    from .dataset import SteelDataModule
-    from .inference import load, tune
-
-    _, info = load(run_dir, "cpu")
-    if info.config is None:
-        raise EvaluationError(f"{info.path}: the checkpoint carries no training config; cannot find its splits")
-    cfg = info.config
-    data = SteelDataModule(cfg)
-    if not data.test_ids:
-        raise EvaluationError(f"{run_dir}: the run has no test split (folds without fold -1, or test_share=0)")
-    labels_csv = cfg.resolve(cfg.labels)
+    cfg, data = _run_data(run_dir)
     dice: dict[tuple[str, str], np.ndarray] = {}
     rows = []
     for tta in ttas:
-        params = tune(run_dir, images=data.images_dir, labels=labels_csv, image_ids=data.val_ids, tta=tta,
-                      size=tune_size, batch_size=batch_size, device=device, progress=progress)
-        scores = score_images(run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device,
-                              progress)
+        _, scores = _tuned_scores(run_dir, data, tta, tune_size, batch_size, device, progress)
         for post, raw in (("raw (0.5)", True), ("tuned on validation", False)):
             counts = counts_of(scores, raw=raw)
             dice[(tta, post)] = dice_of(counts)

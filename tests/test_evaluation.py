@@ -85,3 +85,17 @@ def test_run_records_data_code_and_test(tmp_path: Path) -> None:
     truth = scores["tp"] + scores["fn"]
     assert m["test"]["all_empty_kaggle"] == pytest.approx(float((truth == 0).mean()))
     assert (run / "postprocess.yaml").is_file() and "test_raw" in m
+
+
+@pytest.mark.slow
+def test_cli_train_evaluates_on_the_test_split(tmp_path: Path, capsys) -> None:
+    from steelnb.cli import main
+    from steelnb.synthetic import generate
+
+    data = generate(tmp_path / "synthetic", n_images=30, n_test=0, seed=4)
+    main(["train", "--data-dir", str(data), "--subset", "all", "--encoder", "resnet18", "--epochs", "1",
+          "--batch-size", "4", "--height", "64", "--width", "320", "--device", "cpu", "--out-dir", str(tmp_path / "w"),
+          "--run-name", "cli"])
+    out = capsys.readouterr().out
+    m = json.loads((tmp_path / "w" / "cli" / "metrics.json").read_text())
+    assert m["test"]["images"] == 6 and f"test split (6 images): Kaggle metric {m['test']['kaggle']:.3f}" in out

@@ -125,4 +125,4 @@ def test_results_has_a_row_per_run(batch: dict) -> None:
         assert f"resnet50__{loss}__64x320 resnet50 {loss} 64x320 synthetic" in text  # run, encoder, loss, size, data
     assert "each run minus the all-empty prediction" in text
     # synthetic runs: the reference's Severstal numbers are not set beside them
-    assert "not Severstal numbers" in text and "0.513" not in text.split("Beside the reference")[1].split("The reference reported")[0]
+    assert "not Severstal numbers" in text and "0.513" not in text  # (outputs only; the caveat is markdown)
