@@ -123,6 +123,13 @@ def paired(a: Mapping[str, Any], b: Mapping[str, Any] | None, n_boot: int = 2000
     return {**out, "images": len(ids)}
 
 
+def verdict(diff: Mapping[str, Any]) -> str:
+    """"real gain" / "real loss" when the paired interval lies above / below zero, else noise."""
+    if diff["low"] > 0:
+        return "real gain"
+    return "real loss" if diff["high"] < 0 else "not separable from noise"
+
+
 def paired_table(runs: Sequence[Mapping[str, Any]], against: Mapping[str, Any] | None, label: str = "run",
                  n_boot: int = 2000) -> pd.DataFrame:
     """Each run against ``against`` (a run, or None for the all-empty prediction): the Kaggle-metric
@@ -135,9 +142,9 @@ def paired_table(runs: Sequence[Mapping[str, Any]], against: Mapping[str, Any] |
         d = paired(m, against, n_boot=n_boot, defect=True) if against is not None else None
         rows.append({label: m.get(label), "against": "all-empty" if against is None else against.get(label),
                      "Kaggle difference [95% CI]": stats.format_ci(k["diff"], k["low"], k["high"]),
-                     "Kaggle: real?": "real" if k["real"] else "not separable from noise",
+                     "Kaggle: real?": verdict(k),
                      "defect Dice difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"]) if d else "–",
-                     "defect Dice: real?": ("real" if d["real"] else "not separable from noise") if d else "–",
+                     "defect Dice: real?": verdict(d) if d else "–",
                      "test images": k["images"]})
     return pd.DataFrame(rows)
 
