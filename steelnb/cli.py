@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run runs that already finished")
     p.add_argument("--gpus", default=None, help="comma-separated GPU ids: independent runs side by side")
     p.add_argument("--no-book", action="store_true", help="do not build the book at the end")
+    p.add_argument("--offline", action="store_true",
+                   help="set HF_HUB_OFFLINE=1 for every notebook: an ImageNet request fails at once instead of "
+                        "trying the hub (the notebooks themselves leave the network to the user)")
     p.add_argument("--dry-run", action="store_true",
                    help="print every run with its effective parameters; run and write nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the runs as a JSON list")
@@ -173,6 +176,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(describe_plan(args.plan))
             return 0
         gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
+        if args.offline:  # the kernels papermill starts inherit the environment
+            import os
+
+            os.environ["HF_HUB_OFFLINE"] = "1"
         results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book)
         failed = int((results["status"] == "failed").sum()) if len(results) else 0
         return 1 if failed else 0

@@ -31,7 +31,8 @@ def project(tmp_path: Path) -> Path:
               "import os, time, json\ntime.sleep(nap)\n"
               "if fail:\n    raise RuntimeError(f'failing on purpose with value {value}')\n"
               "open(f'out_{value}.json', 'w').write(json.dumps({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 'cwd': os.getcwd(), "
-              "'threads': os.environ.get('OMP_NUM_THREADS'), 'pid': os.getppid(), 'start': time.time()}))")
+              "'threads': os.environ.get('OMP_NUM_THREADS'), 'pid': os.getppid(), 'start': time.time(), "
+              "'hf_offline': os.environ.get('HF_HUB_OFFLINE')}))")
     _notebook(nbs / "02_after.ipynb", 'tag: str = "x"  # a label', "print(sorted(os.listdir('.')) if False else tag)")
     return tmp_path
 
@@ -116,6 +117,15 @@ def test_cpu_workers_share_the_cores(project: Path, monkeypatch) -> None:
     assert [o["threads"] for o in out] == ["2", "2"] and [o["gpu"] for o in out] == [None, None]
     # side by side: the second started before the first had finished its 3 s nap
     assert abs(out[0]["start"] - out[1]["start"]) < 2.5
+
+
+def test_offline_flag_reaches_the_kernels(project: Path, monkeypatch) -> None:
+    from steelnb.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # recorded, so the flag's setting is undone after the test
+    path = _plan(project, [{"notebook": "01_work", "parameters": {"value": 5}}])
+    assert main(["run", str(path), "--no-book", "--offline"]) in (0, None)
+    assert json.loads((project / "notebooks" / "out_5.json").read_text())["hf_offline"] == "1"
 
 
 def test_missing_kaggle_data_says_how_to_get_it(tmp_path: Path) -> None:
