@@ -163,7 +163,7 @@ def plot_test(table: pd.DataFrame, width_in: float = 10.0) -> Figure:
     ax.set_yticks(y, rows["run"].astype(str))
     ax.invert_yaxis()
     ax.set_xlabel("Kaggle metric on the held-out test split")
-    ax.legend(frameon=False, loc="lower right", fontsize=8)
+    ax.legend(frameon=False, loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
 

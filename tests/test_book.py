@@ -27,7 +27,23 @@ def _metrics(encoder: str, loss: str, kaggle: float) -> dict:
     return {"run": f"{encoder}__{loss}__64x320", "arch": "Unet", "encoder": encoder, "loss": loss, "height": 64,
             "width": 320, "epochs_run": 3, "best_epoch": 3, "best": block, "final": block, "history": history,
             "wall_time_s": 90.0, "peak_gpu_mem_mb": None, "train_images_per_s": 4.2, "device": "cpu",
-            "precision": "32-true"}
+            "precision": "32-true",
+            "data": {"kind": "synthetic", "dir": "/data/synthetic", "subset": "subset_study.csv", "n_train": 30,
+                     "n_val": 10, "n_test": 10, "clean_train": 14, "clean_val": 5, "clean_test": 5}}
+
+
+def _test_scores(kaggle: float) -> "pd.DataFrame":
+    """Counts for 10 test images x 4 classes: 5 clean images; defects found better as ``kaggle`` grows."""
+    import pandas as pd
+
+    rows = []
+    for i in range(10):
+        for c in range(1, 5):
+            truth = 100 if (i < 5 and c == 3) else 0
+            tp = int(truth * kaggle)
+            fp = 20 if (i == 9 and c == 1) else 0
+            rows.append((f"{i:09x}.jpg", c, tp, fp, truth - tp, tp, fp, truth - tp))
+    return pd.DataFrame(rows, columns=["ImageId", "ClassId", "tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +57,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for encoder, loss, kaggle in RUNS:
         run = weights / f"{encoder}__{loss}__64x320"
         run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps(_metrics(encoder, loss, kaggle)))
+        from steelnb.evaluation import counts_of, summarize
+
+        scores = _test_scores(kaggle)
+        scores.to_csv(run / "test_scores.csv", index=False)
+        metrics = {**_metrics(encoder, loss, kaggle), "test": {**summarize(counts_of(scores), n_boot=200), "split": "test"}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
     failed = {"slug": "03_train__efficientnet-b4_lovasz", "notebook": "03_train", "status": "failed",
               "title": "Training: efficientnet-b4, lovasz", "error": "RuntimeError: out of memory",
               "parameters": {"encoder": "efficientnet-b4", "loss": "lovasz"}, "effective": {"height": 64, "width": 320}}
@@ -61,7 +82,7 @@ def test_book_pages_and_toc(built: Path) -> None:
     for page in ("index", "runs/06_results", "performance", "reproduce"):
         assert (built / f"{page}.html").is_file(), page
     results = (built / "runs" / "06_results.html").read_text()
-    assert "efficientnet-b4__tversky__64x320" in results and "failed" in results
+    assert "efficientnet-b4__tversky__64x320" in results and "failed" in results and "95% CI" in results
     perf = (built / "performance.html").read_text()
     assert "images_per_s" in perf and "3.5" in perf  # the benchmark JSON became a table
     log = (built.parent / "build.log").read_text()
@@ -85,15 +106,16 @@ def test_results_page_in_chromium(built: Path, tmp_path: Path) -> None:
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
     text = re.sub(r"<[^>]+>", " ", dom)
-    table = dom[dom.index("Validation metrics at the best epoch"):]
+    table = dom[dom.index("Held-out test split"):]
     table = table[:table.index("</table>")]
     rows = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r)).strip() for r in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
     body = [r for r in rows if "64x320" in r]
-    assert len(body) == 4, rows  # one row per run: three finished, one failed
-    for encoder, loss in [(e, l) for e, l, _ in RUNS] + [("efficientnet-b4", "lovasz")]:
-        assert any(r.startswith(f"{encoder} {loss} 64x320") for r in body), (encoder, loss, body)
-    assert any("0.700" in r and "tversky" in r for r in body)
-    assert "failed (RuntimeError: out of memory)" in text
+    assert len(body) == 3, rows  # one row per finished run, best test Kaggle metric first
+    for encoder, loss, _ in RUNS:
+        assert any(r.startswith(f"{encoder}__{loss}__64x320 {encoder} {loss} 64x320 synthetic") for r in body), body
+    assert body[0].startswith("efficientnet-b4__tversky") and "30 / 10 / 10" in body[0]
+    assert "failed (RuntimeError: out of memory)" in text  # the failed run is listed with its error
+    assert "each run minus the all-empty prediction" in text
     assert "Results across all runs" in text
     shot = built / "results.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2000", page],
