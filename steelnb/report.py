@@ -23,9 +23,7 @@ REFERENCE = pd.DataFrame({
     "mask size": ["256x1600", "256x768", "256x768"],
     "reference soft IoU (classes merged)": [0.41, 0.513, 0.59],
 })
-COLUMNS = ["run", "encoder", "loss", "mask size", "epochs", "IoU", "Dice", "Kaggle metric",
-           "Kaggle, all-empty", "soft IoU",
-           "wall time (min)", "peak GPU memory (MB)", "images/s", "device", "status"]
+FAILED_COLUMNS = ["run", "encoder", "loss", "mask size", "status"]
 
 
 def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -55,30 +53,11 @@ def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, An
     return sorted(out, key=lambda m: str(m["run"]))
 
 
-def _best(m: Mapping[str, Any], key: str) -> float:
-    value = (m.get("best") or {}).get(key)
-    return float(value) if value is not None else np.nan
-
-
-def _row(m: Mapping[str, Any]) -> dict[str, Any]:
-    wall = m.get("wall_time_s")
-    return {
-        "run": m.get("run"), "encoder": m.get("encoder"), "loss": m.get("loss"),
-        "mask size": f"{m.get('height')}x{m.get('width')}", "epochs": m.get("epochs_run"),
-        "IoU": _best(m, "iou"), "Dice": _best(m, "dice"), "Kaggle metric": _best(m, "kaggle"),
-        "Kaggle, all-empty": m.get("all_empty_kaggle"),  # the score of predicting nothing
-        "soft IoU": _best(m, "soft_iou"),
-        "wall time (min)": round(wall / 60, 2) if wall is not None else np.nan,
-        "peak GPU memory (MB)": m.get("peak_gpu_mem_mb"), "images/s": m.get("train_images_per_s"),
-        "device": m.get("device"), "status": "done",
-    }
-
-
 def failed_runs(runs_dir: str | Path | None, notebook: str = "03_train") -> pd.DataFrame:
     """Rows for the training runs that failed in the last batch (``status.json``)."""
     path = Path(runs_dir) / "status.json" if runs_dir else None
     if path is None or not path.is_file():
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=FAILED_COLUMNS)
     status = json.loads(path.read_text())
     rows = []
     for slug in status.get("order") or status.get("runs", {}):
@@ -90,30 +69,7 @@ def failed_runs(runs_dir: str | Path | None, notebook: str = "03_train") -> pd.D
         name = p.get("run_name") or f"{p.get('encoder')}__{p.get('loss')}__{h}x{w}"
         rows.append({"run": name, "encoder": p.get("encoder"), "loss": p.get("loss"), "mask size": f"{h}x{w}",
                      "status": f"failed ({rec.get('error', '')[:80]})"})
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def results_table(source: str | Path | Sequence[Mapping[str, Any]], runs_dir: str | Path | None = None,
-                  ) -> pd.DataFrame:
-    """One row per training run (metrics.json, best epoch) plus the failed runs of the last batch.
-
-    ``source`` is a weights folder or metrics dicts (``read_metrics``). A failed run replaces an
-    older metrics.json of the same name: its numbers would be stale.
-    """
-    metrics = read_metrics(source) if isinstance(source, (str, Path)) else list(source)
-    done = pd.DataFrame([_row(m) for m in metrics], columns=COLUMNS)
-    failed = failed_runs(runs_dir)
-    done = done[~done["run"].isin(failed["run"])]
-    frames = [f for f in (done, failed) if len(f)]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    numeric = ["epochs", "IoU", "Dice", "Kaggle metric", "Kaggle, all-empty", "soft IoU", "wall time (min)", "peak GPU memory (MB)", "images/s"]
-    table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
-    return table.sort_values(["encoder", "loss", "mask size"], kind="stable", na_position="last").reset_index(drop=True)
-
-
-def with_reference(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table with the reference's soft IoU beside ours, matched by encoder and mask size."""
-    return table.merge(REFERENCE, on=["encoder", "mask size"], how="left")
+    return pd.DataFrame(rows, columns=FAILED_COLUMNS)
 
 
 def history_frame(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -180,19 +136,6 @@ def plot_per_class(metrics: Sequence[Mapping[str, Any]], metric: str = "dice", l
         ax.legend(fontsize=8, frameon=False, ncol=min(k, 4))
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"validation {metric}")
-    fig.tight_layout()
-    return fig
-
-
-def plot_results(table: pd.DataFrame, metric: str = "Kaggle metric", width_in: float = 10.0) -> Figure:
-    """Horizontal bars of one column of the results table, one bar per finished run."""
-    done = table[table["status"] == "done"].dropna(subset=[metric])
-    fig = Figure(figsize=(width_in, 0.45 * max(len(done), 1) + 1.2))
-    ax = fig.subplots()
-    ax.barh(done["run"].astype(str), done[metric].astype(float), color="C0")
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(f"{metric} (validation, best epoch)")
     fig.tight_layout()
     return fig
 
