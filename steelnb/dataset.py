@@ -198,7 +198,8 @@ class SteelDataModule(L.LightningDataModule):
         full = image_table(labels, self.images_dir, on_missing="skip", count_parts=False)
         subset = self._subset(full, labels)
         splits = split_ids(self._folds(full, subset), config.fold)
-        train = [i for i in splits["train"] if i in set(subset["ImageId"])]
+        in_subset = set(subset["ImageId"])
+        train = [i for i in splits["train"] if i in in_subset]
         if config.max_images and len(train) > config.max_images:
             keep = np.random.default_rng(config.seed).choice(len(train), config.max_images, replace=False)
             train = [train[k] for k in np.sort(keep)]

@@ -151,6 +151,7 @@ class RunRecorder(Callback):
 
     def __init__(self, config: TrainConfig, data: dict[str, Any] | None = None) -> None:
         self.config, self.path, self.data = config, config.run_dir / "metrics.json", data
+        self.code = code_info()  # the same for the whole run: git is asked once, not at every epoch
         self.history: list[dict[str, Any]] = []
         self.wall_before, self.images, self.train_time = 0.0, 0, 0.0
         self._fit_t0 = self._epoch_t0 = time.perf_counter()
@@ -220,7 +221,7 @@ class RunRecorder(Callback):
                 "train_images_per_s": self.images / self.train_time if self.train_time > 0 else None,
                 "device": str(trainer.strategy.root_device), "world_size": trainer.world_size,
                 "precision": str(trainer.precision), "encoder_weights": cfg.encoder_weights, "seed": cfg.seed,
-                "data": self.data, "code": code_info()}
+                "data": self.data, "code": self.code}
         write_json(self.path, data)
         return data
 
