@@ -180,14 +180,13 @@ def effective_runs(plan: str | Path | Mapping[str, Any] | Plan) -> list[dict[str
     notebook's declared defaults overridden by the plan's values (the plan wins).
     """
     p = plan if isinstance(plan, Plan) else load_plan(plan)
-    declared: dict[str, dict[str, Any]] = {}
-    out = []
-    for run in p.runs:
-        if run.notebook not in declared:
-            declared[run.notebook] = _declared(p.notebooks_dir / f"{run.notebook}.ipynb")
-        out.append({"slug": run.slug, "notebook": run.notebook, "stage": run.stage,
-                    "parameters": {**declared[run.notebook], **run.parameters}})
-    return out
+    return [{"slug": run.slug, "notebook": run.notebook, "stage": run.stage,
+             "parameters": effective_parameters(run, p.notebooks_dir)} for run in p.runs]
+
+
+def effective_parameters(run: Run, notebooks_dir: Path) -> dict[str, Any]:
+    """The parameters ``run`` executes with: its notebook's declared defaults, the plan's values on top."""
+    return {**_declared(notebooks_dir / f"{run.notebook}.ipynb"), **run.parameters}
 
 
 def describe_plan(plan: str | Path | Mapping[str, Any] | Plan) -> str:
@@ -242,8 +241,7 @@ def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = 
     done.unlink(missing_ok=True)  # an interrupted run must not look finished
     record: dict[str, Any] = {"slug": run.slug, "notebook": run.notebook, "stage": run.stage, "title": run.title,
                               "parameters": dict(run.parameters), "output": out.name,
-                              "effective": {**_declared(notebooks_dir / f"{run.notebook}.ipynb"),
-                                            **run.parameters},
+                              "effective": effective_parameters(run, notebooks_dir),
                               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     start = time.time()
     try:
