@@ -236,17 +236,12 @@ def build_model(
     WeightsUnavailableError within seconds instead of retrying the hub.
     """
     cls = _check_names(arch, encoder)
-    local = encoder_weights is not None and (
-        str(encoder_weights).endswith(WEIGHT_SUFFIXES) or os.path.sep in str(encoder_weights)
-    )
-    if local:
-        model = cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
-        _load_encoder_file(model, Path(str(encoder_weights)).expanduser())
-        return model
     if encoder_weights is None:
         return cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
-    cached = cached_weights_path(encoder, str(encoder_weights))
-    if cached.is_file():  # checked before _hub_reachable: a cached copy needs no network at all
+    name = str(encoder_weights)
+    local = name.endswith(WEIGHT_SUFFIXES) or os.path.sep in name
+    cached = Path(name).expanduser() if local else cached_weights_path(encoder, name)
+    if local or cached.is_file():  # a weights file (given, or fetched earlier) needs no network at all
         model = cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
         _load_encoder_file(model, cached)
         return model

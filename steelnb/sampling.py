@@ -156,6 +156,5 @@ def train_val_split(
     """(train image ids, validation image ids): fold ``fold`` of ``assign_folds`` is validation."""
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold={fold}: expected 0 <= fold < n_folds={n_folds}")
-    folds = assign_folds(table, n_folds=n_folds, seed=seed)
-    val = folds["fold"].to_numpy() == fold
-    return folds["ImageId"][~val].tolist(), folds["ImageId"][val].tolist()
+    parts = split_ids(assign_folds(table, n_folds=n_folds, seed=seed), fold)  # no test split here
+    return parts["train"], parts["val"]
