@@ -93,34 +93,35 @@ def comparable(runs: Sequence[Mapping[str, Any]], like: Mapping[str, Any] | None
     return kept, pd.DataFrame(left, columns=["run", "left out because"])
 
 
-def per_image(m: Mapping[str, Any], raw: bool = False) -> tuple[list[str], np.ndarray]:
-    """(test image ids, Dice (N, C)) of a run from its test_scores.csv."""
+def per_image(m: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(test image ids, Dice (N, C), truth empty (N, C) bool) of a run, from one read of its test_scores.csv."""
     scores = read_scores(m["_path"])
     if scores is None:
         raise ValueError(f"{m['_path']}: no test_scores.csv; evaluate the run first (evaluation.evaluate_run)")
     ids = sorted(scores["ImageId"].unique())
-    return ids, dice_of(counts_of(scores, raw=raw, image_ids=ids))
+    counts = counts_of(scores, image_ids=ids)
+    return ids, dice_of(counts), (counts[..., 0] + counts[..., 2]) == 0
 
 
 def paired(a: Mapping[str, Any], b: Mapping[str, Any] | None, n_boot: int = 2000, seed: int = 0,
-           defect: bool = False) -> dict[str, Any]:
+           ) -> dict[str, Any]:
     """Paired bootstrap of run ``a`` minus run ``b`` (None: the all-empty prediction) on the test
-    images they share; ``defect`` compares Dice on the pairs whose truth is not empty."""
-    ids_a, da = per_image(a)
-    counts = counts_of(read_scores(a["_path"]), image_ids=ids_a)
-    truth_empty = (counts[..., 0] + counts[..., 2]) == 0
+    images they share: {"kaggle": difference of the Kaggle metric, "defect": of the Dice on the
+    pairs whose truth is not empty (None against the all-empty prediction, which scores 0 there),
+    "images": N}; each difference as ``stats.paired_bootstrap`` gives it."""
+    ids, da, truth_empty = per_image(a)
     if b is None:
-        db, ids = truth_empty.astype(float), ids_a
+        db = truth_empty.astype(float)
     else:
-        ids_b, db = per_image(b)
-        if ids_a != ids_b:
+        ids_b, db, _ = per_image(b)
+        if ids != ids_b:
             raise ValueError(f"{a['_path']} and {b['_path']}: scored on different test images "
-                             f"({len(ids_a)} and {len(ids_b)}); not a paired comparison")
-        ids = ids_a
-    if defect:
-        da, db = stats.defect_values(da, truth_empty), stats.defect_values(db, truth_empty)
-    out = stats.paired_bootstrap(da, db, n_boot=n_boot, seed=seed, pooled=defect)
-    return {**out, "images": len(ids)}
+                             f"({len(ids)} and {len(ids_b)}); not a paired comparison")
+    kaggle = stats.paired_bootstrap(da, db, n_boot=n_boot, seed=seed)
+    defect = None if b is None else stats.paired_bootstrap(
+        stats.defect_values(da, truth_empty), stats.defect_values(db, truth_empty), n_boot=n_boot, seed=seed,
+        pooled=True)
+    return {"kaggle": kaggle, "defect": defect, "images": len(ids)}
 
 
 def verdict(diff: Mapping[str, Any]) -> str:
@@ -138,14 +139,14 @@ def paired_table(runs: Sequence[Mapping[str, Any]], against: Mapping[str, Any] |
     for m in runs:
         if against is not None and m.get("_path") == against.get("_path"):
             continue
-        k = paired(m, against, n_boot=n_boot)
-        d = paired(m, against, n_boot=n_boot, defect=True) if against is not None else None
+        diff = paired(m, against, n_boot=n_boot)
+        k, d = diff["kaggle"], diff["defect"]
         rows.append({label: m.get(label), "against": "all-empty" if against is None else against.get(label),
                      "Kaggle difference [95% CI]": stats.format_ci(k["diff"], k["low"], k["high"]),
                      "Kaggle: real?": verdict(k),
                      "defect Dice difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"]) if d else "–",
                      "defect Dice: real?": verdict(d) if d else "–",
-                     "test images": k["images"]})
+                     "test images": diff["images"]})
     return pd.DataFrame(rows)
 
 

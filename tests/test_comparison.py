@@ -1,0 +1,47 @@
+"""Paired comparisons of runs from their test_scores.csv: against the empty prediction they agree
+with the run's own test block; a run against itself differs by nothing; other images are refused."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from steelnb import comparison, evaluation
+
+
+def _run(folder: Path, found: float, images: int = 12) -> dict:
+    """A run folder whose test scores find ``found`` of each defect (class 3 on half the images)."""
+    rows = []
+    for i in range(images):
+        for c in range(1, 5):
+            truth = 100 if (i % 2 == 0 and c == 3) else 0
+            tp = int(truth * found)
+            fp = 30 if (i == 1 and c == 1) else 0
+            rows.append((f"{i:09x}.jpg", c, tp, fp, truth - tp, tp, fp, truth - tp))
+    folder.mkdir(parents=True)
+    scores = pd.DataFrame(rows, columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS])
+    scores.to_csv(folder / evaluation.SCORES_FILE, index=False)
+    test = evaluation.summarize(evaluation.counts_of(scores), n_boot=500)
+    (folder / "metrics.json").write_text(json.dumps({"run": folder.name, "test": test}))
+    return {"run": folder.name, "test": test, "_path": str(folder)}
+
+
+def test_paired_against_empty_matches_the_test_block(tmp_path: Path) -> None:
+    good = _run(tmp_path / "good", 0.8)
+    diff = comparison.paired(good, None, n_boot=500)
+    assert diff["images"] == 12 and diff["defect"] is None
+    assert diff["kaggle"]["diff"] == pytest.approx(good["test"]["kaggle_gain"])
+    assert [diff["kaggle"]["low"], diff["kaggle"]["high"]] == pytest.approx(good["test"]["kaggle_gain_ci95"])
+
+
+def test_paired_table_verdicts(tmp_path: Path) -> None:
+    good, poor = _run(tmp_path / "good", 0.9), _run(tmp_path / "poor", 0.1)
+    table = comparison.paired_table([good, poor], poor).set_index("run")
+    assert list(table.index) == ["good"]  # a run is not compared with itself
+    assert table.loc["good", "Kaggle: real?"] == "real gain" and table.loc["good", "defect Dice: real?"] == "real gain"
+    same = comparison.paired(good, _run(tmp_path / "twin", 0.9), n_boot=200)
+    assert same["kaggle"]["diff"] == 0 and comparison.verdict(same["kaggle"]) == "not separable from noise"
+    with pytest.raises(ValueError, match="scored on different test images"):
+        comparison.paired(good, _run(tmp_path / "other", 0.9, images=10))
