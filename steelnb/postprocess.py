@@ -36,12 +36,14 @@ class PostprocessError(ValueError):
 
 @dataclass(frozen=True)
 class ClassParams:
-    """Post-processing of one class (areas in pixels of a 256 x 1600 image)."""
+    """Post-processing of one class (areas in pixels of a 256 x 1600 image); ``enabled=False``
+    predicts nothing for the class (tuning chooses it when no setting beats that on validation)."""
 
     threshold: float = 0.5
     min_area: int = 0
     min_top_prob: float = 0.0
     min_total_area: int = 0
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold < 1.0 or not 0.0 <= self.min_top_prob <= 1.0:
@@ -112,7 +114,7 @@ def apply_class(prob: np.ndarray, p: ClassParams) -> np.ndarray:
     """One class of one image: probabilities (H, W) -> uint8 0/1 mask (H, W)."""
     prob = _as_prob(prob)
     scale = _area_scale(prob.shape)
-    if prob.max(initial=0.0) < p.min_top_prob:
+    if not p.enabled or prob.max(initial=0.0) < p.min_top_prob:
         return np.zeros(prob.shape, np.uint8)
     mask = (prob > p.threshold).astype(np.uint8)
     if p.min_area > 0 and mask.any():
@@ -188,6 +190,9 @@ def _tune_class(
         if score[j] > best_score + 1e-12:
             best_score = float(score[j])
             best = ClassParams(float(thr), int(min_areas[j[1]]), float(top_probs[j[0]]), int(total_areas[j[2]]))
+    off = float((t_area == 0).mean())  # predicting nothing for the class
+    if off > best_score + 1e-12:
+        return ClassParams(enabled=False), off
     return best, best_score
 
 

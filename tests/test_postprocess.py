@@ -128,3 +128,30 @@ def test_tuning_on_quantised_probabilities() -> None:
     assert params.score == pytest.approx(pp.kaggle_score(pp.apply(q, params), truth))
     with pytest.raises(pp.PostprocessError):
         pp.tune_postprocess(q, truth[:, :, :10])
+
+
+def test_tuning_turns_off_a_class_that_only_hurts() -> None:
+    """A class whose every prediction is a confident false positive on images without it:
+    no threshold, area or gate of the grid removes it, so tuning switches the class off."""
+    rng = np.random.default_rng(0)
+    probs = np.zeros((6, 4, 64, 400), np.float32)
+    truth = np.zeros((6, 4, 64, 400), np.uint8)
+    truth[:3, 0, 10:30, 10:60] = 1
+    probs[:3, 0, 10:30, 10:60] = 0.95  # class 1 found exactly
+    probs[3:, 0, 0:40, 100:300] = 0.999  # ... and 8,000-pixel false alarms on the other images
+    probs[:, 3] = rng.uniform(0.95, 1.0, (6, 64, 400))  # class 4: everywhere, never true
+    params = pp.tune_postprocess(probs, truth, thresholds=(0.5, 0.8), min_areas=(0, 1000), top_probs=(0.0, 0.9),
+                                 total_areas=(0, 8000))
+    assert params.classes[3] == ClassParams(enabled=False)
+    assert params.classes[0].enabled  # one that helps stays on
+    assert not pp.apply(probs, params)[:, 3].any()
+    assert params.score == pytest.approx(pp.kaggle_score(pp.apply(probs, params), truth))
+
+
+def test_switched_off_class_round_trips_and_old_files_load(tmp_path) -> None:
+    params = PostParams(classes=(ClassParams(), ClassParams(enabled=False), ClassParams(), ClassParams()))
+    assert PostParams.from_yaml(params.to_yaml(tmp_path)) == params
+    old = tmp_path / "old.yaml"  # written before the switch existed: every class on
+    old.write_text("classes:\n" + "".join(f"  {c}: {{threshold: 0.5, min_area: 0, min_top_prob: 0.0, "
+                                          "min_total_area: 0}\n" for c in range(1, 5)))
+    assert all(c.enabled for c in PostParams.from_yaml(old).classes)
