@@ -77,7 +77,7 @@ def _two_sizes() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_lovasz_is_per_class_not_pooled() -> None:
     logits, target = _two_sizes()
-    ours = build_loss("lovasz")(logits, target)
+    ours = build_loss("lovasz", symmetric=False)(logits, target)
     pooled = LovaszLoss(MULTILABEL_MODE, from_logits=True)(logits, target)
     single = LovaszLoss(BINARY_MODE, from_logits=True)
     separate = torch.stack([single(logits[:, c], target[:, c]) for c in range(2)]).mean()
@@ -91,10 +91,30 @@ def test_lovasz_per_image_is_mean_of_single_images() -> None:
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(3, 4, 8, 8, generator=g)
     target = (torch.rand(3, 4, 8, 8, generator=g) > 0.7).float()
-    per_image = build_loss("lovasz", per_image=True)(logits, target)
-    alone = [build_loss("lovasz")(logits[i:i + 1], target[i:i + 1]) for i in range(3)]
+    per_image = build_loss("lovasz", per_image=True, symmetric=False)(logits, target)
+    alone = [build_loss("lovasz", symmetric=False)(logits[i:i + 1], target[i:i + 1]) for i in range(3)]
     assert torch.allclose(per_image, torch.stack(alone).mean())
     single = LovaszLoss(BINARY_MODE, from_logits=True)
     terms = [single(logits[i, c], target[i, c]) for i in range(3) for c in range(4)]
     assert torch.allclose(per_image, torch.stack(terms).mean())
-    assert not torch.allclose(per_image, build_loss("lovasz")(logits, target))
+    assert not torch.allclose(per_image, build_loss("lovasz", symmetric=False)(logits, target))
+
+
+def test_symmetric_lovasz_punishes_every_false_alarm_of_an_absent_class() -> None:
+    """A class absent from the batch with 10 false-alarm pixels: the plain hinge's gradient
+    reaches one of them, the symmetric one (class and complement averaged) reaches all ten."""
+    logits = torch.full((1, 1, 8, 8), -3.0)
+    logits[0, 0, 0, :10 - 8] = 2.0
+    logits[0, 0, 1, :] = 2.0  # 10 pixels at logit 2, none of them true
+    target = torch.zeros(1, 1, 8, 8)
+    grads = {}
+    for sym in (False, True):
+        x = logits.clone().requires_grad_(True)
+        build_loss("lovasz", symmetric=sym)(x, target).backward()
+        grads[sym] = int((x.grad[0, 0] > 0).sum())
+    assert grads == {False: 1, True: 10}
+    g = torch.Generator().manual_seed(2)
+    x, t = torch.randn(2, 4, 8, 8, generator=g), (torch.rand(2, 4, 8, 8, generator=g) > 0.6).float()
+    single = LovaszLoss(BINARY_MODE, from_logits=True)
+    both = torch.stack([(single(x[:, c], t[:, c]) + single(-x[:, c], 1 - t[:, c])) / 2 for c in range(4)]).mean()
+    assert torch.allclose(build_loss("lovasz")(x, t), both)
