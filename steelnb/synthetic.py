@@ -29,7 +29,8 @@ MASK_SHARE = {1: 0.126, 2: 0.035, 3: 0.726, 4: 0.113}
 #: Median mask area (pixels) and log-normal spread per class, from the real masks.
 AREA_MEDIAN = {1: 3300.0, 2: 2900.0, 3: 12500.0, 4: 24000.0}
 AREA_SIGMA = {1: 0.8, 2: 0.55, 3: 1.3, 4: 0.85}
-AREA_RANGE = {1: (300, 30000), 2: (600, 14000), 3: (1000, 330000), 4: (3000, 190000)}
+#: Smallest and largest mask area per class in all 7,095 real masks (mask_areas.csv).
+AREA_RANGE = {1: (163, 31303), 2: (316, 14023), 3: (115, 368240), 4: (491, 192780)}
 DEFECT_SHARE = 0.53  # 6,666 of 12,568 real train images have a defect
 TWO_CLASS_SHARE = 0.064  # 425 + 2 of 6,666 defective images show two classes or more
 DARK_MARGIN_SHARE = 0.3  # images with a dark area beyond the edge of the sheet
@@ -198,6 +199,19 @@ def _allocate(rng: np.random.Generator, n_images: int) -> list[list[int]]:
     return per_image
 
 
+def _test_classes(rng: np.random.Generator) -> list[int]:
+    """Classes of one unlabelled test image: defective with the train share, and then a second
+    class with the train share of two-class images (a class drawn by its mask share each time)."""
+    if rng.random() >= DEFECT_SHARE:
+        return []
+    shares = np.array([MASK_SHARE[c] for c in CLASS_IDS])
+    first = int(rng.choice(CLASS_IDS, p=shares))
+    if rng.random() >= TWO_CLASS_SHARE:
+        return [first]
+    rest = shares * (np.array(CLASS_IDS) != first)
+    return [first, int(rng.choice(CLASS_IDS, p=rest / rest.sum()))]
+
+
 def _image_ids(rng: np.random.Generator, n: int) -> list[str]:
     """``n`` distinct Kaggle-like ids: 9 hex digits + ``.jpg``."""
     ids: list[str] = []
@@ -260,8 +274,7 @@ def generate(
             rows += [(image_id, c, rle.encode(m)) for c, m in masks.items()]
         for j, image_id in enumerate(test_ids):
             r = np.random.default_rng(seeds[n_images + j])
-            shares = [MASK_SHARE[c] for c in CLASS_IDS]
-            classes = [int(r.choice(CLASS_IDS, p=shares))] if r.random() < DEFECT_SHARE else []
+            classes = _test_classes(r)
             _write_jpeg(tmp / "test_images" / image_id, render(r, classes)[0])
         submission = pd.DataFrame({"ImageId": test_ids, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0})
         write_csv(tmp / "sample_submission.csv", submission)

@@ -137,3 +137,24 @@ def test_cli_synth(tmp_path, capsys) -> None:
     assert len(lb.list_images(tmp_path / "cli" / "train_images")) == 8
     assert len(lb.list_images(tmp_path / "cli" / "test_images")) == 2
     assert "wrote synthetic data set" in capsys.readouterr().out
+
+
+def test_mask_areas_span_the_real_range(shared_data) -> None:
+    from steelnb.synthetic import AREA_RANGE
+
+    areas = pd.read_csv(shared_data / "severstal-labels" / "mask_areas.csv")
+    for c, (lo, hi) in AREA_RANGE.items():
+        real = areas[f"area_class_{c}"][areas[f"area_class_{c}"] > 0]
+        assert (lo, hi) == (real.min(), real.max()), c
+
+
+def test_test_images_carry_two_classes_at_the_train_share() -> None:
+    from steelnb.synthetic import DEFECT_SHARE, TWO_CLASS_SHARE, _test_classes
+
+    rng = np.random.default_rng(0)
+    draws = [_test_classes(rng) for _ in range(20000)]
+    defective = [d for d in draws if d]
+    two = [d for d in defective if len(d) == 2]
+    assert abs(len(defective) / len(draws) - DEFECT_SHARE) < 0.015
+    assert abs(len(two) / len(defective) - TWO_CLASS_SHARE) < 0.01
+    assert all(d[0] != d[1] for d in two) and max(len(d) for d in draws) == 2
