@@ -62,6 +62,15 @@ class TrainConfig:
     encoder: str = "efficientnet-b4"
     encoder_weights: str | None = None  # "imagenet" needs the network (or a cached file)
     classes: int = N_CLASSES
+    # UNet decoder widths, deepest block first; empty: smp's default (256, 128, 64, 32, 16)
+    decoder_channels: tuple[int, ...] = ()
+    # start every pixel at this defect probability (segmentation-head bias logit(p), RetinaNet's
+    # prior init) instead of smp's 0.5, which BCE first drives to "no defect anywhere"; 0: smp's init
+    head_prior: float = 0.0
+    # > 0: an image-level classification head (smp aux_params) trained with BCE on "class c is in
+    # the image (crop)" at this weight beside the segmentation loss; its probability multiplies the
+    # mask probabilities at inference (the Kaggle winners' classifier gate)
+    cls_weight: float = 0.0
     # loss
     loss: str = "dice_bce"
     loss_params: Mapping[str, Any] = field(default_factory=dict)
@@ -75,6 +84,10 @@ class TrainConfig:
     # "plateau": the reference's ReduceLROnPlateau on the validation loss; "onecycle": warm-up to
     # lr_encoder / lr_decoder, then cosine decay to ~0 by the last step (short runs from scratch)
     schedule: str = "plateau"
+    # stochastic depth of the encoder's residual blocks (smp's EfficientNets: 0.2 at the last block);
+    # None keeps the encoder's own. Training from scratch briefly, 0 avoids the train/eval variance
+    # shift it leaves in BatchNorm statistics
+    drop_path_rate: float | None = None
     bn_momentum: float | None = None  # set every BatchNorm's momentum (smp's EfficientNets use 0.01)
     epochs: int = 10
     batch_size: int = 8
@@ -122,6 +135,17 @@ class TrainConfig:
             raise ConfigError(f"test_share={self.test_share}: expected 0 <= test_share < 1")
         if self.crop_width and (self.crop_width % 32 or not 0 < self.crop_width <= self.width):
             raise ConfigError(f"crop_width={self.crop_width}: expected a multiple of 32 up to width={self.width}")
+        if self.drop_path_rate is not None and not 0 <= self.drop_path_rate < 1:
+            raise ConfigError(f"drop_path_rate={self.drop_path_rate}: expected a rate in [0, 1) or None")
+        if self.cls_weight < 0:
+            raise ConfigError(f"cls_weight={self.cls_weight}: expected >= 0 (0: no classification head)")
+        if not 0 <= self.head_prior < 1:
+            raise ConfigError(f"head_prior={self.head_prior}: expected a probability in [0, 1) (0: smp's init)")
+        channels = tuple(int(c) for c in (self.decoder_channels or ()))
+        if channels and (len(channels) != 5 or min(channels) < 1):
+            raise ConfigError(f"decoder_channels={list(self.decoder_channels)}: expected 5 positive widths (one per "
+                              "decoder block, deepest first) or empty for smp's default")
+        object.__setattr__(self, "decoder_channels", channels)
         # loss_params arrives from YAML/CLI as a plain dict; keep it immutable-ish by copying
         object.__setattr__(self, "loss_params", dict(self.loss_params or {}))
 
@@ -130,6 +154,14 @@ class TrainConfig:
     def name(self) -> str:
         """Run folder name: ``run_name`` or ``<encoder>__<loss>__<H>x<W>``."""
         return self.run_name or f"{self.encoder}__{self.loss}__{self.height}x{self.width}"
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """Architecture options beyond arch/encoder/classes, for ``models.build_model``."""
+        out: dict[str, Any] = {"decoder_channels": self.decoder_channels} if self.decoder_channels else {}
+        if self.cls_weight > 0:
+            out["classifier"] = True
+        return out
 
     @property
     def run_dir(self) -> Path:
@@ -144,6 +176,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["loss_params"] = dict(self.loss_params)
+        d["decoder_channels"] = list(self.decoder_channels)  # YAML has lists, not tuples
         return d
 
     def to_yaml(self, path: str | Path) -> Path:

@@ -9,6 +9,7 @@ import contextlib
 import os
 import pickle
 import socket
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -16,6 +17,7 @@ from typing import Any, Iterator, Mapping
 import segmentation_models_pytorch as smp
 import torch
 from segmentation_models_pytorch.encoders import encoders as _SMP_ENCODERS
+import torch.nn.functional as F
 from torch import nn
 
 from .config import REFERENCE_ENCODERS, ConfigError, TrainConfig
@@ -220,14 +222,42 @@ def fetch_encoder_weights(encoder: str, weights: str = "imagenet") -> Path:
     return path
 
 
+def gated_logits(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mask logits (N, C, H, W) gated by image-level class logits (N, C): the logit of
+    ``sigmoid(masks) * sigmoid(labels)``, P(pixel is class c) = P(c in the image) x P(pixel | c in
+    the image). Computed in log space, float32."""
+    log_p = F.logsigmoid(masks.float()) + F.logsigmoid(labels.float())[:, :, None, None]
+    log_p = log_p.clamp(max=-1e-7)  # p < 1, so log(1 - p) stays finite
+    return log_p - torch.log(-torch.expm1(log_p))
+
+
+def with_classifier_gate(model: nn.Module) -> nn.Module:
+    """An smp model built with ``aux_params`` returns (mask logits, class logits); this makes it
+    return that pair while training and, in eval mode, the gated mask logits alone
+    (``gated_logits``), so prediction, tuning and evaluation see one probability map per class.
+    The state dict is unchanged."""
+    base = type(model).forward
+
+    def forward(self: nn.Module, x: torch.Tensor) -> Any:
+        masks, labels = base(self, x)
+        return (masks, labels) if self.training else gated_logits(masks, labels)
+
+    model.forward = types.MethodType(forward, model)  # type: ignore[method-assign]
+    return model
+
+
 def build_model(
     arch: str = "Unet",
     encoder: str = "efficientnet-b4",
     encoder_weights: str | None = "imagenet",
     classes: int = 4,
+    classifier: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """An smp model: images (N, 3, H, W) -> logits (N, classes, H, W); H, W multiples of 32.
+
+    ``classifier``: an image-level classification head on the encoder (smp ``aux_params``, one
+    logit per class) whose probability gates the masks in eval mode (``with_classifier_gate``).
 
     ``encoder_weights``: None (random init), a path to an encoder state dict (.pth/.pt/.safetensors),
     or a weights name such as "imagenet": read with no network from
@@ -235,6 +265,13 @@ def build_model(
     smp (offline: only from the Hugging Face cache). Offline with neither copy it raises
     WeightsUnavailableError within seconds instead of retrying the hub.
     """
+    if classifier:
+        kwargs["aux_params"] = {"classes": classes}
+        return with_classifier_gate(_build(arch, encoder, encoder_weights, classes, **kwargs))
+    return _build(arch, encoder, encoder_weights, classes, **kwargs)
+
+
+def _build(arch: str, encoder: str, encoder_weights: str | None, classes: int, **kwargs: Any) -> nn.Module:
     cls = _check_names(arch, encoder)
     if encoder_weights is None:
         return cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
@@ -337,7 +374,9 @@ def load_model(
     for what, want, got in (("encoder", encoder, found_encoder), ("classes", classes, found_classes)):
         if want is not None and want != got:
             raise CheckpointError(f"{path}: {what} mismatch: expected {want}, found {got}")
-    model = build_model(arch, found_encoder, encoder_weights=None, classes=found_classes)
+    kwargs = dict(config.model_kwargs) if config else {}
+    kwargs.setdefault("classifier", any(str(k).startswith("classification_head.") for k in state))
+    model = build_model(arch, found_encoder, encoder_weights=None, classes=found_classes, **kwargs)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -8,6 +8,7 @@ and ``logs/`` (TensorBoard, CSV). Plateau scheduling and early stopping follow `
 from __future__ import annotations
 
 import contextlib
+import math
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -41,7 +43,12 @@ class SegmentationModule(L.LightningModule):
         cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         self.save_hyperparameters({"config": cfg.to_dict()})
         self.config = cfg
-        self.model = build_model(cfg.arch, cfg.encoder, cfg.encoder_weights, cfg.classes)
+        self.model = build_model(cfg.arch, cfg.encoder, cfg.encoder_weights, cfg.classes, **cfg.model_kwargs)
+        if cfg.drop_path_rate is not None:
+            set_drop_path(self.model.encoder, cfg.drop_path_rate, cfg.encoder)
+        if cfg.head_prior > 0:  # RetinaNet's prior init: sigmoid(bias) = head_prior at every pixel
+            bias = self.model.segmentation_head[0].bias
+            torch.nn.init.constant_(bias, math.log(cfg.head_prior / (1 - cfg.head_prior)))
         if cfg.bn_momentum is not None:  # smp's EfficientNets keep TF's 0.01: a short run's running stats stay at init
             for m in self.model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -56,14 +63,22 @@ class SegmentationModule(L.LightningModule):
         self._train_sum = torch.zeros(2, dtype=torch.float64)  # loss * n, n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """images (N, 3, H, W) -> logits (N, C, H, W)."""
+        """images (N, 3, H, W) -> logits (N, C, H, W); with a classification head (cls_weight > 0)
+        the pair (mask logits, class logits (N, C)) while training, gated mask logits in eval mode."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
-        loss = self.loss(self(x), y)
+        out = self(x)
+        if isinstance(out, tuple):  # masks and image-level class logits (cls_weight > 0)
+            masks, labels = out
+            cls_loss = F.binary_cross_entropy_with_logits(labels.float(), y.amax((2, 3)).float())
+            loss = self.loss(masks, y) + self.config.cls_weight * cls_loss
+            self.log("train_cls_loss_step", cls_loss.detach(), on_step=True, on_epoch=False, batch_size=len(x))
+        else:
+            loss = self.loss(out, y)
         self._train_sum = self._train_sum.to(loss.device) + torch.stack(
             [loss.detach().double() * len(x), torch.tensor(float(len(x)), dtype=torch.float64, device=loss.device)])
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(x))
@@ -131,6 +146,15 @@ class SegmentationModule(L.LightningModule):
             warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, end_factor=1.0, total_iters=steps)
             scheds.append({"scheduler": warm, "interval": "step"})
         return [opt], scheds
+
+
+def set_drop_path(encoder: torch.nn.Module, rate: float, name: str = "encoder") -> None:
+    """Set the stochastic-depth rate of an smp encoder (EfficientNet's ``_drop_connect_rate``);
+    rate 0 is accepted by every encoder, a positive rate only by one that has stochastic depth."""
+    if hasattr(encoder, "_drop_connect_rate"):
+        encoder._drop_connect_rate = float(rate)
+    elif rate > 0:
+        raise ConfigError(f"drop_path_rate={rate}: encoder {name} has no stochastic depth to set")
 
 
 class AtomicCheckpoint(ModelCheckpoint):

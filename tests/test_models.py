@@ -266,3 +266,33 @@ def test_cli_fetch_offline_says_how_to_copy(cache: Path, monkeypatch: pytest.Mon
     err = capsys.readouterr().err
     assert "offline" in err and "steelnb weights fetch resnet18" in err and str(cache) in err
     assert main(["weights", "list"]) == 0 and str(cache) in capsys.readouterr().out
+
+
+def test_classifier_gate_multiplies_the_probabilities() -> None:
+    from steelnb.models import gated_logits
+
+    masks = torch.tensor([[[[-30.0, 0.0, 3.0, 40.0]]]]).expand(2, 4, 1, 4).clone()
+    labels = torch.tensor([[-2.0, 0.0, 1.5, 40.0], [40.0, 40.0, -40.0, 0.3]])
+    g = gated_logits(masks, labels)
+    assert torch.isfinite(g).all()
+    want = torch.sigmoid(masks) * torch.sigmoid(labels)[:, :, None, None]
+    assert torch.allclose(torch.sigmoid(g), want, atol=1e-6)
+
+
+def test_model_with_classifier_trains_on_pairs_and_predicts_gated_masks(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model("Unet", "resnet18", encoder_weights=None, classes=4, classifier=True)
+    x = torch.randn(2, 3, 64, 96)
+    masks, labels = model.train()(x)
+    assert masks.shape == (2, 4, 64, 96) and labels.shape == (2, 4)
+    model.eval()
+    with torch.no_grad():
+        masks, labels = type(model).forward(model, x)  # smp's own forward: the pair
+        gated = model(x)
+    want = torch.sigmoid(masks) * torch.sigmoid(labels)[:, :, None, None]
+    assert torch.allclose(torch.sigmoid(gated), want, atol=1e-5)
+    path = tmp_path / "state.pt"  # a bare state dict: the classification head is found by its keys
+    torch.save(model.state_dict(), path)
+    again, _ = load_model(path)
+    with torch.no_grad():
+        assert torch.allclose(again(x), gated, atol=1e-5)

@@ -313,3 +313,69 @@ def test_bn_momentum_reaches_every_batchnorm(tmp_path: Path) -> None:
     assert momenta == {0.1}
     plain = SegmentationModule(tiny_config(tmp_path, encoder="efficientnet-b3"))
     assert any(abs(m.momentum - 0.01) < 1e-9 for m in plain.model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_head_prior_sets_the_starting_probability(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    module = SegmentationModule(tiny_config(tmp_path, head_prior=0.01)).eval()
+    bias = module.model.segmentation_head[0].bias
+    assert torch.allclose(torch.sigmoid(bias), torch.full_like(bias, 0.01))
+    with torch.no_grad():
+        assert float(torch.sigmoid(module(x)).median()) < 0.05  # smp's zero bias starts near 0.5
+    plain = SegmentationModule(tiny_config(tmp_path)).eval()
+    with torch.no_grad():
+        assert float(torch.sigmoid(plain(x)).mean()) > 0.1
+    with pytest.raises(ValueError, match="head_prior"):
+        tiny_config(tmp_path, head_prior=1.0)
+
+
+def test_decoder_channels_shape_the_model_and_survive_the_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, decoder_channels=[64, 32, 16, 16, 8])
+    assert cfg.decoder_channels == (64, 32, 16, 16, 8)
+    assert TrainConfig.from_yaml(cfg.to_yaml(tmp_path / "c.yaml")) == cfg
+    small = SegmentationModule(cfg)
+    n_small = sum(p.numel() for p in small.model.decoder.parameters())
+    n_plain = sum(p.numel() for p in SegmentationModule(tiny_config(tmp_path)).model.decoder.parameters())
+    assert n_small < n_plain / 4
+    run = fit(cfg, datamodule=TinyData(n=4), progress_bar=False)
+    model, info = load_model(run)  # the checkpoint rebuilds the narrow decoder from its config
+    assert info.config.decoder_channels == (64, 32, 16, 16, 8)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4, 64, 64)
+    with pytest.raises(ValueError, match="decoder_channels"):
+        tiny_config(tmp_path, decoder_channels=[64, 32])
+
+
+def test_drop_path_rate_reaches_the_efficientnet_encoder(tmp_path: Path) -> None:
+    plain = SegmentationModule(tiny_config(tmp_path, encoder="efficientnet-b3"))
+    assert plain.model.encoder._drop_connect_rate == pytest.approx(0.2)  # smp's own
+    off = SegmentationModule(tiny_config(tmp_path, encoder="efficientnet-b3", drop_path_rate=0.0))
+    assert off.model.encoder._drop_connect_rate == 0.0
+    off.train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # no random block dropping left: two training-mode passes agree
+        assert torch.allclose(off(x), off(x), atol=1e-5)
+    SegmentationModule(tiny_config(tmp_path, drop_path_rate=0.0))  # resnet: nothing to switch off, accepted
+    with pytest.raises(ValueError, match="no stochastic depth"):
+        SegmentationModule(tiny_config(tmp_path, drop_path_rate=0.1))
+
+
+def test_classifier_head_is_trained_with_its_weight(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, cls_weight=0.5, lr_decoder=1e-2)
+    module = SegmentationModule(cfg)
+    head = module.model.classification_head
+    before = [p.detach().clone() for p in head.parameters()]
+    assert any(id(p) in {id(q) for g in module.param_groups() for q in g["params"]} for p in head.parameters())
+    run = fit(cfg, datamodule=TinyData(n=4), progress_bar=False)
+    model, info = load_model(run)
+    assert info.config.cls_weight == 0.5
+    after = dict(model.named_parameters())
+    assert any(not torch.equal(b, after[f"classification_head.{n}"]) for b, (n, _) in zip(before, head.named_parameters()))
+    x, y = next(iter(TinyData(n=4).train_dataloader()))
+    module.train()
+    torch.manual_seed(1)  # the same dropout mask in smp's classification head for both passes
+    masks, labels = module(x)
+    seg = module.loss(masks, y)
+    cls = torch.nn.functional.binary_cross_entropy_with_logits(labels, y.amax((2, 3)))
+    torch.manual_seed(1)
+    assert torch.allclose(module.training_step((x, y), 0), seg + 0.5 * cls)
