@@ -132,3 +132,14 @@ def test_dry_run_writes_nothing(plan: str, tmp_path: Path, monkeypatch: pytest.M
 def test_json_needs_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "full", "--json"]) == 2
     assert "--dry-run" in capsys.readouterr().err
+
+
+def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
+    """The embedded study's six training runs differ only in encoder and loss: the same data,
+    split, size, steps, schedule and evaluation, so the report may compare them."""
+    train = _train_runs("smoke")
+    combos = {(p["encoder"], p["loss"]) for p in train}
+    assert combos == {(e, "dice_bce") for e in ENCODERS} | {("efficientnet-b3", x) for x in ("tversky", "focal",
+                                                                                              "lovasz")}
+    rest = [{k: v for k, v in p.items() if k not in ("encoder", "loss")} for p in train]
+    assert all(r == rest[0] for r in rest)
