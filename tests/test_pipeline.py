@@ -157,4 +157,3 @@ def test_smoke_plan_lists_benchmark_scripts_that_exist() -> None:
     assert plan.benchmarks, "the report's performance page needs the smoke plan to run the benchmarks"
     for command in plan.benchmarks:
         assert (plan.root / command.split()[0]).is_file(), command
-
