@@ -141,17 +141,33 @@ def _run_data(run_dir: str | Path) -> tuple[Any, Any]:
 
 
 def _tuned_scores(run_dir: str | Path, data: Any, tta: str, tune_size: tuple[int, int], batch_size: int,
-                  device: str, progress: bool) -> tuple[pp.PostParams, pd.DataFrame]:
+                  device: str, progress: bool, save: bool = True) -> tuple[pp.PostParams, pd.DataFrame]:
     """Post-processing tuned on the validation images (saved beside the checkpoint), then the
     test images scored with it: (parameters, scores table)."""
     from .inference import tune
 
     labels_csv = data.config.resolve(data.config.labels)
     params = tune(run_dir, images=data.images_dir, labels=labels_csv, image_ids=data.val_ids, tta=tta,
-                  size=tune_size, batch_size=batch_size, device=device, progress=progress)
+                  size=tune_size, batch_size=batch_size, device=device, progress=progress, save=save)
     scores = score_images(run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device,
                           progress)
     return params, scores
+
+
+def _stored_scores(run_dir: str | Path, data: Any, tta: str, tune_size: tuple[int, int],
+                   ) -> tuple[pp.PostParams, pd.DataFrame] | None:
+    """(parameters, ``test_scores.csv``) of the run's own evaluation when ``evaluate_run`` wrote
+    them with this TTA and tuning size on these test images (the same prediction again would give
+    the same table), else None."""
+    metrics_path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    block = metrics.get("test") or {}
+    if block.get("tta") != tta or block.get("tune_size") != list(tune_size) or not metrics.get("postprocess"):
+        return None
+    scores = read_scores(run_dir)
+    if scores is None or set(scores["ImageId"]) != set(data.test_ids):
+        return None
+    return pp.PostParams.from_dict(metrics["postprocess"], source=str(metrics_path)), scores
 
 
 def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, int] = (128, 800),
@@ -172,7 +188,7 @@ def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, i
     write_csv(run_dir / SCORES_FILE, scores)
     block = summarize(counts_of(scores), n_boot=n_boot, seed=cfg.seed)
     block.update(split="test", tta=tta, postprocess="tuned on validation", n_val_tuned=len(data.val_ids),
-                 val_tuned_kaggle=params.score)
+                 val_tuned_kaggle=params.score, tune_size=list(tune_size))
     raw = summarize(counts_of(scores, raw=True), n_boot=n_boot, seed=cfg.seed)
     raw.update(split="test", tta=tta, postprocess="none (threshold 0.5)")
     metrics = json.loads(metrics_path.read_text())
@@ -187,15 +203,24 @@ def compare_variants(run_dir: str | Path, ttas: Sequence[str] = ("none", "hv"), 
     """Raw and post-processed, for each TTA in ``ttas``, on the test split of a run.
 
     Post-processing is tuned on validation separately for each TTA (it is applied to the
-    probabilities it was tuned on); the last TTA's parameters stay in ``postprocess.yaml``.
+    probabilities it was tuned on); the last TTA's parameters stay in ``postprocess.yaml``. A TTA
+    and tuning size that the run's own evaluation used are not predicted again: its parameters
+    and test scores are read back.
     Returns (table: one row per (tta, postprocess) with the test block's numbers and the
     all-empty row; paired: each variant against the first one, raw, with its paired interval).
     """
     cfg, data = _run_data(run_dir)
     dice: dict[tuple[str, str], np.ndarray] = {}
     rows = []
-    for tta in ttas:
-        _, scores = _tuned_scores(run_dir, data, tta, tune_size, batch_size, device, progress)
+    for i, tta in enumerate(ttas):
+        last = i == len(ttas) - 1
+        stored = _stored_scores(run_dir, data, tta, tune_size)  # the run's own evaluation, when it is this one
+        if stored is None:
+            _, scores = _tuned_scores(run_dir, data, tta, tune_size, batch_size, device, progress, save=last)
+        else:
+            params, scores = stored
+            if last:
+                params.to_yaml(Path(run_dir))
         for post, raw in (("raw (0.5)", True), ("tuned on validation", False)):
             counts = counts_of(scores, raw=raw)
             dice[(tta, post)] = dice_of(counts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -84,12 +84,21 @@ class PostParams:
             path = path / FILE_NAME
         try:
             data = yaml.safe_load(path.read_text())
-            per_class = data["classes"]
-            classes = tuple(ClassParams(**per_class[c]) for c in range(1, N_CLASSES + 1))
         except FileNotFoundError:
             raise PostprocessError(f"{path}: post-processing file not found") from None
-        except (yaml.YAMLError, KeyError, TypeError) as e:
-            raise PostprocessError(f"{path}: expected 'classes: {{1..{N_CLASSES}: parameters}}' ({e!r})") from None
+        except yaml.YAMLError as e:
+            raise PostprocessError(f"{path}: not valid YAML ({e})") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> "PostParams":
+        """Parameters from ``to_dict``'s layout (class keys as ints, or as strings after JSON)."""
+        try:
+            per_class = data["classes"]
+            classes = tuple(ClassParams(**(per_class[c] if c in per_class else per_class[str(c)]))
+                            for c in range(1, N_CLASSES + 1))
+        except (KeyError, TypeError) as e:
+            raise PostprocessError(f"{source}: expected 'classes: {{1..{N_CLASSES}: parameters}}' ({e!r})") from None
         return cls(classes=classes, score=data.get("score"))
 
 

@@ -54,7 +54,7 @@ def test_counts_of_orders_and_checks_images() -> None:
 
 
 @pytest.mark.slow
-def test_run_records_data_code_and_test(tmp_path: Path) -> None:
+def test_run_records_data_code_and_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from steelnb.synthetic import generate
     from steelnb.training import fit
 
@@ -85,6 +85,25 @@ def test_run_records_data_code_and_test(tmp_path: Path) -> None:
     truth = scores["tp"] + scores["fn"]
     assert m["test"]["all_empty_kaggle"] == pytest.approx(float((truth == 0).mean()))
     assert (run / "postprocess.yaml").is_file() and "test_raw" in m
+    # 05's comparison reads the run's own evaluation back (same TTA and tuning size) and predicts
+    # only the other TTA; the last TTA's parameters end in postprocess.yaml, as before
+    from steelnb.postprocess import PostParams
+
+    calls = []
+    real = evaluation._tuned_scores
+    monkeypatch.setattr(evaluation, "_tuned_scores", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    table, _ = evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
+    assert calls == ["h"]
+    tuned = table[(table["tta"] == "none") & (table["postprocess"] == "tuned on validation")].iloc[0]
+    assert tuned["kaggle"] == pytest.approx(m["test"]["kaggle"])
+    assert PostParams.from_yaml(run) == PostParams.from_dict(m["postprocess"])
+    evaluation.compare_variants(run, ttas=("none", "h"), tune_size=(32, 200), n_boot=200)
+    assert calls == ["h", "h"]
+    from steelnb.inference import tune
+
+    h = tune(run, images=dm.images_dir, labels=cfg.resolve(cfg.labels), image_ids=dm.val_ids, tta="h", size=(32, 200),
+             save=False, progress=False)
+    assert PostParams.from_yaml(run) == h
 
 
 @pytest.mark.slow
