@@ -14,13 +14,14 @@ from typing import Any
 
 import yaml
 
+from .errors import SteelnbError
 from .pipeline import TITLES, read_status
 
 CAPTIONS = {"01": "Data", "02": "Data", "03": "Training runs", "04": "Comparisons",
             "05": "Evaluation", "06": "Results"}
 
 
-class BookError(ValueError):
+class BookError(SteelnbError):
     """The Jupyter Book build reported errors; the message quotes them."""
 
 

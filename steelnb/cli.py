@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import TrainConfig
+from .errors import SteelnbError
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except ValueError as e:  # our input errors: one clear line, no traceback
+    except SteelnbError as e:  # bad input: one clear line; anything else is a bug and keeps its traceback
         print(f"steelnb {args.command}: error: {e}", file=sys.stderr)
         return 2
 
@@ -166,7 +167,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .pipeline import describe_plan, effective_runs, run_plan
 
         if args.json and not args.dry_run:
-            raise ValueError("--json only goes with --dry-run (a real run prints its table)")
+            raise SteelnbError("--json only goes with --dry-run (a real run prints its table)")
         if args.dry_run:  # reads the plan and the notebooks' parameters; writes nothing
             if args.json:
                 import json

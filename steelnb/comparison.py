@@ -14,10 +14,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import stats
+from .errors import SteelnbError
 from .evaluation import counts_of, dice_of, read_scores
 
 #: What makes two runs comparable: the same data, test split and mask size.
 COMPARABLE = ("data", "n_test", "mask size")
+
+
+class ComparisonError(SteelnbError):
+    """Runs that cannot be compared (not evaluated, or scored on other images); names them."""
 
 
 def ci_text(block: Mapping[str, Any] | pd.Series | None, key: str) -> str:
@@ -97,7 +102,7 @@ def per_image(m: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(test image ids, Dice (N, C), truth empty (N, C) bool) of a run, from one read of its test_scores.csv."""
     scores = read_scores(m["_path"])
     if scores is None:
-        raise ValueError(f"{m['_path']}: no test_scores.csv; evaluate the run first (evaluation.evaluate_run)")
+        raise ComparisonError(f"{m['_path']}: no test_scores.csv; evaluate the run first (evaluation.evaluate_run)")
     ids = sorted(scores["ImageId"].unique())
     counts = counts_of(scores, image_ids=ids)
     return ids, dice_of(counts), (counts[..., 0] + counts[..., 2]) == 0
@@ -115,7 +120,7 @@ def paired(a: Mapping[str, Any], b: Mapping[str, Any] | None, n_boot: int = 2000
     else:
         ids_b, db, _ = per_image(b)
         if ids != ids_b:
-            raise ValueError(f"{a['_path']} and {b['_path']}: scored on different test images "
+            raise ComparisonError(f"{a['_path']} and {b['_path']}: scored on different test images "
                              f"({len(ids)} and {len(ids_b)}); not a paired comparison")
     kaggle = stats.paired_bootstrap(da, db, n_boot=n_boot, seed=seed)
     defect = None if b is None else stats.paired_bootstrap(

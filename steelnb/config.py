@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .errors import SteelnbError
 from .fileio import write_text
 
 #: Image geometry of the Severstal data set (height, width).
@@ -23,7 +24,7 @@ SELECT_BY = ("val_dice", "val_kaggle", "val_loss")
 SCHEDULES = ("plateau", "onecycle")
 
 
-class ConfigError(ValueError):
+class ConfigError(SteelnbError):
     """A configuration file or value is not valid; the message names the file or field."""
 
 

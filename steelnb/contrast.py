@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import rle
 from .dataset import read_image
+from .errors import SteelnbError
 from .labels import read_labels
 
 RING = 15  # pixels: wide enough for a stable mean, narrow enough to stay local
@@ -26,7 +27,7 @@ COLUMNS = ["ImageId", "ClassId", "area", "defect_mean", "ring_mean", "ring_std",
 STATS = ("abs_delta", "snr")
 
 
-class ContrastError(ValueError):
+class ContrastError(SteelnbError):
     """An image and a mask do not fit together; the message names the image and what was expected."""
 
 

@@ -20,11 +20,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import rle
 from .config import N_CLASSES, TrainConfig
+from .errors import SteelnbError
 from .labels import COLUMNS, LabelError, image_table, read_labels
 from .sampling import TEST_FOLD, assign_folds, balanced_subset, image_subset, split_ids, study_subset
 
 
-class ImageError(ValueError):
+class ImageError(SteelnbError):
     """An image file is missing, unreadable or truncated; the message names the file."""
 
 

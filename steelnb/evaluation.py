@@ -23,13 +23,14 @@ import pandas as pd
 from . import postprocess as pp
 from . import stats
 from .config import HEIGHT, N_CLASSES, WIDTH
+from .errors import SteelnbError
 from .fileio import write_csv, write_json
 
 SCORES_FILE = "test_scores.csv"
 COUNT_COLUMNS = ["tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(SteelnbError):
     """A run cannot be evaluated (no test split, no checkpoint, scores of other images)."""
 
 

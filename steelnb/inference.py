@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from . import postprocess as pp
 from .config import HEIGHT, N_CLASSES, WIDTH
+from .errors import SteelnbError
 from .fileio import write_csv
 from .labels import IMAGE_SUFFIXES, list_images
 
@@ -34,7 +35,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class InferenceError(ValueError):
+class InferenceError(SteelnbError):
     """Bad inference input (no images, unknown option, unreadable image); names the file."""
 
 

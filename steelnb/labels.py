@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import rle
 from .config import HEIGHT, N_CLASSES, WIDTH
+from .errors import SteelnbError
 from .fileio import write_csv
 
 COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
@@ -22,7 +23,7 @@ CLASS_IDS = tuple(range(1, N_CLASSES + 1))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class LabelError(ValueError):
+class LabelError(SteelnbError):
     """A label file or image folder is not valid; the message names the file and line or image."""
 
 
@@ -131,7 +132,7 @@ def write_labels(
             columns=["ImageId_ClassId", "EncodedPixels"],
         )
     else:
-        raise ValueError(f"fmt={fmt!r}: expected 'new' or 'old'")
+        raise LabelError(f"fmt={fmt!r}: expected 'new' or 'old'")
     write_csv(path, out)
     return path
 

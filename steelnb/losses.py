@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from .config import LOSSES
+from .errors import SteelnbError
 
 MULTILABEL = smp.losses.MULTILABEL_MODE
 
 
-class LossError(ValueError):
+class LossError(SteelnbError):
     """Unknown loss name or parameters the loss does not take."""
 
 

@@ -16,10 +16,12 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 
+from .errors import SteelnbError
+
 EPS = 1e-7
 
 
-class MetricError(ValueError):
+class MetricError(SteelnbError):
     """Inputs of the wrong shape or type; names what was expected."""
 
 

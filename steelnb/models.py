@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import REFERENCE_ENCODERS, ConfigError, TrainConfig
+from .errors import SteelnbError
 from .fileio import atomic_path
 
 ARCHITECTURES = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
@@ -29,7 +30,7 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 CACHE_ENV = "STEELNB_CACHE"  # folder of fetched encoder weights; default ~/.cache/steelnb/encoders
 
 
-class ModelError(ValueError):
+class ModelError(SteelnbError):
     """Unknown architecture or encoder, or unusable encoder weights."""
 
 
@@ -37,7 +38,7 @@ class WeightsUnavailableError(ModelError):
     """Pretrained weights were asked for but cannot be fetched (offline, no cached copy)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SteelnbError):
     """A checkpoint cannot be read or does not match the expected model; names file and mismatch."""
 
 

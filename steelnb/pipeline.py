@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import yaml
 
+from .errors import SteelnbError
 from .fileio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ TITLES = {"01_eda": "The data", "02_class_balance": "Class balance", "03_train":
           "04_loss_ablation": "Loss ablation", "05_evaluate": "Evaluation", "06_results": "Results"}
 
 
-class PlanError(ValueError):
+class PlanError(SteelnbError):
     """A plan file is not valid; the message names the file and the stage or run."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from .config import HEIGHT, N_CLASSES, WIDTH
+from .errors import SteelnbError
 from .fileio import write_text
 
 FILE_NAME = "postprocess.yaml"
@@ -30,7 +31,7 @@ TOP_PROBS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
 TOTAL_AREAS = (0, 500, 1000, 2000, 4000, 8000)
 
 
-class PostprocessError(ValueError):
+class PostprocessError(SteelnbError):
     """Invalid post-processing parameters or inputs; the message names the file or field."""
 
 

@@ -15,6 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .errors import SteelnbError
+
 #: The reference project's reported IoU per encoder: a *soft* IoU on probabilities with the four
 #: classes merged into one mask, on its own validation split. ResNet-50 ran at 256x1600; the B3
 #: value is its results table's (its abstract says 0.54).
@@ -24,6 +26,10 @@ REFERENCE = pd.DataFrame({
     "reference soft IoU (classes merged)": [0.41, 0.513, 0.59],
 })
 FAILED_COLUMNS = ["run", "encoder", "loss", "mask size", "status"]
+
+
+class ReportError(SteelnbError):
+    """A run folder whose metrics cannot be read; names the file."""
 
 
 def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -46,7 +52,7 @@ def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, An
         try:
             m = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{p}: not a readable metrics.json ({e})") from e
+            raise ReportError(f"{p}: not a readable metrics.json ({e})") from e
         m["_path"] = str(p.parent)
         m.setdefault("run", p.parent.name)
         out.append(m)

@@ -10,12 +10,13 @@ import warnings
 import numpy as np
 
 from .config import HEIGHT, WIDTH
+from .errors import SteelnbError
 
 SHAPE = (HEIGHT, WIDTH)
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-class RLEError(ValueError):
+class RLEError(SteelnbError):
     """A run-length string is malformed; the message says what is wrong."""
 
 

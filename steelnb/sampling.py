@@ -13,12 +13,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .errors import SteelnbError
 from .labels import CLASS_IDS, COLUMNS, LabelError
 
 #: The fold number that marks the held-out test split in a folds file (ImageId,fold).
 TEST_FOLD = -1
 #: Share of defect-free images in the Kaggle train set (5,902 of 12,568 images).
 KAGGLE_CLEAN_SHARE = 5902 / 12568
+
+
+class SamplingError(SteelnbError):
+    """A sampling or split option out of range; names the option and the range."""
 
 
 def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -52,7 +57,7 @@ def balanced_subset(labels: pd.DataFrame, per_class: int = 250, seed: int = 0) -
     """
     _require(labels, COLUMNS, "balanced_subset labels")
     if per_class < 0:
-        raise ValueError(f"per_class={per_class}: expected >= 0")
+        raise SamplingError(f"per_class={per_class}: expected >= 0")
     tidy = labels[COLUMNS].sort_values(["ImageId", "ClassId"], kind="stable").reset_index(drop=True)
     counts = tidy["ClassId"].value_counts().to_dict()
     quota = class_quotas({int(k): int(v) for k, v in counts.items()}, per_class)
@@ -75,7 +80,7 @@ def image_subset(table: pd.DataFrame, per_class: int = 250, n_clean: int = 0, se
     """
     _require(table, ["ImageId", "classes"], "image_subset table")
     if per_class < 0 or n_clean < 0:
-        raise ValueError(f"per_class={per_class}, n_clean={n_clean}: expected >= 0")
+        raise SamplingError(f"per_class={per_class}, n_clean={n_clean}: expected >= 0")
     table = table.sort_values("ImageId", kind="stable").reset_index(drop=True)
     sets = [frozenset(int(c) for c in str(s).split()) for s in table["classes"].fillna("")]
     has = {c: np.array([c in s for s in sets], dtype=bool) for c in CLASS_IDS}
@@ -100,7 +105,7 @@ def study_subset(table: pd.DataFrame, per_class: int = 250, clean_share: float =
     subset what they mean on the leaderboard. Returns table rows sorted by ImageId.
     """
     if not 0 <= clean_share < 1:
-        raise ValueError(f"clean_share={clean_share}: expected 0 <= clean_share < 1")
+        raise SamplingError(f"clean_share={clean_share}: expected 0 <= clean_share < 1")
     defective = image_subset(table, per_class=per_class, n_clean=0, seed=seed)
     n_clean = int(round(len(defective) * clean_share / (1 - clean_share)))
     return image_subset(table, per_class=per_class, n_clean=n_clean, seed=seed)
@@ -118,9 +123,9 @@ def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 0, test_shar
     """
     _require(table, ["ImageId", "classes"], "assign_folds table")
     if n_folds < 2:
-        raise ValueError(f"n_folds={n_folds}: expected >= 2")
+        raise SamplingError(f"n_folds={n_folds}: expected >= 2")
     if not 0 <= test_share < 1:
-        raise ValueError(f"test_share={test_share}: expected 0 <= test_share < 1")
+        raise SamplingError(f"test_share={test_share}: expected 0 <= test_share < 1")
     ids = table["ImageId"].astype(str)
     if ids.duplicated().any():
         raise LabelError(f"assign_folds table: image {ids[ids.duplicated()].iloc[0]} appears twice")
@@ -155,6 +160,6 @@ def train_val_split(
 ) -> tuple[list[str], list[str]]:
     """(train image ids, validation image ids): fold ``fold`` of ``assign_folds`` is validation."""
     if not 0 <= fold < n_folds:
-        raise ValueError(f"fold={fold}: expected 0 <= fold < n_folds={n_folds}")
+        raise SamplingError(f"fold={fold}: expected 0 <= fold < n_folds={n_folds}")
     parts = split_ids(assign_folds(table, n_folds=n_folds, seed=seed), fold)  # no test split here
     return parts["train"], parts["val"]

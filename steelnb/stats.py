@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SteelnbError
+
 _CHUNK_ELEMENTS = 4_000_000  # bounds memory of the (n_boot, N) index matrix
 
 
-class StatsError(ValueError):
+class StatsError(SteelnbError):
     """Scores or options of the wrong shape or value; names what was expected."""
 
 

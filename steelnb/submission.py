@@ -15,6 +15,7 @@ import pandas as pd
 from . import postprocess as pp
 from . import rle
 from .config import N_CLASSES
+from .errors import SteelnbError
 from .fileio import atomic_path, write_csv
 
 
@@ -22,7 +23,7 @@ from .fileio import atomic_path, write_csv
 SUBMISSION_COLUMNS = ["ImageId", "EncodedPixels", "ClassId"]
 
 
-class SubmissionError(ValueError):
+class SubmissionError(SteelnbError):
     """A submission file is not in the competition's format; names the file and line."""
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import rle
 from .config import HEIGHT, WIDTH
+from .errors import SteelnbError
 from .fileio import write_csv, write_json
 from .labels import CLASS_IDS, COLUMNS, write_labels
 
@@ -37,6 +38,10 @@ DARK_MARGIN_SHARE = 0.3  # images with a dark area beyond the edge of the sheet
 JPEG_QUALITY = 90
 #: File that marks a folder as a synthetic data set (its generation parameters), for provenance.
 MARKER = "synthetic.json"
+
+
+class SyntheticError(SteelnbError):
+    """A bad count, or a folder the generator refuses to overwrite; names it."""
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -234,7 +239,7 @@ def _replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished folder ``tmp`` to ``out``, replacing an earlier generated data set."""
     if out.exists():
         if not out.is_dir() or (any(out.iterdir()) and not (out / "train_images").is_dir()):
-            raise ValueError(f"{out}: exists and is not a data set folder; refusing to overwrite it")
+            raise SyntheticError(f"{out}: exists and is not a data set folder; refusing to overwrite it")
         old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
         out.rename(old / "data")
         tmp.rename(out)
@@ -253,7 +258,7 @@ def generate(
     earlier data set in ``out`` is replaced, any other non-empty folder is left alone (error).
     """
     if n_images < 0 or (n_test is not None and n_test < 0):
-        raise ValueError(f"n_images={n_images}, n_test={n_test}: expected counts >= 0")
+        raise SyntheticError(f"n_images={n_images}, n_test={n_test}: expected counts >= 0")
     n_test = n_images // 4 if n_test is None else n_test
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
