@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                                    device="cpu")
     metrics = report.read_metrics(run)[0]
     row = {"settings": changed, "encoder": cfg.encoder, "loss": cfg.loss, "tta": tta, "train_s": round(train_s, 1),
-           "steps": metrics.get("steps"), "epochs": metrics["epochs_run"], "test_images": test["images"],
+           "epochs": metrics["epochs_run"], "test_images": test["images"],
            "kaggle": round(test["kaggle"], 4), "all_empty": round(test["all_empty_kaggle"], 4),
            "gain_ci95": [round(v, 4) for v in test["kaggle_gain_ci95"]], "gain_real": test["gain_real"],
            "defect_dice": None if test["defect_dice"] is None else round(test["defect_dice"], 4)}

@@ -121,7 +121,7 @@ def paired(a: Mapping[str, Any], b: Mapping[str, Any] | None, n_boot: int = 2000
         ids_b, db, _ = per_image(b)
         if ids != ids_b:
             raise ComparisonError(f"{a['_path']} and {b['_path']}: scored on different test images "
-                             f"({len(ids)} and {len(ids_b)}); not a paired comparison")
+                                  f"({len(ids)} and {len(ids_b)}); not a paired comparison")
     kaggle = stats.paired_bootstrap(da, db, n_boot=n_boot, seed=seed)
     defect = None if b is None else stats.paired_bootstrap(
         stats.defect_values(da, truth_empty), stats.defect_values(db, truth_empty), n_boot=n_boot, seed=seed,

@@ -16,8 +16,8 @@ from typing import Any, Iterator, Mapping
 
 import segmentation_models_pytorch as smp
 import torch
-from segmentation_models_pytorch.encoders import encoders as _SMP_ENCODERS
 import torch.nn.functional as F
+from segmentation_models_pytorch.encoders import encoders as _SMP_ENCODERS
 from torch import nn
 
 from .config import REFERENCE_ENCODERS, ConfigError, TrainConfig
