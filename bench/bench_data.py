@@ -8,6 +8,7 @@ with the training transforms, on a synthetic set generated into a temporary fold
 Targets: decode >= 4x and encode >= 2x the baseline; >= 100 samples/s at 256x768.
 Results are printed and written to ``bench/results/bench_data.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,7 +66,7 @@ def time_rle(encodings: list[str], chunk: int = 256) -> dict[str, float]:
     """Seconds per mask for our and the baseline encode/decode; raises if any result differs."""
     total = {"decode_ours": 0.0, "decode_base": 0.0, "encode_ours": 0.0, "encode_base": 0.0}
     for k in range(0, len(encodings), chunk):
-        batch = encodings[k:k + chunk]
+        batch = encodings[k : k + chunk]
         masks = [rle.decode(e) for e in batch]
         for e, m in zip(batch, masks):  # identical results first
             if not np.array_equal(m, baseline_decode(e)):
@@ -85,8 +86,9 @@ def samples_per_s(data_dir: Path, height: int, width: int, n: int) -> float:
     from steelnb.labels import list_images
 
     ids = list_images(data_dir / "train_images")
-    ds = SteelDataset(data_dir / "train_images", read_labels(data_dir / "train.csv"), ids,
-                      train_transforms(height, width))
+    ds = SteelDataset(
+        data_dir / "train_images", read_labels(data_dir / "train.csv"), ids, train_transforms(height, width)
+    )
     for i in range(5):  # warm up
         ds[i]
     t = time.perf_counter()
@@ -115,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             ratio = base / ours
             met[op] = ratio >= TARGETS[op]
             results[op] = {"ms_ours": ours, "ms_baseline": base, "speedup": ratio}
-            print(f"{op:8}{ours:10.3f}{base:10.3f}{ratio:9.1f}x{TARGETS[op]:7.0f}x  "
-                  f"{'met' if met[op] else 'MISSED'}")
+            print(
+                f"{op:8}{ours:10.3f}{base:10.3f}{ratio:9.1f}x{TARGETS[op]:7.0f}x  "
+                f"{'met' if met[op] else 'MISSED'}"
+            )
         results["n_masks"] = len(enc)
     else:
         print(f"real masks not found at {REAL}: RLE part skipped")

@@ -10,6 +10,7 @@ hv, and optionally the whole ``predict`` path from JPEG files (``--files``). Ran
 
 On an H100-class card the target is efficientnet-b4 with hv TTA at >= 200 images/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_tensor(model: torch.nn.Module, device: torch.device, tta: str, n_images: int, batch: int,
-                warmup: int) -> float:
+def time_tensor(
+    model: torch.nn.Module, device: torch.device, tta: str, n_images: int, batch: int, warmup: int
+) -> float:
     """Seconds to predict ``n_images`` images (B, 256, 1600, 3) uint8 in batches, after warm-up."""
     x = torch.randint(0, 256, (batch, HEIGHT, WIDTH, 3), dtype=torch.uint8, device=device)
     for _ in range(warmup):  # cuDNN autotuning, lazy CUDA init, allocator growth
@@ -61,12 +63,15 @@ def time_files(model: torch.nn.Module, device: torch.device, tta: str, n_images:
         base = rng.integers(0, 256, (HEIGHT, WIDTH), dtype=np.uint8)
         for i in range(n_images):
             cv2.imwrite(str(Path(tmp) / f"{i:05d}.jpg"), np.roll(base, i, axis=1))
-        for _ in predict(model, Path(tmp), tta=tta, batch_size=batch, device=device, quantize=True,
-                         progress=False):  # warm-up pass (workers, cuDNN)
+        for _ in predict(
+            model, Path(tmp), tta=tta, batch_size=batch, device=device, quantize=True, progress=False
+        ):  # warm-up pass (workers, cuDNN)
             break
         _sync(device)
         start = time.perf_counter()
-        for _ in predict(model, Path(tmp), tta=tta, batch_size=batch, device=device, quantize=True, progress=False):
+        for _ in predict(
+            model, Path(tmp), tta=tta, batch_size=batch, device=device, quantize=True, progress=False
+        ):
             pass
         _sync(device)
         return time.perf_counter() - start
@@ -101,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     model = model.to(memory_format=torch.channels_last)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} thread(s)"
     amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    print(f"device: {name} | {args.arch}/{encoder} random weights | {HEIGHT}x{WIDTH} | batch {batch} | "
-          f"{n_images} images | {amp} | torch {torch.__version__}")
+    print(
+        f"device: {name} | {args.arch}/{encoder} random weights | {HEIGHT}x{WIDTH} | batch {batch} | "
+        f"{n_images} images | {amp} | torch {torch.__version__}"
+    )
     rows = []
     for tta in args.tta.split(","):
         seconds = time_tensor(model, device, tta, n_images, batch, warmup=3 if cuda else 1)
@@ -125,11 +132,26 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     path = out / f"bench_infer_{'cuda' if cuda else 'cpu'}.json"
-    path.write_text(json.dumps({
-        "device": name, "model": f"{args.arch}/{encoder}", "size": f"{HEIGHT}x{WIDTH}", "batch": batch,
-        "results": [{"input": src, "tta": tta, "images/s": round(ips, 3),
-                     "ratio vs none": round(ips / base[src], 3) if src in base else None} for src, tta, ips in rows]},
-        indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "device": name,
+                "model": f"{args.arch}/{encoder}",
+                "size": f"{HEIGHT}x{WIDTH}",
+                "batch": batch,
+                "results": [
+                    {
+                        "input": src,
+                        "tta": tta,
+                        "images/s": round(ips, 3),
+                        "ratio vs none": round(ips / base[src], 3) if src in base else None,
+                    }
+                    for src, tta, ips in rows
+                ],
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path}")
     return 0
 

@@ -14,15 +14,16 @@ the targets are GPU ones:
 EfficientNet-B4 ours >= 2.5x reference images/s on the same card, and B4 at 256x1600 batch 16
 under 15 GB peak.
 """
+
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import contextlib
 import gc
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,13 +39,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(encoder: str, height: int, width: int, batch: int, ours: bool, device: torch.device,
-          steps: int, warmup: int, compile_model: bool = False) -> dict[str, Any]:
+def bench(
+    encoder: str,
+    height: int,
+    width: int,
+    batch: int,
+    ours: bool,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    compile_model: bool = False,
+) -> dict[str, Any]:
     """Images/s over ``steps`` timed training steps (after ``warmup``) and peak CUDA memory (MB)."""
     model = build_model("Unet", encoder, encoder_weights=None, classes=4).to(device)
     enc_ids = {id(p) for p in model.encoder.parameters()}
-    groups = [{"params": list(model.encoder.parameters()), "lr": 1e-3},
-              {"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr": 1e-2}]
+    groups = [
+        {"params": list(model.encoder.parameters()), "lr": 1e-3},
+        {"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr": 1e-2},
+    ]
     opt = torch.optim.Adam(groups)
     loss_fn = build_loss("dice_bce")
     # as steelnb.training: channels_last and mixed precision on CUDA only
@@ -84,8 +96,9 @@ def bench(encoder: str, height: int, width: int, batch: int, ours: bool, device:
     return {"images_per_s": batch * steps / dt, "peak_mb": peak, "batch": batch}
 
 
-def largest_batch(encoder: str, height: int, width: int, device: torch.device, limit: int,
-                  compile_model: bool) -> int:
+def largest_batch(
+    encoder: str, height: int, width: int, device: torch.device, limit: int, compile_model: bool
+) -> int:
     """Largest power-of-two batch (<= limit) whose training step fits in CUDA memory; 0 if none."""
     best, batch = 0, 1
     while batch <= limit:
@@ -125,17 +138,29 @@ def main(argv: list[str] | None = None) -> int:
     h, w = (int(v) for v in a.size.split("x"))
     fh, fw = (int(v) for v in a.full_size.split("x"))
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    prec = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32 (as training on CPU)"
+    prec = (
+        ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        if device.type == "cuda"
+        else "fp32 (as training on CPU)"
+    )
     layout = " + channels_last" if device.type == "cuda" else ", NCHW"
-    print(f"device: {card}; reference = fp32 NCHW; ours = {prec}{layout}"
-          f"{' + torch.compile' if a.compile else ''}; {h}x{w} batch {a.batch}; "
-          f"{a.steps} timed steps after {a.warmup} warm-up")
+    print(
+        f"device: {card}; reference = fp32 NCHW; ours = {prec}{layout}"
+        f"{' + torch.compile' if a.compile else ''}; {h}x{w} batch {a.batch}; "
+        f"{a.steps} timed steps after {a.warmup} warm-up"
+    )
     rows, targets = [], []
     for enc in a.encoders:
         ref = bench(enc, h, w, a.batch, False, device, a.steps, a.warmup)
         our = bench(enc, h, w, a.batch, True, device, a.steps, a.warmup, a.compile)
-        row = [enc, f"{ref['images_per_s']:.2f}", _mb(ref["peak_mb"]), f"{our['images_per_s']:.2f}",
-               _mb(our["peak_mb"]), f"{our['images_per_s'] / ref['images_per_s']:.2f}x"]
+        row = [
+            enc,
+            f"{ref['images_per_s']:.2f}",
+            _mb(ref["peak_mb"]),
+            f"{our['images_per_s']:.2f}",
+            _mb(our["peak_mb"]),
+            f"{our['images_per_s'] / ref['images_per_s']:.2f}x",
+        ]
         if device.type == "cuda":
             nb = largest_batch(enc, fh, fw, device, a.max_batch, a.compile)
             full = bench(enc, fh, fw, nb, True, device, a.steps, a.warmup, a.compile) if nb else None
@@ -145,27 +170,50 @@ def main(argv: list[str] | None = None) -> int:
                     b16 = bench(enc, fh, fw, 16, True, device, 2, 1, a.compile)["peak_mb"]
                 except torch.cuda.OutOfMemoryError:
                     b16 = float("inf")
-                targets.append(f"B4 {fh}x{fw} batch 16 peak {_mb(b16)} MB < 15,000 MB: "
-                               f"{'MET' if b16 < 15000 else 'NOT MET'}")
+                targets.append(
+                    f"B4 {fh}x{fw} batch 16 peak {_mb(b16)} MB < 15,000 MB: "
+                    f"{'MET' if b16 < 15000 else 'NOT MET'}"
+                )
         else:
             row += ["n/a", "n/a", "n/a"]
         if enc == "efficientnet-b4":
             ratio = our["images_per_s"] / ref["images_per_s"]
-            verdict = ("MET" if ratio >= 2.5 else "NOT MET") if device.type == "cuda" else "n/a on CPU (GPU target)"
+            verdict = (
+                ("MET" if ratio >= 2.5 else "NOT MET") if device.type == "cuda" else "n/a on CPU (GPU target)"
+            )
             targets.insert(0, f"B4 ours/reference images/s {ratio:.2f}x >= 2.5x: {verdict}")
         rows.append(row)
-    head = ["encoder", "ref img/s", "ref peak MB", "ours img/s", "ours peak MB", "ours/ref",
-            f"max batch {fh}x{fw}", "full img/s", "full peak MB"]
+    head = [
+        "encoder",
+        "ref img/s",
+        "ref peak MB",
+        "ours img/s",
+        "ours peak MB",
+        "ours/ref",
+        f"max batch {fh}x{fw}",
+        "full img/s",
+        "full peak MB",
+    ]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(c.rjust(wd) if i else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths))))
     for t in targets:
         print("target:", t)
-    _save({"device": card, "size": f"{h}x{w}", "batch": a.batch, "steps": a.steps,
-           "results": [dict(zip(head, r)) for r in rows], "targets": targets})
+    _save(
+        {
+            "device": card,
+            "size": f"{h}x{w}",
+            "batch": a.batch,
+            "steps": a.steps,
+            "results": [dict(zip(head, r)) for r in rows],
+            "targets": targets,
+        }
+    )
     if device.type == "cpu":
-        print("note: CPU run (peak memory is measured on CUDA only); on CPU training runs the reference's "
-              "fp32 NCHW setting (channels_last measured 0.84-1.02x there), so the ratio only checks the bench")
+        print(
+            "note: CPU run (peak memory is measured on CUDA only); on CPU training runs the reference's "
+            "fp32 NCHW setting (channels_last measured 0.84-1.02x there), so the ratio only checks the bench"
+        )
     return 0
 
 

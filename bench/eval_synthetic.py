@@ -8,6 +8,7 @@ post-processed, without and with TTA, beside the all-empty prediction's score.
     python bench/eval_synthetic.py                       # resnet18, 64x320, 96 images, 10 epochs
     python bench/eval_synthetic.py --encoder efficientnet-b4 --height 256 --width 768 --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,19 +47,42 @@ def main(argv: list[str] | None = None) -> int:
     work = a.work or Path(tempfile.mkdtemp(prefix="steelnb-eval-"))
     train_dir = generate(work / "train", n_images=a.images, seed=0)
     eval_dir = generate(work / "eval", n_images=a.eval_images, n_test=0, seed=1)
-    cfg = TrainConfig(data_dir=str(train_dir), subset="all", encoder=a.encoder, height=a.height, width=a.width,
-                      epochs=a.epochs, batch_size=a.batch_size, early_stopping_patience=0, device=a.device,
-                      out_dir=str(work / "weights"), run_name="eval")
+    cfg = TrainConfig(
+        data_dir=str(train_dir),
+        subset="all",
+        encoder=a.encoder,
+        height=a.height,
+        width=a.width,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        early_stopping_patience=0,
+        device=a.device,
+        out_dir=str(work / "weights"),
+        run_name="eval",
+    )
     start = time.time()
     run = fit(cfg, progress_bar=False)
     metrics = json.loads((run / "metrics.json").read_text())
-    print(f"trained {a.encoder} {a.height}x{a.width}, {a.epochs} epochs in {time.time() - start:.0f} s; "
-          f"validation Kaggle metric per epoch: {[round(h['val_kaggle'], 3) for h in metrics['history']]}")
+    print(
+        f"trained {a.encoder} {a.height}x{a.width}, {a.epochs} epochs in {time.time() - start:.0f} s; "
+        f"validation Kaggle metric per epoch: {[round(h['val_kaggle'], 3) for h in metrics['history']]}"
+    )
     params = inference.tune(run / "best.ckpt", device=a.device, progress=False)  # the run's validation fold
-    print("tuned per class (threshold, min_area, min_top_prob, min_total_area): "
-          + "; ".join(f"{c.threshold}, {c.min_area}, {c.min_top_prob}, {c.min_total_area}" for c in params.classes))
-    result = inference.run_predict(run / "best.ckpt", eval_dir / "train_images", work / "eval_out",
-                                   labels=eval_dir / "train.csv", tta=a.tta, device=a.device, progress=False)
+    print(
+        "tuned per class (threshold, min_area, min_top_prob, min_total_area): "
+        + "; ".join(
+            f"{c.threshold}, {c.min_area}, {c.min_top_prob}, {c.min_total_area}" for c in params.classes
+        )
+    )
+    result = inference.run_predict(
+        run / "best.ckpt",
+        eval_dir / "train_images",
+        work / "eval_out",
+        labels=eval_dir / "train.csv",
+        tta=a.tta,
+        device=a.device,
+        progress=False,
+    )
     table = pd.read_csv(result["evaluation"])
     mean = table[table["class"] == "mean"].drop(columns="class").set_index(["tta", "postprocess"])
     print(f"\nheld-out synthetic images ({a.eval_images}, seed 1), mean over the 4 classes:")

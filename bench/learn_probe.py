@@ -13,6 +13,7 @@ the rest come from ``plans/smoke.yaml``. Prints one line and appends it as JSON 
 the paired 95% interval of the gain and the defect Dice. One seed per line: a single run, not a
 distribution; read differences smaller than the intervals as noise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     notebooks = ROOT / "notebooks"
     kw = {k: v for k, v in plan["defaults"].items() if k in fields}
-    kw.update(data_dir=str((notebooks / kw["data_dir"]).resolve()), encoder="efficientnet-b3", loss="dice_bce",
-              device="cpu", out_dir=str(ROOT / "weights" / "probe"))
+    kw.update(
+        data_dir=str((notebooks / kw["data_dir"]).resolve()),
+        encoder="efficientnet-b3",
+        loss="dice_bce",
+        device="cpu",
+        out_dir=str(ROOT / "weights" / "probe"),
+    )
     changed = {}
     for item in args.settings:
         key, sep, value = item.partition("=")
@@ -67,18 +73,30 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     run = training.fit(cfg, progress_bar=False)
     train_s = time.time() - start
-    test = evaluation.evaluate_run(run, tta=tta, tune_size=(cfg.height, cfg.width), batch_size=cfg.batch_size,
-                                   device="cpu")
+    test = evaluation.evaluate_run(
+        run, tta=tta, tune_size=(cfg.height, cfg.width), batch_size=cfg.batch_size, device="cpu"
+    )
     metrics = report.read_metrics(run)[0]
-    row = {"settings": changed, "encoder": cfg.encoder, "loss": cfg.loss, "tta": tta, "train_s": round(train_s, 1),
-           "epochs": metrics["epochs_run"], "test_images": test["images"],
-           "kaggle": round(test["kaggle"], 4), "all_empty": round(test["all_empty_kaggle"], 4),
-           "gain_ci95": [round(v, 4) for v in test["kaggle_gain_ci95"]], "gain_real": test["gain_real"],
-           "defect_dice": None if test["defect_dice"] is None else round(test["defect_dice"], 4)}
-    print(f"{cfg.encoder} {cfg.loss} {changed or '(smoke recipe)'}: train {train_s:.0f} s, test Kaggle "
-          f"{row['kaggle']:.3f} (all-empty {row['all_empty']:.3f}), gain [{row['gain_ci95'][0]:+.3f}, "
-          f"{row['gain_ci95'][1]:+.3f}] {'real' if row['gain_real'] else 'not separable from zero'}, "
-          f"defect Dice {row['defect_dice']}")
+    row = {
+        "settings": changed,
+        "encoder": cfg.encoder,
+        "loss": cfg.loss,
+        "tta": tta,
+        "train_s": round(train_s, 1),
+        "epochs": metrics["epochs_run"],
+        "test_images": test["images"],
+        "kaggle": round(test["kaggle"], 4),
+        "all_empty": round(test["all_empty_kaggle"], 4),
+        "gain_ci95": [round(v, 4) for v in test["kaggle_gain_ci95"]],
+        "gain_real": test["gain_real"],
+        "defect_dice": None if test["defect_dice"] is None else round(test["defect_dice"], 4),
+    }
+    print(
+        f"{cfg.encoder} {cfg.loss} {changed or '(smoke recipe)'}: train {train_s:.0f} s, test Kaggle "
+        f"{row['kaggle']:.3f} (all-empty {row['all_empty']:.3f}), gain [{row['gain_ci95'][0]:+.3f}, "
+        f"{row['gain_ci95'][1]:+.3f}] {'real' if row['gain_real'] else 'not separable from zero'}, "
+        f"defect Dice {row['defect_dice']}"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:

@@ -4,6 +4,7 @@ The table of contents is generated at build time (``book/_build/_toc.yml``) from
 plan's runs (``status.json``), so several runs of one notebook each get a page and a title;
 benchmark results (``bench/results/*.json``) become tables on the performance page.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,14 @@ import yaml
 from .errors import SteelnbError
 from .pipeline import TITLES, read_status
 
-CAPTIONS = {"01": "Data", "02": "Data", "03": "Training runs", "04": "Comparisons",
-            "05": "Evaluation", "06": "Results"}
+CAPTIONS = {
+    "01": "Data",
+    "02": "Data",
+    "03": "Training runs",
+    "04": "Comparisons",
+    "05": "Evaluation",
+    "06": "Results",
+}
 
 
 class BookError(SteelnbError):
@@ -68,24 +75,38 @@ def build_book(book_dir: str | Path = "book") -> Path:
 
     bench = bench_markdown(book_dir.parent / "bench" / "results")
     (book_dir / "_build" / "bench_results.md").write_text(
-        bench or "No benchmark results yet: run the commands below, then `steelnb book`.\n")
-    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
-           "build", str(book_dir), "--toc", str(toc)]
+        bench or "No benchmark results yet: run the commands below, then `steelnb book`.\n"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+        "build",
+        str(book_dir),
+        "--toc",
+        str(toc),
+    ]
     env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     log = proc.stdout + proc.stderr
     (book_dir / "_build").mkdir(exist_ok=True)
     (book_dir / "_build" / "build.log").write_text(log)
-    errors = [ln for ln in log.splitlines() if "ERROR" in ln or "CRITICAL" in ln or ln.startswith("Traceback")]
+    errors = [
+        ln for ln in log.splitlines() if "ERROR" in ln or "CRITICAL" in ln or ln.startswith("Traceback")
+    ]
     index = book_dir / "_build" / "html" / "index.html"
     if proc.returncode != 0 or errors or not index.is_file():
         shown = "\n".join(errors[:20]) or log[-2000:]
-        raise BookError(f"jupyter-book build {book_dir} failed (exit {proc.returncode}); "
-                        f"full log in {book_dir / '_build' / 'build.log'}:\n{shown}")
+        raise BookError(
+            f"jupyter-book build {book_dir} failed (exit {proc.returncode}); "
+            f"full log in {book_dir / '_build' / 'build.log'}:\n{shown}"
+        )
     return index
 
 
-def run_benchmarks(commands: list[str], root: str | Path, runs_dir: str | Path, force: bool = False) -> list[dict]:
+def run_benchmarks(
+    commands: list[str], root: str | Path, runs_dir: str | Path, force: bool = False
+) -> list[dict]:
     """Run a plan's benchmark scripts (``bench/*.py ARGS``, from ``root``) for the performance page.
 
     Each writes its JSON into ``bench/results/``; its output goes to ``runs_dir/bench_<n>.log``.
@@ -107,13 +128,20 @@ def run_benchmarks(commands: list[str], root: str | Path, runs_dir: str | Path, 
         done.unlink(missing_ok=True)
         start = time.time()
         with open(log, "w") as out:
-            proc = subprocess.run([sys.executable, *shlex.split(command)], cwd=root, stdout=out,
-                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.run(
+                [sys.executable, *shlex.split(command)],
+                cwd=root,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         rec["wall_s"] = round(time.time() - start, 1)
         if proc.returncode == 0:
             done.write_text(command + "\n")
             records.append({**rec, "status": "done"})
         else:
             lines = log.read_text().strip().splitlines()
-            records.append({**rec, "status": "failed", "error": lines[-1] if lines else f"exit {proc.returncode}"})
+            records.append(
+                {**rec, "status": "failed", "error": lines[-1] if lines else f"exit {proc.returncode}"}
+            )
     return records

@@ -3,14 +3,16 @@
 Each subcommand is a thin wrapper over one module's function; heavy imports happen lazily so
 that ``steelnb --help`` is instant.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import TrainConfig
 from .errors import SteelnbError
@@ -25,11 +27,21 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None
         if hint is bool:
-            p.add_argument(opt, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default {default})")
+            p.add_argument(
+                opt,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(default {default})",
+            )
         elif f.name == "loss_params":
-            p.add_argument(opt, dest=f.name, default=None, metavar="YAML",
-                           help="loss parameters as YAML, e.g. '{alpha: 0.1, beta: 0.9}'")
+            p.add_argument(
+                opt,
+                dest=f.name,
+                default=None,
+                metavar="YAML",
+                help="loss parameters as YAML, e.g. '{alpha: 0.1, beta: 0.9}'",
+            )
         else:
             base = {int: int, float: float}.get(hint, str)
             p.add_argument(opt, dest=f.name, type=base, default=None, help=f"(default {default!r})")
@@ -60,9 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write the synthetic data set in the Kaggle layout")
     p.add_argument("out", type=Path)
     p.add_argument("--images", type=int, default=200, help="number of train images")
-    p.add_argument("--test-images", type=int, default=None, help="number of test images (default: images // 4)")
+    p.add_argument(
+        "--test-images", type=int, default=None, help="number of test images (default: images // 4)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--old-format", action="store_true", help="write train.csv in the old ImageId_ClassId format")
+    p.add_argument(
+        "--old-format", action="store_true", help="write train.csv in the old ImageId_ClassId format"
+    )
 
     p = sub.add_parser("balance", help="class-balanced subset of a label file (the reference's sampling)")
     p.add_argument("labels", type=Path)
@@ -70,14 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
 
-    p = sub.add_parser("train", help="train one model, then judge it on its test split; every config field is an option")
+    p = sub.add_parser(
+        "train", help="train one model, then judge it on its test split; every config field is an option"
+    )
     _add_config_options(p)
-    p.add_argument("--no-evaluate", dest="evaluate", action="store_false",
-                   help="skip the test-split evaluation after training")
-    p.add_argument("--eval-tta", choices=["none", "h", "hv"], default="none",
-                   help="flips used when tuning post-processing on validation and scoring the test split")
+    p.add_argument(
+        "--no-evaluate",
+        dest="evaluate",
+        action="store_false",
+        help="skip the test-split evaluation after training",
+    )
+    p.add_argument(
+        "--eval-tta",
+        choices=["none", "h", "hv"],
+        default="none",
+        help="flips used when tuning post-processing on validation and scoring the test split",
+    )
 
-    p = sub.add_parser("predict", help="predict masks, write submission.csv, overlays and (with labels) an evaluation")
+    p = sub.add_parser(
+        "predict", help="predict masks, write submission.csv, overlays and (with labels) an evaluation"
+    )
     p.add_argument("--weights", type=Path, required=True, help="run folder or checkpoint file")
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--labels", type=Path, default=None, help="label CSV: evaluate against it")
@@ -87,19 +115,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
-    p.add_argument("--class-id", type=int, default=None,
-                   help="for one-class checkpoints (the reference's): the class its mask stands for")
+    p.add_argument(
+        "--class-id",
+        type=int,
+        default=None,
+        help="for one-class checkpoints (the reference's): the class its mask stands for",
+    )
 
-    p = sub.add_parser("run", help="run a papermill batch plan (plans/NAME.yaml or a path), then build the book")
+    p = sub.add_parser(
+        "run", help="run a papermill batch plan (plans/NAME.yaml or a path), then build the book"
+    )
     p.add_argument("plan", help="plan name (smoke, full, ...) or path to a YAML plan")
     p.add_argument("--force", action="store_true", help="re-run runs that already finished")
     p.add_argument("--gpus", default=None, help="comma-separated GPU ids: independent runs side by side")
     p.add_argument("--no-book", action="store_true", help="do not build the book at the end")
-    p.add_argument("--offline", action="store_true",
-                   help="set HF_HUB_OFFLINE=1 for every notebook: an ImageNet request fails at once instead of "
-                        "trying the hub (the notebooks themselves leave the network to the user)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print every run with its effective parameters; run and write nothing")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="set HF_HUB_OFFLINE=1 for every notebook: an ImageNet request fails at once instead of "
+        "trying the hub (the notebooks themselves leave the network to the user)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every run with its effective parameters; run and write nothing",
+    )
     p.add_argument("--json", action="store_true", help="with --dry-run: print the runs as a JSON list")
 
     p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
@@ -130,8 +170,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "synth":
         from .synthetic import generate
 
-        out = generate(args.out, n_images=args.images, n_test=args.test_images, seed=args.seed,
-                       old_format=args.old_format)
+        out = generate(
+            args.out,
+            n_images=args.images,
+            n_test=args.test_images,
+            seed=args.seed,
+            old_format=args.old_format,
+        )
         print(f"wrote synthetic data set to {out}")
     elif args.command == "balance":
         from .labels import read_labels, write_labels
@@ -140,7 +185,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         subset = balanced_subset(read_labels(args.labels), per_class=args.per_class, seed=args.seed)
         write_labels(subset, args.out)
         counts = subset["ClassId"].value_counts().sort_index()
-        print(f"wrote {len(subset)} masks to {args.out}: " + ", ".join(f"class {c}: {n}" for c, n in counts.items()))
+        print(
+            f"wrote {len(subset)} masks to {args.out}: "
+            + ", ".join(f"class {c}: {n}" for c, n in counts.items())
+        )
     elif args.command == "train":
         from .training import fit
 
@@ -152,14 +200,25 @@ def _dispatch(args: argparse.Namespace) -> int:
             from .stats import format_ci
 
             t = evaluate_run(run_dir, tta=args.eval_tta, batch_size=config.batch_size, device=config.device)
-            print(f"test split ({t['images']} images): Kaggle metric {format_ci(t['kaggle'], *t['kaggle_ci95'])}, "
-                  f"all-empty {t['all_empty_kaggle']:.3f}, gain {format_ci(t['kaggle_gain'], *t['kaggle_gain_ci95'])}")
+            print(
+                f"test split ({t['images']} images): Kaggle metric {format_ci(t['kaggle'], *t['kaggle_ci95'])}, "
+                f"all-empty {t['all_empty_kaggle']:.3f}, gain {format_ci(t['kaggle_gain'], *t['kaggle_gain_ci95'])}"
+            )
     elif args.command == "predict":
         from .inference import run_predict
 
-        result = run_predict(weights=args.weights, images=args.images, out=args.out, labels=args.labels,
-                             tta=args.tta, overlays=args.overlays, batch_size=args.batch_size,
-                             device=args.device, on_error=args.on_error, class_id=args.class_id)
+        result = run_predict(
+            weights=args.weights,
+            images=args.images,
+            out=args.out,
+            labels=args.labels,
+            tta=args.tta,
+            overlays=args.overlays,
+            batch_size=args.batch_size,
+            device=args.device,
+            on_error=args.on_error,
+            class_id=args.class_id,
+        )
         for key, value in result.items():
             if value not in ("", None):
                 print(f"{key}: {value}")

@@ -4,10 +4,12 @@ A number is shown with its split, the all-empty baseline and its 95% bootstrap i
 difference between two runs is the paired bootstrap of their per-image scores on the same test
 images (``test_scores.csv``), and it is called real only when its interval excludes zero.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,19 +43,28 @@ def test_row(m: Mapping[str, Any]) -> dict[str, Any]:
     """One run's test-split numbers: values (for sorting/plots) and "v [low, high]" strings."""
     t, d = m.get("test") or {}, m.get("data") or {}
     return {
-        "run": m.get("run"), "encoder": m.get("encoder"), "loss": m.get("loss"),
-        "mask size": f"{m.get('height')}x{m.get('width')}", "data": d.get("kind", "?"),
+        "run": m.get("run"),
+        "encoder": m.get("encoder"),
+        "loss": m.get("loss"),
+        "mask size": f"{m.get('height')}x{m.get('width')}",
+        "data": d.get("kind", "?"),
         "split": t.get("split", "not evaluated"),
         "train / val / test images": f"{d.get('n_train', '?')} / {d.get('n_val', '?')} / {d.get('n_test', '?')}",
-        "n_test": d.get("n_test"), "clean test images": d.get("clean_test"),
-        "Kaggle": t.get("kaggle", np.nan), "Kaggle [95% CI]": ci_text(t, "kaggle"),
-        "Kaggle low": (t.get("kaggle_ci95") or [np.nan])[0], "Kaggle high": (t.get("kaggle_ci95") or [np.nan, np.nan])[1],
+        "n_test": d.get("n_test"),
+        "clean test images": d.get("clean_test"),
+        "Kaggle": t.get("kaggle", np.nan),
+        "Kaggle [95% CI]": ci_text(t, "kaggle"),
+        "Kaggle low": (t.get("kaggle_ci95") or [np.nan])[0],
+        "Kaggle high": (t.get("kaggle_ci95") or [np.nan, np.nan])[1],
         "all-empty": t.get("all_empty_kaggle", np.nan),
         "gain over all-empty [95% CI]": ci_text(t, "kaggle_gain"),
         "gain real": bool(t.get("gain_real", False)),
-        "defect Dice": t.get("defect_dice", np.nan), "defect Dice [95% CI]": ci_text(t, "defect_dice"),
-        "Dice [95% CI]": ci_text(t, "dice"), "IoU [95% CI]": ci_text(t, "iou"),
-        "epochs": m.get("epochs_run"), "best epoch": m.get("best_epoch"),
+        "defect Dice": t.get("defect_dice", np.nan),
+        "defect Dice [95% CI]": ci_text(t, "defect_dice"),
+        "Dice [95% CI]": ci_text(t, "dice"),
+        "IoU [95% CI]": ci_text(t, "iou"),
+        "epochs": m.get("epochs_run"),
+        "best epoch": m.get("best_epoch"),
         "_path": m.get("_path"),
     }
 
@@ -67,14 +78,17 @@ def test_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return frame.sort_values("Kaggle", ascending=False, na_position="last").reset_index(drop=True)
 
 
-def comparable(runs: Sequence[Mapping[str, Any]], like: Mapping[str, Any] | None = None,
-               ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+def comparable(
+    runs: Sequence[Mapping[str, Any]],
+    like: Mapping[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """The evaluated runs comparable with ``like`` (default: the largest evaluated group).
 
     Returns (kept runs, a table of the left-out runs with the reason). Runs are comparable when
     they share data kind and folder, test split size and mask size; a run without a test block
     (not evaluated, or failed before its first epoch) is left out with that reason.
     """
+
     def key(m: Mapping[str, Any]) -> tuple:
         d = m.get("data") or {}
         return (d.get("kind"), d.get("dir"), d.get("n_test"), m.get("height"), m.get("width"))
@@ -88,11 +102,18 @@ def comparable(runs: Sequence[Mapping[str, Any]], like: Mapping[str, Any] | None
     kept, left = [], []
     for m in runs:
         if m not in evaluated:
-            left.append((m.get("run"), "no test-split evaluation (not evaluated, or failed before its first epoch)"))
+            left.append(
+                (m.get("run"), "no test-split evaluation (not evaluated, or failed before its first epoch)")
+            )
         elif key(m) != like_key:
             d = m.get("data") or {}
-            left.append((m.get("run"), f"other data or size: {d.get('kind')} {Path(str(d.get('dir'))).name}, "
-                                       f"{d.get('n_test')} test images, {m.get('height')}x{m.get('width')}"))
+            left.append(
+                (
+                    m.get("run"),
+                    f"other data or size: {d.get('kind')} {Path(str(d.get('dir'))).name}, "
+                    f"{d.get('n_test')} test images, {m.get('height')}x{m.get('width')}",
+                )
+            )
         else:
             kept.append(dict(m))
     return kept, pd.DataFrame(left, columns=["run", "left out because"])
@@ -102,14 +123,20 @@ def per_image(m: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(test image ids, Dice (N, C), truth empty (N, C) bool) of a run, from one read of its test_scores.csv."""
     scores = read_scores(m["_path"])
     if scores is None:
-        raise ComparisonError(f"{m['_path']}: no test_scores.csv; evaluate the run first (evaluation.evaluate_run)")
+        raise ComparisonError(
+            f"{m['_path']}: no test_scores.csv; evaluate the run first (evaluation.evaluate_run)"
+        )
     ids = sorted(scores["ImageId"].unique())
     counts = counts_of(scores, image_ids=ids)
     return ids, dice_of(counts), (counts[..., 0] + counts[..., 2]) == 0
 
 
-def paired(a: Mapping[str, Any], b: Mapping[str, Any] | None, n_boot: int = 2000, seed: int = 0,
-           ) -> dict[str, Any]:
+def paired(
+    a: Mapping[str, Any],
+    b: Mapping[str, Any] | None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Paired bootstrap of run ``a`` minus run ``b`` (None: the all-empty prediction) on the test
     images they share: {"kaggle": difference of the Kaggle metric, "defect": of the Dice on the
     pairs whose truth is not empty (None against the all-empty prediction, which scores 0 there),
@@ -120,24 +147,38 @@ def paired(a: Mapping[str, Any], b: Mapping[str, Any] | None, n_boot: int = 2000
     else:
         ids_b, db, _ = per_image(b)
         if ids != ids_b:
-            raise ComparisonError(f"{a['_path']} and {b['_path']}: scored on different test images "
-                                  f"({len(ids)} and {len(ids_b)}); not a paired comparison")
+            raise ComparisonError(
+                f"{a['_path']} and {b['_path']}: scored on different test images "
+                f"({len(ids)} and {len(ids_b)}); not a paired comparison"
+            )
     kaggle = stats.paired_bootstrap(da, db, n_boot=n_boot, seed=seed)
-    defect = None if b is None else stats.paired_bootstrap(
-        stats.defect_values(da, truth_empty), stats.defect_values(db, truth_empty), n_boot=n_boot, seed=seed,
-        pooled=True)
+    defect = (
+        None
+        if b is None
+        else stats.paired_bootstrap(
+            stats.defect_values(da, truth_empty),
+            stats.defect_values(db, truth_empty),
+            n_boot=n_boot,
+            seed=seed,
+            pooled=True,
+        )
+    )
     return {"kaggle": kaggle, "defect": defect, "images": len(ids)}
 
 
 def verdict(diff: Mapping[str, Any]) -> str:
-    """"real gain" / "real loss" when the paired interval lies above / below zero, else noise."""
+    """ "real gain" / "real loss" when the paired interval lies above / below zero, else noise."""
     if diff["low"] > 0:
         return "real gain"
     return "real loss" if diff["high"] < 0 else "not separable from noise"
 
 
-def paired_table(runs: Sequence[Mapping[str, Any]], against: Mapping[str, Any] | None, label: str = "run",
-                 n_boot: int = 2000) -> pd.DataFrame:
+def paired_table(
+    runs: Sequence[Mapping[str, Any]],
+    against: Mapping[str, Any] | None,
+    label: str = "run",
+    n_boot: int = 2000,
+) -> pd.DataFrame:
     """Each run against ``against`` (a run, or None for the all-empty prediction): the Kaggle-metric
     and defect-Dice differences with their paired 95% intervals, and whether each is real."""
     rows = []
@@ -146,12 +187,19 @@ def paired_table(runs: Sequence[Mapping[str, Any]], against: Mapping[str, Any] |
             continue
         diff = paired(m, against, n_boot=n_boot)
         k, d = diff["kaggle"], diff["defect"]
-        rows.append({label: m.get(label), "against": "all-empty" if against is None else against.get(label),
-                     "Kaggle difference [95% CI]": stats.format_ci(k["diff"], k["low"], k["high"]),
-                     "Kaggle: real?": verdict(k),
-                     "defect Dice difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"]) if d else "–",
-                     "defect Dice: real?": verdict(d) if d else "–",
-                     "test images": diff["images"]})
+        rows.append(
+            {
+                label: m.get(label),
+                "against": "all-empty" if against is None else against.get(label),
+                "Kaggle difference [95% CI]": stats.format_ci(k["diff"], k["low"], k["high"]),
+                "Kaggle: real?": verdict(k),
+                "defect Dice difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"])
+                if d
+                else "–",
+                "defect Dice: real?": verdict(d) if d else "–",
+                "test images": diff["images"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -172,4 +220,3 @@ def plot_test(table: pd.DataFrame, width_in: float = 10.0) -> Figure:
     ax.legend(frameon=False, loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
-

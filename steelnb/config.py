@@ -2,12 +2,14 @@
 
 A run folder holds ``config.yaml``; ``TrainConfig.from_yaml`` rebuilds the exact run from it.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -117,15 +119,20 @@ class TrainConfig:
         if self.loss not in LOSSES:
             raise ConfigError(f"loss={self.loss!r}: expected one of {', '.join(LOSSES)}")
         if self.height % 32 or self.width % 32:
-            raise ConfigError(f"height/width {self.height}x{self.width}: both must be multiples of 32 for a UNet")
+            raise ConfigError(
+                f"height/width {self.height}x{self.width}: both must be multiples of 32 for a UNet"
+            )
         if self.n_folds < 2 or not 0 <= self.fold < self.n_folds:
-            raise ConfigError(f"fold={self.fold} of n_folds={self.n_folds}: need n_folds >= 2 and 0 <= fold < n_folds")
+            raise ConfigError(
+                f"fold={self.fold} of n_folds={self.n_folds}: need n_folds >= 2 and 0 <= fold < n_folds"
+            )
         if self.batch_size < 1 or self.epochs < 1:
             raise ConfigError("batch_size and epochs must be at least 1")
         if 0 < self.early_stopping_patience <= self.plateau_patience:
             raise ConfigError(
                 f"early_stopping_patience={self.early_stopping_patience} <= plateau_patience={self.plateau_patience}: "
-                "early stopping would end the run in the same epoch as the learning rate drops; make it larger")
+                "early stopping would end the run in the same epoch as the learning rate drops; make it larger"
+            )
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
@@ -135,17 +142,23 @@ class TrainConfig:
         if not 0 <= self.test_share < 1:
             raise ConfigError(f"test_share={self.test_share}: expected 0 <= test_share < 1")
         if self.crop_width and (self.crop_width % 32 or not 0 < self.crop_width <= self.width):
-            raise ConfigError(f"crop_width={self.crop_width}: expected a multiple of 32 up to width={self.width}")
+            raise ConfigError(
+                f"crop_width={self.crop_width}: expected a multiple of 32 up to width={self.width}"
+            )
         if self.drop_path_rate is not None and not 0 <= self.drop_path_rate < 1:
             raise ConfigError(f"drop_path_rate={self.drop_path_rate}: expected a rate in [0, 1) or None")
         if self.cls_weight < 0:
             raise ConfigError(f"cls_weight={self.cls_weight}: expected >= 0 (0: no classification head)")
         if not 0 <= self.head_prior < 1:
-            raise ConfigError(f"head_prior={self.head_prior}: expected a probability in [0, 1) (0: smp's init)")
+            raise ConfigError(
+                f"head_prior={self.head_prior}: expected a probability in [0, 1) (0: smp's init)"
+            )
         channels = tuple(int(c) for c in (self.decoder_channels or ()))
         if channels and (len(channels) != 5 or min(channels) < 1):
-            raise ConfigError(f"decoder_channels={list(self.decoder_channels)}: expected 5 positive widths (one per "
-                              "decoder block, deepest first) or empty for smp's default")
+            raise ConfigError(
+                f"decoder_channels={list(self.decoder_channels)}: expected 5 positive widths (one per "
+                "decoder block, deepest first) or empty for smp's default"
+            )
         object.__setattr__(self, "decoder_channels", channels)
         # loss_params arrives from YAML/CLI as a plain dict; keep it immutable-ish by copying
         object.__setattr__(self, "loss_params", dict(self.loss_params or {}))
@@ -185,7 +198,7 @@ class TrainConfig:
         return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -198,7 +211,7 @@ class TrainConfig:
             raise ConfigError(f"{source}: {e}") from e
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a config written by ``to_yaml`` (or by hand)."""
         path = Path(path)
         if not path.is_file():
@@ -211,5 +224,5 @@ class TrainConfig:
             raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
         return cls.from_dict(data, source=str(path))
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

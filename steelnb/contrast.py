@@ -6,10 +6,11 @@ signed ``delta`` is defect mean minus ring mean; ``snr`` is ``|delta|`` over the
 deviation, a contrast measured in units of the background's own texture. Used to compare the
 synthetic twin with the real images (notebook 01).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import cv2
 import numpy as np
@@ -22,8 +23,18 @@ from .labels import read_labels
 
 RING = 15  # pixels: wide enough for a stable mean, narrow enough to stay local
 DARK_LEVEL = 25  # grey below this is the dark margin beyond the sheet, not background
-COLUMNS = ["ImageId", "ClassId", "area", "defect_mean", "ring_mean", "ring_std", "ring_area",
-           "delta", "abs_delta", "snr"]
+COLUMNS = [
+    "ImageId",
+    "ClassId",
+    "area",
+    "defect_mean",
+    "ring_mean",
+    "ring_std",
+    "ring_area",
+    "delta",
+    "abs_delta",
+    "snr",
+]
 STATS = ("abs_delta", "snr")
 
 
@@ -44,8 +55,12 @@ def ring_mask(mask: np.ndarray, ring: int = RING) -> np.ndarray:
 
 
 def mask_contrast(
-    image_grey: np.ndarray, mask: np.ndarray, ring: int = RING, exclude: np.ndarray | None = None,
-    dark_level: int = DARK_LEVEL, image_id: str = "?",
+    image_grey: np.ndarray,
+    mask: np.ndarray,
+    ring: int = RING,
+    exclude: np.ndarray | None = None,
+    dark_level: int = DARK_LEVEL,
+    image_id: str = "?",
 ) -> dict[str, float]:
     """Contrast of one mask against the background ring around it.
 
@@ -58,8 +73,10 @@ def mask_contrast(
     img = np.asarray(image_grey)
     m = np.asarray(mask, dtype=bool)
     if img.ndim != 2 or m.shape != img.shape:
-        raise ContrastError(f"image {image_id}: expected a grey image (H, W) and a mask of the same shape, "
-                            f"got {img.shape} and {m.shape}")
+        raise ContrastError(
+            f"image {image_id}: expected a grey image (H, W) and a mask of the same shape, "
+            f"got {img.shape} and {m.shape}"
+        )
     if not m.any():
         raise ContrastError(f"image {image_id}: empty mask; expected at least one defect pixel")
     background = ring_mask(m, ring) & (img >= dark_level)
@@ -68,13 +85,26 @@ def mask_contrast(
     defect = img[m].astype(np.float64)
     out = {"area": float(m.sum()), "defect_mean": float(defect.mean()), "ring_area": float(background.sum())}
     if not background.any():
-        return {**out, "ring_mean": np.nan, "ring_std": np.nan, "delta": np.nan, "abs_delta": np.nan, "snr": np.nan}
+        return {
+            **out,
+            "ring_mean": np.nan,
+            "ring_std": np.nan,
+            "delta": np.nan,
+            "abs_delta": np.nan,
+            "snr": np.nan,
+        }
     around = img[background].astype(np.float64)
     delta = out["defect_mean"] - float(around.mean())
     std = float(around.std())
     snr = abs(delta) / std if std > 0 else (np.inf if delta else 0.0)
-    return {**out, "ring_mean": float(around.mean()), "ring_std": std, "delta": delta,
-            "abs_delta": abs(delta), "snr": snr}
+    return {
+        **out,
+        "ring_mean": float(around.mean()),
+        "ring_std": std,
+        "delta": delta,
+        "abs_delta": abs(delta),
+        "snr": snr,
+    }
 
 
 def _source(source: str | Path | tuple[str | Path | pd.DataFrame, str | Path]) -> tuple[pd.DataFrame, Path]:
@@ -87,8 +117,10 @@ def _source(source: str | Path | tuple[str | Path | pd.DataFrame, str | Path]) -
 
 
 def contrast_table(
-    source: str | Path | tuple[str | Path | pd.DataFrame, str | Path], max_images: int | None = None,
-    ring: int = RING, dark_level: int = DARK_LEVEL,
+    source: str | Path | tuple[str | Path | pd.DataFrame, str | Path],
+    max_images: int | None = None,
+    ring: int = RING,
+    dark_level: int = DARK_LEVEL,
 ) -> pd.DataFrame:
     """One row per mask of the labelled images: ImageId, ClassId, area, defect_mean, ring_mean,
     ring_std, ring_area, delta, abs_delta, snr.
@@ -104,11 +136,15 @@ def contrast_table(
     for image_id in ids:
         grey = read_image(images_dir / image_id)[..., 0]  # three identical grey channels
         own = labels[labels["ImageId"] == image_id]
-        masks = {int(c): rle.decode(enc, grey.shape).astype(bool)
-                 for c, enc in own[["ClassId", "EncodedPixels"]].itertuples(index=False)}
+        masks = {
+            int(c): rle.decode(enc, grey.shape).astype(bool)
+            for c, enc in own[["ClassId", "EncodedPixels"]].itertuples(index=False)
+        }
         defects = np.logical_or.reduce(list(masks.values()))
         for c, m in masks.items():
-            stats = mask_contrast(grey, m, ring, exclude=defects & ~m, dark_level=dark_level, image_id=image_id)
+            stats = mask_contrast(
+                grey, m, ring, exclude=defects & ~m, dark_level=dark_level, image_id=image_id
+            )
             rows.append({"ImageId": image_id, "ClassId": c, **stats})
     return pd.DataFrame(rows, columns=COLUMNS).astype({"area": int, "ring_area": int})
 
@@ -151,6 +187,8 @@ def describe_gap(real: pd.DataFrame, twin: pd.DataFrame, twin_name: str = "the t
             f"(median |delta| {t.loc[c, 'abs_delta']:.0f} vs {r.loc[c, 'abs_delta']:.0f} grey levels, "
             f"x{ratio:.1f}; median snr {t.loc[c, 'snr']:.1f} vs {r.loc[c, 'snr']:.1f})."
         )
-    lines.append(f"The background around the masks varies with a median std of {twin['ring_std'].median():.0f} "
-                 f"grey levels in {twin_name} against {real['ring_std'].median():.0f} in the real images.")
+    lines.append(
+        f"The background around the masks varies with a median std of {twin['ring_std'].median():.0f} "
+        f"grey levels in {twin_name} against {real['ring_std'].median():.0f} in the real images."
+    )
     return " ".join(lines)

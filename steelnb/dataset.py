@@ -4,10 +4,11 @@
 the item is asked for, so memory does not grow with the data set. ``SteelDataModule`` turns a
 ``TrainConfig`` into train/validation loaders (subset, cap, stratified folds).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import albumentations as A
 import cv2
@@ -62,12 +63,20 @@ def _crop(height: int, crop_width: int, defect_share: float) -> list[A.BasicTran
     if defect_share >= 1:
         return [A.CropNonEmptyMaskIfExists(height, crop_width)]
     # OneOf picks a child with probability proportional to the child's p
-    return [A.OneOf([A.CropNonEmptyMaskIfExists(height, crop_width, p=defect_share),
-                     A.RandomCrop(height, crop_width, p=1 - defect_share)], p=1.0)]
+    return [
+        A.OneOf(
+            [
+                A.CropNonEmptyMaskIfExists(height, crop_width, p=defect_share),
+                A.RandomCrop(height, crop_width, p=1 - defect_share),
+            ],
+            p=1.0,
+        )
+    ]
 
 
-def train_transforms(height: int, width: int, seed: int | None = None, crop_width: int = 0,
-                     crop_defect_share: float = 0.0) -> A.Compose:
+def train_transforms(
+    height: int, width: int, seed: int | None = None, crop_width: int = 0, crop_defect_share: float = 0.0
+) -> A.Compose:
     """Training augmentation: resize to (height, width), a random crop of (height, crop_width)
     when ``crop_width`` (the Kaggle winners trained on crops and predicted whole images), flips,
     brightness/contrast, ImageNet normalisation, to tensors: image float32 (3, H, W'), mask uint8 (C, H, W').
@@ -75,15 +84,18 @@ def train_transforms(height: int, width: int, seed: int | None = None, crop_widt
     albumentations keeps its own random state (global seeds do not reach it): ``seed`` makes
     the augmentation reproducible; ``SteelDataModule`` reseeds it in each loader worker.
     """
-    return A.Compose([
-        A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
-        *(_crop(height, crop_width, crop_defect_share) if crop_width and crop_width < width else []),
-        A.HorizontalFlip(p=0.5),
-        A.VerticalFlip(p=0.5),
-        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
-        A.Normalize(),  # ImageNet mean and std
-        _to_tensor(),
-    ], seed=seed)
+    return A.Compose(
+        [
+            A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+            *(_crop(height, crop_width, crop_defect_share) if crop_width and crop_width < width else []),
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+            A.Normalize(),  # ImageNet mean and std
+            _to_tensor(),
+        ],
+        seed=seed,
+    )
 
 
 def val_transforms(height: int, width: int) -> A.Compose:
@@ -91,11 +103,13 @@ def val_transforms(height: int, width: int) -> A.Compose:
 
     Call as ``val_transforms(h, w)(image=rgb)["image"]`` -> float32 tensor (3, h, w).
     """
-    return A.Compose([
-        A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
-        A.Normalize(),
-        _to_tensor(),
-    ])
+    return A.Compose(
+        [
+            A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+            A.Normalize(),
+            _to_tensor(),
+        ]
+    )
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -163,15 +177,19 @@ class SteelDataset(Dataset):
             try:
                 out[..., c - 1] = rle.decode(enc, shape)
             except rle.RLEError as e:
-                raise LabelError(f"image {image_id} class {c}: {e} (image is {shape[0]}x{shape[1]})") from None
+                raise LabelError(
+                    f"image {image_id} class {c}: {e} (image is {shape[0]}x{shape[1]})"
+                ) from None
         return out
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = read_image(self.images_dir / self.image_ids[index])
         masks = self.masks(index, image.shape[:2])
         if self.transform is None:
-            return (torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0),
-                    torch.from_numpy(masks.transpose(2, 0, 1).astype(np.float32)))
+            return (
+                torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0),
+                torch.from_numpy(masks.transpose(2, 0, 1).astype(np.float32)),
+            )
         out = self.transform(image=image, mask=masks)
         return out["image"].float(), torch.as_tensor(out["mask"]).float()
 
@@ -215,7 +233,8 @@ class SteelDataModule(L.LightningDataModule):
         if not self.train_ids or not self.val_ids:
             raise LabelError(
                 f"{src}: {len(train)} train and {len(self.val_ids)} validation images for fold {config.fold} of "
-                f"{config.n_folds} (subset {config.subset!r}); need both non-empty")
+                f"{config.n_folds} (subset {config.subset!r}); need both non-empty"
+            )
 
     def _subset(self, table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         cfg = self.config
@@ -230,8 +249,10 @@ class SteelDataModule(L.LightningDataModule):
             return image_subset(table, per_class=cfg.per_class, n_clean=cfg.clean_images, seed=cfg.seed)
         path = cfg.resolve(cfg.subset)
         if path.suffix.lower() != ".csv" or not path.is_file():
-            raise LabelError(f"subset={cfg.subset!r}: expected 'study', 'balanced', 'images', 'all' or an existing "
-                             "CSV file")
+            raise LabelError(
+                f"subset={cfg.subset!r}: expected 'study', 'balanced', 'images', 'all' or an existing "
+                "CSV file"
+            )
         ids = self._read_ids(path)
         missing = sorted(set(ids) - set(table["ImageId"]))
         if missing:
@@ -264,27 +285,40 @@ class SteelDataModule(L.LightningDataModule):
         dup = frame["ImageId"].duplicated(keep=False)
         if dup.any():
             image = frame["ImageId"][dup].iloc[0]
-            where = sorted({"test" if f == TEST_FOLD else f"fold {f}" for f in frame["fold"][frame["ImageId"] == image]})
-            raise LabelError(f"{path}: image {image} is listed twice ({' and '.join(where)}); the test split must not "
-                             "overlap training or validation")
+            where = sorted(
+                {"test" if f == TEST_FOLD else f"fold {f}" for f in frame["fold"][frame["ImageId"] == image]}
+            )
+            raise LabelError(
+                f"{path}: image {image} is listed twice ({' and '.join(where)}); the test split must not "
+                "overlap training or validation"
+            )
         present = frame[frame["ImageId"].isin(set(full["ImageId"]))]
         absent = sorted(set(subset["ImageId"]) - set(present["ImageId"]))
         if absent:
-            raise LabelError(f"{path}: no fold for image {absent[0]} of the subset ({len(absent)} such image(s))")
+            raise LabelError(
+                f"{path}: no fold for image {absent[0]} of the subset ({len(absent)} such image(s))"
+            )
         counts = {name: len(ids) for name, ids in split_ids(present, cfg.fold).items()}
         empty = [name for name, n in counts.items() if n == 0]
         if empty:
-            raise LabelError(f"{path}: the {' and '.join(empty)} split(s) are empty for fold {cfg.fold} ({counts}); "
-                             "a folds file needs fold -1 (test), the validation fold and training folds. Re-run "
-                             "02_class_balance or sampling.assign_folds(..., test_share=0.2)")
+            raise LabelError(
+                f"{path}: the {' and '.join(empty)} split(s) are empty for fold {cfg.fold} ({counts}); "
+                "a folds file needs fold -1 (test), the validation fold and training folds. Re-run "
+                "02_class_balance or sampling.assign_folds(..., test_share=0.2)"
+            )
         return present[["ImageId", "fold"]].reset_index(drop=True)
 
     def dataset(self, split: str) -> SteelDataset:
         """The ``"train"`` (augmented, cropped when ``crop_width``), ``"val"`` or ``"test"`` dataset."""
         cfg = self.config
         if split == "train":
-            transform = train_transforms(cfg.height, cfg.width, seed=cfg.seed, crop_width=cfg.crop_width,
-                                         crop_defect_share=cfg.crop_defect_share)
+            transform = train_transforms(
+                cfg.height,
+                cfg.width,
+                seed=cfg.seed,
+                crop_width=cfg.crop_width,
+                crop_defect_share=cfg.crop_defect_share,
+            )
             return SteelDataset(self.images_dir, self.labels, self.train_ids, transform)
         ids = {"val": self.val_ids, "test": self.test_ids}
         if split not in ids:

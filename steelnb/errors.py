@@ -5,6 +5,7 @@ Every error steelnb raises for bad input (a file, a config, a plan, a checkpoint
 Any other exception is a bug, and keeps its traceback. ``SteelnbError`` is a ``ValueError``, so
 code that caught ``ValueError`` before still does.
 """
+
 from __future__ import annotations
 
 

@@ -11,11 +11,13 @@ TTA it is then applied with), predicts the test images once, and writes
 
 Validation selects (epoch, schedule, post-processing); the test split only reports.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,8 +53,12 @@ def _pooled(counts: np.ndarray, what: str) -> np.ndarray:
 def _pooled_ci(counts: np.ndarray, what: str, n_boot: int, seed: int) -> tuple[float, float, float]:
     """Pooled Dice/IoU of counts (N, C, 3) with a percentile bootstrap over images."""
     rng = np.random.default_rng(seed)
-    reps = np.concatenate([_pooled(counts[rng.integers(0, len(counts), (100, len(counts)))], what)
-                           for _ in range(max(1, n_boot // 100))])
+    reps = np.concatenate(
+        [
+            _pooled(counts[rng.integers(0, len(counts), (100, len(counts)))], what)
+            for _ in range(max(1, n_boot // 100))
+        ]
+    )
     low, high = np.quantile(reps, [0.025, 0.975])
     return float(_pooled(counts[None], what)[0]), float(low), float(high)
 
@@ -69,15 +75,23 @@ def summarize(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
     empty_dice = empty_truth.astype(np.float64)  # predicting nothing: 1 on empty pairs, 0 elsewhere
     est, low, high = stats.bootstrap_ci(dice, n_boot=n_boot, seed=seed)
     gain = stats.paired_bootstrap(dice, empty_dice, n_boot=n_boot, seed=seed)
-    out: dict[str, Any] = {"images": int(len(counts)), "kaggle": est, "kaggle_ci95": [low, high],
-                           "all_empty_kaggle": float(empty_dice.mean()), "kaggle_gain": gain["diff"],
-                           "kaggle_gain_ci95": [gain["low"], gain["high"]], "gain_real": bool(gain["low"] > 0)}
+    out: dict[str, Any] = {
+        "images": int(len(counts)),
+        "kaggle": est,
+        "kaggle_ci95": [low, high],
+        "all_empty_kaggle": float(empty_dice.mean()),
+        "kaggle_gain": gain["diff"],
+        "kaggle_gain_ci95": [gain["low"], gain["high"]],
+        "gain_real": bool(gain["low"] > 0),
+    }
     for what in ("dice", "iou"):
         v, lo, hi = _pooled_ci(counts, what, n_boot, seed)
         out[what], out[f"{what}_ci95"] = v, [lo, hi]
     out["defect_pairs"] = int((~empty_truth).sum())
     if out["defect_pairs"]:
-        v, lo, hi = stats.bootstrap_ci(stats.defect_values(dice, empty_truth), n_boot=n_boot, seed=seed, pooled=True)
+        v, lo, hi = stats.bootstrap_ci(
+            stats.defect_values(dice, empty_truth), n_boot=n_boot, seed=seed, pooled=True
+        )
         out["defect_dice"], out["defect_dice_ci95"] = v, [lo, hi]
     else:
         out["defect_dice"], out["defect_dice_ci95"] = None, None
@@ -85,9 +99,17 @@ def summarize(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
     return out
 
 
-def score_images(weights: str | Path, images_dir: Path, labels_csv: Path, image_ids: Sequence[str],
-                 params: pp.PostParams, tta: str = "none", batch_size: int = 8, device: str = "auto",
-                 progress: bool = False) -> pd.DataFrame:
+def score_images(
+    weights: str | Path,
+    images_dir: Path,
+    labels_csv: Path,
+    image_ids: Sequence[str],
+    params: pp.PostParams,
+    tta: str = "none",
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = False,
+) -> pd.DataFrame:
     """Predict ``image_ids`` at the model's size, score at 256 x 1600 raw and post-processed.
 
     Returns the long table: ImageId, ClassId, tp, fp, fn (post-processed), tp_raw, fp_raw,
@@ -99,8 +121,16 @@ def score_images(weights: str | Path, images_dir: Path, labels_csv: Path, image_
     model, info = load(weights, device)
     table = _by_image(labels_csv)
     rows = []
-    for batch in predict(model, [images_dir / i for i in image_ids], (info.height or HEIGHT, info.width or WIDTH),
-                         tta, batch_size, device, out_size=(HEIGHT, WIDTH), progress=progress):
+    for batch in predict(
+        model,
+        [images_dir / i for i in image_ids],
+        (info.height or HEIGHT, info.width or WIDTH),
+        tta,
+        batch_size,
+        device,
+        out_size=(HEIGHT, WIDTH),
+        progress=progress,
+    ):
         for image_id, prob in zip(batch.ids, batch.probs):
             truth = _truth(table, image_id)
             post = confusion_counts(pp.apply(prob, params), truth)
@@ -134,29 +164,56 @@ def _run_data(run_dir: str | Path) -> tuple[Any, Any]:
 
     _, info = load(run_dir, "cpu")
     if info.config is None:
-        raise EvaluationError(f"{info.path}: the checkpoint carries no training config; cannot find its splits")
+        raise EvaluationError(
+            f"{info.path}: the checkpoint carries no training config; cannot find its splits"
+        )
     data = SteelDataModule(info.config)
     if not data.test_ids:
-        raise EvaluationError(f"{run_dir}: the run has no test split (folds without fold -1, or test_share=0)")
+        raise EvaluationError(
+            f"{run_dir}: the run has no test split (folds without fold -1, or test_share=0)"
+        )
     return info.config, data
 
 
-def _tuned_scores(run_dir: str | Path, data: Any, tta: str, tune_size: tuple[int, int], batch_size: int,
-                  device: str, progress: bool, save: bool = True) -> tuple[pp.PostParams, pd.DataFrame]:
+def _tuned_scores(
+    run_dir: str | Path,
+    data: Any,
+    tta: str,
+    tune_size: tuple[int, int],
+    batch_size: int,
+    device: str,
+    progress: bool,
+    save: bool = True,
+) -> tuple[pp.PostParams, pd.DataFrame]:
     """Post-processing tuned on the validation images (saved beside the checkpoint), then the
     test images scored with it: (parameters, scores table)."""
     from .inference import tune
 
     labels_csv = data.config.resolve(data.config.labels)
-    params = tune(run_dir, images=data.images_dir, labels=labels_csv, image_ids=data.val_ids, tta=tta,
-                  size=tune_size, batch_size=batch_size, device=device, progress=progress, save=save)
-    scores = score_images(run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device,
-                          progress)
+    params = tune(
+        run_dir,
+        images=data.images_dir,
+        labels=labels_csv,
+        image_ids=data.val_ids,
+        tta=tta,
+        size=tune_size,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        save=save,
+    )
+    scores = score_images(
+        run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device, progress
+    )
     return params, scores
 
 
-def _stored_scores(run_dir: str | Path, data: Any, tta: str, tune_size: tuple[int, int],
-                   ) -> tuple[pp.PostParams, pd.DataFrame] | None:
+def _stored_scores(
+    run_dir: str | Path,
+    data: Any,
+    tta: str,
+    tune_size: tuple[int, int],
+) -> tuple[pp.PostParams, pd.DataFrame] | None:
     """(parameters, ``test_scores.csv``) of the run's own evaluation when ``evaluate_run`` wrote
     them with this TTA and tuning size on these test images (the same prediction again would give
     the same table), else None."""
@@ -171,9 +228,15 @@ def _stored_scores(run_dir: str | Path, data: Any, tta: str, tune_size: tuple[in
     return pp.PostParams.from_dict(metrics["postprocess"], source=str(metrics_path)), scores
 
 
-def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, int] = (128, 800),
-                 batch_size: int = 8, device: str = "auto", n_boot: int = 2000, progress: bool = False,
-                 ) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    tta: str = "none",
+    tune_size: tuple[int, int] = (128, 800),
+    batch_size: int = 8,
+    device: str = "auto",
+    n_boot: int = 2000,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Tune post-processing on validation, score the test split, write the test block.
 
     Writes ``postprocess.yaml``, ``test_scores.csv`` and ``metrics.json["test"]`` (and
@@ -188,8 +251,14 @@ def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, i
     params, scores = _tuned_scores(run_dir, data, tta, tune_size, batch_size, device, progress)
     write_csv(run_dir / SCORES_FILE, scores)
     block = summarize(counts_of(scores), n_boot=n_boot, seed=cfg.seed)
-    block.update(split="test", tta=tta, postprocess="tuned on validation", n_val_tuned=len(data.val_ids),
-                 val_tuned_kaggle=params.score, tune_size=list(tune_size))
+    block.update(
+        split="test",
+        tta=tta,
+        postprocess="tuned on validation",
+        n_val_tuned=len(data.val_ids),
+        val_tuned_kaggle=params.score,
+        tune_size=list(tune_size),
+    )
     raw = summarize(counts_of(scores, raw=True), n_boot=n_boot, seed=cfg.seed)
     raw.update(split="test", tta=tta, postprocess="none (threshold 0.5)")
     metrics = json.loads(metrics_path.read_text())
@@ -198,9 +267,15 @@ def evaluate_run(run_dir: str | Path, tta: str = "none", tune_size: tuple[int, i
     return block
 
 
-def compare_variants(run_dir: str | Path, ttas: Sequence[str] = ("none", "hv"), tune_size: tuple[int, int] = (128, 800),
-                     batch_size: int = 8, device: str = "auto", n_boot: int = 2000, progress: bool = False,
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare_variants(
+    run_dir: str | Path,
+    ttas: Sequence[str] = ("none", "hv"),
+    tune_size: tuple[int, int] = (128, 800),
+    batch_size: int = 8,
+    device: str = "auto",
+    n_boot: int = 2000,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw and post-processed, for each TTA in ``ttas``, on the test split of a run.
 
     Post-processing is tuned on validation separately for each TTA (it is applied to the
@@ -215,7 +290,9 @@ def compare_variants(run_dir: str | Path, ttas: Sequence[str] = ("none", "hv"), 
     rows = []
     for i, tta in enumerate(ttas):
         last = i == len(ttas) - 1
-        stored = _stored_scores(run_dir, data, tta, tune_size)  # the run's own evaluation, when it is this one
+        stored = _stored_scores(
+            run_dir, data, tta, tune_size
+        )  # the run's own evaluation, when it is this one
         if stored is None:
             _, scores = _tuned_scores(run_dir, data, tta, tune_size, batch_size, device, progress, save=last)
         else:
@@ -228,8 +305,13 @@ def compare_variants(run_dir: str | Path, ttas: Sequence[str] = ("none", "hv"), 
             rows.append({"tta": tta, "postprocess": post, **summarize(counts, n_boot=n_boot, seed=cfg.seed)})
     empty = (counts[..., 0] + counts[..., 2]) == 0
     table = pd.DataFrame(rows)
-    base = {"tta": "–", "postprocess": "all-empty prediction", "kaggle": float(empty.mean()),
-            "images": len(empty), "defect_dice": 0.0}
+    base = {
+        "tta": "–",
+        "postprocess": "all-empty prediction",
+        "kaggle": float(empty.mean()),
+        "images": len(empty),
+        "defect_dice": 0.0,
+    }
     table = pd.concat([table, pd.DataFrame([base])], ignore_index=True)
     first = next(iter(dice))
     paired = []
@@ -237,8 +319,12 @@ def compare_variants(run_dir: str | Path, ttas: Sequence[str] = ("none", "hv"), 
         if variant == first:
             continue
         g = stats.paired_bootstrap(d, dice[first], n_boot=n_boot, seed=cfg.seed)
-        paired.append({"variant": f"{variant[0]} TTA, {variant[1]}", "against": f"{first[0]} TTA, {first[1]}",
-                       "Kaggle difference [95% CI]": stats.format_ci(g["diff"], g["low"], g["high"]),
-                       "real": "real" if g["real"] else "not separable from noise"})
+        paired.append(
+            {
+                "variant": f"{variant[0]} TTA, {variant[1]}",
+                "against": f"{first[0]} TTA, {first[1]}",
+                "Kaggle difference [95% CI]": stats.format_ci(g["diff"], g["low"], g["high"]),
+                "real": "real" if g["real"] else "not separable from noise",
+            }
+        )
     return table, pd.DataFrame(paired)
-

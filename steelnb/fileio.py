@@ -4,14 +4,16 @@ A run killed mid-write, a full disk or an invalid result never leaves a half-wri
 place of a good one: data goes to a temporary file beside the target, which is renamed onto
 it only when the writing finished without error.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextmanager

@@ -5,13 +5,15 @@ normalised (ImageNet) and flipped for test-time augmentation on the device; the 
 sigmoid probabilities are resized back to 256 x 1600. ``predict`` yields one batch at a time,
 so thousands of images never sit in memory at full resolution.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,7 +31,9 @@ from .labels import IMAGE_SUFFIXES, list_images
 
 #: Flip dimensions of each test-time augmentation, on (N, C, H, W): -1 horizontal, -2 vertical.
 TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "none": ((),), "h": ((), (-1,)), "hv": ((), (-1,), (-2,), (-2, -1)),
+    "none": ((),),
+    "h": ((), (-1,)),
+    "hv": ((), (-1,), (-2,), (-2, -1)),
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,7 +44,7 @@ class InferenceError(SteelnbError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
+    """ "auto" -> CUDA when available, else CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -120,9 +124,13 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 @torch.no_grad()
-def predict_tensor(model: nn.Module, images: torch.Tensor, tta: str = "none",
-                   out_size: tuple[int, int] | None = (HEIGHT, WIDTH), with_plain: bool = False,
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def predict_tensor(
+    model: nn.Module,
+    images: torch.Tensor,
+    tta: str = "none",
+    out_size: tuple[int, int] | None = (HEIGHT, WIDTH),
+    with_plain: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images (B, H, W, 3) on the model's device -> (probs, plain) float32 (B, C, *out_size).
 
     The flips of ``tta`` run as one batch of size B x len(flips); their sigmoid probabilities are
@@ -146,7 +154,11 @@ def predict_tensor(model: nn.Module, images: torch.Tensor, tta: str = "none",
     plain = probs[0] if with_plain else None
     if out_size is not None and tuple(avg.shape[-2:]) != tuple(out_size):
         avg = F.interpolate(avg, size=out_size, mode="bilinear", align_corners=False)
-        plain = None if plain is None else F.interpolate(plain, size=out_size, mode="bilinear", align_corners=False)
+        plain = (
+            None
+            if plain is None
+            else F.interpolate(plain, size=out_size, mode="bilinear", align_corners=False)
+        )
     return avg, plain
 
 
@@ -183,8 +195,12 @@ def predict(
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
     loader = torch.utils.data.DataLoader(
-        _Images(paths, tuple(size or out_size)), batch_size=batch_size, num_workers=num_workers,
-        collate_fn=_collate, pin_memory=dev.type == "cuda")
+        _Images(paths, tuple(size or out_size)),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=dev.type == "cuda",
+    )
     with tqdm(total=len(paths), desc=f"predict (tta={tta})", unit="img", disable=not progress) as bar:
         for index, x, errors in loader:
             skipped = [(paths[i].name, reason) for i, reason in errors]
@@ -201,7 +217,6 @@ def predict(
             if skipped and on_error == "raise":
                 name, reason = skipped[0]
                 raise InferenceError(reason if name in reason else f"{name}: {reason}")
-
 
 
 def load(weights: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
@@ -228,13 +243,16 @@ def _check_classes(info: Any, class_id: int | None) -> str:
     if info.classes == N_CLASSES:
         if class_id is not None:
             raise InferenceError(
-                f"{info.path}: class_id={class_id} given, but the model predicts all {N_CLASSES} classes")
+                f"{info.path}: class_id={class_id} given, but the model predicts all {N_CLASSES} classes"
+            )
         return ""
     if info.classes != 1:
         raise InferenceError(f"{info.path}: model has {info.classes} classes; expected {N_CLASSES} or 1")
     if class_id not in range(1, N_CLASSES + 1):
-        raise InferenceError(f"{info.path}: one-class checkpoint: name the class its mask stands for "
-                             f"with class_id (--class-id) 1..{N_CLASSES}, got {class_id}")
+        raise InferenceError(
+            f"{info.path}: one-class checkpoint: name the class its mask stands for "
+            f"with class_id (--class-id) 1..{N_CLASSES}, got {class_id}"
+        )
     return f"one-class checkpoint: masks written for class {class_id} only; the other classes are left empty"
 
 
@@ -255,10 +273,20 @@ def _by_image(labels: str | Path) -> dict[str, dict[int, str]]:
     return out
 
 
-def tune(weights: str | Path, images: str | Path | None = None, labels: str | Path | None = None,
-         image_ids: Sequence[str] | None = None, tta: str = "none", size: tuple[int, int] = (128, 800),
-         batch_size: int = 8, device: str = "auto", class_id: int | None = None, save: bool = True,
-         progress: bool = True, **grids: Any) -> pp.PostParams:
+def tune(
+    weights: str | Path,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
+    image_ids: Sequence[str] | None = None,
+    tta: str = "none",
+    size: tuple[int, int] = (128, 800),
+    batch_size: int = 8,
+    device: str = "auto",
+    class_id: int | None = None,
+    save: bool = True,
+    progress: bool = True,
+    **grids: Any,
+) -> pp.PostParams:
     """Tune post-processing on labelled images and save ``postprocess.yaml`` beside the checkpoint.
 
     Defaults: the run's own validation images (its config's data, fold and subset). Probabilities
@@ -271,15 +299,26 @@ def tune(weights: str | Path, images: str | Path | None = None, labels: str | Pa
         from .dataset import SteelDataModule
 
         if info.config is None:
-            raise InferenceError(f"{weights}: no training config in the checkpoint: pass images, labels and image_ids")
+            raise InferenceError(
+                f"{weights}: no training config in the checkpoint: pass images, labels and image_ids"
+            )
         dm = SteelDataModule(info.config)
         images, image_ids = images or dm.images_dir, image_ids or dm.val_ids
         labels = labels or info.config.resolve(info.config.labels)
     table = _by_image(labels)
     paths = [Path(images) / i for i in image_ids] if image_ids is not None else images
     probs, truth = [], []
-    for batch in predict(model, paths, (info.height or HEIGHT, info.width or WIDTH), tta, batch_size, device,
-                         out_size=size, quantize=True, progress=progress):
+    for batch in predict(
+        model,
+        paths,
+        (info.height or HEIGHT, info.width or WIDTH),
+        tta,
+        batch_size,
+        device,
+        out_size=size,
+        quantize=True,
+        progress=progress,
+    ):
         probs.append(_four(batch.probs, class_id))
         for image_id in batch.ids:
             t = _truth(table, image_id)
@@ -290,10 +329,19 @@ def tune(weights: str | Path, images: str | Path | None = None, labels: str | Pa
     return params
 
 
-def run_predict(weights: str | Path, images: str | Path | Sequence[str | Path], out: str | Path,
-                labels: str | Path | None = None, tta: str = "none", overlays: int = 0, batch_size: int = 8,
-                device: str = "auto", on_error: str = "raise", class_id: int | None = None,
-                progress: bool = True) -> dict[str, Any]:
+def run_predict(
+    weights: str | Path,
+    images: str | Path | Sequence[str | Path],
+    out: str | Path,
+    labels: str | Path | None = None,
+    tta: str = "none",
+    overlays: int = 0,
+    batch_size: int = 8,
+    device: str = "auto",
+    on_error: str = "raise",
+    class_id: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Predict a folder of images: ``<out>/submission.csv`` (+ ``skipped.csv``, ``overlays/*.png``).
 
     Uses ``postprocess.yaml`` beside the checkpoint when present (else threshold 0.5). With
@@ -312,8 +360,12 @@ def run_predict(weights: str | Path, images: str | Path | Sequence[str | Path], 
     table = _by_image(labels) if labels is not None else None
     classes = [class_id - 1] if note else list(range(N_CLASSES))
     main = (tta, "postprocessed" if loaded else "raw")
-    variants = {(t, p): prm for t in dict.fromkeys(["none", tta]) for p, prm in
-                [("raw", pp.PostParams()), ("postprocessed", params)] if p == "raw" or loaded}
+    variants = {
+        (t, p): prm
+        for t in dict.fromkeys(["none", tta])
+        for p, prm in [("raw", pp.PostParams()), ("postprocessed", params)]
+        if p == "raw" or loaded
+    }
     if table is None:
         variants = {main: params}
     rows: list[tuple[str, str, int]] = []
@@ -323,8 +375,18 @@ def run_predict(weights: str | Path, images: str | Path | Sequence[str | Path], 
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("skipped.csv", "submission.partial.csv"):
         (out / stale).unlink(missing_ok=True)
-    stream = predict(model, images, (info.height or HEIGHT, info.width or WIDTH), tta, batch_size, device,
-                     on_error, quantize=True, with_plain=table is not None and tta != "none", progress=progress)
+    stream = predict(
+        model,
+        images,
+        (info.height or HEIGHT, info.width or WIDTH),
+        tta,
+        batch_size,
+        device,
+        on_error,
+        quantize=True,
+        with_plain=table is not None and tta != "none",
+        progress=progress,
+    )
     try:
         for batch in stream:
             skipped += batch.skipped
@@ -347,20 +409,26 @@ def run_predict(weights: str | Path, images: str | Path | Sequence[str | Path], 
             raise InferenceError(f"{e} (masks of the {len(done)} images before it: {partial})") from None
         raise
     if not done:
-        raise InferenceError(f"{images}: no image could be read ({len(skipped)} skipped, first: {skipped[0][1]})")
+        raise InferenceError(
+            f"{images}: no image could be read ({len(skipped)} skipped, first: {skipped[0][1]})"
+        )
     result: dict[str, Any] = {
-        "submission": sub.write_submission(rows, out / "submission.csv", done), "images": len(done),
-        "skipped": len(skipped), "tta": tta,
+        "submission": sub.write_submission(rows, out / "submission.csv", done),
+        "images": len(done),
+        "skipped": len(skipped),
+        "tta": tta,
         "postprocess": str(info.path.parent / pp.FILE_NAME) if loaded else "default",
-        "model": f"{info.arch}/{info.encoder} ({info.source}, {info.classes} classes)", "note": note,
+        "model": f"{info.arch}/{info.encoder} ({info.source}, {info.classes} classes)",
+        "note": note,
     }
     if skipped:
         result["skipped_csv"] = out / "skipped.csv"
         write_csv(result["skipped_csv"], pd.DataFrame(skipped, columns=["ImageId", "reason"]))
     show = done[:overlays]
     if table is not None:
-        files, worst = sub.write_evaluation({v: np.stack(c) for v, c in counts.items()}, done, out, main, classes,
-                                            k=max(20, overlays))
+        files, worst = sub.write_evaluation(
+            {v: np.stack(c) for v, c in counts.items()}, done, out, main, classes, k=max(20, overlays)
+        )
         result.update(files)
         show = worst["ImageId"].head(overlays).tolist()
     if overlays > 0:
@@ -368,8 +436,13 @@ def run_predict(weights: str | Path, images: str | Path | Sequence[str | Path], 
     return result
 
 
-def _overlays(images: Any, show: Sequence[str], rows: Sequence[tuple[str, str, int]],
-              table: dict[str, dict[int, str]] | None, out: Path) -> list[Path]:
+def _overlays(
+    images: Any,
+    show: Sequence[str],
+    rows: Sequence[tuple[str, str, int]],
+    table: dict[str, dict[int, str]] | None,
+    out: Path,
+) -> list[Path]:
     """PNG overlays of the images ``show``: prediction from the submission rows, truth from labels."""
     from .dataset import read_image
     from .rle import decode

@@ -4,11 +4,13 @@ Tidy table: one row per defect mask, columns ``ImageId`` (str), ``ClassId`` (int
 ``EncodedPixels`` (non-empty RLE). Defect-free images never appear in it; the image table
 (``image_table``) joins the labels with the images on disk so that they do.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -61,7 +63,9 @@ def read_labels(path: str | Path, validate: bool = True) -> pd.DataFrame:
         if split.shape[1] != 2 or split[1].isna().any():
             i = int(np.argmax(split[1].isna().to_numpy())) if split.shape[1] == 2 else 0
             raise LabelError(f"{path}, line {line.iloc[i]}: {key.iloc[i]!r} is not '<image>_<class>'")
-        table = pd.DataFrame({"ImageId": split[0], "ClassId": split[1], "EncodedPixels": raw["EncodedPixels"]})
+        table = pd.DataFrame(
+            {"ImageId": split[0], "ClassId": split[1], "EncodedPixels": raw["EncodedPixels"]}
+        )
     elif set(COLUMNS) <= set(cols):
         table = raw[COLUMNS].copy()
     else:
@@ -97,7 +101,9 @@ def read_labels(path: str | Path, validate: bool = True) -> pd.DataFrame:
                 )
         table = table.drop_duplicates(["ImageId", "ClassId"])
     if validate:
-        for image, c, enc, ln in table[["ImageId", "ClassId", "EncodedPixels", "_line"]].itertuples(index=False):
+        for image, c, enc, ln in table[["ImageId", "ClassId", "EncodedPixels", "_line"]].itertuples(
+            index=False
+        ):
             try:
                 rle.parse(enc)
             except rle.RLEError as e:
@@ -121,8 +127,10 @@ def write_labels(
     if fmt == "new":
         clean = sorted(set(() if image_ids is None else image_ids) - set(labels["ImageId"]))
         if clean:  # the new format has no row for an image without a mask: it would vanish silently
-            raise LabelError(f"{path}: the new format cannot list defect-free images ({len(clean)}, first {clean[0]}); "
-                             "write fmt='old' or an ImageId list (e.g. the image table's ImageId column)")
+            raise LabelError(
+                f"{path}: the new format cannot list defect-free images ({len(clean)}, first {clean[0]}); "
+                "write fmt='old' or an ImageId list (e.g. the image table's ImageId column)"
+            )
         out = labels[COLUMNS]
     elif fmt == "old":
         ids = sorted(set(labels["ImageId"]) | set(() if image_ids is None else image_ids))
@@ -199,7 +207,9 @@ def image_table(
                     f"{source}: {len(missing)} labelled image(s) absent from {images_dir}, "
                     f"first {missing[0]} (pass on_missing='skip' to drop them)"
                 )
-            warnings.warn(f"{source}: skipped {len(missing)} labelled image(s) absent from {images_dir}")
+            warnings.warn(
+                f"{source}: skipped {len(missing)} labelled image(s) absent from {images_dir}", stacklevel=2
+            )
             labels = labels[~labels["ImageId"].isin(missing)]
         ids |= on_disk
     ids |= set(labels["ImageId"])
@@ -217,6 +227,6 @@ def image_table(
         parts = labels.assign(parts=[_count_parts(e) for e in labels["EncodedPixels"]])
         wide = parts.pivot_table(index="ImageId", columns="ClassId", values="parts", aggfunc="sum")
         for c in CLASS_IDS:
-            table[f"parts_{c}"] = (wide[c] if c in wide else 0)
+            table[f"parts_{c}"] = wide[c] if c in wide else 0
         table = table.fillna(0).astype({f"parts_{c}": int for c in CLASS_IDS})
     return table.reset_index()

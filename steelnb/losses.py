@@ -6,9 +6,11 @@ channels (multilabel). That is a modelling choice, not a property of the data: i
 Severstal train images the class masks never overlap, so a softmax over "background + 4 classes"
 would fit the data too.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -27,8 +29,13 @@ class LossError(SteelnbError):
 class DiceBCELoss(nn.Module):
     """The reference's DiceBCE: ``dice_weight * Dice + bce_weight * BCE`` (soft Dice from logits)."""
 
-    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 0.0,
-                 pos_weight: float | None = None) -> None:
+    def __init__(
+        self,
+        dice_weight: float = 1.0,
+        bce_weight: float = 1.0,
+        smooth: float = 0.0,
+        pos_weight: float | None = None,
+    ) -> None:
         super().__init__()
         self.dice = smp.losses.DiceLoss(MULTILABEL, from_logits=True, smooth=smooth)
         pw = None if pos_weight is None else torch.tensor(float(pos_weight))
@@ -60,11 +67,14 @@ class PerClassLovaszLoss(nn.Module):
     complement's IoU counts every one of them (the symmetric Lovász of the TGS Salt winners).
     """
 
-    def __init__(self, per_image: bool = False, ignore_index: int | None = None, symmetric: bool = True) -> None:
+    def __init__(
+        self, per_image: bool = False, ignore_index: int | None = None, symmetric: bool = True
+    ) -> None:
         super().__init__()
         self.per_image, self.symmetric = bool(per_image), bool(symmetric)
-        self.lovasz = smp.losses.LovaszLoss(smp.losses.BINARY_MODE, per_image=self.per_image,
-                                            ignore_index=ignore_index, from_logits=True)
+        self.lovasz = smp.losses.LovaszLoss(
+            smp.losses.BINARY_MODE, per_image=self.per_image, ignore_index=ignore_index, from_logits=True
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits (N, C, H, W), target (N, C, H, W) 0/1 -> scalar, mean of C class losses."""
@@ -90,8 +100,10 @@ class Float32Loss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits (N, C, H, W) any float dtype, target (N, C, H, W) 0/1 -> scalar float32."""
         if logits.shape != target.shape:
-            raise LossError(f"loss {self.name}: logits {tuple(logits.shape)} and target "
-                            f"{tuple(target.shape)} must have the same (N, C, H, W) shape")
+            raise LossError(
+                f"loss {self.name}: logits {tuple(logits.shape)} and target "
+                f"{tuple(target.shape)} must have the same (N, C, H, W) shape"
+            )
         with torch.autocast(device_type=logits.device.type, enabled=False):
             return self.loss(logits.float(), target.float())
 

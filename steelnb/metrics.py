@@ -8,6 +8,7 @@
   competition metric and is reported only to compare with the reference.
 ``MetricAccumulator`` gathers all of these batch by batch in O(C) memory.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -78,8 +79,12 @@ def iou_dice(pred: Any, truth: Any, threshold: float = 0.5) -> dict[str, Any]:
     """
     tp, fp, fn, _ = (s.sum(0) for s in confusion(pred, truth, threshold))
     iou, dice = _iou(tp, fp, fn), _dice(tp, fp, fn)
-    return {"iou": iou.tolist(), "dice": dice.tolist(),
-            "iou_mean": float(iou.mean()), "dice_mean": float(dice.mean())}
+    return {
+        "iou": iou.tolist(),
+        "dice": dice.tolist(),
+        "iou_mean": float(iou.mean()),
+        "dice_mean": float(dice.mean()),
+    }
 
 
 def soft_iou(probs: Any, truth: Any, per_class: bool = False) -> float | np.ndarray:
@@ -122,16 +127,27 @@ class MetricAccumulator:
         tp, fp, fn, _ = confusion(p, t, self.threshold)
         pd, td = p.double(), t.double()
         inter = (pd * td).sum((0, 2, 3))
-        rows = [tp.sum(0), fp.sum(0), fn.sum(0), _dice(tp, fp, fn).sum(0),
-                torch.full((self.classes,), p.shape[0]), inter, pd.sum((0, 2, 3)) + td.sum((0, 2, 3)) - inter,
-                (~(t.flatten(2) != 0).any(2)).sum(0)]
+        rows = [
+            tp.sum(0),
+            fp.sum(0),
+            fn.sum(0),
+            _dice(tp, fp, fn).sum(0),
+            torch.full((self.classes,), p.shape[0]),
+            inter,
+            pd.sum((0, 2, 3)) + td.sum((0, 2, 3)) - inter,
+            (~(t.flatten(2) != 0).any(2)).sum(0),
+        ]
         self.state = self.state.to(p.device) + torch.stack([r.double().to(p.device) for r in rows])
 
     def compute(self) -> dict[str, Any]:
         tp, fp, fn, dsum, n, inter, union, empty = self.state.cpu()
-        out = {"dice": _dice(tp, fp, fn), "iou": _iou(tp, fp, fn),
-               "kaggle": dsum / n.clamp(min=1), "soft_iou": (inter + EPS) / (union + EPS),
-               "empty_kaggle": empty / n.clamp(min=1)}
+        out = {
+            "dice": _dice(tp, fp, fn),
+            "iou": _iou(tp, fp, fn),
+            "kaggle": dsum / n.clamp(min=1),
+            "soft_iou": (inter + EPS) / (union + EPS),
+            "empty_kaggle": empty / n.clamp(min=1),
+        }
         res: dict[str, Any] = {k: v.tolist() for k, v in out.items()}
         res.update({f"{k}_mean": float(v.mean()) for k, v in out.items()})
         res["soft_iou_mean"] = float((inter.sum() + EPS) / (union.sum() + EPS))  # as soft_iou()

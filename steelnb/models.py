@@ -3,6 +3,7 @@
 A model maps images (N, 3, H, W) to logits (N, C, H, W), C = ``classes`` (4 for Severstal).
 Checkpoints are always read with ``torch.load(weights_only=True)``: a file never runs code.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,9 +11,10 @@ import os
 import pickle
 import socket
 import types
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -112,7 +114,7 @@ def _unwrap_state(obj: Any) -> dict[str, torch.Tensor]:
         raise TypeError("not a state dict of tensors")
     state = dict(obj)
     for prefix in ("module.", "model.", "_orig_mod."):  # DataParallel, our LightningModule, compile
-        inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        inner = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if inner and len(inner) * 2 >= len(state):  # drop non-model extras (e.g. loss buffers)
             state = inner
     return state
@@ -145,7 +147,7 @@ def _load_encoder_file(model: nn.Module, path: Path) -> None:
     except TypeError:
         raise ModelError(f"{path}: expected an encoder state dict (tensors only)") from None
     if any(k.startswith("encoder.") for k in state):
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "_fc."))}
     try:
         model.encoder.load_state_dict(state)
@@ -181,7 +183,7 @@ def list_cached_weights() -> list[tuple[str, str, Path, int]]:
             enc = "tu-" + enc
         else:
             enc = next((e for e in known if stem.startswith(e + "-")), stem)
-            weights = stem[len(enc) + 1:]
+            weights = stem[len(enc) + 1 :]
         rows.append((enc, weights or "?", path, path.stat().st_size))
     return rows
 
@@ -291,8 +293,11 @@ def _build(arch: str, encoder: str, encoder_weights: str | None, classes: int, *
     except KeyError as e:  # smp: weights name not offered for this encoder
         raise ModelError(str(e).strip("'\"")) from None
     except Exception as e:
-        why = ("the download failed" if reachable else
-               "the hub is unreachable (offline, or HF_HUB_OFFLINE=1) and the Hugging Face cache holds no copy")
+        why = (
+            "the download failed"
+            if reachable
+            else "the hub is unreachable (offline, or HF_HUB_OFFLINE=1) and the Hugging Face cache holds no copy"
+        )
         raise WeightsUnavailableError(
             f"cannot get {encoder_weights!r} weights for encoder {encoder!r}: {why} ({type(e).__name__}), "
             f"and {cached} does not exist. On a machine online run `{_fetch_command(encoder, str(encoder_weights))}` "
@@ -313,7 +318,11 @@ _FAMILIES = {
 def infer_encoder(state: Mapping[str, torch.Tensor]) -> str | None:
     """The smp encoder whose parameter names and shapes match ``encoder.*`` in a model state dict."""
     heads = ("fc.", "_fc.", "classifier.")
-    enc = {k[8:]: tuple(v.shape) for k, v in state.items() if k.startswith("encoder.") and not k[8:].startswith(heads)}
+    enc = {
+        k[8:]: tuple(v.shape)
+        for k, v in state.items()
+        if k.startswith("encoder.") and not k[8:].startswith(heads)
+    }
     candidates = next((names for key, names in _FAMILIES.items() if key in enc), list(REFERENCE_ENCODERS))
     for name in dict.fromkeys(candidates):
         e = smp.encoders.get_encoder(name, weights=None)
@@ -348,7 +357,11 @@ def load_model(
         path = found[0]
     raw = _read(path, map_location)
     config: TrainConfig | None = None
-    if isinstance(raw, Mapping) and isinstance(raw.get("hyper_parameters"), Mapping) and "config" in raw["hyper_parameters"]:
+    if (
+        isinstance(raw, Mapping)
+        and isinstance(raw.get("hyper_parameters"), Mapping)
+        and "config" in raw["hyper_parameters"]
+    ):
         source = "lightning"
         try:
             config = TrainConfig.from_dict(raw["hyper_parameters"]["config"], source=str(path))
@@ -363,7 +376,9 @@ def load_model(
     try:
         state = _unwrap_state(raw)
     except TypeError:
-        raise CheckpointError(f"{path}: no model state dict found (expected Lightning, Catalyst or state dict)") from None
+        raise CheckpointError(
+            f"{path}: no model state dict found (expected Lightning, Catalyst or state dict)"
+        ) from None
     found_classes = _classes_of(state)
     found_encoder = config.encoder if config else infer_encoder(state)
     arch = config.arch if config else "Unet"
@@ -388,7 +403,14 @@ def load_model(
             f"{_classes_of(state)} classes): {str(e)[:300]}"
         ) from None
     model.eval()
-    info = ModelInfo(arch=arch, encoder=found_encoder, classes=found_classes, source=source,
-                     height=config.height if config else None, width=config.width if config else None,
-                     config=config, path=path)
+    info = ModelInfo(
+        arch=arch,
+        encoder=found_encoder,
+        classes=found_classes,
+        source=source,
+        height=config.height if config else None,
+        width=config.width if config else None,
+        config=config,
+        path=path,
+    )
     return model, info

@@ -11,6 +11,7 @@ The runs of a ``parallel`` stage go side by side: one worker per GPU with ``--gp
 CPU, the plan's ``cpu_workers`` processes sharing the cores (each gets cores / workers threads:
 two one-thread trainings do about 1.35x the work of one two-thread training on two cores).
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,10 +22,11 @@ import multiprocessing as mp
 import os
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -34,8 +36,14 @@ from .fileio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 STATUS_FILE = "status.json"
-TITLES = {"01_eda": "The data", "02_class_balance": "Class balance", "03_train": "Training",
-          "04_loss_ablation": "Loss ablation", "05_evaluate": "Evaluation", "06_results": "Results"}
+TITLES = {
+    "01_eda": "The data",
+    "02_class_balance": "Class balance",
+    "03_train": "Training",
+    "04_loss_ablation": "Loss ablation",
+    "05_evaluate": "Evaluation",
+    "06_results": "Results",
+}
 
 
 class PlanError(SteelnbError):
@@ -127,11 +135,16 @@ def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
     nb_dir = (root / spec.get("notebooks_dir", "notebooks")).resolve()
     book_dir = (root / spec.get("book_dir", "book")).resolve()
     data = spec.get("data") or {}
-    out = Plan(name=str(spec["name"]), notebooks_dir=nb_dir, book_dir=book_dir,
-               data_dir=(nb_dir / data["dir"]).resolve() if data.get("dir") else None,
-               synthetic=data.get("synthetic"), root=root.resolve(),
-               benchmarks=[str(c) for c in spec.get("benchmarks") or []],
-               cpu_workers=int(spec.get("cpu_workers", 1)))
+    out = Plan(
+        name=str(spec["name"]),
+        notebooks_dir=nb_dir,
+        book_dir=book_dir,
+        data_dir=(nb_dir / data["dir"]).resolve() if data.get("dir") else None,
+        synthetic=data.get("synthetic"),
+        root=root.resolve(),
+        benchmarks=[str(c) for c in spec.get("benchmarks") or []],
+        cpu_workers=int(spec.get("cpu_workers", 1)),
+    )
     defaults = dict(spec.get("defaults") or {})
     seen: set[str] = set()
     per_notebook: dict[str, int] = {}  # a notebook run once keeps its plain name as slug
@@ -155,15 +168,19 @@ def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
             matrix = dict(entry.get("matrix") or {})
             unknown = sorted((set(params) | set(matrix)) - set(declared))
             if unknown:
-                raise PlanError(f"{src}, stage {sname!r}, notebook {nb}: unknown parameter(s) "
-                                f"{', '.join(unknown)}; the notebook declares {', '.join(declared)}")
+                raise PlanError(
+                    f"{src}, stage {sname!r}, notebook {nb}: unknown parameter(s) "
+                    f"{', '.join(unknown)}; the notebook declares {', '.join(declared)}"
+                )
             for combo in product(*matrix.values()) if matrix else [()]:
                 given = {**params, **dict(zip(matrix, combo))}
                 explicit = {k: given[k] for k in declared if k in given}  # the notebook's order
                 several = per_notebook.get(nb, 0) > 1 and explicit
                 slug = entry.get("name", f"{nb}__{_slug(list(explicit.values()))}" if several else nb)
                 base = TITLES.get(nb, nb)
-                title = entry.get("title", f"{base}: {', '.join(map(str, explicit.values()))}" if several else base)
+                title = entry.get(
+                    "title", f"{base}: {', '.join(map(str, explicit.values()))}" if several else base
+                )
                 if slug in seen:
                     raise PlanError(f"{src}, stage {sname!r}: two runs named {slug!r}; give one a 'name'")
                 seen.add(slug)
@@ -181,8 +198,15 @@ def effective_runs(plan: str | Path | Mapping[str, Any] | Plan) -> list[dict[str
     notebook's declared defaults overridden by the plan's values (the plan wins).
     """
     p = plan if isinstance(plan, Plan) else load_plan(plan)
-    return [{"slug": run.slug, "notebook": run.notebook, "stage": run.stage,
-             "parameters": effective_parameters(run, p.notebooks_dir)} for run in p.runs]
+    return [
+        {
+            "slug": run.slug,
+            "notebook": run.notebook,
+            "stage": run.stage,
+            "parameters": effective_parameters(run, p.notebooks_dir),
+        }
+        for run in p.runs
+    ]
 
 
 def effective_parameters(run: Run, notebooks_dir: Path) -> dict[str, Any]:
@@ -195,8 +219,11 @@ def describe_plan(plan: str | Path | Mapping[str, Any] | Plan) -> str:
     its stage, slug, title and every effective parameter; values the plan sets are marked ``*``."""
     p = plan if isinstance(plan, Plan) else load_plan(plan)
     runs = effective_runs(p)
-    lines = [f"plan {p.name}: {len(runs)} run(s) in {len(p.stages)} stage(s); dry run, nothing executed or written",
-             f"notebooks: {p.notebooks_dir}", f"executed runs would go to: {p.book_dir / 'runs'}"]
+    lines = [
+        f"plan {p.name}: {len(runs)} run(s) in {len(p.stages)} stage(s); dry run, nothing executed or written",
+        f"notebooks: {p.notebooks_dir}",
+        f"executed runs would go to: {p.book_dir / 'runs'}",
+    ]
     if p.data_dir is not None:
         state = "present" if (p.data_dir / "train.csv").is_file() else "missing"
         lines.append(f"data: {p.data_dir} (train.csv {state})")
@@ -204,7 +231,10 @@ def describe_plan(plan: str | Path | Mapping[str, Any] | Plan) -> str:
     for run, eff in zip(p.runs, runs):
         width = max((len(k) for k in eff["parameters"]), default=0)
         lines += ["", f"[{eff['stage']}] {eff['slug']}  ({run.notebook}.ipynb: {run.title})"]
-        lines += [f"  {'*' if k in run.parameters else ' '} {k:<{width}} = {v!r}" for k, v in eff["parameters"].items()]
+        lines += [
+            f"  {'*' if k in run.parameters else ' '} {k:<{width}} = {v!r}"
+            for k, v in eff["parameters"].items()
+        ]
     return "\n".join(lines)
 
 
@@ -225,8 +255,10 @@ def ensure_data(data_dir: str | Path, n_images: int = 320, seed: int = 0, n_test
     if (data_dir / "train.csv").is_file():
         return data_dir
     if "synthetic" not in data_dir.name and "smoke" not in data_dir.name:
-        raise PlanError(f"{data_dir}: no train.csv. Get the Kaggle data with `kaggle competitions download "
-                        f"-c severstal-steel-defect-detection` and unzip it into {data_dir}")
+        raise PlanError(
+            f"{data_dir}: no train.csv. Get the Kaggle data with `kaggle competitions download "
+            f"-c severstal-steel-defect-detection` and unzip it into {data_dir}"
+        )
     from .synthetic import generate
 
     return Path(generate(data_dir, n_images=n_images, n_test=n_test, seed=seed))
@@ -240,15 +272,25 @@ def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = 
     out = runs_dir / f"{run.slug}.ipynb"
     done = runs_dir / f"{run.slug}.done"
     done.unlink(missing_ok=True)  # an interrupted run must not look finished
-    record: dict[str, Any] = {"slug": run.slug, "notebook": run.notebook, "stage": run.stage, "title": run.title,
-                              "parameters": dict(run.parameters), "output": out.name,
-                              "effective": effective_parameters(run, notebooks_dir),
-                              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    record: dict[str, Any] = {
+        "slug": run.slug,
+        "notebook": run.notebook,
+        "stage": run.stage,
+        "title": run.title,
+        "parameters": dict(run.parameters),
+        "output": out.name,
+        "effective": effective_parameters(run, notebooks_dir),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     start = time.time()
     try:
-        pm.execute_notebook(str(notebooks_dir / f"{run.notebook}.ipynb"), str(out),
-                            parameters=dict(run.parameters), cwd=str(notebooks_dir),
-                            progress_bar=progress)
+        pm.execute_notebook(
+            str(notebooks_dir / f"{run.notebook}.ipynb"),
+            str(out),
+            parameters=dict(run.parameters),
+            cwd=str(notebooks_dir),
+            progress_bar=progress,
+        )
         record.update(status="done", error="")
         done.write_text(run_hash(run, notebooks_dir) + "\n")
     except Exception as e:  # the batch goes on; the failed notebook keeps the traceback
@@ -283,8 +325,12 @@ def read_status(runs_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Sequence[int] | None = None,
-             build: bool = True) -> pd.DataFrame:
+def run_plan(
+    plan: str | Path | Mapping[str, Any],
+    force: bool = False,
+    gpus: Sequence[int] | None = None,
+    build: bool = True,
+) -> pd.DataFrame:
     """Execute every run of a plan, stage after stage; return one row per run with ``status``.
 
     ``status`` is "done", "skipped" (finished earlier with the same parameters) or "failed".
@@ -297,8 +343,12 @@ def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Se
     if p.data_dir is not None:
         syn = dict(p.synthetic or {})
         if p.synthetic is not None or (p.data_dir / "train.csv").is_file():
-            ensure_data(p.data_dir, n_images=int(syn.get("n_images", 320)), seed=int(syn.get("seed", 0)),
-                        n_test=syn.get("n_test", 16))
+            ensure_data(
+                p.data_dir,
+                n_images=int(syn.get("n_images", 320)),
+                seed=int(syn.get("seed", 0)),
+                n_test=syn.get("n_test", 16),
+            )
         else:
             ensure_data(p.data_dir)  # raises with the Kaggle download command
     runs_dir = p.book_dir / "runs"
@@ -320,13 +370,26 @@ def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Se
         todo = []
         for run in stage:
             done = runs_dir / f"{run.slug}.done"
-            fresh = (done.is_file() and (runs_dir / f"{run.slug}.ipynb").is_file()
-                     and done.read_text().strip() == run_hash(run, p.notebooks_dir))
+            fresh = (
+                done.is_file()
+                and (runs_dir / f"{run.slug}.ipynb").is_file()
+                and done.read_text().strip() == run_hash(run, p.notebooks_dir)
+            )
             if fresh and not force and not upstream_ran:
                 prev = status["runs"].get(run.slug, {})
-                finish({**prev, "slug": run.slug, "notebook": run.notebook, "stage": run.stage, "title": run.title,
-                        "parameters": dict(run.parameters), "output": f"{run.slug}.ipynb",
-                        "status": "skipped", "error": ""})
+                finish(
+                    {
+                        **prev,
+                        "slug": run.slug,
+                        "notebook": run.notebook,
+                        "stage": run.stage,
+                        "title": run.title,
+                        "parameters": dict(run.parameters),
+                        "output": f"{run.slug}.ipynb",
+                        "status": "skipped",
+                        "error": "",
+                    }
+                )
             else:
                 todo.append(run)
         slots: list[Any] = list(gpus or [])
@@ -337,25 +400,37 @@ def run_plan(plan: str | Path | Mapping[str, Any], force: bool = False, gpus: Se
             queue = ctx.Queue()
             for g in slots:
                 queue.put(g)
-            with cf.ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_init_worker,
-                                        initargs=(queue,)) as pool:
+            with cf.ProcessPoolExecutor(
+                len(slots), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+            ) as pool:
                 futures = {pool.submit(_execute_in_worker, r, p.notebooks_dir, runs_dir): r for r in todo}
                 for fut in cf.as_completed(futures):
                     try:
                         finish(fut.result())
                     except Exception as e:  # a worker died (killed, out of memory): that run failed
                         r = futures[fut]
-                        finish({"slug": r.slug, "notebook": r.notebook, "stage": r.stage, "title": r.title,
-                                "parameters": dict(r.parameters), "output": f"{r.slug}.ipynb",
-                                "status": "failed", "error": f"worker process failed: {e!r}"[:300]})
+                        finish(
+                            {
+                                "slug": r.slug,
+                                "notebook": r.notebook,
+                                "stage": r.stage,
+                                "title": r.title,
+                                "parameters": dict(r.parameters),
+                                "output": f"{r.slug}.ipynb",
+                                "status": "failed",
+                                "error": f"worker process failed: {e!r}"[:300],
+                            }
+                        )
         else:
             for run in todo:
                 bar.set_description(f"plan {p.name}: {run.slug}")
                 finish(execute_run(run, p.notebooks_dir, runs_dir, progress=bar.disable is False))
         upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
     bar.close()
-    table = pd.DataFrame([records[r.slug] for r in p.runs],
-                         columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"])
+    table = pd.DataFrame(
+        [records[r.slug] for r in p.runs],
+        columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"],
+    )
     print(table[["slug", "status", "wall_s", "error"]].to_string(index=False))
     if p.benchmarks:
         from .book import run_benchmarks

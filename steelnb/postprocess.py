@@ -7,12 +7,14 @@ area left after dropping small components must reach it). Areas are in pixels of
 256 x 1600 image; masks of another size scale them by the ratio of the pixel counts, so the
 same parameters apply to probabilities kept at reduced size for tuning.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -78,7 +80,7 @@ class PostParams:
         return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "PostParams":
+    def from_yaml(cls, path: str | Path) -> PostParams:
         """Read parameters written by ``to_yaml`` (``path`` may be a run folder)."""
         path = Path(path)
         if path.is_dir():
@@ -92,14 +94,18 @@ class PostParams:
         return cls.from_dict(data, source=str(path))
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>") -> "PostParams":
+    def from_dict(cls, data: Any, source: str = "<dict>") -> PostParams:
         """Parameters from ``to_dict``'s layout (class keys as ints, or as strings after JSON)."""
         try:
             per_class = data["classes"]
-            classes = tuple(ClassParams(**(per_class[c] if c in per_class else per_class[str(c)]))
-                            for c in range(1, N_CLASSES + 1))
+            classes = tuple(
+                ClassParams(**(per_class[c] if c in per_class else per_class[str(c)]))
+                for c in range(1, N_CLASSES + 1)
+            )
         except (KeyError, TypeError) as e:
-            raise PostprocessError(f"{source}: expected 'classes: {{1..{N_CLASSES}: parameters}}' ({e!r})") from None
+            raise PostprocessError(
+                f"{source}: expected 'classes: {{1..{N_CLASSES}: parameters}}' ({e!r})"
+            ) from None
         return cls(classes=classes, score=data.get("score"))
 
 
@@ -113,7 +119,9 @@ def load_params(run_dir: str | Path) -> PostParams | None:
 def _as_prob(probs: np.ndarray) -> np.ndarray:
     """Probabilities as float32; uint8 input is read as quantised probability x 255."""
     probs = np.asarray(probs)
-    return probs.astype(np.float32) / 255.0 if probs.dtype == np.uint8 else probs.astype(np.float32, copy=False)
+    return (
+        probs.astype(np.float32) / 255.0 if probs.dtype == np.uint8 else probs.astype(np.float32, copy=False)
+    )
 
 
 def _area_scale(shape: Sequence[int]) -> float:
@@ -166,8 +174,12 @@ def kaggle_score(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _tune_class(
-    probs: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], min_areas: Sequence[int],
-    top_probs: Sequence[float], total_areas: Sequence[int],
+    probs: np.ndarray,
+    truth: np.ndarray,
+    thresholds: Sequence[float],
+    min_areas: Sequence[int],
+    top_probs: Sequence[float],
+    total_areas: Sequence[int],
 ) -> tuple[ClassParams, float]:
     """Grid search for one class: probs (N, H, W) float, truth (N, H, W) bool -> (best, mean Dice)."""
     n = probs.shape[0]
@@ -193,13 +205,18 @@ def _tune_class(
             kept_inter[:, i] = keep @ inters
         # gates: (P, A, T, N) -- an image whose class is gated out predicts nothing
         on = top_ok[:, None, None, :] & (kept_area[None, :, None, :] >= tot_a[None, None, :, None])
-        dice = dice_counts(np.where(on, kept_inter[None, :, None, :], 0.0),
-                           np.where(on, kept_area[None, :, None, :], 0.0), t_area)
+        dice = dice_counts(
+            np.where(on, kept_inter[None, :, None, :], 0.0),
+            np.where(on, kept_area[None, :, None, :], 0.0),
+            t_area,
+        )
         score = dice.mean(-1)
         j = np.unravel_index(int(np.argmax(score)), score.shape)
         if score[j] > best_score + 1e-12:
             best_score = float(score[j])
-            best = ClassParams(float(thr), int(min_areas[j[1]]), float(top_probs[j[0]]), int(total_areas[j[2]]))
+            best = ClassParams(
+                float(thr), int(min_areas[j[1]]), float(top_probs[j[0]]), int(total_areas[j[2]])
+            )
     off = float((t_area == 0).mean())  # predicting nothing for the class
     if off > best_score + 1e-12:
         return ClassParams(enabled=False), off
@@ -224,12 +241,15 @@ def tune_postprocess(
     probs, truth = np.asarray(probs), np.asarray(truth)
     if probs.ndim != 4 or probs.shape[1] != N_CLASSES or truth.shape != probs.shape:
         raise PostprocessError(
-            f"expected probs and truth (N, 4, H, W) of one shape, got {probs.shape} and {truth.shape}")
+            f"expected probs and truth (N, 4, H, W) of one shape, got {probs.shape} and {truth.shape}"
+        )
     if probs.shape[0] == 0:
         raise PostprocessError("no images to tune on")
     best, scores = [], []
     for c in range(N_CLASSES):
-        p, s = _tune_class(_as_prob(probs[:, c]), truth[:, c] > 0, thresholds, min_areas, top_probs, total_areas)
+        p, s = _tune_class(
+            _as_prob(probs[:, c]), truth[:, c] > 0, thresholds, min_areas, top_probs, total_areas
+        )
         best.append(p)
         scores.append(s)
     return PostParams(classes=tuple(best), score=float(np.mean(scores)))

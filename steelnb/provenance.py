@@ -5,38 +5,53 @@ three splits with their defect-free images; ``code_info`` gives the git commit o
 and the versions of the libraries that decide the numbers. A reader can then tell synthetic
 numbers from Severstal numbers, and re-run the same code.
 """
+
 from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 #: Images in the Kaggle train set; a folder holding this many train images is the Kaggle data.
 KAGGLE_TRAIN_IMAGES = 12568
 SYNTHETIC_MARKER = "synthetic.json"  # written by steelnb.synthetic.generate
-VERSIONED = ("torch", "segmentation-models-pytorch", "lightning", "albumentations", "timm", "numpy", "steelnb")
+VERSIONED = (
+    "torch",
+    "segmentation-models-pytorch",
+    "lightning",
+    "albumentations",
+    "timm",
+    "numpy",
+    "steelnb",
+)
 
 
 def data_kind(data_dir: str | Path, n_images: int) -> str:
-    """"synthetic" (the folder carries the generator's marker), "kaggle" (all 12,568 train
+    """ "synthetic" (the folder carries the generator's marker), "kaggle" (all 12,568 train
     images present) or "other" (e.g. a sample of the Kaggle images, or another data set)."""
     if (Path(data_dir) / SYNTHETIC_MARKER).is_file():
         return "synthetic"
     return "kaggle" if n_images >= KAGGLE_TRAIN_IMAGES else "other"
 
 
-def data_info(data_dir: str | Path, subset: str, n_images: int, splits: Mapping[str, Sequence[str]],
-              defective: set[str]) -> dict[str, Any]:
+def data_info(
+    data_dir: str | Path, subset: str, n_images: int, splits: Mapping[str, Sequence[str]], defective: set[str]
+) -> dict[str, Any]:
     """The ``data`` block of metrics.json.
 
     ``n_images``: train images in the folder; ``splits``: {"train"|"val"|"test": image ids};
     ``defective``: ids of the images with at least one mask. Returns kind, dir, subset,
     n_train/n_val/n_test and clean_train/clean_val/clean_test.
     """
-    out: dict[str, Any] = {"kind": data_kind(data_dir, n_images), "dir": str(Path(data_dir).resolve()),
-                           "subset": subset, "images_in_folder": n_images}
+    out: dict[str, Any] = {
+        "kind": data_kind(data_dir, n_images),
+        "dir": str(Path(data_dir).resolve()),
+        "subset": subset,
+        "images_in_folder": n_images,
+    }
     for name in ("train", "val", "test"):
         ids = list(splits.get(name, []))
         out[f"n_{name}"] = len(ids)
@@ -48,10 +63,20 @@ def git_commit(path: str | Path | None = None) -> dict[str, Any]:
     """{"commit": sha or None, "dirty": bool or None} of the git checkout holding ``path``."""
     where = Path(path or Path(__file__).resolve().parent)
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=where,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": sha or None, "dirty": dirty}

@@ -4,11 +4,13 @@ Everything here reads the files a training run leaves (``weights/<run>/metrics.j
 batch status (``book/runs/status.json``); nothing scrapes notebook outputs. Figures are
 ``matplotlib.figure.Figure`` objects (they show inline in a notebook when returned last).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,11 +22,13 @@ from .errors import SteelnbError
 #: The reference project's reported IoU per encoder: a *soft* IoU on probabilities with the four
 #: classes merged into one mask, on its own validation split. ResNet-50 ran at 256x1600; the B3
 #: value is its results table's (its abstract says 0.54).
-REFERENCE = pd.DataFrame({
-    "encoder": ["resnet50", "efficientnet-b3", "efficientnet-b4"],
-    "mask size": ["256x1600", "256x768", "256x768"],
-    "reference soft IoU (classes merged)": [0.41, 0.513, 0.59],
-})
+REFERENCE = pd.DataFrame(
+    {
+        "encoder": ["resnet50", "efficientnet-b3", "efficientnet-b4"],
+        "mask size": ["256x1600", "256x768", "256x768"],
+        "reference soft IoU (classes merged)": [0.41, 0.513, 0.59],
+    }
+)
 FAILED_COLUMNS = ["run", "encoder", "loss", "mask size", "status"]
 
 
@@ -73,8 +77,15 @@ def failed_runs(runs_dir: str | Path | None, notebook: str = "03_train") -> pd.D
         p = {**rec.get("effective", {}), **rec.get("parameters", {})}
         h, w = p.get("height", "?"), p.get("width", "?")
         name = p.get("run_name") or f"{p.get('encoder')}__{p.get('loss')}__{h}x{w}"
-        rows.append({"run": name, "encoder": p.get("encoder"), "loss": p.get("loss"), "mask size": f"{h}x{w}",
-                     "status": f"failed ({rec.get('error', '')[:80]})"})
+        rows.append(
+            {
+                "run": name,
+                "encoder": p.get("encoder"),
+                "loss": p.get("loss"),
+                "mask size": f"{h}x{w}",
+                "status": f"failed ({rec.get('error', '')[:80]})",
+            }
+        )
     return pd.DataFrame(rows, columns=FAILED_COLUMNS)
 
 
@@ -86,28 +97,38 @@ def history_frame(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> p
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "epoch"])
 
 
-def per_class_frame(metrics: Sequence[Mapping[str, Any]], label: str = "run", block: str = "best") -> pd.DataFrame:
+def per_class_frame(
+    metrics: Sequence[Mapping[str, Any]], label: str = "run", block: str = "best"
+) -> pd.DataFrame:
     """Long table: one row per (run, class) with dice, iou and kaggle of the ``best`` block."""
     rows = []
     for m in metrics:
         pc = (m.get(block) or {}).get("per_class") or {}
         for c in range(len(pc.get("dice", []))):
-            rows.append({label: m.get(label), "class": c + 1,
-                         **{k: float(v[c]) for k, v in pc.items() if isinstance(v, list) and len(v) > c}})
+            rows.append(
+                {
+                    label: m.get(label),
+                    "class": c + 1,
+                    **{k: float(v[c]) for k, v in pc.items() if isinstance(v, list) and len(v) > c},
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def plot_history(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]], label: str = "run",
-                 width_in: float = 12.0) -> Figure:
+def plot_history(
+    metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]], label: str = "run", width_in: float = 12.0
+) -> Figure:
     """Training curves, one line per run: loss (train solid, validation dashed), validation
     Dice and Kaggle metric, validation IoU and soft IoU, learning rate per parameter group."""
     runs = [metrics] if isinstance(metrics, Mapping) else list(metrics)
     fig = Figure(figsize=(width_in, width_in * 0.55))
     axes = fig.subplots(2, 2).ravel()
-    panels = [("loss", [("train_loss", "-", "train"), ("val_loss", "--", "val")]),
-              ("validation Dice / Kaggle metric", [("val_dice", "-", "Dice"), ("val_kaggle", "--", "Kaggle")]),
-              ("validation IoU / soft IoU", [("val_iou", "-", "IoU"), ("val_soft_iou", "--", "soft IoU")]),
-              ("learning rate", [("lr_encoder", "-", "encoder"), ("lr_decoder", "--", "decoder+head")])]
+    panels = [
+        ("loss", [("train_loss", "-", "train"), ("val_loss", "--", "val")]),
+        ("validation Dice / Kaggle metric", [("val_dice", "-", "Dice"), ("val_kaggle", "--", "Kaggle")]),
+        ("validation IoU / soft IoU", [("val_iou", "-", "IoU"), ("val_soft_iou", "--", "soft IoU")]),
+        ("learning rate", [("lr_encoder", "-", "encoder"), ("lr_decoder", "--", "decoder+head")]),
+    ]
     colours = [f"C{i}" for i in range(10)]
     for ax, (title, series) in zip(axes, panels):
         for i, m in enumerate(runs):
@@ -127,8 +148,9 @@ def plot_history(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]], label
     return fig
 
 
-def plot_per_class(metrics: Sequence[Mapping[str, Any]], metric: str = "dice", label: str = "run",
-                   width_in: float = 10.0) -> Figure:
+def plot_per_class(
+    metrics: Sequence[Mapping[str, Any]], metric: str = "dice", label: str = "run", width_in: float = 10.0
+) -> Figure:
     """Grouped bars: ``metric`` per class (best epoch), one bar per run labelled by ``label``."""
     frame = per_class_frame(metrics, label=label)
     fig = Figure(figsize=(width_in, 3.2))
@@ -147,8 +169,9 @@ def plot_per_class(metrics: Sequence[Mapping[str, Any]], metric: str = "dice", l
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
-    cells = [[str(c) for c in frame.columns]] + [["" if v is None or v != v else str(v) for v in row]
-                                                  for row in frame.itertuples(index=False)]
+    cells = [[str(c) for c in frame.columns]] + [
+        ["" if v is None or v != v else str(v) for v in row] for row in frame.itertuples(index=False)
+    ]
     lines = ["| " + " | ".join(r) + " |" for r in cells]
     return "\n".join([lines[0], "| " + " | ".join("---" for _ in frame.columns) + " |", *lines[1:]])
 
@@ -166,9 +189,14 @@ def _bench_tables(data: Any) -> list[pd.DataFrame]:
     rows = data.get("results", data.get("rows", data)) if isinstance(data, dict) else data
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
         # the setting the rows were measured in (device, sizes, targets) under the table
-        setting = {k: v for k, v in data.items() if k not in ("results", "rows")} if isinstance(data, dict) else {}
-        setting = {k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in setting.items()
-                   if not isinstance(v, dict)}
+        setting = (
+            {k: v for k, v in data.items() if k not in ("results", "rows")} if isinstance(data, dict) else {}
+        )
+        setting = {
+            k: "; ".join(map(str, v)) if isinstance(v, list) else v
+            for k, v in setting.items()
+            if not isinstance(v, dict)
+        }
         extra = [pd.DataFrame({"measure": list(setting), "value": list(setting.values())})] if setting else []
         return [pd.DataFrame(rows), *extra]
     if not isinstance(rows, dict):
@@ -200,8 +228,9 @@ def bench_markdown(results_dir: str | Path) -> str:
     return "\n".join(parts)
 
 
-def mask_positions(tidy: pd.DataFrame, bins: tuple[int, int] = (32, 200), limit: int = 2000,
-                   seed: int = 0) -> np.ndarray:
+def mask_positions(
+    tidy: pd.DataFrame, bins: tuple[int, int] = (32, 200), limit: int = 2000, seed: int = 0
+) -> np.ndarray:
     """Where defects lie: share of masks covering each cell of a (rows, cols) grid, per class.
 
     ``tidy``: ImageId, ClassId, EncodedPixels. Decodes at most ``limit`` masks per class (seeded
@@ -217,6 +246,8 @@ def mask_positions(tidy: pd.DataFrame, bins: tuple[int, int] = (32, 200), limit:
         if len(rows) > limit:
             rows = rows.sample(limit, random_state=seed)
         for enc in rows["EncodedPixels"]:
-            heat[c - 1] += cv2.resize(rle.decode(enc).astype(np.float32), bins[::-1], interpolation=cv2.INTER_AREA)
+            heat[c - 1] += cv2.resize(
+                rle.decode(enc).astype(np.float32), bins[::-1], interpolation=cv2.INTER_AREA
+            )
         heat[c - 1] /= max(len(rows), 1)
     return heat

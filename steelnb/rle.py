@@ -3,6 +3,7 @@
 Pairs ``start length``; starts are 1-indexed and count down each column first (column-major,
 Fortran order) over the 256 x 1600 mask. Both directions are vectorised with NumPy.
 """
+
 from __future__ import annotations
 
 import warnings

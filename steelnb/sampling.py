@@ -8,6 +8,7 @@ held-out test split (fold ``TEST_FOLD`` = -1) and K folds, stratified by class s
 images are a stratum of their own); ``split_ids`` turns that into train / validation / test.
 Everything is deterministic for a seed and independent of the row order of the input.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -97,8 +98,9 @@ def image_subset(table: pd.DataFrame, per_class: int = 250, n_clean: int = 0, se
     return table[chosen].reset_index(drop=True)
 
 
-def study_subset(table: pd.DataFrame, per_class: int = 250, clean_share: float = KAGGLE_CLEAN_SHARE,
-                 seed: int = 0) -> pd.DataFrame:
+def study_subset(
+    table: pd.DataFrame, per_class: int = 250, clean_share: float = KAGGLE_CLEAN_SHARE, seed: int = 0
+) -> pd.DataFrame:
     """The study's subset: ``image_subset`` plus defect-free images at ``clean_share`` of the total.
 
     With the Kaggle share (47 % clean) the Kaggle metric and its all-empty baseline mean on the
@@ -111,7 +113,9 @@ def study_subset(table: pd.DataFrame, per_class: int = 250, clean_share: float =
     return image_subset(table, per_class=per_class, n_clean=n_clean, seed=seed)
 
 
-def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 0, test_share: float = 0.0) -> pd.DataFrame:
+def assign_folds(
+    table: pd.DataFrame, n_folds: int = 5, seed: int = 0, test_share: float = 0.0
+) -> pd.DataFrame:
     """Held-out test split and stratified K folds by class set: DataFrame[ImageId, fold] by ImageId.
 
     Within each stratum (the ``classes`` string, "" = defect-free) images are shuffled
@@ -129,7 +133,9 @@ def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 0, test_shar
     ids = table["ImageId"].astype(str)
     if ids.duplicated().any():
         raise LabelError(f"assign_folds table: image {ids[ids.duplicated()].iloc[0]} appears twice")
-    frame = pd.DataFrame({"ImageId": ids.to_numpy(), "classes": table["classes"].fillna("").astype(str).to_numpy()})
+    frame = pd.DataFrame(
+        {"ImageId": ids.to_numpy(), "classes": table["classes"].fillna("").astype(str).to_numpy()}
+    )
     frame = frame.sort_values("ImageId", kind="stable").reset_index(drop=True)
     rng = np.random.default_rng(seed)
     fold = np.empty(len(frame), dtype=np.int64)
@@ -151,8 +157,11 @@ def split_ids(folds: pd.DataFrame, fold: int = 0) -> dict[str, list[str]]:
     _require(folds, ["ImageId", "fold"], "split_ids folds")
     f = folds["fold"].to_numpy()
     ids = folds["ImageId"].astype(str)
-    return {"train": ids[(f != fold) & (f != TEST_FOLD)].tolist(), "val": ids[f == fold].tolist(),
-            "test": ids[f == TEST_FOLD].tolist()}
+    return {
+        "train": ids[(f != fold) & (f != TEST_FOLD)].tolist(),
+        "val": ids[f == fold].tolist(),
+        "test": ids[f == TEST_FOLD].tolist(),
+    }
 
 
 def train_val_split(

@@ -12,6 +12,7 @@ image). The bootstrap always resamples whole images with replacement, because im
   same resampled images for both.
 - ``defect_values`` / ``defect_mean``: Dice restricted to pairs whose truth is not empty.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,8 +56,9 @@ def _check(n: int, n_boot: int, level: float, name: str) -> None:
         raise StatsError(f"level: expected a value in (0, 1), got {level}")
 
 
-def _replicates(n: int, n_boot: int, seed: int, ratios: list[tuple[np.ndarray, np.ndarray]]
-                ) -> list[np.ndarray]:
+def _replicates(
+    n: int, n_boot: int, seed: int, ratios: list[tuple[np.ndarray, np.ndarray]]
+) -> list[np.ndarray]:
     """For each (num, den) pair, shape (N,), the n_boot ratios sum(num[idx]) / sum(den[idx]).
 
     Every pair sees the same resampled index matrix (n_boot, N), drawn in chunks.
@@ -77,8 +79,9 @@ def _interval(reps: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_ci(values: Any, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-                 pooled: bool = False) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Any, n_boot: int = 2000, level: float = 0.95, seed: int = 0, pooled: bool = False
+) -> tuple[float, float, float]:
     """Mean score over images with its percentile-bootstrap interval (images resampled).
 
     values: (N,) or (N, C) scores; NaN entries are ignored, an all-NaN row drops the image.
@@ -100,8 +103,9 @@ def bootstrap_ci(values: Any, n_boot: int = 2000, level: float = 0.95, seed: int
     return est, low, high
 
 
-def paired_bootstrap(a: Any, b: Any, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-                     pooled: bool = False) -> dict[str, Any]:
+def paired_bootstrap(
+    a: Any, b: Any, n_boot: int = 2000, level: float = 0.95, seed: int = 0, pooled: bool = False
+) -> dict[str, Any]:
     """Paired bootstrap of mean(a) - mean(b), two methods scored on the same images in order.
 
     a, b: (N,) or (N, C) scores of the same shape; an image is dropped when its row is all NaN
@@ -110,8 +114,10 @@ def paired_bootstrap(a: Any, b: Any, n_boot: int = 2000, level: float = 0.95, se
     """
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a_arr.shape != b_arr.shape:
-        raise StatsError(f"a and b: expected the same shape (same images, same order), "
-                         f"got a {a_arr.shape} and b {b_arr.shape}")
+        raise StatsError(
+            f"a and b: expected the same shape (same images, same order), "
+            f"got a {a_arr.shape} and b {b_arr.shape}"
+        )
     sa, ca = _sums(a_arr, "a")
     sb, cb = _sums(b_arr, "b")
     keep = (ca > 0) & (cb > 0)
@@ -144,8 +150,10 @@ def defect_values(dice: Any, truth_empty: Any) -> np.ndarray:
     d = np.asarray(dice, dtype=float)
     e = np.asarray(truth_empty)
     if d.ndim != 2 or d.shape != e.shape or e.dtype != bool:
-        raise StatsError(f"dice and truth_empty: expected shape (N, C) each, truth_empty bool, "
-                         f"got dice {d.shape} and truth_empty {e.shape} {e.dtype}")
+        raise StatsError(
+            f"dice and truth_empty: expected shape (N, C) each, truth_empty bool, "
+            f"got dice {d.shape} and truth_empty {e.shape} {e.dtype}"
+        )
     return np.where(e, np.nan, d)
 
 

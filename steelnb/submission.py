@@ -4,10 +4,12 @@ Submission: the competition's final format ``ImageId,EncodedPixels,ClassId``, on
 image and class (4 x N rows), an empty EncodedPixels for no defect; written atomically and
 re-read to validate. Evaluation: per-(image, class) confusion counts (N, 4, 3) -> tables.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,6 @@ from .config import N_CLASSES
 from .errors import SteelnbError
 from .fileio import atomic_path, write_csv
 
-
 # --- submission ----------------------------------------------------------------------------------
 SUBMISSION_COLUMNS = ["ImageId", "EncodedPixels", "ClassId"]
 
@@ -27,7 +28,9 @@ class SubmissionError(SteelnbError):
     """A submission file is not in the competition's format; names the file and line."""
 
 
-def write_submission(rows: Sequence[tuple[str, str, int]], path: str | Path, image_ids: Sequence[str]) -> Path:
+def write_submission(
+    rows: Sequence[tuple[str, str, int]], path: str | Path, image_ids: Sequence[str]
+) -> Path:
     """Write (ImageId, EncodedPixels, ClassId) rows to a temporary file, re-read and validate it,
     then rename it into place: an invalid submission never replaces ``path``."""
     path = Path(path)
@@ -53,8 +56,11 @@ def validate_submission(path: str | Path, image_ids: Sequence[str]) -> pd.DataFr
     found = set(zip(frame["ImageId"], frame["ClassId"]))
     if found != expected:
         missing, extra = sorted(expected - found), sorted(found - expected)
-        what = f"image {missing[0][0]} class {missing[0][1]} missing" if missing else \
-            f"unexpected row for image {extra[0][0]} class {extra[0][1]}"
+        what = (
+            f"image {missing[0][0]} class {missing[0][1]} missing"
+            if missing
+            else f"unexpected row for image {extra[0][0]} class {extra[0][1]}"
+        )
         raise SubmissionError(f"{path}: {what}; expected one row per image and class 1..{N_CLASSES}")
     for line, (image, enc, c) in enumerate(frame.itertuples(index=False), start=2):
         try:
@@ -65,8 +71,9 @@ def validate_submission(path: str | Path, image_ids: Sequence[str]) -> pd.DataFr
 
 
 # --- evaluation ---------------------------------------------------------------------------------
-def evaluation_table(counts: dict[tuple[str, str], np.ndarray],
-                     classes: Sequence[int] = range(N_CLASSES)) -> pd.DataFrame:
+def evaluation_table(
+    counts: dict[tuple[str, str], np.ndarray], classes: Sequence[int] = range(N_CLASSES)
+) -> pd.DataFrame:
     """Per-class and mean Dice, IoU, Kaggle metric for each variant.
 
     ``counts[(tta, postprocess)]``: int array (N, 4, 3) of tp, fp, fn per (image, class).
@@ -99,7 +106,9 @@ def presence_table(counts: np.ndarray, classes: Sequence[int] = range(N_CLASSES)
         precision = hit / int(pred.sum()) if pred.any() else float("nan")
         recall = hit / int(truth.sum()) if truth.any() else float("nan")
         rows.append((str(c + 1), precision, recall, int(truth.sum()), int(pred.sum())))
-    return pd.DataFrame(rows, columns=["class", "precision", "recall", "images_with_defect", "images_predicted"])
+    return pd.DataFrame(
+        rows, columns=["class", "precision", "recall", "images_with_defect", "images_predicted"]
+    )
 
 
 def mask_rows(image_id: str, masks: np.ndarray) -> list[tuple[str, str, int]]:
@@ -114,8 +123,9 @@ def confusion_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.stack([tp, p.sum((-2, -1)) - tp, t.sum((-2, -1)) - tp], -1).astype(np.int64)
 
 
-def worst_images(counts: np.ndarray, image_ids: Sequence[str], k: int = 20,
-                 classes: Sequence[int] = range(N_CLASSES)) -> pd.DataFrame:
+def worst_images(
+    counts: np.ndarray, image_ids: Sequence[str], k: int = 20, classes: Sequence[int] = range(N_CLASSES)
+) -> pd.DataFrame:
     """The k images of lowest mean Dice over ``classes``, with Dice per class (counts (N, 4, 3))."""
     cls = list(classes)
     tp, fp, fn = (counts[:, cls, j].astype(np.float64) for j in range(3))
@@ -126,9 +136,14 @@ def worst_images(counts: np.ndarray, image_ids: Sequence[str], k: int = 20,
     return frame.sort_values(["dice", "ImageId"], kind="stable").head(k).reset_index(drop=True)
 
 
-def write_evaluation(counts: dict[tuple[str, str], np.ndarray], image_ids: Sequence[str], out: str | Path,
-                     main: tuple[str, str], classes: Sequence[int] = range(N_CLASSES), k: int = 20,
-                     ) -> tuple[dict[str, Any], pd.DataFrame]:
+def write_evaluation(
+    counts: dict[tuple[str, str], np.ndarray],
+    image_ids: Sequence[str],
+    out: str | Path,
+    main: tuple[str, str],
+    classes: Sequence[int] = range(N_CLASSES),
+    k: int = 20,
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Write ``evaluation.csv`` (all variants), ``presence.csv`` and ``worst.csv`` (variant ``main``).
 
     Returns ({"evaluation": path, "presence": path, "worst": path, "kaggle": main's metric}, worst).
@@ -137,8 +152,11 @@ def write_evaluation(counts: dict[tuple[str, str], np.ndarray], image_ids: Seque
     evaluation = evaluation_table(counts, classes)
     worst = worst_images(counts[main], image_ids, k=k, classes=classes)
     files: dict[str, Any] = {}
-    for name, frame in (("evaluation", evaluation), ("presence", presence_table(counts[main], classes)),
-                        ("worst", worst)):
+    for name, frame in (
+        ("evaluation", evaluation),
+        ("presence", presence_table(counts[main], classes)),
+        ("worst", worst),
+    ):
         write_csv(out / f"{name}.csv", frame)
         files[name] = out / f"{name}.csv"
     mean = evaluation[evaluation["class"] == "mean"].set_index(["tta", "postprocess"])

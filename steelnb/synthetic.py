@@ -8,6 +8,7 @@ bright vertical strips, class 3 dark elongated bands with diagonal scratches (he
 area, often full height), class 4 large dark mottled blobs. Each mask is exactly the drawn
 shape, minus pixels already taken by another class, so no pixel carries two classes.
 """
+
 from __future__ import annotations
 
 import os
@@ -283,12 +284,26 @@ def generate(
             _write_jpeg(tmp / "test_images" / image_id, render(r, classes)[0])
         submission = pd.DataFrame({"ImageId": test_ids, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0})
         write_csv(tmp / "sample_submission.csv", submission)
-        labels = pd.DataFrame(rows, columns=COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
-        write_json(tmp / MARKER, {"generator": "steelnb.synthetic", "n_images": n_images, "n_test": n_test,
-                                  "seed": seed, "format": "old" if old_format else "new"})
+        labels = (
+            pd.DataFrame(rows, columns=COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
+        )
+        write_json(
+            tmp / MARKER,
+            {
+                "generator": "steelnb.synthetic",
+                "n_images": n_images,
+                "n_test": n_test,
+                "seed": seed,
+                "format": "old" if old_format else "new",
+            },
+        )
         # train.csv last: a folder holding it was written completely
-        write_labels(labels, tmp / "train.csv", fmt="old" if old_format else "new",
-                     image_ids=train_ids if old_format else None)  # the new format lists masks only
+        write_labels(
+            labels,
+            tmp / "train.csv",
+            fmt="old" if old_format else "new",
+            image_ids=train_ids if old_format else None,
+        )  # the new format lists masks only
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

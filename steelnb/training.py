@@ -5,16 +5,18 @@ Run folder ``config.run_dir`` (weights/<name>/): ``best.ckpt`` (the best epoch b
 ``ckpt_every_n_steps`` optimizer steps, written atomically), ``config.yaml``, ``metrics.json``
 and ``logs/`` (TensorBoard, CSV). Plateau scheduling and early stopping follow ``val_loss``.
 """
+
 from __future__ import annotations
 
 import contextlib
-import math
 import logging
+import math
 import os
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -29,9 +31,15 @@ from .metrics import MetricAccumulator
 from .models import build_model
 from .provenance import code_info, data_info
 
-_QUIET = (r".*does not have many workers.*", r".*number of training batches.*logging interval.*",
-          r".*Checkpoint directory.*exists and is not empty.*", r".*is_initialized.*",
-          r".*Precision.*is not supported by the model summary.*", r".*tensorboardX.*", r".*LeafSpec.*")
+_QUIET = (
+    r".*does not have many workers.*",
+    r".*number of training batches.*logging interval.*",
+    r".*Checkpoint directory.*exists and is not empty.*",
+    r".*is_initialized.*",
+    r".*Precision.*is not supported by the model summary.*",
+    r".*tensorboardX.*",
+    r".*LeafSpec.*",
+)
 
 
 class SegmentationModule(L.LightningModule):
@@ -49,7 +57,9 @@ class SegmentationModule(L.LightningModule):
         if cfg.head_prior > 0:  # RetinaNet's prior init: sigmoid(bias) = head_prior at every pixel
             bias = self.model.segmentation_head[0].bias
             torch.nn.init.constant_(bias, math.log(cfg.head_prior / (1 - cfg.head_prior)))
-        if cfg.bn_momentum is not None:  # smp's EfficientNets keep TF's 0.01: a short run's running stats stay at init
+        if (
+            cfg.bn_momentum is not None
+        ):  # smp's EfficientNets keep TF's 0.01: a short run's running stats stay at init
             for m in self.model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.momentum = cfg.bn_momentum
@@ -76,11 +86,17 @@ class SegmentationModule(L.LightningModule):
             masks, labels = out
             cls_loss = F.binary_cross_entropy_with_logits(labels.float(), y.amax((2, 3)).float())
             loss = self.loss(masks, y) + self.config.cls_weight * cls_loss
-            self.log("train_cls_loss_step", cls_loss.detach(), on_step=True, on_epoch=False, batch_size=len(x))
+            self.log(
+                "train_cls_loss_step", cls_loss.detach(), on_step=True, on_epoch=False, batch_size=len(x)
+            )
         else:
             loss = self.loss(out, y)
         self._train_sum = self._train_sum.to(loss.device) + torch.stack(
-            [loss.detach().double() * len(x), torch.tensor(float(len(x)), dtype=torch.float64, device=loss.device)])
+            [
+                loss.detach().double() * len(x),
+                torch.tensor(float(len(x)), dtype=torch.float64, device=loss.device),
+            ]
+        )
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(x))
         self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=len(x))
         return loss
@@ -94,7 +110,9 @@ class SegmentationModule(L.LightningModule):
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch[0], batch[1]
         logits = self(x)
-        self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        self.log(
+            "val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x)
+        )
         self.val_metrics.update(torch.sigmoid(logits.float()), y)
 
     def on_validation_epoch_end(self) -> None:
@@ -117,10 +135,13 @@ class SegmentationModule(L.LightningModule):
         rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc_ids]
         trainable = {id(p) for p in self.parameters() if p.requires_grad}
         grouped = [id(p) for p in enc + rest]
-        assert len(grouped) == len(set(grouped)) and set(grouped) == trainable, \
+        assert len(grouped) == len(set(grouped)) and set(grouped) == trainable, (
             "every trainable parameter must be in exactly one optimizer group"
-        return [{"params": enc, "lr": self.config.lr_encoder, "name": "encoder"},
-                {"params": rest, "lr": self.config.lr_decoder, "name": "decoder"}]
+        )
+        return [
+            {"params": enc, "lr": self.config.lr_encoder, "name": "encoder"},
+            {"params": rest, "lr": self.config.lr_decoder, "name": "decoder"},
+        ]
 
     def configure_optimizers(self) -> Any:
         """Adam on ``param_groups`` with the config's schedule.
@@ -135,15 +156,23 @@ class SegmentationModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if cfg.schedule == "onecycle":
             rise = min(0.9, max(0.1, cfg.warmup_epochs / cfg.epochs))
-            one = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[cfg.lr_encoder, cfg.lr_decoder], total_steps=total,
-                                                      pct_start=rise, cycle_momentum=False)
+            one = torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=[cfg.lr_encoder, cfg.lr_decoder],
+                total_steps=total,
+                pct_start=rise,
+                cycle_momentum=False,
+            )
             return [opt], [{"scheduler": one, "interval": "step"}]
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+            opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
         scheds: list[dict[str, Any]] = [{"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"}]
         if cfg.warmup_epochs > 0:
             steps = max(1, round(cfg.warmup_epochs * total / cfg.epochs))
-            warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, end_factor=1.0, total_iters=steps)
+            warm = torch.optim.lr_scheduler.LinearLR(
+                opt, start_factor=0.01, end_factor=1.0, total_iters=steps
+            )
             scheds.append({"scheduler": warm, "interval": "step"})
         return [opt], scheds
 
@@ -182,12 +211,20 @@ class RunRecorder(Callback):
         self._epoch_images, self._epoch_time, self._lrs = 0, 0.0, [0.0, 0.0]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "wall_time_s": self.wall_time(), "images": self.images,
-                "train_time_s": self.train_time + self._epoch_time}
+        return {
+            "history": self.history,
+            "wall_time_s": self.wall_time(),
+            "images": self.images,
+            "train_time_s": self.train_time + self._epoch_time,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
-        self.wall_before, self.images, self.train_time = state["wall_time_s"], state["images"], state["train_time_s"]
+        self.wall_before, self.images, self.train_time = (
+            state["wall_time_s"],
+            state["images"],
+            state["train_time_s"],
+        )
 
     def wall_time(self) -> float:
         return self.wall_before + time.perf_counter() - self._fit_t0
@@ -199,8 +236,9 @@ class RunRecorder(Callback):
         self._epoch_t0, self._epoch_images, self._epoch_time = time.perf_counter(), 0, 0.0
         self._lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._epoch_images += len(batch[0]) * trainer.world_size
         self._epoch_time = time.perf_counter() - self._epoch_t0
 
@@ -211,41 +249,65 @@ class RunRecorder(Callback):
         self.train_time += self._epoch_time
         self._epoch_images, self._epoch_time = 0, 0.0
         v, m = pl_module.last_val, trainer.callback_metrics
-        self.history.append({
-            "epoch": trainer.current_epoch + 1, "train_loss": v["train_loss"],
-            "val_loss": float(m["val_loss"]) if "val_loss" in m else None,
-            **{f"val_{k}": v[f"{k}_mean"] for k in ("dice", "iou", "kaggle", "soft_iou")},
-            "val_empty_kaggle": v["empty_kaggle_mean"],  # what predicting nothing scores
-            "val_images": v.get("images"),
-            "lr_encoder": self._lrs[0], "lr_decoder": self._lrs[-1],
-            "per_class": {k: v[k] for k in ("dice", "iou", "kaggle", "soft_iou")}})
+        self.history.append(
+            {
+                "epoch": trainer.current_epoch + 1,
+                "train_loss": v["train_loss"],
+                "val_loss": float(m["val_loss"]) if "val_loss" in m else None,
+                **{f"val_{k}": v[f"{k}_mean"] for k in ("dice", "iou", "kaggle", "soft_iou")},
+                "val_empty_kaggle": v["empty_kaggle_mean"],  # what predicting nothing scores
+                "val_images": v.get("images"),
+                "lr_encoder": self._lrs[0],
+                "lr_decoder": self._lrs[-1],
+                "per_class": {k: v[k] for k in ("dice", "iou", "kaggle", "soft_iou")},
+            }
+        )
         if trainer.is_global_zero:
             self.write(trainer)
 
     def write(self, trainer: L.Trainer) -> dict[str, Any]:
         """Write metrics.json (atomically) from the history so far; return its content."""
+
         def summary(h: dict[str, Any] | None) -> dict[str, Any] | None:
             if h is None:
                 return None
-            return {"val_loss": h["val_loss"], **{k: h[f"val_{k}"] for k in ("dice", "iou", "kaggle", "soft_iou")},
-                    "per_class": h["per_class"]}
+            return {
+                "val_loss": h["val_loss"],
+                **{k: h[f"val_{k}"] for k in ("dice", "iou", "kaggle", "soft_iou")},
+                "per_class": h["per_class"],
+            }
 
         key, sign = self.config.select_by, (-1 if self.config.select_by == "val_loss" else 1)
         scored = [h for h in self.history if h.get(key) is not None]
         best = max(scored, key=lambda h: sign * h[key], default=None)  # first of ties
         cfg = self.config
         peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-        data = {"run": cfg.name, "arch": cfg.arch, "encoder": cfg.encoder, "loss": cfg.loss,
-                "height": cfg.height, "width": cfg.width, "epochs_planned": cfg.epochs,
-                "epochs_run": len(self.history), "best_epoch": best["epoch"] if best else None,
-                "best_by": cfg.select_by, "best": summary(best),
-                "all_empty_kaggle": self.history[-1]["val_empty_kaggle"] if self.history else None,
-                "final": summary(self.history[-1] if self.history else None), "history": self.history,
-                "wall_time_s": self.wall_time(), "peak_gpu_mem_mb": peak,
-                "train_images_per_s": self.images / self.train_time if self.train_time > 0 else None,
-                "device": str(trainer.strategy.root_device), "world_size": trainer.world_size,
-                "precision": str(trainer.precision), "encoder_weights": cfg.encoder_weights, "seed": cfg.seed,
-                "data": self.data, "code": self.code}
+        data = {
+            "run": cfg.name,
+            "arch": cfg.arch,
+            "encoder": cfg.encoder,
+            "loss": cfg.loss,
+            "height": cfg.height,
+            "width": cfg.width,
+            "epochs_planned": cfg.epochs,
+            "epochs_run": len(self.history),
+            "best_epoch": best["epoch"] if best else None,
+            "best_by": cfg.select_by,
+            "best": summary(best),
+            "all_empty_kaggle": self.history[-1]["val_empty_kaggle"] if self.history else None,
+            "final": summary(self.history[-1] if self.history else None),
+            "history": self.history,
+            "wall_time_s": self.wall_time(),
+            "peak_gpu_mem_mb": peak,
+            "train_images_per_s": self.images / self.train_time if self.train_time > 0 else None,
+            "device": str(trainer.strategy.root_device),
+            "world_size": trainer.world_size,
+            "precision": str(trainer.precision),
+            "encoder_weights": cfg.encoder_weights,
+            "seed": cfg.seed,
+            "data": self.data,
+            "code": self.code,
+        }
         write_json(self.path, data)
         return data
 
@@ -256,13 +318,16 @@ def _data_block(cfg: TrainConfig, datamodule: Any) -> dict[str, Any] | None:
         return None
     table = getattr(datamodule, "full_table", None)
     n_images = len(table) if table is not None else len(getattr(datamodule, "table", []))
-    splits = {"train": datamodule.train_ids, "val": datamodule.val_ids,
-              "test": getattr(datamodule, "test_ids", [])}
+    splits = {
+        "train": datamodule.train_ids,
+        "val": datamodule.val_ids,
+        "test": getattr(datamodule, "test_ids", []),
+    }
     return data_info(cfg.data_dir, cfg.subset, n_images, splits, set(datamodule.labels["ImageId"]))
 
 
 def resolve_accelerator(device: str) -> str:
-    """"auto" -> "gpu" when CUDA is present else "cpu"; "cuda" -> "gpu" (error when absent)."""
+    """ "auto" -> "gpu" when CUDA is present else "cpu"; "cuda" -> "gpu" (error when absent)."""
     if device == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     if device in ("cuda", "gpu"):
@@ -273,7 +338,7 @@ def resolve_accelerator(device: str) -> str:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """"auto" -> bf16-mixed (CUDA with bf16), 16-mixed (older CUDA, loss scaling), 32-true (CPU)."""
+    """ "auto" -> bf16-mixed (CUDA with bf16), 16-mixed (older CUDA, loss scaling), 32-true (CPU)."""
     if precision != "auto":
         return precision
     if accelerator == "gpu":
@@ -288,7 +353,11 @@ def _limit(v: float) -> float | int:
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Hide Lightning's notebook-cluttering info lines and known harmless warnings."""
-    names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric")
+    names = (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric",
+    )
     levels = [logging.getLogger(n).level for n in names]
     with warnings.catch_warnings():
         for pattern in _QUIET:
@@ -302,8 +371,13 @@ def quiet() -> Iterator[None]:
                 logging.getLogger(n).setLevel(lv)
 
 
-def fit(config: TrainConfig, datamodule: L.LightningDataModule | None = None, progress_bar: bool = True,
-        callbacks: Sequence[Callback] = (), ckpt_every_n_steps: int = 100) -> Path:
+def fit(
+    config: TrainConfig,
+    datamodule: L.LightningDataModule | None = None,
+    progress_bar: bool = True,
+    callbacks: Sequence[Callback] = (),
+    ckpt_every_n_steps: int = 100,
+) -> Path:
     """Train one model; return its run folder (see module docstring).
 
     ``resume=True`` continues from ``last.ckpt`` (mid-epoch too) to the planned epochs; otherwise
@@ -327,28 +401,55 @@ def fit(config: TrainConfig, datamodule: L.LightningDataModule | None = None, pr
         cbs: list[Callback] = [
             recorder,
             # best: weights only (a third of the size with Adam's state); last: full, for resume
-            AtomicCheckpoint(dirpath=run_dir, filename="best", monitor=cfg.select_by,
-                             mode="min" if cfg.select_by == "val_loss" else "max", save_top_k=1,
-                             save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False),
+            AtomicCheckpoint(
+                dirpath=run_dir,
+                filename="best",
+                monitor=cfg.select_by,
+                mode="min" if cfg.select_by == "val_loss" else "max",
+                save_top_k=1,
+                save_weights_only=True,
+                enable_version_counter=False,
+                auto_insert_metric_name=False,
+            ),
             AtomicCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True, enable_version_counter=False),
-            AtomicCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True, every_n_train_steps=ckpt_every_n_steps,
-                             enable_version_counter=False),
-            *callbacks]
+            AtomicCheckpoint(
+                dirpath=run_dir,
+                save_top_k=0,
+                save_last=True,
+                every_n_train_steps=ckpt_every_n_steps,
+                enable_version_counter=False,
+            ),
+            *callbacks,
+        ]
         if cfg.early_stopping_patience > 0:
             cbs.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience))
         multi = cfg.devices * cfg.num_nodes > 1
         trainer = L.Trainer(
-            accelerator=accelerator, devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes,
-            precision=precision, max_epochs=cfg.epochs, accumulate_grad_batches=cfg.accumulate_grad_batches,
-            limit_train_batches=_limit(cfg.limit_train_batches), limit_val_batches=_limit(cfg.limit_val_batches),
-            callbacks=cbs, num_sanity_val_steps=0, log_every_n_steps=10, enable_progress_bar=progress_bar,
-            enable_model_summary=False, default_root_dir=str(run_dir),
-            logger=[TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"),
-                    CSVLogger(str(run_dir), name="logs", version="csv")],
+            accelerator=accelerator,
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes,
+            precision=precision,
+            max_epochs=cfg.epochs,
+            accumulate_grad_batches=cfg.accumulate_grad_batches,
+            limit_train_batches=_limit(cfg.limit_train_batches),
+            limit_val_batches=_limit(cfg.limit_val_batches),
+            callbacks=cbs,
+            num_sanity_val_steps=0,
+            log_every_n_steps=10,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,
+            default_root_dir=str(run_dir),
+            logger=[
+                TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"),
+                CSVLogger(str(run_dir), name="logs", version="csv"),
+            ],
             # CPU: bitwise reproducible; CUDA: cuDNN autotuning (nearest-upsample backward has no
             # deterministic CUDA kernel anyway)
-            deterministic=accelerator == "cpu", benchmark=accelerator == "gpu",
-            sync_batchnorm=multi and accelerator == "gpu")
+            deterministic=accelerator == "cpu",
+            benchmark=accelerator == "gpu",
+            sync_batchnorm=multi and accelerator == "gpu",
+        )
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             if ckpt_path is None:  # a fresh run replaces what an earlier run of this name left

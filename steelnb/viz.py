@@ -4,10 +4,11 @@ One colour per class everywhere (Okabe-Ito, safe for colour-blind readers). Ever
 returns a ``matplotlib.figure.Figure`` built without pyplot, so a notebook shows it inline and
 a batch job can save many without leaking figures.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -29,14 +30,17 @@ def class_rgb(c: int) -> tuple[int, int, int]:
     return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
 
 
-def draw_outlines(image: np.ndarray, masks: np.ndarray | None, thickness: int = 2,
-                  fill_alpha: float = 0.15) -> np.ndarray:
+def draw_outlines(
+    image: np.ndarray, masks: np.ndarray | None, thickness: int = 2, fill_alpha: float = 0.15
+) -> np.ndarray:
     """Image (H, W, 3) or (H, W) uint8 with each class of masks (4, H, W) outlined -> RGB (H, W, 3).
 
     Masks of another size than the image are resized (nearest). A light fill marks the inside
     so that thin or tiny defects stay visible.
     """
-    out = np.ascontiguousarray(np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]).copy()
+    out = np.ascontiguousarray(
+        np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]
+    ).copy()
     if masks is None:
         return out
     h, w = out.shape[:2]
@@ -64,13 +68,20 @@ def _present(masks: np.ndarray | None) -> list[int]:
     return [] if masks is None else [c for c in range(masks.shape[0]) if np.asarray(masks[c]).any()]
 
 
-def overlay_figure(image: np.ndarray, pred: np.ndarray | None = None, truth: np.ndarray | None = None,
-                   title: str = "", width_in: float = 14.0) -> Figure:
+def overlay_figure(
+    image: np.ndarray,
+    pred: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    title: str = "",
+    width_in: float = 14.0,
+) -> Figure:
     """One image with truth (top, when given) and prediction (below) outlined; masks (4, H, W).
 
     Panels are stacked vertically: a 1600 x 256 image reads best full width.
     """
-    panels = [(n, m) for n, m in (("truth", truth), ("prediction", pred)) if m is not None] or [("image", None)]
+    panels = [(n, m) for n, m in (("truth", truth), ("prediction", pred)) if m is not None] or [
+        ("image", None)
+    ]
     h, w = image.shape[:2]
     fig = Figure(figsize=(width_in, width_in * h / w * len(panels) + 0.6 * len(panels) + 0.4))
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
@@ -80,7 +91,9 @@ def overlay_figure(image: np.ndarray, pred: np.ndarray | None = None, truth: np.
         ax.set_axis_off()
     shown = sorted(set(_present(truth)) | set(_present(pred)))
     if shown:
-        fig.legend(handles=legend_handles(shown), loc="upper right", ncol=len(shown), fontsize=9, frameon=False)
+        fig.legend(
+            handles=legend_handles(shown), loc="upper right", ncol=len(shown), fontsize=9, frameon=False
+        )
     fig.tight_layout()
     return fig
 
@@ -92,8 +105,11 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     return Path(path)
 
 
-def save_overlays(items: Iterable[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]],
-                  out_dir: str | Path, dpi: int = 100) -> list[Path]:
+def save_overlays(
+    items: Iterable[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]],
+    out_dir: str | Path,
+    dpi: int = 100,
+) -> list[Path]:
     """Write ``<out_dir>/<image stem>.png`` for each (image_id, image, pred, truth); returns the paths."""
     paths = []
     for image_id, image, pred, truth in items:
@@ -102,7 +118,9 @@ def save_overlays(items: Iterable[tuple[str, np.ndarray, np.ndarray | None, np.n
     return paths
 
 
-def masks_from_labels(labels: pd.DataFrame, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+def masks_from_labels(
+    labels: pd.DataFrame, image_id: str, shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """Truth masks (4, H, W) of one image from the tidy label table (empty when unlabelled)."""
     from .labels import image_masks
 
@@ -111,8 +129,13 @@ def masks_from_labels(labels: pd.DataFrame, image_id: str, shape: tuple[int, int
     return image_masks(enc, shape, image_id) if shape else image_masks(enc, image_id=image_id)
 
 
-def show_examples(images_dir: str | Path, labels: pd.DataFrame | str | Path, image_ids: Sequence[str],
-                  preds: Mapping[str, np.ndarray] | None = None, width_in: float = 14.0) -> Figure:
+def show_examples(
+    images_dir: str | Path,
+    labels: pd.DataFrame | str | Path,
+    image_ids: Sequence[str],
+    preds: Mapping[str, np.ndarray] | None = None,
+    width_in: float = 14.0,
+) -> Figure:
     """Several images stacked, truth outlined (and prediction, when ``preds`` maps id -> (4, H, W)).
 
     ``labels`` is the tidy table or a label CSV. Meant for notebooks: the figure shows inline.
@@ -142,8 +165,13 @@ def show_examples(images_dir: str | Path, labels: pd.DataFrame | str | Path, ima
         classes = ", ".join(str(c + 1) for c in present) or "none"
         ax.set_title(f"{image_id}  {kind}: classes {classes}", fontsize=9, loc="left")
         ax.set_axis_off()
-    fig.legend(handles=legend_handles(sorted(shown) or range(N_CLASSES)), loc="upper right",
-               ncol=N_CLASSES, fontsize=9, frameon=False)
+    fig.legend(
+        handles=legend_handles(sorted(shown) or range(N_CLASSES)),
+        loc="upper right",
+        ncol=N_CLASSES,
+        fontsize=9,
+        frameon=False,
+    )
     fig.tight_layout()
     return fig
 
@@ -158,8 +186,9 @@ def plot_probabilities(image: np.ndarray, probs: np.ndarray, width_in: float = 1
     axes[0].set_title("image", fontsize=9, loc="left")
     for c in range(N_CLASSES):
         im = axes[c + 1].imshow(probs[c], vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        axes[c + 1].set_title(f"{CLASS_NAMES[c]} probability (max {probs[c].max():.2f})", fontsize=9,
-                              loc="left", color="black")
+        axes[c + 1].set_title(
+            f"{CLASS_NAMES[c]} probability (max {probs[c].max():.2f})", fontsize=9, loc="left", color="black"
+        )
     for ax in axes:
         ax.set_axis_off()
     fig.colorbar(im, ax=list(axes), fraction=0.02)
@@ -180,8 +209,12 @@ def plot_metrics(table: pd.DataFrame, metric: str = "dice", width_in: float = 9.
     width = 0.8 / max(len(variants), 1)
     for k, (tta, post) in enumerate(variants):
         sub = per_class[(per_class["tta"] == tta) & (per_class["postprocess"] == post)].set_index("class")
-        ax.bar(np.arange(len(classes)) + k * width, [sub.loc[c, metric] for c in classes], width,
-               label=f"tta={tta}, {post}")
+        ax.bar(
+            np.arange(len(classes)) + k * width,
+            [sub.loc[c, metric] for c in classes],
+            width,
+            label=f"tta={tta}, {post}",
+        )
     ax.set_xticks(np.arange(len(classes)) + width * (len(variants) - 1) / 2, [f"class {c}" for c in classes])
     ax.set_ylim(0, 1)
     ax.set_ylabel(metric)

@@ -1,4 +1,5 @@
 """Shared fixtures: the real Severstal files beside the checkout, and small CPU settings."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Paired comparisons of runs from their test_scores.csv: against the empty prediction they agree
 with the run's own test block; a run against itself differs by nothing; other images are refused."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,10 @@ def test_paired_table_verdicts(tmp_path: Path) -> None:
     good, poor = _run(tmp_path / "good", 0.9), _run(tmp_path / "poor", 0.1)
     table = comparison.paired_table([good, poor], poor).set_index("run")
     assert list(table.index) == ["good"]  # a run is not compared with itself
-    assert table.loc["good", "Kaggle: real?"] == "real gain" and table.loc["good", "defect Dice: real?"] == "real gain"
+    assert (
+        table.loc["good", "Kaggle: real?"] == "real gain"
+        and table.loc["good", "defect Dice: real?"] == "real gain"
+    )
     same = comparison.paired(good, _run(tmp_path / "twin", 0.9), n_boot=200)
     assert same["kaggle"]["diff"] == 0 and comparison.verdict(same["kaggle"]) == "not separable from noise"
     with pytest.raises(ValueError, match="scored on different test images"):

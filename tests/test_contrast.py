@@ -1,5 +1,6 @@
 """Defect-to-background contrast: exact values on a hand-made image, then the real sample and
 a small synthetic set (one row per mask)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,14 @@ import pandas as pd
 import pytest
 
 from steelnb import rle
-from steelnb.contrast import (ContrastError, contrast_summary, contrast_table, describe_gap, mask_contrast,
-                              ring_mask)
+from steelnb.contrast import (
+    ContrastError,
+    contrast_summary,
+    contrast_table,
+    describe_gap,
+    mask_contrast,
+    ring_mask,
+)
 from steelnb.labels import read_labels
 from steelnb.synthetic import generate
 
@@ -91,11 +98,20 @@ def test_small_synthetic_set(tmp_path: Path) -> None:
     labels = read_labels(data / "train.csv")
     table = contrast_table(data)
     assert len(table) == len(labels) > 0
-    assert sorted(zip(table["ImageId"], table["ClassId"])) == sorted(zip(labels["ImageId"], labels["ClassId"]))
+    assert sorted(zip(table["ImageId"], table["ClassId"])) == sorted(
+        zip(labels["ImageId"], labels["ClassId"])
+    )
     assert (table["abs_delta"] > 5).all()  # every synthetic defect is drawn 20+ grey levels off
     summary = contrast_summary({"real": table, "twin": table})
     assert summary.loc[("twin", int(table["ClassId"].iloc[0])), "masks"] >= 1
-    assert list(summary.columns) == ["masks", "abs_delta p10", "abs_delta median", "abs_delta p90",
-                                     "snr p10", "snr median", "snr p90"]
+    assert list(summary.columns) == [
+        "masks",
+        "abs_delta p10",
+        "abs_delta median",
+        "abs_delta p90",
+        "snr p10",
+        "snr median",
+        "snr p90",
+    ]
     text = describe_gap(table, table.assign(abs_delta=2 * table["abs_delta"]), "twin")
     assert "stronger" in text and "x2.0" in text

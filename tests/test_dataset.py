@@ -1,4 +1,5 @@
 """Reading images, the Dataset's tensors and lazy masks, and the DataModule's split."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -101,7 +102,9 @@ def test_real_sample_masks(shared_data) -> None:
     ds = SteelDataset(root / "train_images", labels, ids, val_transforms(256, 1600))
     for i, image_id in enumerate(ids):
         _, masks = ds[i]
-        for c, enc in labels.loc[labels["ImageId"] == image_id, ["ClassId", "EncodedPixels"]].itertuples(index=False):
+        for c, enc in labels.loc[labels["ImageId"] == image_id, ["ClassId", "EncodedPixels"]].itertuples(
+            index=False
+        ):
             assert rle.encode(masks[c - 1].numpy()) == enc
 
 
@@ -170,21 +173,29 @@ def test_datamodule_subsets_cap_and_folds_file(small_set, small_labels, tmp_path
     dm = SteelDataModule(config(small_set, subset="images", per_class=1, clean_images=3))
     assert (~dm.table["has_defect"]).sum() == 3
     dm = SteelDataModule(config(small_set, max_images=10))
-    assert len(dm.train_ids) == 10 and len(dm.val_ids) == 5 and len(dm.test_ids) == 4  # the cap is on training
+    assert (
+        len(dm.train_ids) == 10 and len(dm.val_ids) == 5 and len(dm.test_ids) == 4
+    )  # the cap is on training
     assert dm.train_ids == SteelDataModule(config(small_set, max_images=10)).train_ids
     ids = lb.list_images(small_set / "train_images")[:8]
     pd.DataFrame({"ImageId": ids}).to_csv(tmp_path / "subset.csv", index=False)
     pd.DataFrame({"ImageId": ids, "fold": [0, 1, -1, 2] * 2}).to_csv(tmp_path / "folds.csv", index=False)
-    dm = SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "folds.csv")))
+    dm = SteelDataModule(
+        config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "folds.csv"))
+    )
     assert dm.val_ids == ids[1::4] and dm.test_ids == ids[2::4]
     assert dm.train_ids == sorted(ids[0::4] + ids[3::4])
     # a folds file decides validation and test whatever the subset: a smaller subset trains on less
     pd.DataFrame({"ImageId": ids[:1]}).to_csv(tmp_path / "one.csv", index=False)
-    dm = SteelDataModule(config(small_set, subset=str(tmp_path / "one.csv"), folds=str(tmp_path / "folds.csv")))
+    dm = SteelDataModule(
+        config(small_set, subset=str(tmp_path / "one.csv"), folds=str(tmp_path / "folds.csv"))
+    )
     assert dm.train_ids == ids[:1] and dm.val_ids == ids[1::4] and dm.test_ids == ids[2::4]
     pd.DataFrame({"ImageId": ids[:4], "fold": [0, 1, -1, 2]}).to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(lb.LabelError, match="no fold for image"):
-        SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "short.csv")))
+        SteelDataModule(
+            config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "short.csv"))
+        )
     with pytest.raises(lb.LabelError, match="subset="):
         SteelDataModule(config(small_set, subset="nonsense"))
 
@@ -200,12 +211,18 @@ def test_folds_file_errors_name_the_file(small_set, tmp_path) -> None:
     for name, (folds, message) in cases.items():
         pd.DataFrame({"ImageId": ids, "fold": folds}).to_csv(tmp_path / name, index=False)
         with pytest.raises(lb.LabelError, match=message):
-            SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / name)))
+            SteelDataModule(
+                config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / name))
+            )
     # an image in the test split and in a training fold: the overlap is refused, naming both
     frame = pd.DataFrame({"ImageId": ids + ids[:1], "fold": [0, 1, -1, 2] * 2 + [-1]})
     frame.to_csv(tmp_path / "overlap.csv", index=False)
-    with pytest.raises(lb.LabelError, match=rf"overlap.csv: image {ids[0]} is listed twice \(fold 0 and test\)"):
-        SteelDataModule(config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "overlap.csv")))
+    with pytest.raises(
+        lb.LabelError, match=rf"overlap.csv: image {ids[0]} is listed twice \(fold 0 and test\)"
+    ):
+        SteelDataModule(
+            config(small_set, subset=str(tmp_path / "subset.csv"), folds=str(tmp_path / "overlap.csv"))
+        )
 
 
 def test_crop_training_keeps_full_size_validation(small_set) -> None:

@@ -1,5 +1,6 @@
 """Every third-party module that steelnb imports is declared in pyproject.toml, and nothing
 declared is left unused by the package, its notebooks, benchmarks and tests."""
+
 from __future__ import annotations
 
 import ast
@@ -47,8 +48,11 @@ def test_declared_dependencies_are_used() -> None:
     sources = [p.read_text() for d in ("steelnb", "bench", "tests") for p in (REPO / d).rglob("*.py")]
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
-        sources += ["\n".join(line for line in "".join(c["source"]).splitlines() if not line.startswith(("%", "!")))
-                    for c in cells if c["cell_type"] == "code"]
+        sources += [
+            "\n".join(line for line in "".join(c["source"]).splitlines() if not line.startswith(("%", "!")))
+            for c in cells
+            if c["cell_type"] == "code"
+        ]
     used = _distributions(_imports(sources))
     unused = sorted(_declared() - used - RUNTIME_ONLY)
     assert not unused, f"declared in pyproject.toml but imported nowhere: {unused}"

@@ -1,5 +1,6 @@
 """steelnb's own errors share one base that the command line prints in one line; any other
 exception is a bug and keeps its traceback."""
+
 from __future__ import annotations
 
 import importlib
@@ -20,7 +21,9 @@ def test_every_error_class_derives_from_the_base() -> None:
         for name, obj in inspect.getmembers(module, inspect.isclass):
             if obj.__module__ == module.__name__ and issubclass(obj, Exception):
                 found.append(name)
-                assert issubclass(obj, SteelnbError), f"steelnb.{info.name}.{name} does not derive from SteelnbError"
+                assert issubclass(obj, SteelnbError), (
+                    f"steelnb.{info.name}.{name} does not derive from SteelnbError"
+                )
     assert len(found) >= 20 and issubclass(SteelnbError, ValueError)  # old `except ValueError` still catches
 
 

@@ -1,5 +1,6 @@
 """The test-split evaluation of a run: numbers from hand-made counts, and a run's metrics.json
 carrying its data, code and test blocks after a real (tiny) training run."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,13 @@ from steelnb.config import TrainConfig
 
 def test_summarize_hand_made_counts() -> None:
     # 3 images x 2 classes of (tp, fp, fn)
-    counts = np.array([
-        [[10, 0, 0], [0, 0, 0]],   # perfect defect; empty pair predicted empty
-        [[0, 5, 0], [0, 0, 0]],    # false positive on an empty pair; empty pair
-        [[5, 5, 0], [0, 0, 10]],   # Dice 2*5/(10+5) on a defect; a missed defect
-    ])
+    counts = np.array(
+        [
+            [[10, 0, 0], [0, 0, 0]],  # perfect defect; empty pair predicted empty
+            [[0, 5, 0], [0, 0, 0]],  # false positive on an empty pair; empty pair
+            [[5, 5, 0], [0, 0, 10]],  # Dice 2*5/(10+5) on a defect; a missed defect
+        ]
+    )
     out = evaluation.summarize(counts, n_boot=500)
     dice = np.array([[1, 1], [0, 1], [10 / 15, 0]])
     assert out["kaggle"] == pytest.approx(dice.mean())
@@ -45,8 +48,10 @@ def test_all_empty_prediction_gains_nothing() -> None:
 
 
 def test_counts_of_orders_and_checks_images() -> None:
-    scores = pd.DataFrame([(i, c, c, 0, 1, 0, 0, 0) for i in ("b.jpg", "a.jpg") for c in (1, 2, 3, 4)],
-                          columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS])
+    scores = pd.DataFrame(
+        [(i, c, c, 0, 1, 0, 0, 0) for i in ("b.jpg", "a.jpg") for c in (1, 2, 3, 4)],
+        columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS],
+    )
     counts = evaluation.counts_of(scores)
     assert counts.shape == (2, 4, 3) and counts[0, :, 0].tolist() == [1, 2, 3, 4]
     with pytest.raises(evaluation.EvaluationError, match="c.jpg"):
@@ -59,8 +64,19 @@ def test_run_records_data_code_and_test(tmp_path: Path, monkeypatch: pytest.Monk
     from steelnb.training import fit
 
     data = generate(tmp_path / "synthetic", n_images=40, n_test=0, seed=1)
-    cfg = TrainConfig(data_dir=str(data), subset="all", encoder="resnet18", epochs=1, batch_size=4, height=64,
-                      width=320, device="cpu", out_dir=str(tmp_path / "weights"), run_name="tiny", seed=3)
+    cfg = TrainConfig(
+        data_dir=str(data),
+        subset="all",
+        encoder="resnet18",
+        epochs=1,
+        batch_size=4,
+        height=64,
+        width=320,
+        device="cpu",
+        out_dir=str(tmp_path / "weights"),
+        run_name="tiny",
+        seed=3,
+    )
     run = fit(cfg, progress_bar=False)
     m = json.loads((run / "metrics.json").read_text())
     assert m["data"]["kind"] == "synthetic" and m["data"]["subset"] == "all"
@@ -77,7 +93,15 @@ def test_run_records_data_code_and_test(tmp_path: Path, monkeypatch: pytest.Monk
     block = evaluation.evaluate_run(run, tune_size=(32, 200), n_boot=200)
     m = json.loads((run / "metrics.json").read_text())
     assert m["test"] == json.loads(json.dumps(block)) and m["test"]["split"] == "test"
-    for key in ("kaggle", "kaggle_ci95", "all_empty_kaggle", "kaggle_gain_ci95", "dice", "iou", "defect_dice"):
+    for key in (
+        "kaggle",
+        "kaggle_ci95",
+        "all_empty_kaggle",
+        "kaggle_gain_ci95",
+        "dice",
+        "iou",
+        "defect_dice",
+    ):
         assert key in m["test"], key
     scores = evaluation.read_scores(run)
     assert len(scores) == 8 * 4 and scores["ImageId"].nunique() == 8
@@ -101,8 +125,16 @@ def test_run_records_data_code_and_test(tmp_path: Path, monkeypatch: pytest.Monk
     assert calls == ["h", "h"]
     from steelnb.inference import tune
 
-    h = tune(run, images=dm.images_dir, labels=cfg.resolve(cfg.labels), image_ids=dm.val_ids, tta="h", size=(32, 200),
-             save=False, progress=False)
+    h = tune(
+        run,
+        images=dm.images_dir,
+        labels=cfg.resolve(cfg.labels),
+        image_ids=dm.val_ids,
+        tta="h",
+        size=(32, 200),
+        save=False,
+        progress=False,
+    )
     assert PostParams.from_yaml(run) == h
 
 
@@ -112,9 +144,33 @@ def test_cli_train_evaluates_on_the_test_split(tmp_path: Path, capsys) -> None:
     from steelnb.synthetic import generate
 
     data = generate(tmp_path / "synthetic", n_images=30, n_test=0, seed=4)
-    main(["train", "--data-dir", str(data), "--subset", "all", "--encoder", "resnet18", "--epochs", "1",
-          "--batch-size", "4", "--height", "64", "--width", "320", "--device", "cpu", "--out-dir", str(tmp_path / "w"),
-          "--run-name", "cli"])
+    main(
+        [
+            "train",
+            "--data-dir",
+            str(data),
+            "--subset",
+            "all",
+            "--encoder",
+            "resnet18",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--height",
+            "64",
+            "--width",
+            "320",
+            "--device",
+            "cpu",
+            "--out-dir",
+            str(tmp_path / "w"),
+            "--run-name",
+            "cli",
+        ]
+    )
     out = capsys.readouterr().out
     m = json.loads((tmp_path / "w" / "cli" / "metrics.json").read_text())
-    assert m["test"]["images"] == 6 and f"test split (6 images): Kaggle metric {m['test']['kaggle']:.3f}" in out
+    assert (
+        m["test"]["images"] == 6 and f"test split (6 images): Kaggle metric {m['test']['kaggle']:.3f}" in out
+    )

@@ -1,4 +1,5 @@
 """Inference: TTA, streaming batches, submission, evaluation, one-class checkpoints, bad input."""
+
 from __future__ import annotations
 
 import shutil
@@ -31,7 +32,9 @@ class FlipSymmetric(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flips = [(), (-1,), (-2,), (-2, -1)]
-        return torch.stack([self.inner(x.flip(f) if f else x).flip(f) if f else self.inner(x) for f in flips]).mean(0)
+        return torch.stack(
+            [self.inner(x.flip(f) if f else x).flip(f) if f else self.inner(x) for f in flips]
+        ).mean(0)
 
 
 def _conv_net(seed: int = 0) -> nn.Module:
@@ -84,7 +87,9 @@ def test_preprocessing_matches_val_transforms(tmp_path) -> None:
 def test_predict_streams_batches(tmp_path) -> None:
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"{i}.jpg"), _images(1, 128, 800, seed=i)[0].numpy())
-    batches = list(inf.predict(_conv_net(), tmp_path, size=(64, 320), batch_size=2, quantize=True, progress=False))
+    batches = list(
+        inf.predict(_conv_net(), tmp_path, size=(64, 320), batch_size=2, quantize=True, progress=False)
+    )
     assert [b.ids for b in batches] == [["0.jpg", "1.jpg"], ["2.jpg", "3.jpg"], ["4.jpg"]]
     assert batches[0].probs.shape == (2, 4, 256, 1600) and batches[0].probs.dtype == np.uint8
 
@@ -97,8 +102,13 @@ def _lightning_run(folder: Path, classes: int = 4, seed: int = 0) -> Path:
     cfg = TrainConfig(encoder="resnet18", height=64, width=320, classes=classes)
     model = build_model("Unet", "resnet18", encoder_weights=None, classes=classes)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"config": cfg.to_dict()}}, folder / "best.ckpt")
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"config": cfg.to_dict()},
+        },
+        folder / "best.ckpt",
+    )
     return folder
 
 
@@ -124,7 +134,9 @@ def test_submission_round_trip_and_evaluation(sample, run_dir, tmp_path) -> None
     params = pp.PostParams(classes=(pp.ClassParams(0.45, 100),) * 4)
     params.to_yaml(run_dir)
     try:
-        res = inf.run_predict(run_dir, images, tmp_path / "out", labels=labels, tta="h", overlays=2, progress=False)
+        res = inf.run_predict(
+            run_dir, images, tmp_path / "out", labels=labels, tta="h", overlays=2, progress=False
+        )
     finally:
         (run_dir / "postprocess.yaml").unlink()
     frame = pd.read_csv(res["submission"], dtype=str, keep_default_na=False)
@@ -134,15 +146,21 @@ def test_submission_round_trip_and_evaluation(sample, run_dir, tmp_path) -> None
     read_labels(res["submission"])  # the project's own reader accepts it, every RLE parsed
     # the RLE re-read equals the masks made from the probabilities
     model, _ = inf.load(run_dir)
-    probs = np.concatenate([b.probs for b in inf.predict(model, images, (64, 320), "h", quantize=True, progress=False)])
+    probs = np.concatenate(
+        [b.probs for b in inf.predict(model, images, (64, 320), "h", quantize=True, progress=False)]
+    )
     masks = pp.apply(probs, params)
     enc = {(i, int(c)): e for i, e, c in frame.itertuples(index=False)}
     decoded = np.stack([[rle.decode(enc[(i, c)]) for c in range(1, 5)] for i in SAMPLE_IDS])
     assert np.array_equal(decoded, masks)
     # the table agrees with steelnb.metrics on the same masks
     table = pd.read_csv(res["evaluation"], dtype={"class": str})
-    assert set(zip(table.tta, table.postprocess)) == {("none", "raw"), ("none", "postprocessed"),
-                                                      ("h", "raw"), ("h", "postprocessed")}
+    assert set(zip(table.tta, table.postprocess)) == {
+        ("none", "raw"),
+        ("none", "postprocessed"),
+        ("h", "raw"),
+        ("h", "postprocessed"),
+    }
     truth_all = inf._by_image(labels)
     truth = np.stack([inf._truth(truth_all, i) for i in SAMPLE_IDS])
     main = table[(table.tta == "h") & (table.postprocess == "postprocessed")].set_index("class")
@@ -152,7 +170,9 @@ def test_submission_round_trip_and_evaluation(sample, run_dir, tmp_path) -> None
     assert main.loc[["1", "2", "3", "4"], "dice"].tolist() == pytest.approx(ref["dice"])
     assert main.loc[["1", "2", "3", "4"], "iou"].tolist() == pytest.approx(ref["iou"])
     raw = table[(table.tta == "none") & (table.postprocess == "raw")].set_index("class")
-    plain = np.concatenate([b.probs for b in inf.predict(model, images, (64, 320), quantize=True, progress=False)])
+    plain = np.concatenate(
+        [b.probs for b in inf.predict(model, images, (64, 320), quantize=True, progress=False)]
+    )
     assert raw.loc["mean", "kaggle"] == pytest.approx(kaggle_metric(pp.apply(plain), truth))
     presence = pd.read_csv(res["presence"])
     assert presence["images_with_defect"].tolist() == [int(truth[:, c].any((1, 2)).sum()) for c in range(4)]
@@ -169,8 +189,9 @@ def test_validate_submission_rejects_bad_files(tmp_path) -> None:
     with pytest.raises(sub.SubmissionError, match="7 rows"):
         sub.write_submission(rows[:-1], tmp_path / "s.csv", ids)
     with pytest.raises(sub.SubmissionError, match="line 3: image a.jpg class 2"):
-        sub.write_submission([(i, "5 3 1 2" if (i, c) == ("a.jpg", 2) else e, c) for i, e, c in rows],
-                             tmp_path / "s.csv", ids)
+        sub.write_submission(
+            [(i, "5 3 1 2" if (i, c) == ("a.jpg", 2) else e, c) for i, e, c in rows], tmp_path / "s.csv", ids
+        )
     assert len(pd.read_csv(path)) == 8  # the invalid writes above never replaced the valid file
     assert not list(tmp_path.glob(".*tmp"))  # nor left temporary files behind
     with pytest.raises(sub.SubmissionError, match="c.jpg"):
@@ -180,8 +201,18 @@ def test_validate_submission_rejects_bad_files(tmp_path) -> None:
 def test_tune_saves_params_used_by_prediction(sample, tmp_path) -> None:
     images, labels = sample
     run = _lightning_run(tmp_path / "run")
-    params = inf.tune(run, images, labels, image_ids=SAMPLE_IDS, size=(64, 400), progress=False,
-                      thresholds=(0.3, 0.5, 0.7), min_areas=(0, 1000), top_probs=(0.0, 0.8), total_areas=(0,))
+    params = inf.tune(
+        run,
+        images,
+        labels,
+        image_ids=SAMPLE_IDS,
+        size=(64, 400),
+        progress=False,
+        thresholds=(0.3, 0.5, 0.7),
+        min_areas=(0, 1000),
+        top_probs=(0.0, 0.8),
+        total_areas=(0,),
+    )
     assert (run / "postprocess.yaml").is_file() and pp.load_params(run) == params
     res = inf.run_predict(run / "best.ckpt", images, tmp_path / "out", labels=labels, progress=False)
     assert res["postprocess"] == str(run / "postprocess.yaml")
@@ -199,10 +230,14 @@ def test_one_class_checkpoint(sample, tmp_path) -> None:
     shutil.copy(images / SAMPLE_IDS[1], one / SAMPLE_IDS[1])
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", encoder_weights=None, classes=1)
-    torch.save({"model_state_dict": model.state_dict()}, tmp_path / "ref.pth")  # the reference's Catalyst layout
+    torch.save(
+        {"model_state_dict": model.state_dict()}, tmp_path / "ref.pth"
+    )  # the reference's Catalyst layout
     with pytest.raises(inf.InferenceError, match="class_id"):
         inf.run_predict(tmp_path / "ref.pth", one, tmp_path / "out", progress=False)
-    res = inf.run_predict(tmp_path / "ref.pth", one, tmp_path / "out", labels=labels, class_id=3, progress=False)
+    res = inf.run_predict(
+        tmp_path / "ref.pth", one, tmp_path / "out", labels=labels, class_id=3, progress=False
+    )
     assert "class 3 only" in res["note"]
     frame = pd.read_csv(res["submission"], dtype=str, keep_default_na=False)
     assert len(frame) == 4 and (frame.loc[frame.ClassId != "3", "EncodedPixels"] == "").all()
@@ -238,8 +273,11 @@ def test_bad_inputs(sample, run_dir, tmp_path) -> None:
     assert skipped["reason"].str.contains("truncated|not a readable image").all()
     frame = pd.read_csv(res["submission"], dtype=str, keep_default_na=False)
     assert len(frame) == 4 * (len(SAMPLE_IDS) + 3) and "truncated.jpg" not in set(frame.ImageId)
-    probs = {b.ids[k]: b.probs[k] for b in inf.predict(model, images, (64, 320), on_error="skip", progress=False)
-             for k in range(len(b.ids))}
+    probs = {
+        b.ids[k]: b.probs[k]
+        for b in inf.predict(model, images, (64, 320), on_error="skip", progress=False)
+        for k in range(len(b.ids))
+    }
     assert np.array_equal(probs["png_named.jpg"], probs[SAMPLE_IDS[0]])  # decoded by content, same pixels
     assert probs["grey.jpg"].shape == probs["small.jpg"].shape == (4, 256, 1600)
     # an empty folder, a missing checkpoint, a bad option
@@ -273,11 +311,43 @@ def test_cli_predict(sample, run_dir, tmp_path, capsys) -> None:
     from steelnb.cli import main
 
     images, labels = sample
-    assert main(["predict", "--weights", str(run_dir), "--images", str(images), "--out", str(tmp_path / "o"),
-                 "--labels", str(labels), "--tta", "hv", "--overlays", "1"]) == 0
-    assert (tmp_path / "o" / "submission.csv").is_file() and len(list((tmp_path / "o" / "overlays").glob("*.png"))) == 1
-    assert main(["predict", "--weights", str(tmp_path / "missing"), "--images", str(images),
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(run_dir),
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / "o"),
+                "--labels",
+                str(labels),
+                "--tta",
+                "hv",
+                "--overlays",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "o" / "submission.csv").is_file() and len(
+        list((tmp_path / "o" / "overlays").glob("*.png"))
+    ) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(tmp_path / "missing"),
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "missing: checkpoint or run folder not found" in capsys.readouterr().err
 
 
@@ -289,21 +359,51 @@ def test_tuning_a_trained_synthetic_run(tmp_path) -> None:
     from steelnb.training import fit
 
     data = generate(tmp_path / "data", n_images=32, n_test=0, seed=0)
-    cfg = TrainConfig(data_dir=str(data), subset="all", height=64, width=320, encoder="resnet18", epochs=2,
-                      batch_size=8, out_dir=str(tmp_path / "weights"), run_name="tiny", early_stopping_patience=0,
-                      n_folds=4)
+    cfg = TrainConfig(
+        data_dir=str(data),
+        subset="all",
+        height=64,
+        width=320,
+        encoder="resnet18",
+        epochs=2,
+        batch_size=8,
+        out_dir=str(tmp_path / "weights"),
+        run_name="tiny",
+        early_stopping_patience=0,
+        n_folds=4,
+    )
     run = fit(cfg, progress_bar=False)
     params = inf.tune(run, size=(64, 400), progress=False)
     assert pp.load_params(run) == params
     # the default (threshold 0.5, no area, no gate) is in the grid: tuning can only match or beat it
     val = SteelDataModule(cfg).val_ids
     model, _ = inf.load(run)
-    probs = np.concatenate([b.probs for b in inf.predict(model, [data / "train_images" / i for i in val], (64, 320),
-                                                         out_size=(64, 400), quantize=True, progress=False)])
+    probs = np.concatenate(
+        [
+            b.probs
+            for b in inf.predict(
+                model,
+                [data / "train_images" / i for i in val],
+                (64, 320),
+                out_size=(64, 400),
+                quantize=True,
+                progress=False,
+            )
+        ]
+    )
     labels = inf._by_image(data / "train.csv")
-    truth = np.stack([[cv2.resize(m, (400, 64), interpolation=cv2.INTER_NEAREST) for m in inf._truth(labels, i)]
-                      for i in val])
+    truth = np.stack(
+        [
+            [cv2.resize(m, (400, 64), interpolation=cv2.INTER_NEAREST) for m in inf._truth(labels, i)]
+            for i in val
+        ]
+    )
     assert params.score >= pp.kaggle_score(pp.apply(probs), truth)
-    res = inf.run_predict(run, [data / "train_images" / i for i in val], tmp_path / "out",
-                          labels=data / "train.csv", progress=False)
+    res = inf.run_predict(
+        run,
+        [data / "train_images" / i for i in val],
+        tmp_path / "out",
+        labels=data / "train.csv",
+        progress=False,
+    )
     assert res["postprocess"].endswith("postprocess.yaml") and res["images"] == len(val)

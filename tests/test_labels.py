@@ -1,4 +1,5 @@
 """Label formats: both Kaggle CSV layouts, the image table, and the malformed-CSV catalogue."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,7 +19,9 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_new_and_old_format_give_the_same_table(tmp_path):
-    new = write(tmp_path / "new.csv", "ImageId,ClassId,EncodedPixels\nb.jpg,3,5 2\na.jpg,1,1 3\na.jpg,4,10 1\n")
+    new = write(
+        tmp_path / "new.csv", "ImageId,ClassId,EncodedPixels\nb.jpg,3,5 2\na.jpg,1,1 3\na.jpg,4,10 1\n"
+    )
     old = write(
         tmp_path / "old.csv",
         "ImageId_ClassId,EncodedPixels\n"
@@ -43,7 +46,9 @@ def test_write_labels_old_format_round_trip(tmp_path):
     assert list(raw.columns) == ["ImageId_ClassId", "EncodedPixels"] and len(raw) == 8
     pd.testing.assert_frame_equal(lb.read_labels(path), table)
     # the new format has no row for a clean image: asking it to keep one is refused, nothing written
-    with pytest.raises(lb.LabelError, match=r"new.csv: the new format cannot list defect-free images \(1, first y.jpg\)"):
+    with pytest.raises(
+        lb.LabelError, match=r"new.csv: the new format cannot list defect-free images \(1, first y.jpg\)"
+    ):
         lb.write_labels(table, tmp_path / "new.csv", image_ids=["x.jpg", "y.jpg"])
     assert not (tmp_path / "new.csv").exists()
 
@@ -54,8 +59,14 @@ def test_write_labels_old_format_round_trip(tmp_path):
         ("ImageId,EncodedPixels\na.jpg,1 2\n", "missing columns"),
         ("ImageId,ClassId,EncodedPixels\na.jpg,5,1 2\n", r"line 2: unknown ClassId '5'"),
         ("ImageId,ClassId,EncodedPixels\na.jpg,one,1 2\n", "unknown ClassId 'one'"),
-        ("ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\na.jpg,1,9 2\n", r"lines 2, 3: image a.jpg class 1 has different masks"),
-        ("ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\nb.jpg,2,0 4\n", r"line 3: image b.jpg class 2: .*start 0 < 1"),
+        (
+            "ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\na.jpg,1,9 2\n",
+            r"lines 2, 3: image a.jpg class 1 has different masks",
+        ),
+        (
+            "ImageId,ClassId,EncodedPixels\na.jpg,1,1 2\nb.jpg,2,0 4\n",
+            r"line 3: image b.jpg class 2: .*start 0 < 1",
+        ),
         ("ImageId_ClassId,EncodedPixels\na.jpg,1 2\n", "not '<image>_<class>'"),
         ("", "empty file"),
     ],
@@ -110,6 +121,7 @@ def test_image_table_counts_parts():
 
 
 # -- the real files ------------------------------------------------------------------------
+
 
 def test_real_new_format_equals_derived_old_format(shared_data, tmp_path):
     src = shared_data / "severstal-labels" / "train_partial.csv"

@@ -1,4 +1,5 @@
 """Losses by name: values, autocast safety, and that each one can drive a model to fit a batch."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,7 +34,9 @@ def test_dice_bce_is_sum_of_parts() -> None:
     dice = (1 - 2 * inter / card).mean()
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     assert build_loss("dice_bce")(logits, target).item() == pytest.approx((dice + bce).item(), rel=1e-4)
-    assert build_loss("dice_bce", dice_weight=0.0)(logits, target).item() == pytest.approx(bce.item(), rel=1e-5)
+    assert build_loss("dice_bce", dice_weight=0.0)(logits, target).item() == pytest.approx(
+        bce.item(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -92,7 +95,7 @@ def test_lovasz_per_image_is_mean_of_single_images() -> None:
     logits = torch.randn(3, 4, 8, 8, generator=g)
     target = (torch.rand(3, 4, 8, 8, generator=g) > 0.7).float()
     per_image = build_loss("lovasz", per_image=True, symmetric=False)(logits, target)
-    alone = [build_loss("lovasz", symmetric=False)(logits[i:i + 1], target[i:i + 1]) for i in range(3)]
+    alone = [build_loss("lovasz", symmetric=False)(logits[i : i + 1], target[i : i + 1]) for i in range(3)]
     assert torch.allclose(per_image, torch.stack(alone).mean())
     single = LovaszLoss(BINARY_MODE, from_logits=True)
     terms = [single(logits[i, c], target[i, c]) for i in range(3) for c in range(4)]
@@ -104,7 +107,7 @@ def test_symmetric_lovasz_punishes_every_false_alarm_of_an_absent_class() -> Non
     """A class absent from the batch with 10 false-alarm pixels: the plain hinge's gradient
     reaches one of them, the symmetric one (class and complement averaged) reaches all ten."""
     logits = torch.full((1, 1, 8, 8), -3.0)
-    logits[0, 0, 0, :10 - 8] = 2.0
+    logits[0, 0, 0, : 10 - 8] = 2.0
     logits[0, 0, 1, :] = 2.0  # 10 pixels at logit 2, none of them true
     target = torch.zeros(1, 1, 8, 8)
     grads = {}
@@ -116,5 +119,7 @@ def test_symmetric_lovasz_punishes_every_false_alarm_of_an_absent_class() -> Non
     g = torch.Generator().manual_seed(2)
     x, t = torch.randn(2, 4, 8, 8, generator=g), (torch.rand(2, 4, 8, 8, generator=g) > 0.6).float()
     single = LovaszLoss(BINARY_MODE, from_logits=True)
-    both = torch.stack([(single(x[:, c], t[:, c]) + single(-x[:, c], 1 - t[:, c])) / 2 for c in range(4)]).mean()
+    both = torch.stack(
+        [(single(x[:, c], t[:, c]) + single(-x[:, c], 1 - t[:, c])) / 2 for c in range(4)]
+    ).mean()
     assert torch.allclose(build_loss("lovasz")(x, t), both)

@@ -1,4 +1,5 @@
 """Metrics on hand-made masks: the Kaggle metric, IoU/Dice per class, the reference's soft IoU."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,7 +72,7 @@ def test_accumulator_matches_whole_set() -> None:
     truth[:2, 2] = 0
     acc = metrics.MetricAccumulator(4)
     for i in range(0, 6, 4):
-        acc.update(probs[i:i + 4], truth[i:i + 4])
+        acc.update(probs[i : i + 4], truth[i : i + 4])
     r = acc.compute()
     whole = metrics.iou_dice(probs, truth)
     assert r["kaggle_mean"] == pytest.approx(metrics.kaggle_metric(probs, truth))

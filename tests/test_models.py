@@ -1,5 +1,6 @@
 """Model building (names, offline weights, local weights) and checkpoint loading (ours, raw,
 DataParallel, the reference's Catalyst files), never running code from a file."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def _offline_build(env_offline: bool) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     if env_offline:
         env["HF_HUB_OFFLINE"] = "1"
-    code = ("from steelnb.models import build_model\n"
-            "build_model('Unet', 'resnet18', encoder_weights='imagenet')\n")
+    code = (
+        "from steelnb.models import build_model\n"
+        "build_model('Unet', 'resnet18', encoder_weights='imagenet')\n"
+    )
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -66,6 +69,7 @@ def test_local_encoder_weights(tmp_path: Path, suffix: str) -> None:
         torch.save(state, path)
     else:
         from safetensors.torch import save_file
+
         save_file(state, str(path))
     torch.manual_seed(2)
     model = build_model("Unet", "resnet18", encoder_weights=str(path))
@@ -93,8 +97,15 @@ def test_raw_and_dataparallel_state_dicts(tmp_path: Path) -> None:
 def test_catalyst_reference_checkpoint(tmp_path: Path) -> None:
     src = build_model("Unet", "resnet50", encoder_weights=None, classes=1)
     path = tmp_path / "best_full.pth"
-    torch.save({"model_state_dict": src.state_dict(), "epoch": 7,
-                "valid_metrics": {"loss": 0.3, "iou": 0.5}, "optimizer_state_dict": {}}, path)
+    torch.save(
+        {
+            "model_state_dict": src.state_dict(),
+            "epoch": 7,
+            "valid_metrics": {"loss": 0.3, "iou": 0.5},
+            "optimizer_state_dict": {},
+        },
+        path,
+    )
     model, info = load_model(path)
     assert (info.arch, info.encoder, info.classes, info.source) == ("Unet", "resnet50", 1, "catalyst")
     assert info.config is None and _same_output(model, src)
@@ -108,7 +119,9 @@ def test_infer_efficientnet_b4_from_keys() -> None:
 def test_mismatch_names_expected_and_found(tmp_path: Path) -> None:
     path = tmp_path / "r18.pth"
     torch.save(build_model("Unet", "resnet18", encoder_weights=None, classes=4).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"r18.pth: encoder mismatch: expected efficientnet-b4, found resnet18"):
+    with pytest.raises(
+        CheckpointError, match=r"r18.pth: encoder mismatch: expected efficientnet-b4, found resnet18"
+    ):
         load_model(path, encoder="efficientnet-b4")
     with pytest.raises(CheckpointError, match=r"classes mismatch: expected 1, found 4"):
         load_model(path, classes=1)
@@ -164,7 +177,9 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _random_encoder_state(encoder: str, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    return {k: v.contiguous() for k, v in smp.encoders.get_encoder(encoder, weights=None).state_dict().items()}
+    return {
+        k: v.contiguous() for k, v in smp.encoders.get_encoder(encoder, weights=None).state_dict().items()
+    }
 
 
 def _assert_encoder_equals(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -175,7 +190,9 @@ def _assert_encoder_equals(model: torch.nn.Module, state: dict[str, torch.Tensor
 
 
 @pytest.mark.parametrize("encoder", ["resnet18", "efficientnet-b3"])
-def test_cached_imagenet_loads_without_network(cache: Path, monkeypatch: pytest.MonkeyPatch, encoder: str) -> None:
+def test_cached_imagenet_loads_without_network(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, encoder: str
+) -> None:
     state = _random_encoder_state(encoder, seed=0)
     cache.mkdir()
     torch.save(state, cache / f"{encoder}-imagenet.pth")
@@ -210,7 +227,9 @@ def test_cached_file_of_wrong_encoder_names_the_file(cache: Path, monkeypatch: p
 
 
 @pytest.mark.parametrize("encoder", ["resnet18", "tu-resnet18"])
-def test_weights_file_path_loads_every_tensor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoder: str) -> None:
+def test_weights_file_path_loads_every_tensor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoder: str
+) -> None:
     state = _random_encoder_state(encoder, seed=3)  # tu-: keys start with "model.", kept as they are
     path = tmp_path / "enc.pth"
     torch.save(state, path)
@@ -219,8 +238,9 @@ def test_weights_file_path_loads_every_tensor(tmp_path: Path, monkeypatch: pytes
     _assert_encoder_equals(build_model("Unet", encoder, encoder_weights=str(path)), state)
 
 
-def test_cli_fetch_writes_cache_then_loads(cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fetch_writes_cache_then_loads(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     state = _random_encoder_state("resnet18", seed=5)
     asked: list[tuple[str, str]] = []
 
@@ -249,8 +269,9 @@ def test_cli_fetch_writes_cache_then_loads(cache: Path, monkeypatch: pytest.Monk
     _assert_encoder_equals(build_model("Unet", "resnet18", "imagenet"), state)
 
 
-def test_cli_fetch_unknown_encoder_fails_before_network(cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fetch_unknown_encoder_fails_before_network(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _no_network(monkeypatch)
     assert main(["weights", "fetch", "resnet18", "not-an-encoder"]) == 2
     err = capsys.readouterr().err
@@ -258,8 +279,9 @@ def test_cli_fetch_unknown_encoder_fails_before_network(cache: Path, monkeypatch
     assert not cache.exists()
 
 
-def test_cli_fetch_offline_says_how_to_copy(cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fetch_offline_says_how_to_copy(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(models, "_hub_reachable", lambda timeout=2.0: False)
     monkeypatch.setattr(models, "_download_encoder", lambda *a: pytest.fail("download attempted offline"))
     assert main(["weights", "fetch", "resnet18"]) == 2

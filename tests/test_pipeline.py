@@ -1,5 +1,6 @@
 """Batch runs: plans are checked, a failed run does not stop the batch, finished runs are skipped,
 parallel runs get one GPU each. Uses tiny stand-in notebooks (a kernel start is the only cost)."""
+
 from __future__ import annotations
 
 import json
@@ -26,20 +27,31 @@ def project(tmp_path: Path) -> Path:
     """A project folder: notebooks/ with a notebook that fails on request and records its GPU."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(nbs / "01_work.ipynb",
-              'value: int = 1  # a number\nfail: bool = False  # raise on purpose\nnap: float = 0.0  # seconds to sleep',
-              "import os, time, json\ntime.sleep(nap)\n"
-              "if fail:\n    raise RuntimeError(f'failing on purpose with value {value}')\n"
-              "open(f'out_{value}.json', 'w').write(json.dumps({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 'cwd': os.getcwd(), "
-              "'threads': os.environ.get('OMP_NUM_THREADS'), 'pid': os.getppid(), 'start': time.time(), "
-              "'hf_offline': os.environ.get('HF_HUB_OFFLINE')}))")
-    _notebook(nbs / "02_after.ipynb", 'tag: str = "x"  # a label', "print(sorted(os.listdir('.')) if False else tag)")
+    _notebook(
+        nbs / "01_work.ipynb",
+        "value: int = 1  # a number\nfail: bool = False  # raise on purpose\nnap: float = 0.0  # seconds to sleep",
+        "import os, time, json\ntime.sleep(nap)\n"
+        "if fail:\n    raise RuntimeError(f'failing on purpose with value {value}')\n"
+        "open(f'out_{value}.json', 'w').write(json.dumps({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 'cwd': os.getcwd(), "
+        "'threads': os.environ.get('OMP_NUM_THREADS'), 'pid': os.getppid(), 'start': time.time(), "
+        "'hf_offline': os.environ.get('HF_HUB_OFFLINE')}))",
+    )
+    _notebook(
+        nbs / "02_after.ipynb",
+        'tag: str = "x"  # a label',
+        "print(sorted(os.listdir('.')) if False else tag)",
+    )
     return tmp_path
 
 
 def _plan(project: Path, runs: list[dict], parallel: bool = False, name: str = "p") -> Path:
-    plan = {"name": name, "stages": [{"name": "work", "parallel": parallel, "runs": runs},
-                                     {"name": "after", "runs": [{"notebook": "02_after"}]}]}
+    plan = {
+        "name": name,
+        "stages": [
+            {"name": "work", "parallel": parallel, "runs": runs},
+            {"name": "after", "runs": [{"notebook": "02_after"}]},
+        ],
+    }
     path = project / "plans" / f"{name}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(plan))
@@ -63,8 +75,10 @@ def test_matrix_expands_to_named_runs(project: Path) -> None:
 
 
 def test_failed_run_is_kept_and_batch_goes_on_then_rerun_skips(project: Path) -> None:
-    runs = [{"notebook": "01_work", "parameters": {"value": 1, "fail": True}},
-            {"notebook": "01_work", "parameters": {"value": 2}}]
+    runs = [
+        {"notebook": "01_work", "parameters": {"value": 1, "fail": True}},
+        {"notebook": "01_work", "parameters": {"value": 2}},
+    ]
     path = _plan(project, runs)
     table = pipeline.run_plan(path, build=False)
     assert list(table["status"]) == ["failed", "done", "done"]
@@ -138,7 +152,8 @@ def test_benchmarks_run_from_the_project_folder_failures_reported_reruns_skip(tm
 
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "ok.py").write_text(
-        "import sys, pathlib; pathlib.Path('bench/ran.txt').open('a').write(' '.join(sys.argv[1:]) + '\\n')\n")
+        "import sys, pathlib; pathlib.Path('bench/ran.txt').open('a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+    )
     (tmp_path / "bench" / "bad.py").write_text("raise SystemExit('no CUDA device here')\n")
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -149,7 +164,11 @@ def test_benchmarks_run_from_the_project_folder_failures_reported_reruns_skip(tm
     assert (tmp_path / "bench" / "ran.txt").read_text().split("\n")[:2] == ["--size 64x192", "--again"]
     again = run_benchmarks(commands, tmp_path, runs)
     assert [r["status"] for r in again] == ["skipped", "failed", "skipped"]
-    assert [r["status"] for r in run_benchmarks(commands, tmp_path, runs, force=True)] == ["done", "failed", "done"]
+    assert [r["status"] for r in run_benchmarks(commands, tmp_path, runs, force=True)] == [
+        "done",
+        "failed",
+        "done",
+    ]
 
 
 def test_smoke_plan_lists_benchmark_scripts_that_exist() -> None:

@@ -1,5 +1,6 @@
 """The real-data plans run the reference's study: what every training run will execute with
 (the notebook's defaults merged with the plan), and ``steelnb run PLAN --dry-run``."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,12 @@ def test_effective_runs_merge_notebook_defaults_with_the_plan(tmp_path: Path) ->
     nb = new_notebook(cells=[cell])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(tmp_path / "notebooks" / "01_x.ipynb"))
-    plan = {"name": "t", "notebooks_dir": str(tmp_path / "notebooks"), "defaults": {"c": 2.0, "zz": 9},
-            "stages": [{"name": "s", "runs": [{"notebook": "01_x", "matrix": {"b": ["p", "q"]}}]}]}
+    plan = {
+        "name": "t",
+        "notebooks_dir": str(tmp_path / "notebooks"),
+        "defaults": {"c": 2.0, "zz": 9},
+        "stages": [{"name": "s", "runs": [{"notebook": "01_x", "matrix": {"b": ["p", "q"]}}]}],
+    }
     runs = pipeline.effective_runs(plan)
     assert [r["parameters"] for r in runs] == [{"a": 1, "b": "p", "c": 2.0}, {"a": 1, "b": "q", "c": 2.0}]
     assert [set(r) for r in runs] == [{"slug", "notebook", "stage", "parameters"}] * 2
@@ -64,7 +69,12 @@ def test_every_training_run_is_the_reference_recipe(plan: str) -> None:
         if p["run_name"] == REFERENCE_RUN:
             assert plan == "full", what
             assert p["subset"] == "subset_balanced.csv", what
-            assert (p["encoder"], p["loss"], p["height"], p["width"]) == ("efficientnet-b4", "dice_bce", 256, 768)
+            assert (p["encoder"], p["loss"], p["height"], p["width"]) == (
+                "efficientnet-b4",
+                "dice_bce",
+                256,
+                768,
+            )
         else:
             assert p["subset"] == "subset_study.csv", what
     folders = [_folder(p) for p in runs]
@@ -75,7 +85,12 @@ def test_full_has_every_encoder_at_256x768_and_the_reference_run() -> None:
     runs = _train_runs("full")
     study = [p for p in runs if p["subset"] == "subset_study.csv"]
     assert {p["encoder"] for p in study if (p["height"], p["width"]) == (256, 768)} == ENCODERS
-    assert {p["loss"] for p in study if p["encoder"] == "efficientnet-b4"} == {"dice_bce", "tversky", "focal", "lovasz"}
+    assert {p["loss"] for p in study if p["encoder"] == "efficientnet-b4"} == {
+        "dice_bce",
+        "tversky",
+        "focal",
+        "lovasz",
+    }
     ref = [p for p in runs if p["run_name"] == REFERENCE_RUN]
     assert len(ref) == 1
     # its own folder: the ablation and the best-run choice compare runs of the study's subset only
@@ -87,7 +102,9 @@ def test_full_has_every_encoder_at_256x768_and_the_reference_run() -> None:
 
 @pytest.mark.parametrize("plan", ["full", "resnet50"])
 def test_resnet50_also_at_full_width(plan: str) -> None:
-    assert any(p["encoder"] == "resnet50" and (p["height"], p["width"]) == (256, 1600) for p in _train_runs(plan))
+    assert any(
+        p["encoder"] == "resnet50" and (p["height"], p["width"]) == (256, 1600) for p in _train_runs(plan)
+    )
 
 
 def test_dry_run_json_lists_every_run(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,13 +119,16 @@ def test_dry_run_json_lists_every_run(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.mark.parametrize("plan", ["full", "smoke"])  # smoke: a real run would generate its data set first
-def test_dry_run_writes_nothing(plan: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_writes_nothing(
+    plan: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
     (tmp_path / "plans").mkdir()
     shutil.copy(REPO / "plans" / f"{plan}.yaml", tmp_path / "plans" / f"{plan}.yaml")
@@ -139,7 +159,8 @@ def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
     split, size, steps, schedule and evaluation, so the report may compare them."""
     train = _train_runs("smoke")
     combos = {(p["encoder"], p["loss"]) for p in train}
-    assert combos == {(e, "dice_bce") for e in ENCODERS} | {("efficientnet-b3", x) for x in ("tversky", "focal",
-                                                                                              "lovasz")}
+    assert combos == {(e, "dice_bce") for e in ENCODERS} | {
+        ("efficientnet-b3", x) for x in ("tversky", "focal", "lovasz")
+    }
     rest = [{k: v for k, v in p.items() if k not in ("encoder", "loss")} for p in train]
     assert all(r == rest[0] for r in rest)

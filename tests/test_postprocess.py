@@ -1,4 +1,5 @@
 """Post-processing: thresholds, small components, image-level gates, YAML, tuning."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,7 +69,12 @@ def test_bad_shape_and_params() -> None:
 
 def test_yaml_round_trip(tmp_path) -> None:
     params = PostParams(
-        classes=(ClassParams(0.4, 500, 0.7, 0), ClassParams(), ClassParams(0.6, 0, 0.0, 2000), ClassParams(0.35)),
+        classes=(
+            ClassParams(0.4, 500, 0.7, 0),
+            ClassParams(),
+            ClassParams(0.6, 0, 0.0, 2000),
+            ClassParams(0.35),
+        ),
         score=0.91,
     )
     path = params.to_yaml(tmp_path)  # a run folder: written as postprocess.yaml
@@ -98,21 +104,27 @@ def _synthetic_validation(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.nd
         for c in range(4):
             if rng.random() < 0.4:
                 y, x = rng.integers(0, 40), rng.integers(0, 280)
-                truth[i, c, y:y + rng.integers(10, 24), x:x + rng.integers(15, 40)] = 1
+                truth[i, c, y : y + rng.integers(10, 24), x : x + rng.integers(15, 40)] = 1
     probs = np.clip(truth * 0.75 + rng.normal(0.15, 0.12, truth.shape), 0, 1)
     for i in range(n):  # small confident false positives, the typical failure post-processing fixes
         for c in range(4):
             for _ in range(rng.integers(0, 3)):
                 y, x = rng.integers(0, 60), rng.integers(0, 316)
-                probs[i, c, y:y + 3, x:x + 3] = 0.8
+                probs[i, c, y : y + 3, x : x + 3] = 0.8
     return probs.astype(np.float32), truth
 
 
 def test_tuning_beats_default_threshold() -> None:
     probs, truth = _synthetic_validation()
     before = pp.kaggle_score(pp.apply(probs), truth)
-    params = pp.tune_postprocess(probs, truth, thresholds=(0.3, 0.4, 0.5, 0.6), min_areas=(0, 500, 1500),
-                                 top_probs=(0.0, 0.9), total_areas=(0, 4000))
+    params = pp.tune_postprocess(
+        probs,
+        truth,
+        thresholds=(0.3, 0.4, 0.5, 0.6),
+        min_areas=(0, 500, 1500),
+        top_probs=(0.0, 0.9),
+        total_areas=(0, 4000),
+    )
     after = pp.kaggle_score(pp.apply(probs, params), truth)
     assert after > before + 0.05
     # the score the search reports is the one apply() reaches: both count pixels the same way
@@ -123,8 +135,9 @@ def test_tuning_beats_default_threshold() -> None:
 def test_tuning_on_quantised_probabilities() -> None:
     probs, truth = _synthetic_validation(seed=1)
     q = np.round(probs * 255).astype(np.uint8)
-    params = pp.tune_postprocess(q, truth, thresholds=(0.4, 0.5), min_areas=(0, 1500), top_probs=(0.0,),
-                                 total_areas=(0,))
+    params = pp.tune_postprocess(
+        q, truth, thresholds=(0.4, 0.5), min_areas=(0, 1500), top_probs=(0.0,), total_areas=(0,)
+    )
     assert params.score == pytest.approx(pp.kaggle_score(pp.apply(q, params), truth))
     with pytest.raises(pp.PostprocessError):
         pp.tune_postprocess(q, truth[:, :, :10])
@@ -140,8 +153,9 @@ def test_tuning_turns_off_a_class_that_only_hurts() -> None:
     probs[:3, 0, 10:30, 10:60] = 0.95  # class 1 found exactly
     probs[3:, 0, 0:40, 100:300] = 0.999  # ... and 8,000-pixel false alarms on the other images
     probs[:, 3] = rng.uniform(0.95, 1.0, (6, 64, 400))  # class 4: everywhere, never true
-    params = pp.tune_postprocess(probs, truth, thresholds=(0.5, 0.8), min_areas=(0, 1000), top_probs=(0.0, 0.9),
-                                 total_areas=(0, 8000))
+    params = pp.tune_postprocess(
+        probs, truth, thresholds=(0.5, 0.8), min_areas=(0, 1000), top_probs=(0.0, 0.9), total_areas=(0, 8000)
+    )
     assert params.classes[3] == ClassParams(enabled=False)
     assert params.classes[0].enabled  # one that helps stays on
     assert not pp.apply(probs, params)[:, 3].any()
@@ -152,6 +166,11 @@ def test_switched_off_class_round_trips_and_old_files_load(tmp_path) -> None:
     params = PostParams(classes=(ClassParams(), ClassParams(enabled=False), ClassParams(), ClassParams()))
     assert PostParams.from_yaml(params.to_yaml(tmp_path)) == params
     old = tmp_path / "old.yaml"  # written before the switch existed: every class on
-    old.write_text("classes:\n" + "".join(f"  {c}: {{threshold: 0.5, min_area: 0, min_top_prob: 0.0, "
-                                          "min_total_area: 0}\n" for c in range(1, 5)))
+    old.write_text(
+        "classes:\n"
+        + "".join(
+            f"  {c}: {{threshold: 0.5, min_area: 0, min_top_prob: 0.0, min_total_area: 0}}\n"
+            for c in range(1, 5)
+        )
+    )
     assert all(c.enabled for c in PostParams.from_yaml(old).classes)

@@ -1,4 +1,5 @@
 """Run-length encoding: hand-made masks, every real mask, and the malformed-input catalogue."""
+
 from __future__ import annotations
 
 import numpy as np

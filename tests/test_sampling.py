@@ -1,4 +1,5 @@
 """Balanced subsets and stratified folds, on hand-made tables and on the real labels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,17 @@ import pandas as pd
 import pytest
 
 from steelnb import labels as lb
-from steelnb.sampling import (KAGGLE_CLEAN_SHARE, TEST_FOLD, assign_folds, balanced_subset, class_quotas, image_subset,
-                              split_ids, study_subset, train_val_split)
+from steelnb.sampling import (
+    KAGGLE_CLEAN_SHARE,
+    TEST_FOLD,
+    assign_folds,
+    balanced_subset,
+    class_quotas,
+    image_subset,
+    split_ids,
+    study_subset,
+    train_val_split,
+)
 
 
 def toy_labels(counts: dict[int, int]) -> pd.DataFrame:
@@ -20,8 +30,9 @@ def toy_labels(counts: dict[int, int]) -> pd.DataFrame:
 def toy_table(n: int = 200, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     sets = rng.choice(["", "", "3", "3", "1", "4", "2", "1 3", "3 4"], size=n)
-    return pd.DataFrame({"ImageId": [f"{i:09x}.jpg" for i in range(n)], "classes": sets,
-                         "has_defect": sets != ""})
+    return pd.DataFrame(
+        {"ImageId": [f"{i:09x}.jpg" for i in range(n)], "classes": sets, "has_defect": sets != ""}
+    )
 
 
 def test_quotas_fill_the_shortfall_like_the_reference() -> None:
@@ -139,8 +150,9 @@ def test_study_subset_has_the_kaggle_clean_share() -> None:
     clean = int((sub["classes"] == "").sum())
     assert abs(clean / len(sub) - KAGGLE_CLEAN_SHARE) < 0.01
     defective = sub[sub["classes"] != ""]
-    pd.testing.assert_frame_equal(defective.reset_index(drop=True),
-                                  image_subset(table, per_class=40, seed=0).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        defective.reset_index(drop=True), image_subset(table, per_class=40, seed=0).reset_index(drop=True)
+    )
     with pytest.raises(ValueError, match="clean_share"):
         study_subset(table, clean_share=1.0)
 
@@ -166,8 +178,11 @@ def test_folds_on_real_image_table(shared_data) -> None:
     share = folds.groupby("fold")["has_defect"].mean()
     overall = table["has_defect"].mean()
     assert (share - overall).abs().max() < 0.005
-    assert folds.loc[folds["classes"] == "2", "fold"].value_counts().max() - \
-        folds.loc[folds["classes"] == "2", "fold"].value_counts().min() <= 1
+    assert (
+        folds.loc[folds["classes"] == "2", "fold"].value_counts().max()
+        - folds.loc[folds["classes"] == "2", "fold"].value_counts().min()
+        <= 1
+    )
 
 
 def test_missing_columns_raise() -> None:

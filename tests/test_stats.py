@@ -1,11 +1,11 @@
 """Bootstrap intervals: coverage on simulated data, shapes, NaN handling, errors."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from steelnb.stats import (StatsError, bootstrap_ci, defect_mean, defect_values, format_ci,
-                           paired_bootstrap)
+from steelnb.stats import StatsError, bootstrap_ci, defect_mean, defect_values, format_ci, paired_bootstrap
 
 SIMS, N, BOOT = 300, 60, 1000
 
@@ -17,8 +17,11 @@ def close(x: tuple[float, ...], y: tuple[float, ...]) -> bool:
 
 def close_dict(x: dict, y: dict) -> bool:
     keys = ("diff", "low", "high")
-    return (close(tuple(x[k] for k in keys), tuple(y[k] for k in keys))
-            and x["real"] == y["real"] and x["n"] == y["n"])
+    return (
+        close(tuple(x[k] for k in keys), tuple(y[k] for k in keys))
+        and x["real"] == y["real"]
+        and x["n"] == y["n"]
+    )
 
 
 def test_bootstrap_ci_coverage_of_known_mean() -> None:

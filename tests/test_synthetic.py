@@ -1,8 +1,8 @@
 """The synthetic data set: Kaggle layout, geometry, determinism, and statistics near the real ones."""
+
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import cv2
@@ -39,9 +39,16 @@ def shares_and_medians(labels: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def test_layout(synth) -> None:
-    assert sorted(p.name for p in synth.iterdir()) == ["sample_submission.csv", "synthetic.json", "test_images", "train.csv",
-                                                       "train_images"]
-    marker = json.loads((synth / "synthetic.json").read_text())  # provenance: runs tell synthetic from Kaggle data
+    assert sorted(p.name for p in synth.iterdir()) == [
+        "sample_submission.csv",
+        "synthetic.json",
+        "test_images",
+        "train.csv",
+        "train_images",
+    ]
+    marker = json.loads(
+        (synth / "synthetic.json").read_text()
+    )  # provenance: runs tell synthetic from Kaggle data
     assert marker["generator"] == "steelnb.synthetic" and marker["n_images"] == N_IMAGES
     train = lb.list_images(synth / "train_images")
     test = lb.list_images(synth / "test_images")
@@ -67,9 +74,13 @@ def test_statistics_near_the_real_labels(synth_labels, shared_data) -> None:
     real = lb.read_labels(shared_data / "severstal-labels" / "train_partial.csv", validate=False)
     real_share, real_median = shares_and_medians(real)
     share, median = shares_and_medians(synth_labels)
-    assert (share - real_share).abs().max() <= SHARE_TOL, pd.DataFrame({"synthetic": share, "real": real_share})
+    assert (share - real_share).abs().max() <= SHARE_TOL, pd.DataFrame(
+        {"synthetic": share, "real": real_share}
+    )
     ratio = median / real_median
-    assert ((ratio <= AREA_FACTOR) & (ratio >= 1 / AREA_FACTOR)).all(), pd.DataFrame({"synthetic": median, "real": real_median})
+    assert ((ratio <= AREA_FACTOR) & (ratio >= 1 / AREA_FACTOR)).all(), pd.DataFrame(
+        {"synthetic": median, "real": real_median}
+    )
     # heavy tail of class 3: some masks far above the median
     area3 = synth_labels.loc[synth_labels["ClassId"] == 3, "EncodedPixels"].map(rle.area)
     assert area3.max() > 5 * area3.median()
@@ -95,7 +106,10 @@ def test_no_pixel_in_two_classes_and_defects_visible(synth, synth_labels) -> Non
             inside = masks[c - 1].astype(bool)
             ring = cv2.dilate(masks[c - 1], np.ones((15, 15), np.uint8)).astype(bool) & ~masks.any(0)
             # a defect differs from the steel around it by a clear margin
-            assert abs(img[inside].mean() - img[ring].mean()) > 12 or abs(img[inside].std() - img[ring].std()) > 5
+            assert (
+                abs(img[inside].mean() - img[ring].mean()) > 12
+                or abs(img[inside].std() - img[ring].std()) > 5
+            )
 
 
 def test_deterministic_bytes_and_seed_matters(tmp_path) -> None:

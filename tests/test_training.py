@@ -1,5 +1,6 @@
 """Training: optimizer groups, steps for the reference encoders, run folder, reproducibility,
 kill-and-resume, DDP on CPU, and that the model learns on the synthetic set."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from tinydata import TinyData
 
 from steelnb.config import REFERENCE_ENCODERS, TrainConfig
 from steelnb.models import load_model
@@ -23,36 +24,19 @@ from steelnb.training import SegmentationModule, fit
 
 torch.set_num_threads(1)
 
-TINY_DM = textwrap.dedent('''
-    import lightning as L
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    class TinyData(L.LightningDataModule):
-        """n images (3, h, w) with a bright class-1 rectangle; masks (4, h, w)."""
-
-        def __init__(self, n: int = 8, h: int = 64, w: int = 64, batch_size: int = 2) -> None:
-            super().__init__()
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(n, 3, h, w, generator=g)
-            y = torch.zeros(n, 4, h, w)
-            y[:, 0, h // 4:h // 2, w // 4:w // 2] = 1
-            x[:, :, h // 4:h // 2, w // 4:w // 2] += 2
-            y[::2, 2, -8:, :] = 1
-            self.ds, self.batch_size = TensorDataset(x, y), batch_size
-
-        def train_dataloader(self) -> DataLoader:
-            return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True)
-
-        def val_dataloader(self) -> DataLoader:
-            return DataLoader(self.ds, batch_size=self.batch_size)
-''')
-exec(TINY_DM)  # defines TinyData here; subprocess scripts below embed the same text
-
 
 def tiny_config(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(encoder="resnet18", epochs=1, batch_size=2, height=64, width=64, out_dir=str(tmp_path),
-                run_name="run", early_stopping_patience=0, device="cpu")
+    base = dict(
+        encoder="resnet18",
+        epochs=1,
+        batch_size=2,
+        height=64,
+        width=64,
+        out_dir=str(tmp_path),
+        run_name="run",
+        early_stopping_patience=0,
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -61,8 +45,15 @@ def test_two_steps_reference_encoder(tmp_path: Path, encoder: str) -> None:
     cfg = tiny_config(tmp_path, encoder=encoder, lr_encoder=1e-3, lr_decoder=1e-2)
     module = SegmentationModule(cfg)
     head = [p.detach().clone() for p in module.model.segmentation_head.parameters()]
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, datamodule=TinyData(n=4, h=64, w=64, batch_size=2))
     assert trainer.global_step == 2
     after = list(module.model.segmentation_head.parameters())
@@ -78,20 +69,42 @@ def test_two_steps_reference_encoder(tmp_path: Path, encoder: str) -> None:
 
 
 def test_fit_writes_run_folder_and_is_reproducible(tmp_path: Path) -> None:
-    runs = [fit(tiny_config(tmp_path, epochs=2, run_name=f"r{i}"), datamodule=TinyData(), progress_bar=False)
-            for i in range(2)]
+    runs = [
+        fit(tiny_config(tmp_path, epochs=2, run_name=f"r{i}"), datamodule=TinyData(), progress_bar=False)
+        for i in range(2)
+    ]
     run = runs[0]
     for name in ("best.ckpt", "last.ckpt", "config.yaml", "metrics.json", "logs/csv/metrics.csv"):
         assert (run / name).is_file(), name
     assert any((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     assert TrainConfig.from_yaml(run / "config.yaml") == tiny_config(tmp_path, epochs=2, run_name="r0")
     m = json.loads((run / "metrics.json").read_text())
-    for key in ("run", "arch", "encoder", "loss", "height", "width", "epochs_run", "best_epoch", "best",
-                "final", "history", "wall_time_s", "peak_gpu_mem_mb", "train_images_per_s", "device", "precision"):
+    for key in (
+        "run",
+        "arch",
+        "encoder",
+        "loss",
+        "height",
+        "width",
+        "epochs_run",
+        "best_epoch",
+        "best",
+        "final",
+        "history",
+        "wall_time_s",
+        "peak_gpu_mem_mb",
+        "train_images_per_s",
+        "device",
+        "precision",
+    ):
         assert key in m, key
     assert m["epochs_run"] == 2 and [h["epoch"] for h in m["history"]] == [1, 2]
     assert m["precision"] == "32-true" and m["train_images_per_s"] > 0
-    assert len(m["best"]["per_class"]["dice"]) == 4 and set(m["final"]["per_class"]) >= {"dice", "iou", "kaggle"}
+    assert len(m["best"]["per_class"]["dice"]) == 4 and set(m["final"]["per_class"]) >= {
+        "dice",
+        "iou",
+        "kaggle",
+    }
     h = m["history"][0]
     assert (h["lr_encoder"], h["lr_decoder"]) == (1e-3, 1e-2)
     assert m["best_by"] == "val_dice" and m["best"]["dice"] == max(x["val_dice"] for x in m["history"])
@@ -106,8 +119,10 @@ def test_fit_writes_run_folder_and_is_reproducible(tmp_path: Path) -> None:
     assert [x["val_loss"] for x in m2["history"]] == [x["val_loss"] for x in m["history"]]
 
 
-SCRIPT = TINY_DM + textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import sys, time
+    sys.path.insert(0, sys.argv[4])  # tests/, for tinydata
+    from tinydata import TinyData
     import torch
     from lightning.pytorch.callbacks import Callback
     from steelnb.config import TrainConfig
@@ -124,7 +139,7 @@ SCRIPT = TINY_DM + textwrap.dedent('''
                       devices=2 if mode == "ddp" else 1, strategy="ddp" if mode == "ddp" else "auto")
     n = 8 if mode == "ddp" else 24
     fit(cfg, datamodule=TinyData(n=n), progress_bar=False, callbacks=[Slow()], ckpt_every_n_steps=3)
-''')
+""")
 
 
 @pytest.mark.slow
@@ -132,8 +147,11 @@ def test_killed_run_resumes_mid_epoch(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     last = tmp_path / "run" / "last.ckpt"
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "fresh", "0.4"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), "fresh", "0.4", str(Path(__file__).parent)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 300
         while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -144,8 +162,12 @@ def test_killed_run_resumes_mid_epoch(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     killed = torch.load(last, weights_only=True)
     assert killed["epoch"] == 0 and 0 < killed["global_step"] < 12, "not a mid-epoch checkpoint"
-    done = subprocess.run([sys.executable, str(script), str(tmp_path), "resume", "0"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "resume", "0", str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["epochs_run"] == 2 and [h["epoch"] for h in m["history"]] == [1, 2]
@@ -156,8 +178,13 @@ def test_killed_run_resumes_mid_epoch(tmp_path: Path) -> None:
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path), "ddp", "0"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "ddp", "0", str(Path(__file__).parent)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["epochs_run"] == 2
@@ -165,7 +192,7 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
-DDP_VAL = textwrap.dedent('''
+DDP_VAL = textwrap.dedent("""
     import sys, torch
     from steelnb.config import TrainConfig
     from steelnb.training import fit
@@ -174,7 +201,7 @@ DDP_VAL = textwrap.dedent('''
                       width=320, n_folds=4, out_dir=sys.argv[2], run_name="ddp", device="cpu", devices=2,
                       strategy="ddp", early_stopping_patience=0)
     fit(cfg, progress_bar=False)
-''')
+""")
 
 
 @pytest.mark.slow
@@ -190,8 +217,13 @@ def test_ddp_validation_counts_each_image_once(tmp_path: Path) -> None:
     assert n_val % 2 == 1
     script = tmp_path / "ddp_val.py"
     script.write_text(DDP_VAL)
-    done = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "w")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), str(data), str(tmp_path / "w")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads((tmp_path / "w" / "ddp" / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["history"][0]["val_images"] == n_val
@@ -206,9 +238,22 @@ def test_model_learns_on_synthetic_set(tmp_path: Path) -> None:
 
     data = generate(tmp_path / "syn", n_images=48, seed=0)
     # test_share=0: this checks learning, on the train/validation split the test was calibrated on
-    cfg = TrainConfig(data_dir=str(data), subset="all", test_share=0.0, encoder="resnet18", epochs=8, batch_size=4,
-                      height=128, width=384, lr_encoder=1e-3, lr_decoder=1e-3, early_stopping_patience=0,
-                      device="cpu", out_dir=str(tmp_path / "weights"), run_name="learn")
+    cfg = TrainConfig(
+        data_dir=str(data),
+        subset="all",
+        test_share=0.0,
+        encoder="resnet18",
+        epochs=8,
+        batch_size=4,
+        height=128,
+        width=384,
+        lr_encoder=1e-3,
+        lr_decoder=1e-3,
+        early_stopping_patience=0,
+        device="cpu",
+        out_dir=str(tmp_path / "weights"),
+        run_name="learn",
+    )
     run = fit(cfg, progress_bar=False)
     m = json.loads((run / "metrics.json").read_text())
     dice = [h["val_dice"] for h in m["history"]]
@@ -216,7 +261,9 @@ def test_model_learns_on_synthetic_set(tmp_path: Path) -> None:
     val = SteelDataModule(cfg).val_dataloader().dataset
     truth = torch.stack([val[i][1] for i in range(len(val))])
     empty = kaggle_metric(torch.zeros_like(truth), truth)  # the all-empty prediction
-    print("val_dice", [round(d, 4) for d in dice], "val_kaggle", [round(k, 4) for k in kaggle], "empty", empty)
+    print(
+        "val_dice", [round(d, 4) for d in dice], "val_kaggle", [round(k, 4) for k in kaggle], "empty", empty
+    )
     assert m["epochs_run"] == 8
     assert max(kaggle) > empty, (kaggle, empty)
     assert max(dice[-3:]) > dice[0] + 0.1, dice
@@ -239,9 +286,21 @@ def test_channels_last_only_where_cuda_runs_it(monkeypatch) -> None:
 def test_trains_on_the_real_kaggle_layout_sample(shared_data: Path, tmp_path: Path) -> None:
     """The real path end to end: real train.csv (new format), real JPEGs, defect-free images
     included (subset "all"), one short epoch, a run folder that loads back."""
-    cfg = TrainConfig(data_dir=str(shared_data / "severstal-sample"), subset="all", encoder="resnet18",
-                      epochs=1, batch_size=4, height=64, width=320, limit_train_batches=2, n_folds=3,
-                      early_stopping_patience=0, device="cpu", out_dir=str(tmp_path), run_name="real")
+    cfg = TrainConfig(
+        data_dir=str(shared_data / "severstal-sample"),
+        subset="all",
+        encoder="resnet18",
+        epochs=1,
+        batch_size=4,
+        height=64,
+        width=320,
+        limit_train_batches=2,
+        n_folds=3,
+        early_stopping_patience=0,
+        device="cpu",
+        out_dir=str(tmp_path),
+        run_name="real",
+    )
     run = fit(cfg, progress_bar=False)
     m = json.loads((run / "metrics.json").read_text())
     assert m["epochs_run"] == 1 and m["best"]["kaggle"] is not None
@@ -255,12 +314,15 @@ class ConstantValLoss(L.Callback):
     """Pins the monitored validation loss to 1.0: every epoch after the first is a bad epoch."""
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.callback_metrics["val_loss"] = torch.tensor(1.0)  # before early stopping and the scheduler read it
+        trainer.callback_metrics["val_loss"] = torch.tensor(
+            1.0
+        )  # before early stopping and the scheduler read it
 
 
 def test_lr_drops_on_plateau_and_training_goes_on(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, epochs=10, plateau_patience=1, early_stopping_patience=3,
-                      lr_encoder=1e-4, lr_decoder=1e-3)
+    cfg = tiny_config(
+        tmp_path, epochs=10, plateau_patience=1, early_stopping_patience=3, lr_encoder=1e-4, lr_decoder=1e-3
+    )
     run = fit(cfg, datamodule=TinyData(n=4), progress_bar=False, callbacks=[ConstantValLoss()])
     m = json.loads((run / "metrics.json").read_text())
     lrs = [h["lr_decoder"] for h in m["history"]]
@@ -288,7 +350,9 @@ def test_warmup_starts_low_and_reaches_the_rate(tmp_path: Path) -> None:
 
 
 def test_onecycle_rises_then_decays_to_nearly_zero(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, epochs=4, schedule="onecycle", warmup_epochs=1.0, lr_encoder=1e-3, lr_decoder=1e-2)
+    cfg = tiny_config(
+        tmp_path, epochs=4, schedule="onecycle", warmup_epochs=1.0, lr_encoder=1e-3, lr_decoder=1e-2
+    )
     module = SegmentationModule(cfg)
     seen: list[float] = []
 
@@ -296,8 +360,15 @@ def test_onecycle_rises_then_decays_to_nearly_zero(tmp_path: Path) -> None:
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append(trainer.optimizers[0].param_groups[1]["lr"])
 
-    trainer = L.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
     trainer.fit(module, datamodule=TinyData(n=8))
     peak = int(np.argmax(seen))
     assert len(seen) == 16 and max(seen) == pytest.approx(1e-2, rel=0.05)
@@ -312,7 +383,11 @@ def test_bn_momentum_reaches_every_batchnorm(tmp_path: Path) -> None:
     momenta = {m.momentum for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
     assert momenta == {0.1}
     plain = SegmentationModule(tiny_config(tmp_path, encoder="efficientnet-b3"))
-    assert any(abs(m.momentum - 0.01) < 1e-9 for m in plain.model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert any(
+        abs(m.momentum - 0.01) < 1e-9
+        for m in plain.model.encoder.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    )
 
 
 def test_head_prior_sets_the_starting_probability(tmp_path: Path) -> None:
@@ -365,12 +440,17 @@ def test_classifier_head_is_trained_with_its_weight(tmp_path: Path) -> None:
     module = SegmentationModule(cfg)
     head = module.model.classification_head
     before = [p.detach().clone() for p in head.parameters()]
-    assert any(id(p) in {id(q) for g in module.param_groups() for q in g["params"]} for p in head.parameters())
+    assert any(
+        id(p) in {id(q) for g in module.param_groups() for q in g["params"]} for p in head.parameters()
+    )
     run = fit(cfg, datamodule=TinyData(n=4), progress_bar=False)
     model, info = load_model(run)
     assert info.config.cls_weight == 0.5
     after = dict(model.named_parameters())
-    assert any(not torch.equal(b, after[f"classification_head.{n}"]) for b, (n, _) in zip(before, head.named_parameters()))
+    assert any(
+        not torch.equal(b, after[f"classification_head.{n}"])
+        for b, (n, _) in zip(before, head.named_parameters())
+    )
     x, y = next(iter(TinyData(n=4).train_dataloader()))
     module.train()
     torch.manual_seed(1)  # the same dropout mask in smp's classification head for both passes

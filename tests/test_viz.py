@@ -1,4 +1,5 @@
 """Overlays: outlines in the class colours, vertical truth/prediction panels, PNG files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,10 +77,14 @@ def test_show_examples_on_real_images(shared_data) -> None:
 
 
 def test_plot_metrics_and_probabilities() -> None:
-    table = pd.DataFrame({
-        "tta": ["none"] * 5 * 2, "postprocess": ["raw"] * 5 + ["tuned"] * 5,
-        "class": ["1", "2", "3", "4", "mean"] * 2, "dice": np.linspace(0.1, 0.9, 10),
-    })
+    table = pd.DataFrame(
+        {
+            "tta": ["none"] * 5 * 2,
+            "postprocess": ["raw"] * 5 + ["tuned"] * 5,
+            "class": ["1", "2", "3", "4", "mean"] * 2,
+            "dice": np.linspace(0.1, 0.9, 10),
+        }
+    )
     fig = viz.plot_metrics(table)
     assert len(fig.axes[0].patches) == 8  # 4 classes x 2 variants
     image, masks = _image_and_masks()

@@ -1,5 +1,6 @@
 """Each notebook once through papermill on tiny parameters, as one batch plan into a temporary
 folder (the same path `steelnb run` takes); then assertions on what each run produced."""
+
 from __future__ import annotations
 
 import json
@@ -22,22 +23,59 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("batch")
     data, weights, book = tmp / "synthetic", tmp / "weights", tmp / "book"
     plan = {
-        "name": "tiny", "notebooks_dir": str(REPO / "notebooks"), "book_dir": str(book),
+        "name": "tiny",
+        "notebooks_dir": str(REPO / "notebooks"),
+        "book_dir": str(book),
         "data": {"dir": str(data), "synthetic": {"n_images": 40, "seed": 1}},
-        "defaults": {"data_dir": str(data), "out_dir": str(weights), "weights_dir": str(weights),
-                     "runs_dir": str(book / "runs"), "subset": "subset_study.csv", "folds": "folds.csv",
-                     "max_images": 16, "height": 64, "width": 320, "epochs": 1, "batch_size": 4,
-                     "limit_train_batches": 2, "limit_val_batches": 1, "n_show": 1, "progress_bar": False},
+        "defaults": {
+            "data_dir": str(data),
+            "out_dir": str(weights),
+            "weights_dir": str(weights),
+            "runs_dir": str(book / "runs"),
+            "subset": "subset_study.csv",
+            "folds": "folds.csv",
+            "max_images": 16,
+            "height": 64,
+            "width": 320,
+            "epochs": 1,
+            "batch_size": 4,
+            "limit_train_batches": 2,
+            "limit_val_batches": 1,
+            "n_show": 1,
+            "progress_bar": False,
+        },
         "stages": [
-            {"name": "data", "runs": [
-                {"notebook": "01_eda", "parameters": {"n_grey": 8, "real_masks": 40, "n_examples": 1}},
-                {"notebook": "02_class_balance", "parameters": {"per_class": 6, "n_folds": 3}}]},
-            {"name": "train", "parallel": True, "runs": [
-                {"notebook": "03_train", "matrix": {"loss": ["dice_bce", "tversky"]},
-                 "parameters": {"encoder": "resnet50"}}]},
-            {"name": "compare", "runs": [
-                {"notebook": "04_loss_ablation", "parameters": {"encoder": "resnet50", "losses": ["dice_bce", "tversky"]}},
-                {"notebook": "05_evaluate", "parameters": {"tune_height": 32, "tune_width": 160, "n_overlays": 1}}]},
+            {
+                "name": "data",
+                "runs": [
+                    {"notebook": "01_eda", "parameters": {"n_grey": 8, "real_masks": 40, "n_examples": 1}},
+                    {"notebook": "02_class_balance", "parameters": {"per_class": 6, "n_folds": 3}},
+                ],
+            },
+            {
+                "name": "train",
+                "parallel": True,
+                "runs": [
+                    {
+                        "notebook": "03_train",
+                        "matrix": {"loss": ["dice_bce", "tversky"]},
+                        "parameters": {"encoder": "resnet50"},
+                    }
+                ],
+            },
+            {
+                "name": "compare",
+                "runs": [
+                    {
+                        "notebook": "04_loss_ablation",
+                        "parameters": {"encoder": "resnet50", "losses": ["dice_bce", "tversky"]},
+                    },
+                    {
+                        "notebook": "05_evaluate",
+                        "parameters": {"tune_height": 32, "tune_width": 160, "n_overlays": 1},
+                    },
+                ],
+            },
             {"name": "results", "runs": [{"notebook": "06_results"}]},
         ],
     }
@@ -122,7 +160,9 @@ def test_results_has_a_row_per_run(batch: dict) -> None:
     text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
     assert "2 run(s): 2 compared here, 0 left out, 0 failed" in text
     for loss in ("dice_bce", "tversky"):
-        assert f"resnet50__{loss}__64x320 resnet50 {loss} 64x320 synthetic" in text  # run, encoder, loss, size, data
+        assert (
+            f"resnet50__{loss}__64x320 resnet50 {loss} 64x320 synthetic" in text
+        )  # run, encoder, loss, size, data
     assert "each run minus the all-empty prediction" in text
     # synthetic runs: the reference's Severstal numbers are not set beside them
     assert "not Severstal numbers" in text and "0.513" not in text  # (outputs only; the caveat is markdown)

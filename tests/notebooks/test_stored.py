@@ -1,5 +1,6 @@
 """The notebooks as stored: no outputs, one parameters cell of typed, commented literals,
 no def/class, and `papermill --help-notebook` documents every parameter."""
+
 from __future__ import annotations
 
 import ast
@@ -20,6 +21,8 @@ def _parameters(nb: dict) -> list[tuple[str, str, str]]:
     assert len(cells) == 1, "exactly one cell tagged 'parameters'"
     out = []
     for line in "".join(cells[0]["source"]).splitlines():
+        if line.startswith("# fmt: "):  # the formatter leaves the parameter lines as written
+            continue
         code, _, comment = line.partition("  # ")
         node = ast.parse(code).body[0]
         assert isinstance(node, ast.AnnAssign), f"{line!r}: expected 'name: type = literal  # comment'"
@@ -39,11 +42,16 @@ def test_stored_without_outputs_and_thin(path: Path) -> None:
     assert nb["cells"][0]["cell_type"] == "markdown" and nb["cells"][0]["source"][0].startswith("# ")
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: stored with outputs"
+            assert cell["outputs"] == [] and cell["execution_count"] is None, (
+                f"{path.name}: stored with outputs"
+            )
             source = "".join(cell["source"])
-            tree = ast.parse("\n".join(l for l in source.splitlines() if not l.startswith("%")))
-            assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))], \
-                f"{path.name}: def/class belong in steelnb"
+            tree = ast.parse("\n".join(ln for ln in source.splitlines() if not ln.startswith("%")))
+            assert not [
+                n
+                for n in ast.walk(tree)
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            ], f"{path.name}: def/class belong in steelnb"
     names = [n for n, _, _ in _parameters(nb)]
     assert names == [n.lower() for n in names] and len(set(names)) == len(names)
 
@@ -51,8 +59,12 @@ def test_stored_without_outputs_and_thin(path: Path) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_help_notebook_documents_every_parameter(path: Path) -> None:
     params = _parameters(json.loads(path.read_text()))
-    proc = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", "--help-notebook", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = " ".join((proc.stdout + proc.stderr).split())
     assert "Unable to parse" not in text
     for name, type_, comment in params:

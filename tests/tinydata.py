@@ -1,0 +1,27 @@
+"""A tiny in-memory data module for the training tests, importable by their subprocess scripts too."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class TinyData(L.LightningDataModule):
+    """n images (3, h, w) with a bright class-1 rectangle; masks (4, h, w)."""
+
+    def __init__(self, n: int = 8, h: int = 64, w: int = 64, batch_size: int = 2) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(n, 3, h, w, generator=g)
+        y = torch.zeros(n, 4, h, w)
+        y[:, 0, h // 4 : h // 2, w // 4 : w // 2] = 1
+        x[:, :, h // 4 : h // 2, w // 4 : w // 2] += 2
+        y[::2, 2, -8:, :] = 1
+        self.ds, self.batch_size = TensorDataset(x, y), batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.ds, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.ds, batch_size=self.batch_size)
