@@ -83,7 +83,7 @@ def time_rle(encodings: list[str], chunk: int = 256) -> dict[str, float]:
 
 def samples_per_s(data_dir: Path, height: int, width: int, n: int) -> float:
     from steelnb.dataset import SteelDataset, train_transforms
-    from steelnb.labels import list_images
+    from steelnb.images import list_images
 
     ids = list_images(data_dir / "train_images")
     ds = SteelDataset(

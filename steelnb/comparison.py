@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 
 from . import stats
 from .errors import SteelnbError
-from .evaluation import counts_of, dice_of, read_scores
+from .evaluation import counts_of, read_scores
+from .metrics import dice_of
 
 #: What makes two runs comparable: the same data, test split and mask size.
 COMPARABLE = ("data", "n_test", "mask size")

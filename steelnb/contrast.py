@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from . import rle
-from .dataset import read_image
 from .errors import SteelnbError
+from .images import read_image
 from .labels import read_labels
 
 RING = 15  # pixels: wide enough for a stable mean, narrow enough to stay local

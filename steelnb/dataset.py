@@ -19,36 +19,10 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from . import rle
-from .config import N_CLASSES, TrainConfig
-from .errors import SteelnbError
-from .labels import COLUMNS, LabelError, image_table, read_labels
+from .config import TrainConfig
+from .images import IMAGENET_MEAN, IMAGENET_STD, read_image
+from .labels import COLUMNS, LabelError, image_masks, image_table, read_labels
 from .sampling import TEST_FOLD, assign_folds, balanced_subset, image_subset, split_ids, study_subset
-
-
-class ImageError(SteelnbError):
-    """An image file is missing, unreadable or truncated; the message names the file."""
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image by its content (a PNG named .jpg works): uint8 RGB (H, W, 3).
-
-    Grey images come back as three identical channels. Raises ``ImageError`` naming the
-    file when it is missing, not an image, or truncated.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read image file ({e.strerror or e})") from None
-    buf = np.frombuffer(data, dtype=np.uint8)
-    # OpenCV decodes a truncated JPEG with a warning and grey fill: check the end marker first
-    if data[:2] == b"\xff\xd8" and data.rstrip(b"\x00\r\n ")[-2:] != b"\xff\xd9":
-        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker); expected a complete image")
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if image is None:
-        raise ImageError(f"{path}: not a readable image ({len(data)} bytes); expected a JPEG or PNG")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _to_tensor() -> ToTensorV2:
@@ -91,7 +65,7 @@ def train_transforms(
             A.HorizontalFlip(p=0.5),
             A.VerticalFlip(p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
-            A.Normalize(),  # ImageNet mean and std
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
             _to_tensor(),
         ],
         seed=seed,
@@ -106,7 +80,7 @@ def val_transforms(height: int, width: int) -> A.Compose:
     return A.Compose(
         [
             A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
-            A.Normalize(),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
             _to_tensor(),
         ]
     )
@@ -172,15 +146,8 @@ class SteelDataset(Dataset):
     def masks(self, index: int, shape: tuple[int, int]) -> np.ndarray:
         """Decoded masks of item ``index``: uint8 (H, W, 4) for albumentations."""
         image_id = self.image_ids[index]
-        out = np.zeros((*shape, N_CLASSES), dtype=np.uint8)
-        for c, enc in self.encodings.get(image_id, ()):
-            try:
-                out[..., c - 1] = rle.decode(enc, shape)
-            except rle.RLEError as e:
-                raise LabelError(
-                    f"image {image_id} class {c}: {e} (image is {shape[0]}x{shape[1]})"
-                ) from None
-        return out
+        masks = image_masks(self.encodings.get(image_id, ()), shape, image_id=image_id)
+        return np.ascontiguousarray(masks.transpose(1, 2, 0))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = read_image(self.images_dir / self.image_ids[index])

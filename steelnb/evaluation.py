@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import metrics, stats
 from . import postprocess as pp
-from . import stats
 from .config import HEIGHT, N_CLASSES, WIDTH
 from .errors import SteelnbError
 from .fileio import write_csv, write_json
@@ -36,18 +36,11 @@ class EvaluationError(SteelnbError):
     """A run cannot be evaluated (no test split, no checkpoint, scores of other images)."""
 
 
-def dice_of(counts: np.ndarray) -> np.ndarray:
-    """Per (image, class) Dice from counts (..., 3) of tp, fp, fn; 1 where both masks are empty."""
-    tp, fp, fn = (counts[..., k].astype(np.float64) for k in range(3))
-    return pp.dice_counts(tp, tp + fp, tp + fn)
-
-
 def _pooled(counts: np.ndarray, what: str) -> np.ndarray:
     """Class-mean Dice or IoU of pixel counts summed over images: counts (B, N, C, 3) -> (B,)."""
-    tp, fp, fn = (counts[..., k].sum(-2).astype(np.float64) for k in range(3))  # (B, C)
-    den = (2 * tp + fp + fn) if what == "dice" else (tp + fp + fn)
-    num = 2 * tp if what == "dice" else tp
-    return np.where(den > 0, num / np.maximum(den, 1), 1.0).mean(-1)
+    tp, fp, fn = (counts[..., k].sum(-2) for k in range(3))  # (B, C)
+    of = metrics.dice_from_counts if what == "dice" else metrics.iou_from_counts
+    return of(tp, fp, fn).mean(-1)
 
 
 def _pooled_ci(counts: np.ndarray, what: str, n_boot: int, seed: int) -> tuple[float, float, float]:
@@ -70,7 +63,7 @@ def summarize(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
     dice(+_ci95), iou(+_ci95) (pooled over images, mean over classes), defect_dice(+_ci95),
     per_class_kaggle, images, defect_pairs.
     """
-    dice = dice_of(counts)
+    dice = metrics.dice_of(counts)
     empty_truth = (counts[..., 0] + counts[..., 2]) == 0
     empty_dice = empty_truth.astype(np.float64)  # predicting nothing: 1 on empty pairs, 0 elsewhere
     est, low, high = stats.bootstrap_ci(dice, n_boot=n_boot, seed=seed)
@@ -116,7 +109,6 @@ def score_images(
     fn_raw (threshold 0.5), one row per image and class.
     """
     from .inference import _by_image, _truth, load, predict
-    from .submission import confusion_counts
 
     model, info = load(weights, device)
     table = _by_image(labels_csv)
@@ -133,8 +125,8 @@ def score_images(
     ):
         for image_id, prob in zip(batch.ids, batch.probs):
             truth = _truth(table, image_id)
-            post = confusion_counts(pp.apply(prob, params), truth)
-            raw = confusion_counts(prob > 0.5, truth)
+            post = metrics.pixel_counts(pp.apply(prob, params), truth)
+            raw = metrics.pixel_counts(prob > 0.5, truth)
             rows += [(image_id, c + 1, *post[c], *raw[c]) for c in range(N_CLASSES)]
     return pd.DataFrame(rows, columns=["ImageId", "ClassId", *COUNT_COLUMNS])
 
@@ -301,7 +293,7 @@ def compare_variants(
                 params.to_yaml(Path(run_dir))
         for post, raw in (("raw (0.5)", True), ("tuned on validation", False)):
             counts = counts_of(scores, raw=raw)
-            dice[(tta, post)] = dice_of(counts)
+            dice[(tta, post)] = metrics.dice_of(counts)
             rows.append({"tta": tta, "postprocess": post, **summarize(counts, n_boot=n_boot, seed=cfg.seed)})
     empty = (counts[..., 0] + counts[..., 2]) == 0
     table = pd.DataFrame(rows)
@@ -328,3 +320,85 @@ def compare_variants(
             }
         )
     return table, pd.DataFrame(paired)
+
+
+# --- tables of a prediction run (steelnb predict --labels) -------------------------------------
+def evaluation_table(
+    counts: dict[tuple[str, str], np.ndarray], classes: Sequence[int] = range(N_CLASSES)
+) -> pd.DataFrame:
+    """Per-class and mean Dice, IoU, Kaggle metric for each variant.
+
+    ``counts[(tta, postprocess)]``: int array (N, 4, 3) of tp, fp, fn per (image, class).
+    Dice and IoU sum pixels over images (1 when a class is empty in both, as ``metrics.iou_dice``);
+    ``kaggle`` averages per-image Dice (the competition metric). Columns: tta, postprocess,
+    class ("1".."4", "mean"), dice, iou, kaggle, images.
+    """
+    rows = []
+    for (tta, post), cnt in counts.items():
+        cls = list(classes)
+        tp, fp, fn = (cnt[:, cls, k].astype(np.float64) for k in range(3))
+        per_image = metrics.dice_from_counts(tp, fp, fn)  # (N, C)
+        stp, sfp, sfn = tp.sum(0), fp.sum(0), fn.sum(0)
+        dice = metrics.dice_from_counts(stp, sfp, sfn)
+        iou = metrics.iou_from_counts(stp, sfp, sfn)
+        kaggle = per_image.mean(0)
+        for j, c in enumerate(cls):
+            rows.append((tta, post, str(c + 1), dice[j], iou[j], kaggle[j], len(cnt)))
+        rows.append((tta, post, "mean", dice.mean(), iou.mean(), per_image.mean(), len(cnt)))
+    return pd.DataFrame(rows, columns=["tta", "postprocess", "class", "dice", "iou", "kaggle", "images"])
+
+
+def presence_table(counts: np.ndarray, classes: Sequence[int] = range(N_CLASSES)) -> pd.DataFrame:
+    """Image-level presence per class from counts (N, 4, 3): precision, recall, support."""
+    rows = []
+    for c in classes:
+        tp, fp, fn = (counts[:, c, k] for k in range(3))
+        pred, truth = (tp + fp) > 0, (tp + fn) > 0
+        hit = int((pred & truth).sum())
+        precision = hit / int(pred.sum()) if pred.any() else float("nan")
+        recall = hit / int(truth.sum()) if truth.any() else float("nan")
+        rows.append((str(c + 1), precision, recall, int(truth.sum()), int(pred.sum())))
+    return pd.DataFrame(
+        rows, columns=["class", "precision", "recall", "images_with_defect", "images_predicted"]
+    )
+
+
+def worst_images(
+    counts: np.ndarray, image_ids: Sequence[str], k: int = 20, classes: Sequence[int] = range(N_CLASSES)
+) -> pd.DataFrame:
+    """The k images of lowest mean Dice over ``classes``, with Dice per class (counts (N, 4, 3))."""
+    cls = list(classes)
+    tp, fp, fn = (counts[:, cls, j].astype(np.float64) for j in range(3))
+    dice = metrics.dice_from_counts(tp, fp, fn)
+    frame = pd.DataFrame(dice, columns=[f"dice_{c + 1}" for c in cls])
+    frame.insert(0, "dice", dice.mean(1))
+    frame.insert(0, "ImageId", list(image_ids))
+    return frame.sort_values(["dice", "ImageId"], kind="stable").head(k).reset_index(drop=True)
+
+
+def write_evaluation(
+    counts: dict[tuple[str, str], np.ndarray],
+    image_ids: Sequence[str],
+    out: str | Path,
+    main: tuple[str, str],
+    classes: Sequence[int] = range(N_CLASSES),
+    k: int = 20,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Write ``evaluation.csv`` (all variants), ``presence.csv`` and ``worst.csv`` (variant ``main``).
+
+    Returns ({"evaluation": path, "presence": path, "worst": path, "kaggle": main's metric}, worst).
+    """
+    out = Path(out)
+    evaluation = evaluation_table(counts, classes)
+    worst = worst_images(counts[main], image_ids, k=k, classes=classes)
+    files: dict[str, Any] = {}
+    for name, frame in (
+        ("evaluation", evaluation),
+        ("presence", presence_table(counts[main], classes)),
+        ("worst", worst),
+    ):
+        write_csv(out / f"{name}.csv", frame)
+        files[name] = out / f"{name}.csv"
+    mean = evaluation[evaluation["class"] == "mean"].set_index(["tta", "postprocess"])
+    files["kaggle"] = float(mean.loc[main, "kaggle"])
+    return files, worst

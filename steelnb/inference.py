@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import metrics
 from . import postprocess as pp
 from .config import HEIGHT, N_CLASSES, WIDTH
 from .errors import SteelnbError
 from .fileio import write_csv
-from .labels import IMAGE_SUFFIXES, list_images
+from .images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, list_images, read_image
 
 #: Flip dimensions of each test-time augmentation, on (N, C, H, W): -1 horizontal, -2 vertical.
 TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -35,8 +36,6 @@ TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
     "h": ((), (-1,)),
     "hv": ((), (-1,), (-2,), (-2, -1)),
 }
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class InferenceError(SteelnbError):
@@ -84,8 +83,6 @@ class _Images(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
-        from .dataset import read_image
-
         try:
             image = read_image(self.paths[i])
         except (ValueError, OSError) as e:
@@ -350,6 +347,7 @@ def run_predict(
     With ``on_error="raise"`` a bad image stops the run, the masks made so far are kept in
     ``submission.partial.csv`` and the error names the file. Returns a summary dict.
     """
+    from . import evaluation
     from . import submission as sub
 
     out = Path(out)
@@ -401,7 +399,7 @@ def run_predict(
                     truth = _truth(table, image_id)
                     for (t, p), prm in variants.items():
                         pred = masks if (t, p) == main else pp.apply(probs[t][k], prm)
-                        counts[(t, p)].append(sub.confusion_counts(pred, truth))
+                        counts[(t, p)].append(metrics.pixel_counts(pred, truth))
     except InferenceError as e:
         if rows:
             write_csv(out / "submission.partial.csv", pd.DataFrame(rows, columns=sub.SUBMISSION_COLUMNS))
@@ -426,7 +424,7 @@ def run_predict(
         write_csv(result["skipped_csv"], pd.DataFrame(skipped, columns=["ImageId", "reason"]))
     show = done[:overlays]
     if table is not None:
-        files, worst = sub.write_evaluation(
+        files, worst = evaluation.write_evaluation(
             {v: np.stack(c) for v, c in counts.items()}, done, out, main, classes, k=max(20, overlays)
         )
         result.update(files)
@@ -444,7 +442,6 @@ def _overlays(
     out: Path,
 ) -> list[Path]:
     """PNG overlays of the images ``show``: prediction from the submission rows, truth from labels."""
-    from .dataset import read_image
     from .rle import decode
     from .viz import save_overlays
 

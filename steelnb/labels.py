@@ -19,10 +19,10 @@ from . import rle
 from .config import HEIGHT, N_CLASSES, WIDTH
 from .errors import SteelnbError
 from .fileio import write_csv
+from .images import list_images
 
 COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
 CLASS_IDS = tuple(range(1, N_CLASSES + 1))
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class LabelError(SteelnbError):
@@ -146,29 +146,26 @@ def write_labels(
 
 
 def image_masks(
-    encodings: Mapping[int, str], shape: tuple[int, int] = (HEIGHT, WIDTH), image_id: str = "?"
+    encodings: Mapping[int, str] | Iterable[tuple[int, str]],
+    shape: tuple[int, int] = (HEIGHT, WIDTH),
+    image_id: str = "?",
 ) -> np.ndarray:
-    """Decode one image's masks: {ClassId: RLE} -> uint8 array (4, H, W).
+    """Decode one image's masks: {ClassId: RLE} (or (ClassId, RLE) pairs) -> uint8 array (4, H, W).
 
-    Raises ``LabelError`` if a pixel carries two classes (never so in the real data).
+    The one RLE-to-mask loop of steelnb: the data set, inference, evaluation and the plots all
+    decode through here. Raises ``LabelError`` naming the image if an RLE does not fit ``shape``
+    or a pixel carries two classes (never so in the real data).
     """
     masks = np.zeros((N_CLASSES, *shape), dtype=np.uint8)
-    for c, enc in encodings.items():
+    pairs = encodings.items() if isinstance(encodings, Mapping) else encodings
+    for c, enc in pairs:
         try:
             masks[int(c) - 1] = rle.decode(enc, shape)
         except rle.RLEError as e:
-            raise LabelError(f"image {image_id} class {c}: {e}") from None
-    if len(encodings) > 1 and (masks.sum(0) > 1).any():
+            raise LabelError(f"image {image_id} class {c}: {e} (image is {shape[0]}x{shape[1]})") from None
+    if (masks.sum(0) > 1).any():
         raise LabelError(f"image {image_id}: a pixel carries two classes")
     return masks
-
-
-def list_images(images_dir: str | Path) -> list[str]:
-    """File names of the images in a folder, sorted."""
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise LabelError(f"{images_dir}: image folder not found")
-    return sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _count_parts(enc: str) -> int:

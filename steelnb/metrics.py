@@ -4,6 +4,8 @@
   (image, class) pair, a pair with both masks empty scoring 1.
 - ``iou_dice``: IoU and Dice per class from confusion counts summed over all images
   (``smp.metrics.get_stats``), a class empty in both prediction and truth scoring 1.
+- ``pixel_counts``, ``dice_of``, ``dice_from_counts``, ``iou_from_counts``: the same on numpy count
+  arrays (tp, fp, fn per image and class), for bootstrapping and the post-processing search.
 - ``soft_iou``: the reference project's "IoU" on probabilities (no threshold). It is NOT the
   competition metric and is reported only to compare with the reference.
 ``MetricAccumulator`` gathers all of these batch by batch in O(C) memory.
@@ -52,13 +54,42 @@ def confusion(pred: Any, truth: Any, threshold: float = 0.5) -> tuple[torch.Tens
 
 
 def _dice(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-    den = (2 * tp + fp + fn).double()
-    return torch.where(den > 0, 2 * tp.double() / den.clamp(min=1), torch.ones_like(den))
+    """Dice (F1) of counts, element-wise, float64; 1 where both masks are empty (smp's zero_division)."""
+    tp, fp, fn = (x.double() for x in (tp, fp, fn))
+    return smp.metrics.f1_score(tp, fp, fn, torch.zeros_like(tp), reduction="none", zero_division=1.0)
 
 
 def _iou(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-    den = (tp + fp + fn).double()
-    return torch.where(den > 0, tp.double() / den.clamp(min=1), torch.ones_like(den))
+    """IoU of counts, element-wise, float64; 1 where both masks are empty."""
+    tp, fp, fn = (x.double() for x in (tp, fp, fn))
+    return smp.metrics.iou_score(tp, fp, fn, torch.zeros_like(tp), reduction="none", zero_division=1.0)
+
+
+# --- on count arrays (numpy): the evaluation's bootstrap and the post-processing search -----------
+def pixel_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Masks (..., C, H, W) -> int64 (..., C, 3): tp, fp, fn pixels per mask pair."""
+    p, t = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
+    tp = (p & t).sum((-2, -1))
+    return np.stack([tp, p.sum((-2, -1)) - tp, t.sum((-2, -1)) - tp], -1).astype(np.int64)
+
+
+def dice_from_counts(tp: Any, fp: Any, fn: Any) -> np.ndarray:
+    """Dice element-wise from pixel counts; 1 where prediction and truth are both empty."""
+    tp, fp, fn = (np.asarray(a, np.float64) for a in (tp, fp, fn))
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1.0), 1.0)
+
+
+def iou_from_counts(tp: Any, fp: Any, fn: Any) -> np.ndarray:
+    """IoU element-wise from pixel counts; 1 where prediction and truth are both empty."""
+    tp, fp, fn = (np.asarray(a, np.float64) for a in (tp, fp, fn))
+    den = tp + fp + fn
+    return np.where(den > 0, tp / np.maximum(den, 1.0), 1.0)
+
+
+def dice_of(c: np.ndarray) -> np.ndarray:
+    """Dice of each pair from counts (..., 3) of tp, fp, fn."""
+    return dice_from_counts(c[..., 0], c[..., 1], c[..., 2])
 
 
 def dice_per_image(pred: Any, truth: Any, threshold: float = 0.5) -> np.ndarray:

@@ -23,6 +23,7 @@ import yaml
 from .config import HEIGHT, N_CLASSES, WIDTH
 from .errors import SteelnbError
 from .fileio import write_text
+from .metrics import dice_from_counts
 
 FILE_NAME = "postprocess.yaml"
 FULL_PIXELS = HEIGHT * WIDTH
@@ -159,20 +160,6 @@ def apply(probs: np.ndarray, params: PostParams | None = None) -> np.ndarray:
     return out[0] if probs.ndim == 3 else out
 
 
-def dice_counts(inter: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Dice from pixel counts, element-wise; 1 where prediction and truth are both empty."""
-    inter, pred, truth = (np.asarray(a, np.float64) for a in (inter, pred, truth))
-    denom = pred + truth
-    return np.where(denom == 0, 1.0, 2.0 * inter / np.maximum(denom, 1.0))
-
-
-def kaggle_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """The competition metric: mean Dice over every (image, class) pair of masks (N, C, H, W)."""
-    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
-    inter = (pred & truth).sum((-2, -1))
-    return float(dice_counts(inter, pred.sum((-2, -1)), truth.sum((-2, -1))).mean())
-
-
 def _tune_class(
     probs: np.ndarray,
     truth: np.ndarray,
@@ -205,11 +192,9 @@ def _tune_class(
             kept_inter[:, i] = keep @ inters
         # gates: (P, A, T, N) -- an image whose class is gated out predicts nothing
         on = top_ok[:, None, None, :] & (kept_area[None, :, None, :] >= tot_a[None, None, :, None])
-        dice = dice_counts(
-            np.where(on, kept_inter[None, :, None, :], 0.0),
-            np.where(on, kept_area[None, :, None, :], 0.0),
-            t_area,
-        )
+        inter = np.where(on, kept_inter[None, :, None, :], 0.0)
+        area = np.where(on, kept_area[None, :, None, :], 0.0)
+        dice = dice_from_counts(inter, area - inter, t_area - inter)
         score = dice.mean(-1)
         j = np.unravel_index(int(np.argmax(score)), score.shape)
         if score[j] > best_score + 1e-12:

@@ -140,7 +140,7 @@ def show_examples(
 
     ``labels`` is the tidy table or a label CSV. Meant for notebooks: the figure shows inline.
     """
-    from .dataset import read_image
+    from .images import read_image
     from .labels import read_labels
 
     if not isinstance(labels, pd.DataFrame):

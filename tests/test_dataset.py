@@ -14,13 +14,12 @@ from steelnb import labels as lb
 from steelnb import rle
 from steelnb.config import TrainConfig
 from steelnb.dataset import (
-    ImageError,
     SteelDataModule,
     SteelDataset,
-    read_image,
     train_transforms,
     val_transforms,
 )
+from steelnb.images import ImageError, list_images, read_image
 from steelnb.synthetic import generate
 
 MEAN = np.array([0.485, 0.456, 0.406]) * 255
@@ -70,7 +69,7 @@ def test_read_image_errors_name_the_file(tmp_path, small_set) -> None:
 
 
 def test_item_shapes_and_dtypes(small_set, small_labels) -> None:
-    ids = lb.list_images(small_set / "train_images")[:4]
+    ids = list_images(small_set / "train_images")[:4]
     ds = SteelDataset(small_set / "train_images", small_labels, ids, train_transforms(128, 384))
     assert len(ds) == 4
     image, masks = ds[0]
@@ -121,7 +120,7 @@ def test_downsized_masks_follow_the_flip(small_set, small_labels) -> None:
 
 
 def test_lazy_masks(small_set, small_labels) -> None:
-    ids = lb.list_images(small_set / "train_images")
+    ids = list_images(small_set / "train_images")
     ds = SteelDataset(small_set / "train_images", small_labels, ids, val_transforms(64, 320))
     stored = [v for enc in ds.encodings.values() for pair in enc for v in pair]
     assert all(isinstance(v, (str, int)) for v in stored)
@@ -132,7 +131,7 @@ def test_lazy_masks(small_set, small_labels) -> None:
 
 
 def test_bad_rle_names_the_image(small_set) -> None:
-    image_id = lb.list_images(small_set / "train_images")[0]
+    image_id = list_images(small_set / "train_images")[0]
     bad = pd.DataFrame([(image_id, 2, "409600 5")], columns=lb.COLUMNS)
     with pytest.raises(lb.LabelError, match=f"{image_id} class 2"):
         SteelDataset(small_set / "train_images", bad, [image_id])[0]
@@ -177,7 +176,7 @@ def test_datamodule_subsets_cap_and_folds_file(small_set, small_labels, tmp_path
         len(dm.train_ids) == 10 and len(dm.val_ids) == 5 and len(dm.test_ids) == 4
     )  # the cap is on training
     assert dm.train_ids == SteelDataModule(config(small_set, max_images=10)).train_ids
-    ids = lb.list_images(small_set / "train_images")[:8]
+    ids = list_images(small_set / "train_images")[:8]
     pd.DataFrame({"ImageId": ids}).to_csv(tmp_path / "subset.csv", index=False)
     pd.DataFrame({"ImageId": ids, "fold": [0, 1, -1, 2] * 2}).to_csv(tmp_path / "folds.csv", index=False)
     dm = SteelDataModule(
@@ -201,7 +200,7 @@ def test_datamodule_subsets_cap_and_folds_file(small_set, small_labels, tmp_path
 
 
 def test_folds_file_errors_name_the_file(small_set, tmp_path) -> None:
-    ids = lb.list_images(small_set / "train_images")[:8]
+    ids = list_images(small_set / "train_images")[:8]
     pd.DataFrame({"ImageId": ids}).to_csv(tmp_path / "subset.csv", index=False)
     cases = {
         "no_test.csv": ([0, 1, 2, 3] * 2, r"no_test.csv: the test split\(s\) are empty"),
@@ -255,7 +254,7 @@ def test_datamodule_workers(small_set) -> None:
 
 
 def test_augmentation_reproducible_for_a_seed(small_set, small_labels) -> None:
-    ids = lb.list_images(small_set / "train_images")[:3]
+    ids = list_images(small_set / "train_images")[:3]
 
     def images(seed: int) -> list[torch.Tensor]:
         ds = SteelDataset(small_set / "train_images", small_labels, ids, train_transforms(64, 320, seed=seed))

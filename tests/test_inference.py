@@ -17,7 +17,9 @@ from steelnb import postprocess as pp
 from steelnb import rle
 from steelnb import submission as sub
 from steelnb.config import TrainConfig
+from steelnb.evaluation import evaluation_table, presence_table
 from steelnb.labels import read_labels
+from steelnb.metrics import kaggle_metric, pixel_counts
 
 torch.set_num_threads(1)
 SAMPLE_IDS = ["000a4bcdd.jpg", "01fd50e68.jpg", "0a058fcb6.jpg", "0a122ef42.jpg"]
@@ -297,13 +299,13 @@ def test_evaluation_table_matches_metrics() -> None:
     pred = (rng.random((6, 4, 16, 40)) > 0.7).astype(np.uint8)
     truth = (rng.random((6, 4, 16, 40)) > 0.8).astype(np.uint8)
     truth[0] = pred[0] = 0  # an empty image: Dice 1 for all its pairs
-    counts = np.stack([sub.confusion_counts(p, t) for p, t in zip(pred, truth)])
-    table = sub.evaluation_table({("none", "raw"): counts}).set_index("class")
+    counts = np.stack([pixel_counts(p, t) for p, t in zip(pred, truth)])
+    table = evaluation_table({("none", "raw"): counts}).set_index("class")
     ref = iou_dice(pred, truth)
     assert table.loc[["1", "2", "3", "4"], "dice"].tolist() == pytest.approx(ref["dice"])
     assert table.loc["mean", "iou"] == pytest.approx(ref["iou_mean"])
     assert table.loc["mean", "kaggle"] == pytest.approx(kaggle_metric(pred, truth))
-    presence = sub.presence_table(counts)
+    presence = presence_table(counts)
     assert presence["recall"].tolist() == [1.0] * 4  # every image with a defect also has predictions
 
 
@@ -398,7 +400,7 @@ def test_tuning_a_trained_synthetic_run(tmp_path) -> None:
             for i in val
         ]
     )
-    assert params.score >= pp.kaggle_score(pp.apply(probs), truth)
+    assert params.score >= kaggle_metric(pp.apply(probs), truth)
     res = inf.run_predict(
         run,
         [data / "train_images" / i for i in val],

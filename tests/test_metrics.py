@@ -101,3 +101,24 @@ def test_accumulator_reports_the_all_empty_baseline() -> None:
     res = acc.compute()
     assert res["empty_kaggle"] == [5 / 6, 1.0, 5 / 6, 5 / 6]
     assert abs(res["empty_kaggle_mean"] - metrics.kaggle_metric(torch.zeros_like(truth), truth)) < 1e-12
+
+
+def test_count_arrays_agree_with_the_mask_metrics() -> None:
+    """One home for Dice: the numpy count helpers (bootstrap, tuning) give what the torch/smp path
+    gives on the masks, pair by pair and pooled, empty pairs included."""
+    rng = np.random.default_rng(3)
+    pred = rng.random((6, 4, 8, 12)) > 0.8
+    truth = rng.random((6, 4, 8, 12)) > 0.85
+    pred[0], truth[0] = False, False  # an all-empty image: every pair scores 1
+    truth[1, 2] = False  # false positives on an empty truth: Dice 0 unless pred is empty too
+    c = metrics.pixel_counts(pred, truth)
+    assert c.shape == (6, 4, 3) and c.dtype == np.int64
+    np.testing.assert_allclose(metrics.dice_of(c), metrics.dice_per_image(pred, truth))
+    assert metrics.dice_of(c)[0].tolist() == [1.0] * 4
+    pooled = c.sum(0)
+    got = metrics.iou_dice(pred, truth)
+    np.testing.assert_allclose(metrics.dice_from_counts(*pooled.T), got["dice"])
+    np.testing.assert_allclose(metrics.iou_from_counts(*pooled.T), got["iou"])
+    # hand-computed: tp 3, fp 1, fn 2 -> Dice 6/9, IoU 3/6
+    assert metrics.dice_from_counts(3, 1, 2) == pytest.approx(2 / 3)
+    assert metrics.iou_from_counts(3, 1, 2) == pytest.approx(0.5)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from steelnb import postprocess as pp
+from steelnb.metrics import kaggle_metric
 from steelnb.postprocess import ClassParams, PostParams
 
 
@@ -93,7 +94,7 @@ def test_kaggle_score_counts_empty_pairs_as_one() -> None:
     truth[0, 0, :2] = 1  # 8 px
     pred = truth.copy()
     pred[0, 0, 2, :] = 1  # 4 false positives: Dice 16/20
-    assert pp.kaggle_score(pred, truth) == pytest.approx((7 + 0.8) / 8)
+    assert kaggle_metric(pred, truth) == pytest.approx((7 + 0.8) / 8)
 
 
 def _synthetic_validation(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +117,7 @@ def _synthetic_validation(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 def test_tuning_beats_default_threshold() -> None:
     probs, truth = _synthetic_validation()
-    before = pp.kaggle_score(pp.apply(probs), truth)
+    before = kaggle_metric(pp.apply(probs), truth)
     params = pp.tune_postprocess(
         probs,
         truth,
@@ -125,7 +126,7 @@ def test_tuning_beats_default_threshold() -> None:
         top_probs=(0.0, 0.9),
         total_areas=(0, 4000),
     )
-    after = pp.kaggle_score(pp.apply(probs, params), truth)
+    after = kaggle_metric(pp.apply(probs, params), truth)
     assert after > before + 0.05
     # the score the search reports is the one apply() reaches: both count pixels the same way
     assert params.score == pytest.approx(after)
@@ -138,7 +139,7 @@ def test_tuning_on_quantised_probabilities() -> None:
     params = pp.tune_postprocess(
         q, truth, thresholds=(0.4, 0.5), min_areas=(0, 1500), top_probs=(0.0,), total_areas=(0,)
     )
-    assert params.score == pytest.approx(pp.kaggle_score(pp.apply(q, params), truth))
+    assert params.score == pytest.approx(kaggle_metric(pp.apply(q, params), truth))
     with pytest.raises(pp.PostprocessError):
         pp.tune_postprocess(q, truth[:, :, :10])
 
@@ -159,7 +160,7 @@ def test_tuning_turns_off_a_class_that_only_hurts() -> None:
     assert params.classes[3] == ClassParams(enabled=False)
     assert params.classes[0].enabled  # one that helps stays on
     assert not pp.apply(probs, params)[:, 3].any()
-    assert params.score == pytest.approx(pp.kaggle_score(pp.apply(probs, params), truth))
+    assert params.score == pytest.approx(kaggle_metric(pp.apply(probs, params), truth))
 
 
 def test_switched_off_class_round_trips_and_old_files_load(tmp_path) -> None:

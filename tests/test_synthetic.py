@@ -13,6 +13,7 @@ import pytest
 from steelnb import labels as lb
 from steelnb import rle
 from steelnb.cli import main
+from steelnb.images import list_images
 from steelnb.synthetic import generate
 
 N_IMAGES = 300
@@ -50,8 +51,8 @@ def test_layout(synth) -> None:
         (synth / "synthetic.json").read_text()
     )  # provenance: runs tell synthetic from Kaggle data
     assert marker["generator"] == "steelnb.synthetic" and marker["n_images"] == N_IMAGES
-    train = lb.list_images(synth / "train_images")
-    test = lb.list_images(synth / "test_images")
+    train = list_images(synth / "train_images")
+    test = list_images(synth / "test_images")
     assert len(train) == N_IMAGES and len(test) == N_IMAGES // 4
     assert not set(train) & set(test)
     assert all(len(n) == 13 and n.endswith(".jpg") and int(n[:9], 16) >= 0 for n in train + test)
@@ -117,10 +118,10 @@ def test_deterministic_bytes_and_seed_matters(tmp_path) -> None:
     b = generate(tmp_path / "b", n_images=12, seed=5)
     c = generate(tmp_path / "c", n_images=12, seed=6)
     assert (a / "train.csv").read_bytes() == (b / "train.csv").read_bytes()
-    first = lb.list_images(a / "train_images")[0]
+    first = list_images(a / "train_images")[0]
     assert (a / "train_images" / first).read_bytes() == (b / "train_images" / first).read_bytes()
     assert (a / "sample_submission.csv").read_bytes() == (b / "sample_submission.csv").read_bytes()
-    assert lb.list_images(a / "train_images") != lb.list_images(c / "train_images")
+    assert list_images(a / "train_images") != list_images(c / "train_images")
 
 
 def test_old_format_reads_equal(tmp_path) -> None:
@@ -130,13 +131,13 @@ def test_old_format_reads_equal(tmp_path) -> None:
     assert header == "ImageId_ClassId,EncodedPixels"
     assert len((old / "train.csv").read_text().splitlines()) == 1 + 4 * 16  # four rows per image
     pd.testing.assert_frame_equal(lb.read_labels(old / "train.csv"), lb.read_labels(new / "train.csv"))
-    assert len(lb.list_images(old / "test_images")) == 2
+    assert len(list_images(old / "test_images")) == 2
 
 
 def test_regenerate_replaces_and_refuses_foreign_folder(tmp_path) -> None:
     out = generate(tmp_path / "set", n_images=4, seed=0)
     generate(out, n_images=6, seed=1)
-    assert len(lb.list_images(out / "train_images")) == 6
+    assert len(list_images(out / "train_images")) == 6
     assert [p.name for p in tmp_path.iterdir()] == ["set"]  # no temporary folders left behind
     foreign = tmp_path / "notes"
     foreign.mkdir()
@@ -148,8 +149,8 @@ def test_regenerate_replaces_and_refuses_foreign_folder(tmp_path) -> None:
 
 def test_cli_synth(tmp_path, capsys) -> None:
     assert main(["synth", str(tmp_path / "cli"), "--images", "8", "--seed", "2"]) == 0
-    assert len(lb.list_images(tmp_path / "cli" / "train_images")) == 8
-    assert len(lb.list_images(tmp_path / "cli" / "test_images")) == 2
+    assert len(list_images(tmp_path / "cli" / "train_images")) == 8
+    assert len(list_images(tmp_path / "cli" / "test_images")) == 2
     assert "wrote synthetic data set" in capsys.readouterr().out
 
 
