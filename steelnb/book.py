@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from .benchmarks import bench_markdown
 from .errors import SteelnbError
-from .pipeline import TITLES, read_status
+from .notebook import TITLES
+from .status import read_status
 
 CAPTIONS = {
     "01": "Data",
@@ -71,8 +73,6 @@ def build_book(book_dir: str | Path = "book") -> Path:
     if not (book_dir / "_config.yml").is_file():
         raise BookError(f"{book_dir}: no _config.yml; expected the Jupyter Book sources (book/)")
     toc = write_toc(book_dir)
-    from .report import bench_markdown
-
     bench = bench_markdown(book_dir.parent / "bench" / "results")
     (book_dir / "_build" / "bench_results.md").write_text(
         bench or "No benchmark results yet: run the commands below, then `steelnb book`.\n"
@@ -102,46 +102,3 @@ def build_book(book_dir: str | Path = "book") -> Path:
             f"full log in {book_dir / '_build' / 'build.log'}:\n{shown}"
         )
     return index
-
-
-def run_benchmarks(
-    commands: list[str], root: str | Path, runs_dir: str | Path, force: bool = False
-) -> list[dict]:
-    """Run a plan's benchmark scripts (``bench/*.py ARGS``, from ``root``) for the performance page.
-
-    Each writes its JSON into ``bench/results/``; its output goes to ``runs_dir/bench_<n>.log``.
-    A benchmark that finished with the same command line is skipped unless ``force``; one that
-    fails is reported (status "failed", the log's last line) and the others still run.
-    Returns one record per command: command, status, wall_s, log.
-    """
-    import shlex
-    import time
-
-    root, runs_dir = Path(root), Path(runs_dir)
-    records = []
-    for n, command in enumerate(commands, 1):
-        log, done = runs_dir / f"bench_{n}.log", runs_dir / f"bench_{n}.done"
-        rec = {"command": command, "log": str(log), "wall_s": 0.0}
-        if not force and done.is_file() and done.read_text().strip() == command:
-            records.append({**rec, "status": "skipped"})
-            continue
-        done.unlink(missing_ok=True)
-        start = time.time()
-        with open(log, "w") as out:
-            proc = subprocess.run(
-                [sys.executable, *shlex.split(command)],
-                cwd=root,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        rec["wall_s"] = round(time.time() - start, 1)
-        if proc.returncode == 0:
-            done.write_text(command + "\n")
-            records.append({**rec, "status": "done"})
-        else:
-            lines = log.read_text().strip().splitlines()
-            records.append(
-                {**rec, "status": "failed", "error": lines[-1] if lines else f"exit {proc.returncode}"}
-            )
-    return records

@@ -31,19 +31,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .benchmarks import run_benchmarks
+from .book import build_book
 from .errors import SteelnbError
-from .fileio import write_json
+from .notebook import TITLES
+from .status import read_status, write_status
+from .synthetic import ensure_data
 
 REPO = Path(__file__).resolve().parents[1]
-STATUS_FILE = "status.json"
-TITLES = {
-    "01_eda": "The data",
-    "02_class_balance": "Class balance",
-    "03_train": "Training",
-    "04_loss_ablation": "Loss ablation",
-    "05_evaluate": "Evaluation",
-    "06_results": "Results",
-}
 
 
 class PlanError(SteelnbError):
@@ -245,25 +240,6 @@ def run_hash(run: Run, notebooks_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def ensure_data(data_dir: str | Path, n_images: int = 320, seed: int = 0, n_test: int | None = 16) -> Path:
-    """Return ``data_dir``; generate the synthetic set there when it has no ``train.csv``.
-
-    Only folders whose name contains ``synthetic`` are generated; another missing folder
-    raises with the command that downloads the Kaggle data.
-    """
-    data_dir = Path(data_dir)
-    if (data_dir / "train.csv").is_file():
-        return data_dir
-    if "synthetic" not in data_dir.name and "smoke" not in data_dir.name:
-        raise PlanError(
-            f"{data_dir}: no train.csv. Get the Kaggle data with `kaggle competitions download "
-            f"-c severstal-steel-defect-detection` and unzip it into {data_dir}"
-        )
-    from .synthetic import generate
-
-    return Path(generate(data_dir, n_images=n_images, n_test=n_test, seed=seed))
-
-
 # -- execution ------------------------------------------------------------------------------
 def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Execute one run with papermill (cwd = notebooks_dir); never raises for a notebook error."""
@@ -317,14 +293,6 @@ def _execute_in_worker(run: Run, notebooks_dir: Path, runs_dir: Path) -> dict[st
     return execute_run(run, notebooks_dir, runs_dir, progress=False)
 
 
-def read_status(runs_dir: str | Path) -> dict[str, Any]:
-    """``runs_dir/status.json``: {"plan", "order": [slug], "runs": {slug: record}} (empty if absent)."""
-    path = Path(runs_dir) / STATUS_FILE
-    if not path.is_file():
-        return {"plan": None, "order": [], "runs": {}}
-    return json.loads(path.read_text())
-
-
 def run_plan(
     plan: str | Path | Mapping[str, Any],
     force: bool = False,
@@ -361,7 +329,7 @@ def run_plan(
     def finish(rec: dict[str, Any]) -> None:
         records[rec["slug"]] = rec
         status["runs"][rec["slug"]] = rec
-        write_json(runs_dir / STATUS_FILE, status, indent=1)
+        write_status(runs_dir, status)
         bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
         bar.update(1)
 
@@ -433,17 +401,8 @@ def run_plan(
     )
     print(table[["slug", "status", "wall_s", "error"]].to_string(index=False))
     if p.benchmarks:
-        from .book import run_benchmarks
-
         for rec in run_benchmarks(p.benchmarks, p.root, runs_dir, force=force):
             print(f"benchmark {rec['command']}: {rec['status']} {rec.get('error', '')}".rstrip())
     if build:
         print(f"built {build_book(p.book_dir)}")
     return table
-
-
-def build_book(book_dir: str | Path = "book") -> Path:
-    """Build the report from ``book_dir/runs``; see ``steelnb.book.build_book``."""
-    from .book import build_book as build
-
-    return build(book_dir)

@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from . import status
 from .errors import SteelnbError
 
 #: The reference project's reported IoU per encoder: a *soft* IoU on probabilities with the four
@@ -65,15 +66,10 @@ def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, An
 
 def failed_runs(runs_dir: str | Path | None, notebook: str = "03_train") -> pd.DataFrame:
     """Rows for the training runs that failed in the last batch (``status.json``)."""
-    path = Path(runs_dir) / "status.json" if runs_dir else None
-    if path is None or not path.is_file():
+    if runs_dir is None:
         return pd.DataFrame(columns=FAILED_COLUMNS)
-    status = json.loads(path.read_text())
     rows = []
-    for slug in status.get("order") or status.get("runs", {}):
-        rec = status.get("runs", {}).get(slug)
-        if not rec or rec.get("notebook") != notebook or rec.get("status") != "failed":
-            continue
+    for rec in status.records(runs_dir, notebook=notebook, state="failed"):
         p = {**rec.get("effective", {}), **rec.get("parameters", {})}
         h, w = p.get("height", "?"), p.get("width", "?")
         name = p.get("run_name") or f"{p.get('encoder')}__{p.get('loss')}__{h}x{w}"
@@ -166,66 +162,6 @@ def plot_per_class(
     ax.set_ylabel(f"validation {metric}")
     fig.tight_layout()
     return fig
-
-
-def _markdown_table(frame: pd.DataFrame) -> str:
-    cells = [[str(c) for c in frame.columns]] + [
-        ["" if v is None or v != v else str(v) for v in row] for row in frame.itertuples(index=False)
-    ]
-    lines = ["| " + " | ".join(r) + " |" for r in cells]
-    return "\n".join([lines[0], "| " + " | ".join("---" for _ in frame.columns) + " |", *lines[1:]])
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float) and v != v:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-
-
-def _bench_tables(data: Any) -> list[pd.DataFrame]:
-    """One JSON result -> tables: a list of records; {name: {field: value}} rows; scalars."""
-    rows = data.get("results", data.get("rows", data)) if isinstance(data, dict) else data
-    if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-        # the setting the rows were measured in (device, sizes, targets) under the table
-        setting = (
-            {k: v for k, v in data.items() if k not in ("results", "rows")} if isinstance(data, dict) else {}
-        )
-        setting = {
-            k: "; ".join(map(str, v)) if isinstance(v, list) else v
-            for k, v in setting.items()
-            if not isinstance(v, dict)
-        }
-        extra = [pd.DataFrame({"measure": list(setting), "value": list(setting.values())})] if setting else []
-        return [pd.DataFrame(rows), *extra]
-    if not isinstance(rows, dict):
-        return [pd.DataFrame({"value": [rows]})]
-    nested = {k: v for k, v in rows.items() if isinstance(v, dict)}
-    scalars = {k: v for k, v in rows.items() if not isinstance(v, dict)}
-    tables = []
-    groups: dict[tuple[str, ...], dict[str, Any]] = {}
-    for k, v in nested.items():  # one table per set of fields (timings apart from pass/fail flags)
-        groups.setdefault(tuple(v), {})[k] = v
-    for group in groups.values():
-        tables.append(pd.DataFrame.from_dict(group, orient="index").rename_axis("measure").reset_index())
-    if scalars:
-        tables.append(pd.DataFrame({"measure": list(scalars), "value": list(scalars.values())}))
-    return tables
-
-
-def bench_markdown(results_dir: str | Path) -> str:
-    """Markdown tables of the benchmark JSON files in ``results_dir`` ("" when there are none)."""
-    parts = []
-    for path in sorted(Path(results_dir).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            parts.append(f"## {path.stem}\n\n`{path.name}` is not readable JSON.\n")
-            continue
-        tables = "\n\n".join(_markdown_table(t.map(_fmt)) for t in _bench_tables(data))
-        parts.append(f"## {path.stem}\n\nFrom `bench/results/{path.name}`.\n\n{tables}\n")
-    return "\n".join(parts)
 
 
 def mask_positions(

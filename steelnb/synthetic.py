@@ -45,6 +45,10 @@ class SyntheticError(SteelnbError):
     """A bad count, or a folder the generator refuses to overwrite; names it."""
 
 
+class MissingDataError(SteelnbError):
+    """A data folder has no train.csv and is not one steelnb generates; says how to get the Kaggle data."""
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """Low-resolution noise ``shape`` (h, w) resized to ``size`` (H, W): float32 (H, W)."""
     small = rng.standard_normal(shape).astype(np.float32)
@@ -309,3 +313,20 @@ def generate(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def ensure_data(data_dir: str | Path, n_images: int = 320, seed: int = 0, n_test: int | None = 16) -> Path:
+    """Return ``data_dir``; generate the synthetic set there when it has no ``train.csv``.
+
+    Only folders whose name contains ``synthetic`` are generated; another missing folder
+    raises with the command that downloads the Kaggle data.
+    """
+    data_dir = Path(data_dir)
+    if (data_dir / "train.csv").is_file():
+        return data_dir
+    if "synthetic" not in data_dir.name and "smoke" not in data_dir.name:
+        raise MissingDataError(
+            f"{data_dir}: no train.csv. Get the Kaggle data with `kaggle competitions download "
+            f"-c severstal-steel-defect-detection` and unzip it into {data_dir}"
+        )
+    return Path(generate(data_dir, n_images=n_images, n_test=n_test, seed=seed))

@@ -143,12 +143,14 @@ def test_offline_flag_reaches_the_kernels(project: Path, monkeypatch) -> None:
 
 
 def test_missing_kaggle_data_says_how_to_get_it(tmp_path: Path) -> None:
-    with pytest.raises(pipeline.PlanError, match="kaggle competitions download"):
-        pipeline.ensure_data(tmp_path / "severstal")
+    from steelnb.synthetic import MissingDataError, ensure_data
+
+    with pytest.raises(MissingDataError, match="kaggle competitions download"):
+        ensure_data(tmp_path / "severstal")
 
 
 def test_benchmarks_run_from_the_project_folder_failures_reported_reruns_skip(tmp_path: Path) -> None:
-    from steelnb.book import run_benchmarks
+    from steelnb.benchmarks import run_benchmarks
 
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "ok.py").write_text(
