@@ -6,6 +6,7 @@ A run folder holds ``config.yaml``; ``TrainConfig.from_yaml`` rebuilds the exact
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -194,8 +195,17 @@ class TrainConfig:
         return d
 
     def to_yaml(self, path: str | Path) -> Path:
-        """Write the config as YAML (atomically) and return the path."""
-        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the config as YAML (atomically) and return the path.
+
+        ``data_dir`` and ``out_dir`` are written relative to the file's folder (see ``from_yaml``),
+        so a run folder's ``config.yaml`` works from the repository root, from ``notebooks/`` and
+        after the whole project has moved.
+        """
+        data = self.to_dict()
+        folder = Path(path).resolve().parent
+        for name in PATH_FIELDS:
+            data[name] = _relative(Path(data[name]).resolve(), folder)
+        return write_text(path, yaml.safe_dump(data, sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
@@ -212,7 +222,11 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        """Read a config written by ``to_yaml`` (or by hand)."""
+        """Read a config written by ``to_yaml`` (or by hand).
+
+        A relative ``data_dir`` or ``out_dir`` in the file is relative to the file's folder, as
+        ``to_yaml`` writes them; the config returned holds them relative to the working folder.
+        """
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
@@ -222,7 +236,23 @@ class TrainConfig:
             raise ConfigError(f"{path}: not valid YAML ({e})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+        folder = path.resolve().parent
+        for name in PATH_FIELDS:
+            if isinstance(data.get(name), str) and not Path(data[name]).is_absolute():
+                data[name] = _relative(folder / data[name], Path.cwd())
         return cls.from_dict(data, source=str(path))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: the config fields that are paths of their own (the other data paths are relative to data_dir)
+PATH_FIELDS = ("data_dir", "out_dir")
+
+
+def _relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` (with ``..`` as needed), or absolute where none exists."""
+    try:
+        return os.path.relpath(os.path.normpath(path), start)
+    except ValueError:  # another drive (Windows)
+        return str(path)

@@ -1,0 +1,112 @@
+"""The run config: validation errors that name the file, command-line merging, and saved configs
+whose paths work from the repository root and from notebooks/ alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steelnb import cli
+from steelnb.config import ConfigError, TrainConfig
+
+
+def test_bad_config_files_name_the_file_and_the_problem(tmp_path: Path) -> None:
+    cases = {
+        "unknown.yaml": ("encoder: resnet18\nlearning_rate: 0.1\n", "unknown config field.*learning_rate"),
+        "broken.yaml": ("encoder: [resnet18\n", "not valid YAML"),
+        "list.yaml": ("- resnet18\n", "expected a mapping"),
+        "value.yaml": ("loss: hinge\n", "hinge"),
+    }
+    for name, (text, problem) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=f"{name}.*{problem}"):
+            TrainConfig.from_yaml(tmp_path / name)
+    with pytest.raises(ConfigError, match="absent.yaml: config file not found"):
+        TrainConfig.from_yaml(tmp_path / "absent.yaml")
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_command_line_options_override_the_file(tmp_path: Path) -> None:
+    TrainConfig(encoder="resnet18", epochs=7, batch_size=3).to_yaml(tmp_path / "c.yaml")
+    args = cli.build_parser().parse_args(
+        ["train", "--config", str(tmp_path / "c.yaml"), "--epochs", "1", "--encoder-weights", "none"]
+    )
+    cfg = cli.config_from_args(args)
+    assert (cfg.encoder, cfg.epochs, cfg.batch_size, cfg.encoder_weights) == ("resnet18", 1, 3, None)
+    assert cli.config_from_args(cli.build_parser().parse_args(["train"])) == TrainConfig()
+
+
+def test_saved_paths_are_relative_to_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run launched from notebooks/ saves ../data/synthetic; read back from the repository root,
+    from notebooks/ or from elsewhere, the config points at the same folders."""
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (repo / "data" / "synthetic").mkdir(parents=True)
+    monkeypatch.chdir(repo / "notebooks")
+    cfg = TrainConfig(data_dir="../data/synthetic", out_dir="../weights", run_name="r")
+    cfg.to_yaml(cfg.run_dir / "config.yaml")
+    saved = repo / "weights" / "r" / "config.yaml"
+    on_disk = yaml.safe_load(saved.read_text())
+    assert (on_disk["data_dir"], on_disk["out_dir"]) == ("../../data/synthetic", "..")
+    for cwd, given in (
+        (repo, "weights/r/config.yaml"),
+        (repo / "notebooks", "../weights/r/config.yaml"),
+        (tmp_path, saved),
+    ):
+        monkeypatch.chdir(cwd)
+        back = TrainConfig.from_yaml(given)
+        assert Path(back.data_dir).resolve() == (repo / "data" / "synthetic").resolve()
+        assert back.run_dir.resolve() == saved.parent.resolve()
+        assert not Path(back.data_dir).is_absolute()
+    monkeypatch.chdir(repo)
+    assert TrainConfig.from_yaml("weights/r/config.yaml").data_dir == "data/synthetic"
+
+
+def test_train_from_the_root_with_a_config_a_notebook_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's `steelnb train --config weights/<run>/config.yaml --epochs 1`, from the
+    repository root, on a run folder written by a run started in notebooks/."""
+    from steelnb.synthetic import generate
+    from steelnb.training import fit
+
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    generate(repo / "data" / "synthetic", n_images=12, n_test=0, seed=0)
+    monkeypatch.chdir(repo / "notebooks")
+    cfg = TrainConfig(
+        data_dir="../data/synthetic",
+        out_dir="../weights",
+        run_name="nb_run",
+        subset="all",
+        encoder="resnet18",
+        height=64,
+        width=320,
+        epochs=1,
+        batch_size=4,
+        max_images=8,
+        test_share=0.0,
+        n_folds=4,
+        early_stopping_patience=0,
+        device="cpu",
+    )
+    fit(cfg, progress_bar=False)
+    monkeypatch.chdir(repo)
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            "weights/nb_run/config.yaml",
+            "--epochs",
+            "1",
+            "--run-name",
+            "again",
+            "--no-evaluate",
+        ]
+    )
+    assert code in (0, None)
+    again = TrainConfig.from_yaml(repo / "weights" / "again" / "config.yaml")
+    assert Path(again.data_dir).resolve() == (repo / "data" / "synthetic").resolve()
+    assert (repo / "weights" / "again" / "best.ckpt").is_file()
