@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .config import TrainConfig
 from .images import IMAGENET_MEAN, IMAGENET_STD, read_image
 from .labels import COLUMNS, LabelError, image_masks, image_table, read_labels
-from .sampling import TEST_FOLD, assign_folds, balanced_subset, image_subset, split_ids, study_subset
+from .sampling import assign_folds, read_folds, select_subset, split_ids
 
 
 def _to_tensor() -> ToTensorV2:
@@ -205,75 +205,22 @@ class SteelDataModule(L.LightningDataModule):
 
     def _subset(self, table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         cfg = self.config
-        if cfg.subset == "all":
-            return table
-        if cfg.subset == "study":
-            return study_subset(table, per_class=cfg.per_class, seed=cfg.seed)
-        if cfg.subset == "balanced":
-            ids = set(balanced_subset(labels, per_class=cfg.per_class, seed=cfg.seed)["ImageId"])
-            return table[table["ImageId"].isin(ids)]
-        if cfg.subset == "images":
-            return image_subset(table, per_class=cfg.per_class, n_clean=cfg.clean_images, seed=cfg.seed)
-        path = cfg.resolve(cfg.subset)
-        if path.suffix.lower() != ".csv" or not path.is_file():
-            raise LabelError(
-                f"subset={cfg.subset!r}: expected 'study', 'balanced', 'images', 'all' or an existing "
-                "CSV file"
-            )
-        ids = self._read_ids(path)
-        missing = sorted(set(ids) - set(table["ImageId"]))
-        if missing:
-            raise LabelError(f"{path}: {len(missing)} image(s) not in {self.images_dir}, first {missing[0]}")
-        return table[table["ImageId"].isin(set(ids))]
-
-    @staticmethod
-    def _read_ids(path: Path, column: str = "ImageId") -> list[str]:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if column not in frame.columns:
-            raise LabelError(f"{path}: no {column} column; found {list(frame.columns)}")
-        return frame[column].str.strip().tolist()
+        return select_subset(
+            cfg.subset,
+            table,
+            labels,
+            cfg.resolve,
+            per_class=cfg.per_class,
+            n_clean=cfg.clean_images,
+            seed=cfg.seed,
+        )
 
     def _folds(self, full: pd.DataFrame, subset: pd.DataFrame) -> pd.DataFrame:
         """ImageId,fold for the run: the folds file (checked) or folds computed on the subset."""
         cfg = self.config
         if not cfg.folds:
             return assign_folds(subset, n_folds=cfg.n_folds, seed=cfg.seed, test_share=cfg.test_share)
-        path = cfg.resolve(cfg.folds)
-        if not path.is_file():
-            raise LabelError(f"{path}: folds file not found")
-        frame = pd.read_csv(path, dtype={"ImageId": str}, keep_default_na=False)
-        if not {"ImageId", "fold"} <= set(frame.columns):
-            raise LabelError(f"{path}: expected columns ImageId,fold; found {list(frame.columns)}")
-        folds = pd.to_numeric(frame["fold"], errors="coerce")
-        if folds.isna().any() or (folds % 1 != 0).any():
-            bad = frame["fold"][folds.isna() | (folds % 1 != 0)].iloc[0]
-            raise LabelError(f"{path}: fold {bad!r} is not a whole number (-1 = test, 0..{cfg.n_folds - 1})")
-        frame = frame.assign(fold=folds.astype(int))
-        dup = frame["ImageId"].duplicated(keep=False)
-        if dup.any():
-            image = frame["ImageId"][dup].iloc[0]
-            where = sorted(
-                {"test" if f == TEST_FOLD else f"fold {f}" for f in frame["fold"][frame["ImageId"] == image]}
-            )
-            raise LabelError(
-                f"{path}: image {image} is listed twice ({' and '.join(where)}); the test split must not "
-                "overlap training or validation"
-            )
-        present = frame[frame["ImageId"].isin(set(full["ImageId"]))]
-        absent = sorted(set(subset["ImageId"]) - set(present["ImageId"]))
-        if absent:
-            raise LabelError(
-                f"{path}: no fold for image {absent[0]} of the subset ({len(absent)} such image(s))"
-            )
-        counts = {name: len(ids) for name, ids in split_ids(present, cfg.fold).items()}
-        empty = [name for name, n in counts.items() if n == 0]
-        if empty:
-            raise LabelError(
-                f"{path}: the {' and '.join(empty)} split(s) are empty for fold {cfg.fold} ({counts}); "
-                "a folds file needs fold -1 (test), the validation fold and training folds. Re-run "
-                "02_class_balance or sampling.assign_folds(..., test_share=0.2)"
-            )
-        return present[["ImageId", "fold"]].reset_index(drop=True)
+        return read_folds(cfg.resolve(cfg.folds), full, subset, fold=cfg.fold, n_folds=cfg.n_folds)
 
     def dataset(self, split: str) -> SteelDataset:
         """The ``"train"`` (augmented, cropped when ``crop_width``), ``"val"`` or ``"test"`` dataset."""

@@ -11,6 +11,9 @@ Everything is deterministic for a seed and independent of the row order of the i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -172,3 +175,90 @@ def train_val_split(
         raise SamplingError(f"fold={fold}: expected 0 <= fold < n_folds={n_folds}")
     parts = split_ids(assign_folds(table, n_folds=n_folds, seed=seed), fold)  # no test split here
     return parts["train"], parts["val"]
+
+
+# --- a run's subset and folds, as the config names them --------------------------------------------
+def read_ids(path: Path, column: str = "ImageId") -> list[str]:
+    """The image ids listed in a CSV's ``column`` (stripped)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if column not in frame.columns:
+        raise LabelError(f"{path}: no {column} column; found {list(frame.columns)}")
+    return frame[column].str.strip().tolist()
+
+
+def select_subset(
+    subset: str,
+    table: pd.DataFrame,
+    labels: pd.DataFrame,
+    resolve: Callable[[str], Path],
+    per_class: int = 250,
+    n_clean: int = 0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The rows of the image ``table`` a run trains and judges on.
+
+    ``subset``: "all", "study" (``study_subset``), "balanced" (the images of the reference's
+    mask-level ``balanced_subset`` of ``labels``), "images" (``image_subset`` with ``n_clean``) or
+    a CSV of ImageIds (``resolve`` turns it into a path, e.g. relative to the data folder).
+    """
+    if subset == "all":
+        return table
+    if subset == "study":
+        return study_subset(table, per_class=per_class, seed=seed)
+    if subset == "balanced":
+        ids = set(balanced_subset(labels, per_class=per_class, seed=seed)["ImageId"])
+        return table[table["ImageId"].isin(ids)]
+    if subset == "images":
+        return image_subset(table, per_class=per_class, n_clean=n_clean, seed=seed)
+    path = resolve(subset)
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        raise LabelError(
+            f"subset={subset!r}: expected 'study', 'balanced', 'images', 'all' or an existing CSV file"
+        )
+    ids = read_ids(path)
+    missing = sorted(set(ids) - set(table["ImageId"]))
+    if missing:
+        raise LabelError(f"{path}: {len(missing)} image(s) not among the labelled images, first {missing[0]}")
+    return table[table["ImageId"].isin(set(ids))]
+
+
+def read_folds(
+    path: Path, full: pd.DataFrame, subset: pd.DataFrame, fold: int = 0, n_folds: int = 5
+) -> pd.DataFrame:
+    """A folds file (ImageId,fold; -1 = test) checked against the run: whole-number folds, no image
+    twice, a fold for every image of ``subset``, and non-empty train, validation (``fold``) and
+    test splits. Returns its rows for the images of ``full`` (ImageId, fold).
+    """
+    if not path.is_file():
+        raise LabelError(f"{path}: folds file not found")
+    frame = pd.read_csv(path, dtype={"ImageId": str}, keep_default_na=False)
+    if not {"ImageId", "fold"} <= set(frame.columns):
+        raise LabelError(f"{path}: expected columns ImageId,fold; found {list(frame.columns)}")
+    folds = pd.to_numeric(frame["fold"], errors="coerce")
+    if folds.isna().any() or (folds % 1 != 0).any():
+        bad = frame["fold"][folds.isna() | (folds % 1 != 0)].iloc[0]
+        raise LabelError(f"{path}: fold {bad!r} is not a whole number (-1 = test, 0..{n_folds - 1})")
+    frame = frame.assign(fold=folds.astype(int))
+    dup = frame["ImageId"].duplicated(keep=False)
+    if dup.any():
+        image = frame["ImageId"][dup].iloc[0]
+        where = sorted(
+            {"test" if f == TEST_FOLD else f"fold {f}" for f in frame["fold"][frame["ImageId"] == image]}
+        )
+        raise LabelError(
+            f"{path}: image {image} is listed twice ({' and '.join(where)}); the test split must not "
+            "overlap training or validation"
+        )
+    present = frame[frame["ImageId"].isin(set(full["ImageId"]))]
+    absent = sorted(set(subset["ImageId"]) - set(present["ImageId"]))
+    if absent:
+        raise LabelError(f"{path}: no fold for image {absent[0]} of the subset ({len(absent)} such image(s))")
+    counts = {name: len(ids) for name, ids in split_ids(present, fold).items()}
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise LabelError(
+            f"{path}: the {' and '.join(empty)} split(s) are empty for fold {fold} ({counts}); "
+            "a folds file needs fold -1 (test), the validation fold and training folds. Re-run "
+            "02_class_balance or sampling.assign_folds(..., test_share=0.2)"
+        )
+    return present[["ImageId", "fold"]].reset_index(drop=True)
