@@ -112,28 +112,76 @@ def find_plan(plan: str | Path) -> Path:
     raise PlanError(f"no plan named {plan!r}: expected plans/{plan}.yaml; known plans: {', '.join(names)}")
 
 
+def _read_spec(plan: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str, Path]:
+    """(plan mapping, its source for messages, the project root its paths are relative to)."""
+    if isinstance(plan, Mapping):
+        return dict(plan), "<plan>", Path.cwd()
+    path = find_plan(plan)
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise PlanError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(spec, dict):
+        raise PlanError(f"{path}: expected a mapping with 'stages'")
+    spec.setdefault("name", path.stem)
+    return spec, str(path), path.parent.parent if path.parent.name == "plans" else path.parent
+
+
+def _runs_per_notebook(stages: list[Any]) -> dict[str, int]:
+    """How many runs each notebook has in the plan: a notebook run once keeps its plain name as slug."""
+    counts: dict[str, int] = {}
+    for stage in stages:
+        for entry in stage.get("runs") or []:
+            nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+            n = 1
+            for values in (entry.get("matrix") or {}).values():
+                n *= len(values)
+            counts[nb] = counts.get(nb, 0) + n
+    return counts
+
+
+def _entry_runs(
+    entry: Mapping[str, Any], where: str, nb_dir: Path, defaults: Mapping[str, Any], several: bool, stage: Any
+) -> list[Run]:
+    """The runs of one plan entry (one notebook, its parameters and matrix), checked."""
+    nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+    nb_path = nb_dir / f"{nb}.ipynb"
+    if not nb_path.is_file():
+        raise PlanError(f"{where}: notebook {nb_path} not found")
+    declared = _declared(nb_path)
+    params, matrix = dict(entry.get("parameters") or {}), dict(entry.get("matrix") or {})
+    unknown = sorted((set(params) | set(matrix)) - set(declared))
+    if unknown:
+        raise PlanError(
+            f"{where}, notebook {nb}: unknown parameter(s) "
+            f"{', '.join(unknown)}; the notebook declares {', '.join(declared)}"
+        )
+    merged = {k: v for k, v in defaults.items() if k in declared}
+    runs = []
+    for combo in product(*matrix.values()) if matrix else [()]:
+        given = {**params, **dict(zip(matrix, combo))}
+        explicit = {k: given[k] for k in declared if k in given}  # the notebook's order
+        named = several and explicit
+        slug = entry.get("name", f"{nb}__{_slug(list(explicit.values()))}" if named else nb)
+        base = TITLES.get(nb, nb)
+        title = entry.get("title", f"{base}: {', '.join(map(str, explicit.values()))}" if named else base)
+        runs.append(
+            Run(nb, {**merged, **explicit}, slug, str(stage.get("name")), bool(stage.get("parallel")), title)
+        )
+    return runs
+
+
 def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
     """Read and check a plan: notebooks exist, every run parameter is one the notebook declares."""
-    if isinstance(plan, Mapping):
-        spec, src, root = dict(plan), "<plan>", Path.cwd()
-    else:
-        path = find_plan(plan)
-        src = str(path)
-        try:
-            spec = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise PlanError(f"{path}: not valid YAML ({e})") from e
-        root = path.parent.parent if path.parent.name == "plans" else path.parent
-        spec.setdefault("name", path.stem)
+    spec, src, root = _read_spec(plan)
     if not isinstance(spec.get("stages"), list) or not spec["stages"]:
         raise PlanError(f"{src}: expected a list 'stages' of {{name, runs: [...]}}")
     nb_dir = (root / spec.get("notebooks_dir", "notebooks")).resolve()
-    book_dir = (root / spec.get("book_dir", "book")).resolve()
     data = spec.get("data") or {}
     out = Plan(
         name=str(spec["name"]),
         notebooks_dir=nb_dir,
-        book_dir=book_dir,
+        book_dir=(root / spec.get("book_dir", "book")).resolve(),
         data_dir=(nb_dir / data["dir"]).resolve() if data.get("dir") else None,
         synthetic=data.get("synthetic"),
         root=root.resolve(),
@@ -141,46 +189,19 @@ def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
         cpu_workers=int(spec.get("cpu_workers", 1)),
     )
     defaults = dict(spec.get("defaults") or {})
+    per_notebook = _runs_per_notebook(spec["stages"])
     seen: set[str] = set()
-    per_notebook: dict[str, int] = {}  # a notebook run once keeps its plain name as slug
-    for stage in spec["stages"]:
-        for entry in stage.get("runs") or []:
-            nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
-            n = 1
-            for values in (entry.get("matrix") or {}).values():
-                n *= len(values)
-            per_notebook[nb] = per_notebook.get(nb, 0) + n
     for i, stage in enumerate(spec["stages"]):
-        sname = str(stage.get("name", i))
+        stage = {**stage, "name": str(stage.get("name", i))}
+        where = f"{src}, stage {stage['name']!r}"
         runs = []
         for entry in stage.get("runs") or []:
             nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
-            nb_path = nb_dir / f"{nb}.ipynb"
-            if not nb_path.is_file():
-                raise PlanError(f"{src}, stage {sname!r}: notebook {nb_path} not found")
-            declared = _declared(nb_path)
-            params = dict(entry.get("parameters") or {})
-            matrix = dict(entry.get("matrix") or {})
-            unknown = sorted((set(params) | set(matrix)) - set(declared))
-            if unknown:
-                raise PlanError(
-                    f"{src}, stage {sname!r}, notebook {nb}: unknown parameter(s) "
-                    f"{', '.join(unknown)}; the notebook declares {', '.join(declared)}"
-                )
-            for combo in product(*matrix.values()) if matrix else [()]:
-                given = {**params, **dict(zip(matrix, combo))}
-                explicit = {k: given[k] for k in declared if k in given}  # the notebook's order
-                several = per_notebook.get(nb, 0) > 1 and explicit
-                slug = entry.get("name", f"{nb}__{_slug(list(explicit.values()))}" if several else nb)
-                base = TITLES.get(nb, nb)
-                title = entry.get(
-                    "title", f"{base}: {', '.join(map(str, explicit.values()))}" if several else base
-                )
-                if slug in seen:
-                    raise PlanError(f"{src}, stage {sname!r}: two runs named {slug!r}; give one a 'name'")
-                seen.add(slug)
-                merged = {k: v for k, v in defaults.items() if k in declared}
-                runs.append(Run(nb, {**merged, **explicit}, slug, sname, bool(stage.get("parallel")), title))
+            for run in _entry_runs(entry, where, nb_dir, defaults, per_notebook.get(nb, 0) > 1, stage):
+                if run.slug in seen:
+                    raise PlanError(f"{where}: two runs named {run.slug!r}; give one a 'name'")
+                seen.add(run.slug)
+                runs.append(run)
         out.stages.append(runs)
     return out
 
@@ -248,16 +269,11 @@ def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = 
     out = runs_dir / f"{run.slug}.ipynb"
     done = runs_dir / f"{run.slug}.done"
     done.unlink(missing_ok=True)  # an interrupted run must not look finished
-    record: dict[str, Any] = {
-        "slug": run.slug,
-        "notebook": run.notebook,
-        "stage": run.stage,
-        "title": run.title,
-        "parameters": dict(run.parameters),
-        "output": out.name,
-        "effective": effective_parameters(run, notebooks_dir),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-    }
+    record = _record(
+        run,
+        effective=effective_parameters(run, notebooks_dir),
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
     start = time.time()
     try:
         pm.execute_notebook(
@@ -293,6 +309,72 @@ def _execute_in_worker(run: Run, notebooks_dir: Path, runs_dir: Path) -> dict[st
     return execute_run(run, notebooks_dir, runs_dir, progress=False)
 
 
+def _prepare_data(p: Plan) -> None:
+    """Generate the plan's synthetic set when missing; a missing Kaggle folder raises with the
+    download command."""
+    if p.data_dir is None:
+        return
+    if p.synthetic is None and not (p.data_dir / "train.csv").is_file():
+        ensure_data(p.data_dir)  # raises with the Kaggle download command
+        return
+    syn = dict(p.synthetic or {})
+    ensure_data(
+        p.data_dir,
+        n_images=int(syn.get("n_images", 320)),
+        seed=int(syn.get("seed", 0)),
+        n_test=syn.get("n_test", 16),
+    )
+
+
+def _record(run: Run, **fields: Any) -> dict[str, Any]:
+    """A status record of ``run`` with ``fields`` (status, error, ...)."""
+    base = {
+        "slug": run.slug,
+        "notebook": run.notebook,
+        "stage": run.stage,
+        "title": run.title,
+        "parameters": dict(run.parameters),
+        "output": f"{run.slug}.ipynb",
+    }
+    return {**base, **fields}
+
+
+def _is_fresh(run: Run, p: Plan, runs_dir: Path) -> bool:
+    """Finished earlier with the same parameters and notebook source."""
+    done = runs_dir / f"{run.slug}.done"
+    return (
+        done.is_file()
+        and (runs_dir / f"{run.slug}.ipynb").is_file()
+        and done.read_text().strip() == run_hash(run, p.notebooks_dir)
+    )
+
+
+def _worker_slots(p: Plan, gpus: Sequence[int] | None) -> list[Any]:
+    """One slot per worker of a parallel stage: a GPU id, or "cpu:<threads>" for a share of the cores."""
+    if gpus:
+        return list(gpus)
+    if p.cpu_workers > 1:
+        return [f"cpu:{max(1, (os.cpu_count() or 1) // p.cpu_workers)}"] * p.cpu_workers
+    return []
+
+
+def _run_parallel(todo: list[Run], slots: list[Any], p: Plan, runs_dir: Path, finish: Any) -> None:
+    """The runs side by side, one worker process per slot; a worker that dies fails its run only."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for slot in slots:
+        queue.put(slot)
+    with cf.ProcessPoolExecutor(
+        len(slots), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+    ) as pool:
+        futures = {pool.submit(_execute_in_worker, r, p.notebooks_dir, runs_dir): r for r in todo}
+        for fut in cf.as_completed(futures):
+            try:
+                finish(fut.result())
+            except Exception as e:  # a worker died (killed, out of memory): that run failed
+                finish(_record(futures[fut], status="failed", error=f"worker process failed: {e!r}"[:300]))
+
+
 def run_plan(
     plan: str | Path | Mapping[str, Any],
     force: bool = False,
@@ -308,17 +390,7 @@ def run_plan(
     from tqdm.auto import tqdm
 
     p = load_plan(plan)
-    if p.data_dir is not None:
-        syn = dict(p.synthetic or {})
-        if p.synthetic is not None or (p.data_dir / "train.csv").is_file():
-            ensure_data(
-                p.data_dir,
-                n_images=int(syn.get("n_images", 320)),
-                seed=int(syn.get("seed", 0)),
-                n_test=syn.get("n_test", 16),
-            )
-        else:
-            ensure_data(p.data_dir)  # raises with the Kaggle download command
+    _prepare_data(p)
     runs_dir = p.book_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     status = read_status(runs_dir)
@@ -327,82 +399,39 @@ def run_plan(
     bar = tqdm(total=len(p.runs), desc=f"plan {p.name}", unit="run")
 
     def finish(rec: dict[str, Any]) -> None:
-        records[rec["slug"]] = rec
-        status["runs"][rec["slug"]] = rec
+        records[rec["slug"]] = status["runs"][rec["slug"]] = rec
         write_status(runs_dir, status)
         bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
         bar.update(1)
 
     upstream_ran = False  # a later stage reads what an earlier one wrote: re-run it after a change
+    slots = _worker_slots(p, gpus)
     for stage in p.stages:
         todo = []
         for run in stage:
-            done = runs_dir / f"{run.slug}.done"
-            fresh = (
-                done.is_file()
-                and (runs_dir / f"{run.slug}.ipynb").is_file()
-                and done.read_text().strip() == run_hash(run, p.notebooks_dir)
-            )
-            if fresh and not force and not upstream_ran:
-                prev = status["runs"].get(run.slug, {})
-                finish(
-                    {
-                        **prev,
-                        "slug": run.slug,
-                        "notebook": run.notebook,
-                        "stage": run.stage,
-                        "title": run.title,
-                        "parameters": dict(run.parameters),
-                        "output": f"{run.slug}.ipynb",
-                        "status": "skipped",
-                        "error": "",
-                    }
-                )
+            if _is_fresh(run, p, runs_dir) and not force and not upstream_ran:
+                finish({**status["runs"].get(run.slug, {}), **_record(run, status="skipped", error="")})
             else:
                 todo.append(run)
-        slots: list[Any] = list(gpus or [])
-        if not slots and p.cpu_workers > 1:
-            slots = [f"cpu:{max(1, (os.cpu_count() or 1) // p.cpu_workers)}"] * p.cpu_workers
         if slots and todo and all(r.parallel for r in todo):
-            ctx = mp.get_context("spawn")
-            queue = ctx.Queue()
-            for g in slots:
-                queue.put(g)
-            with cf.ProcessPoolExecutor(
-                len(slots), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
-            ) as pool:
-                futures = {pool.submit(_execute_in_worker, r, p.notebooks_dir, runs_dir): r for r in todo}
-                for fut in cf.as_completed(futures):
-                    try:
-                        finish(fut.result())
-                    except Exception as e:  # a worker died (killed, out of memory): that run failed
-                        r = futures[fut]
-                        finish(
-                            {
-                                "slug": r.slug,
-                                "notebook": r.notebook,
-                                "stage": r.stage,
-                                "title": r.title,
-                                "parameters": dict(r.parameters),
-                                "output": f"{r.slug}.ipynb",
-                                "status": "failed",
-                                "error": f"worker process failed: {e!r}"[:300],
-                            }
-                        )
+            _run_parallel(todo, slots, p, runs_dir, finish)
         else:
             for run in todo:
                 bar.set_description(f"plan {p.name}: {run.slug}")
                 finish(execute_run(run, p.notebooks_dir, runs_dir, progress=bar.disable is False))
         upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
     bar.close()
-    table = pd.DataFrame(
-        [records[r.slug] for r in p.runs],
-        columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"],
-    )
+    return _finish_plan(p, [records[r.slug] for r in p.runs], runs_dir, force, build)
+
+
+def _finish_plan(
+    p: Plan, recs: list[dict[str, Any]], runs_dir: Path, force: bool, build: bool
+) -> pd.DataFrame:
+    """Print the summary, run the plan's benchmarks, build the book; return the summary table."""
+    table = pd.DataFrame(recs, columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"])
     print(table[["slug", "status", "wall_s", "error"]].to_string(index=False))
-    if p.benchmarks:
-        for rec in run_benchmarks(p.benchmarks, p.root, runs_dir, force=force):
-            print(f"benchmark {rec['command']}: {rec['status']} {rec.get('error', '')}".rstrip())
+    for rec in run_benchmarks(p.benchmarks, p.root, runs_dir, force=force) if p.benchmarks else []:
+        print(f"benchmark {rec['command']}: {rec['status']} {rec.get('error', '')}".rstrip())
     if build:
         print(f"built {build_book(p.book_dir)}")
     return table
