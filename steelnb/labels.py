@@ -40,39 +40,26 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise LabelError(f"{path}: empty file, expected a header line") from None
 
 
-def read_labels(path: str | Path, validate: bool = True) -> pd.DataFrame:
-    """Read a Severstal label CSV in any of its formats into the tidy table.
-
-    Formats: new ``ImageId,ClassId,EncodedPixels`` (defect rows; a leading unnamed index
-    column is tolerated; the submission's column order too), old ``ImageId_ClassId,
-    EncodedPixels`` (four rows per image, empty = no defect). Rows with an empty mask are
-    dropped; identical duplicate rows are merged. With ``validate`` every RLE is parsed.
-    Returns a DataFrame sorted by (ImageId, ClassId) with a fresh index.
-    """
-    path = Path(path)
-    raw = _read_csv(path)
-    cols = [c.strip() for c in raw.columns]
-    raw.columns = cols
-    if cols and (cols[0] == "" or cols[0].startswith("Unnamed")):
-        raw = raw.drop(columns=cols[0])
-        cols = cols[1:]
-    line = pd.Series(np.arange(len(raw)) + 2, index=raw.index)  # header is line 1
+def _as_columns(raw: pd.DataFrame, path: Path, line: pd.Series) -> pd.DataFrame:
+    """Either label format -> a frame with ImageId, ClassId, EncodedPixels (strings)."""
+    cols = list(raw.columns)
     if "ImageId_ClassId" in cols and "EncodedPixels" in cols:
         key = raw["ImageId_ClassId"].str.strip()
         split = key.str.rsplit("_", n=1, expand=True)
         if split.shape[1] != 2 or split[1].isna().any():
             i = int(np.argmax(split[1].isna().to_numpy())) if split.shape[1] == 2 else 0
             raise LabelError(f"{path}, line {line.iloc[i]}: {key.iloc[i]!r} is not '<image>_<class>'")
-        table = pd.DataFrame(
-            {"ImageId": split[0], "ClassId": split[1], "EncodedPixels": raw["EncodedPixels"]}
-        )
-    elif set(COLUMNS) <= set(cols):
-        table = raw[COLUMNS].copy()
-    else:
-        raise LabelError(
-            f"{path}: missing columns; found {cols}, expected ImageId,ClassId,EncodedPixels "
-            "(new format) or ImageId_ClassId,EncodedPixels (old format)"
-        )
+        return pd.DataFrame({"ImageId": split[0], "ClassId": split[1], "EncodedPixels": raw["EncodedPixels"]})
+    if set(COLUMNS) <= set(cols):
+        return raw[COLUMNS].copy()
+    raise LabelError(
+        f"{path}: missing columns; found {cols}, expected ImageId,ClassId,EncodedPixels "
+        "(new format) or ImageId_ClassId,EncodedPixels (old format)"
+    )
+
+
+def _check_values(table: pd.DataFrame, path: Path, line: pd.Series) -> pd.DataFrame:
+    """Stripped ids and RLEs, integer ClassIds 1..4, no empty ImageId; errors name the line."""
     table["ImageId"] = table["ImageId"].str.strip()
     table["EncodedPixels"] = table["EncodedPixels"].str.strip()
     cls = pd.to_numeric(table["ClassId"].str.strip(), errors="coerce")
@@ -88,18 +75,40 @@ def read_labels(path: str | Path, validate: bool = True) -> pd.DataFrame:
     if empty_id.any():
         i = int(np.argmax(empty_id.to_numpy()))
         raise LabelError(f"{path}, line {line.iloc[i]}: empty ImageId")
-    table["_line"] = line
-    table = table[table["EncodedPixels"] != ""]
+    return table.assign(_line=line)
+
+
+def _merge_duplicates(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Identical repeated (image, class) rows merge; different masks for one pair are an error."""
     dup = table.duplicated(["ImageId", "ClassId"], keep=False)
-    if dup.any():
-        groups = table[dup].groupby(["ImageId", "ClassId"])
-        for (image, c), g in groups:
-            if g["EncodedPixels"].nunique() > 1:
-                lines = ", ".join(map(str, g["_line"]))
-                raise LabelError(
-                    f"{path}, lines {lines}: image {image} class {c} has different masks in several rows"
-                )
-        table = table.drop_duplicates(["ImageId", "ClassId"])
+    if not dup.any():
+        return table
+    for (image, c), g in table[dup].groupby(["ImageId", "ClassId"]):
+        if g["EncodedPixels"].nunique() > 1:
+            lines = ", ".join(map(str, g["_line"]))
+            raise LabelError(
+                f"{path}, lines {lines}: image {image} class {c} has different masks in several rows"
+            )
+    return table.drop_duplicates(["ImageId", "ClassId"])
+
+
+def read_labels(path: str | Path, validate: bool = True) -> pd.DataFrame:
+    """Read a Severstal label CSV in any of its formats into the tidy table.
+
+    Formats: new ``ImageId,ClassId,EncodedPixels`` (defect rows; a leading unnamed index
+    column is tolerated; the submission's column order too), old ``ImageId_ClassId,
+    EncodedPixels`` (four rows per image, empty = no defect). Rows with an empty mask are
+    dropped; identical duplicate rows are merged. With ``validate`` every RLE is parsed.
+    Returns a DataFrame sorted by (ImageId, ClassId) with a fresh index.
+    """
+    path = Path(path)
+    raw = _read_csv(path)
+    raw.columns = [c.strip() for c in raw.columns]
+    if len(raw.columns) and (raw.columns[0] == "" or raw.columns[0].startswith("Unnamed")):
+        raw = raw.drop(columns=raw.columns[0])
+    line = pd.Series(np.arange(len(raw)) + 2, index=raw.index)  # header is line 1
+    table = _check_values(_as_columns(raw, path, line), path, line)
+    table = _merge_duplicates(table[table["EncodedPixels"] != ""], path)
     if validate:
         for image, c, enc, ln in table[["ImageId", "ClassId", "EncodedPixels", "_line"]].itertuples(
             index=False
@@ -143,6 +152,17 @@ def write_labels(
         raise LabelError(f"fmt={fmt!r}: expected 'new' or 'old'")
     write_csv(path, out)
     return path
+
+
+def encodings_by_image(path: str | Path) -> dict[str, dict[int, str]]:
+    """A label file (any format ``read_labels`` reads) as {ImageId: {ClassId: RLE}}.
+
+    Defect-free images are absent: ``image_masks(table.get(image_id, {}))`` is then all empty.
+    """
+    out: dict[str, dict[int, str]] = {}
+    for image_id, c, enc in read_labels(path)[COLUMNS].itertuples(index=False):
+        out.setdefault(image_id, {})[int(c)] = enc
+    return out
 
 
 def image_masks(
