@@ -337,6 +337,51 @@ def _classes_of(state: Mapping[str, torch.Tensor]) -> int | None:
     return int(w.shape[0]) if w is not None else None
 
 
+def _checkpoint_file(path: Path) -> Path:
+    """A run folder -> its best.ckpt (else last.ckpt); a file passes through."""
+    if not path.is_dir():
+        return path
+    found = [path / n for n in ("best.ckpt", "last.ckpt") if (path / n).is_file()]
+    if not found:
+        raise CheckpointError(f"{path}: run folder holds neither best.ckpt nor last.ckpt")
+    return found[0]
+
+
+def _kind(raw: Any, path: Path) -> tuple[str, TrainConfig | None]:
+    """What wrote the checkpoint ("lightning", "catalyst", "dataparallel", "state_dict") and the
+    run config a Lightning checkpoint carries."""
+    if not isinstance(raw, Mapping):
+        return "state_dict", None
+    hyper = raw.get("hyper_parameters")
+    if isinstance(hyper, Mapping) and "config" in hyper:
+        try:
+            return "lightning", TrainConfig.from_dict(hyper["config"], source=str(path))
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: config in checkpoint is not valid: {e}") from None
+    if "model_state_dict" in raw:
+        return "catalyst", None
+    if raw and all(str(k).startswith("module.") for k in raw):
+        return "dataparallel", None
+    return "state_dict", None
+
+
+def _build_for(
+    state: Mapping[str, Any], path: Path, arch: str, encoder: str, classes: int, kwargs: dict
+) -> nn.Module:
+    """The model ``state`` was saved from, with the weights loaded; a misfit names what the keys say."""
+    kwargs.setdefault("classifier", any(str(k).startswith("classification_head.") for k in state))
+    model = build_model(arch, encoder, encoder_weights=None, classes=classes, **kwargs)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: weights do not fit {arch}/{encoder} with {classes} classes "
+            f"(config says encoder {encoder}; weights look like encoder {infer_encoder(state)}, "
+            f"{_classes_of(state)} classes): {str(e)[:300]}"
+        ) from None
+    return model.eval()
+
+
 def load_model(
     path: str | Path,
     map_location: Any = "cpu",
@@ -349,30 +394,9 @@ def load_model(
     ``encoder``/``classes``, when given, must match the checkpoint (else CheckpointError).
     Returns the model in eval mode and a ModelInfo.
     """
-    path = Path(path)
-    if path.is_dir():
-        found = [path / n for n in ("best.ckpt", "last.ckpt") if (path / n).is_file()]
-        if not found:
-            raise CheckpointError(f"{path}: run folder holds neither best.ckpt nor last.ckpt")
-        path = found[0]
+    path = _checkpoint_file(Path(path))
     raw = _read(path, map_location)
-    config: TrainConfig | None = None
-    if (
-        isinstance(raw, Mapping)
-        and isinstance(raw.get("hyper_parameters"), Mapping)
-        and "config" in raw["hyper_parameters"]
-    ):
-        source = "lightning"
-        try:
-            config = TrainConfig.from_dict(raw["hyper_parameters"]["config"], source=str(path))
-        except ConfigError as e:
-            raise CheckpointError(f"{path}: config in checkpoint is not valid: {e}") from None
-    elif isinstance(raw, Mapping) and "model_state_dict" in raw:
-        source = "catalyst"
-    elif isinstance(raw, Mapping) and raw and all(str(k).startswith("module.") for k in raw):
-        source = "dataparallel"
-    else:
-        source = "state_dict"
+    source, config = _kind(raw, path)
     try:
         state = _unwrap_state(raw)
     except TypeError:
@@ -391,26 +415,7 @@ def load_model(
         if want is not None and want != got:
             raise CheckpointError(f"{path}: {what} mismatch: expected {want}, found {got}")
     kwargs = dict(config.model_kwargs) if config else {}
-    kwargs.setdefault("classifier", any(str(k).startswith("classification_head.") for k in state))
-    model = build_model(arch, found_encoder, encoder_weights=None, classes=found_classes, **kwargs)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        real = infer_encoder(state)
-        raise CheckpointError(
-            f"{path}: weights do not fit {arch}/{found_encoder} with {found_classes} classes "
-            f"(config says encoder {found_encoder}; weights look like encoder {real}, "
-            f"{_classes_of(state)} classes): {str(e)[:300]}"
-        ) from None
-    model.eval()
-    info = ModelInfo(
-        arch=arch,
-        encoder=found_encoder,
-        classes=found_classes,
-        source=source,
-        height=config.height if config else None,
-        width=config.width if config else None,
-        config=config,
-        path=path,
-    )
+    model = _build_for(state, path, arch, found_encoder, found_classes, kwargs)
+    size = (config.height, config.width) if config else (None, None)
+    info = ModelInfo(arch, found_encoder, found_classes, source, *size, config=config, path=path)
     return model, info
