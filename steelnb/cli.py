@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -166,90 +167,109 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "synth":
-        from .synthetic import generate
+def _synth(args: argparse.Namespace) -> int:
+    from .synthetic import generate
 
-        out = generate(
-            args.out,
-            n_images=args.images,
-            n_test=args.test_images,
-            seed=args.seed,
-            old_format=args.old_format,
-        )
-        print(f"wrote synthetic data set to {out}")
-    elif args.command == "balance":
-        from .labels import read_labels, write_labels
-        from .sampling import balanced_subset
-
-        subset = balanced_subset(read_labels(args.labels), per_class=args.per_class, seed=args.seed)
-        write_labels(subset, args.out)
-        counts = subset["ClassId"].value_counts().sort_index()
-        print(
-            f"wrote {len(subset)} masks to {args.out}: "
-            + ", ".join(f"class {c}: {n}" for c, n in counts.items())
-        )
-    elif args.command == "train":
-        from .training import fit
-
-        config = config_from_args(args)
-        run_dir = fit(config)
-        print(f"run folder: {run_dir}")
-        if args.evaluate and (config.test_share > 0 or config.folds):
-            from .evaluation import evaluate_run
-            from .stats import format_ci
-
-            t = evaluate_run(run_dir, tta=args.eval_tta, batch_size=config.batch_size, device=config.device)
-            print(
-                f"test split ({t['images']} images): Kaggle metric {format_ci(t['kaggle'], *t['kaggle_ci95'])}, "
-                f"all-empty {t['all_empty_kaggle']:.3f}, gain {format_ci(t['kaggle_gain'], *t['kaggle_gain_ci95'])}"
-            )
-    elif args.command == "predict":
-        from .inference import run_predict
-
-        result = run_predict(
-            weights=args.weights,
-            images=args.images,
-            out=args.out,
-            labels=args.labels,
-            tta=args.tta,
-            overlays=args.overlays,
-            batch_size=args.batch_size,
-            device=args.device,
-            on_error=args.on_error,
-            class_id=args.class_id,
-        )
-        for key, value in result.items():
-            if value not in ("", None):
-                print(f"{key}: {value}")
-    elif args.command == "run":
-        from .pipeline import describe_plan, effective_runs, run_plan
-
-        if args.json and not args.dry_run:
-            raise SteelnbError("--json only goes with --dry-run (a real run prints its table)")
-        if args.dry_run:  # reads the plan and the notebooks' parameters; writes nothing
-            if args.json:
-                import json
-
-                print(json.dumps(effective_runs(args.plan), indent=1, default=str))
-            else:
-                print(describe_plan(args.plan))
-            return 0
-        gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
-        if args.offline:  # the kernels papermill starts inherit the environment
-            import os
-
-            os.environ["HF_HUB_OFFLINE"] = "1"
-        results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book)
-        failed = int((results["status"] == "failed").sum()) if len(results) else 0
-        return 1 if failed else 0
-    elif args.command == "book":
-        from .pipeline import build_book
-
-        print(f"built {build_book(args.book_dir)}")
-    elif args.command == "weights":
-        return _weights(args)
+    out = generate(
+        args.out, n_images=args.images, n_test=args.test_images, seed=args.seed, old_format=args.old_format
+    )
+    print(f"wrote synthetic data set to {out}")
     return 0
+
+
+def _balance(args: argparse.Namespace) -> int:
+    from .labels import read_labels, write_labels
+    from .sampling import balanced_subset
+
+    subset = balanced_subset(read_labels(args.labels), per_class=args.per_class, seed=args.seed)
+    write_labels(subset, args.out)
+    counts = subset["ClassId"].value_counts().sort_index()
+    print(
+        f"wrote {len(subset)} masks to {args.out}: " + ", ".join(f"class {c}: {n}" for c, n in counts.items())
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import fit
+
+    config = config_from_args(args)
+    run_dir = fit(config)
+    print(f"run folder: {run_dir}")
+    if args.evaluate and (config.test_share > 0 or config.folds):
+        from .evaluation import evaluate_run
+        from .stats import format_ci
+
+        t = evaluate_run(run_dir, tta=args.eval_tta, batch_size=config.batch_size, device=config.device)
+        print(
+            f"test split ({t['images']} images): Kaggle metric {format_ci(t['kaggle'], *t['kaggle_ci95'])}, "
+            f"all-empty {t['all_empty_kaggle']:.3f}, gain {format_ci(t['kaggle_gain'], *t['kaggle_gain_ci95'])}"
+        )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict_run import run_predict
+
+    options = (
+        "weights",
+        "images",
+        "out",
+        "labels",
+        "tta",
+        "overlays",
+        "batch_size",
+        "device",
+        "on_error",
+        "class_id",
+    )
+    result = run_predict(**{k: getattr(args, k) for k in options})
+    for key, value in result.items():
+        if value not in ("", None):
+            print(f"{key}: {value}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import describe_plan, effective_runs, run_plan
+
+    if args.json and not args.dry_run:
+        raise SteelnbError("--json only goes with --dry-run (a real run prints its table)")
+    if args.dry_run:  # reads the plan and the notebooks' parameters; writes nothing
+        import json
+
+        print(
+            json.dumps(effective_runs(args.plan), indent=1, default=str)
+            if args.json
+            else describe_plan(args.plan)
+        )
+        return 0
+    gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
+    if args.offline:  # the kernels papermill starts inherit the environment
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book)
+    failed = int((results["status"] == "failed").sum()) if len(results) else 0
+    return 1 if failed else 0
+
+
+def _book(args: argparse.Namespace) -> int:
+    from .book import build_book
+
+    print(f"built {build_book(args.book_dir)}")
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    commands = {
+        "synth": _synth,
+        "balance": _balance,
+        "train": _train,
+        "predict": _predict,
+        "run": _run,
+        "book": _book,
+        "weights": _weights,
+    }
+    return commands[args.command](args)
 
 
 def _weights(args: argparse.Namespace) -> int:
