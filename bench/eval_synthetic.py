@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from steelnb import inference
+    from steelnb import evaluation, predict_run
     from steelnb.config import TrainConfig
     from steelnb.labels import read_labels
     from steelnb.synthetic import generate
@@ -67,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         f"trained {a.encoder} {a.height}x{a.width}, {a.epochs} epochs in {time.time() - start:.0f} s; "
         f"validation Kaggle metric per epoch: {[round(h['val_kaggle'], 3) for h in metrics['history']]}"
     )
-    params = inference.tune(run / "best.ckpt", device=a.device, progress=False)  # the run's validation fold
+    params = evaluation.tune(run / "best.ckpt", device=a.device, progress=False)  # the run's validation fold
     print(
         "tuned per class (threshold, min_area, min_top_prob, min_total_area): "
         + "; ".join(
             f"{c.threshold}, {c.min_area}, {c.min_top_prob}, {c.min_total_area}" for c in params.classes
         )
     )
-    result = inference.run_predict(
+    result = predict_run.run_predict(
         run / "best.ckpt",
         eval_dir / "train_images",
         work / "eval_out",

@@ -9,7 +9,12 @@ TTA it is then applied with), predicts the test images once, and writes
   nothing scores on the same images, the paired interval of the gain over it, Dice, IoU and
   defect Dice (mean Dice over the pairs whose truth is not empty), each with an interval.
 
-Validation selects (epoch, schedule, post-processing); the test split only reports.
+Validation selects (epoch, schedule, post-processing); the test split only reports. ``tune``
+is that selection of post-processing on labelled images (by default the run's validation split),
+saved as ``postprocess.yaml`` beside the checkpoint, where ``predict_run.run_predict`` finds it.
+
+Imports: this module uses ``inference`` (probabilities) and ``labels`` (truth masks); the
+prediction run (``predict_run``) uses this one for its tables, never the other way round.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -27,6 +33,8 @@ from . import postprocess as pp
 from .config import HEIGHT, N_CLASSES, WIDTH
 from .errors import SteelnbError
 from .fileio import write_csv, write_json
+from .inference import InferenceError, check_classes, four_classes, load, predict
+from .labels import encodings_by_image, image_masks
 
 SCORES_FILE = "test_scores.csv"
 COUNT_COLUMNS = ["tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"]
@@ -108,10 +116,8 @@ def score_images(
     Returns the long table: ImageId, ClassId, tp, fp, fn (post-processed), tp_raw, fp_raw,
     fn_raw (threshold 0.5), one row per image and class.
     """
-    from .inference import _by_image, _truth, load, predict
-
     model, info = load(weights, device)
-    table = _by_image(labels_csv)
+    table = encodings_by_image(labels_csv)
     rows = []
     for batch in predict(
         model,
@@ -124,7 +130,7 @@ def score_images(
         progress=progress,
     ):
         for image_id, prob in zip(batch.ids, batch.probs):
-            truth = _truth(table, image_id)
+            truth = image_masks(table.get(image_id, {}), image_id=image_id)
             post = metrics.pixel_counts(pp.apply(prob, params), truth)
             raw = metrics.pixel_counts(prob > 0.5, truth)
             rows += [(image_id, c + 1, *post[c], *raw[c]) for c in range(N_CLASSES)]
@@ -152,7 +158,6 @@ def read_scores(run_dir: str | Path) -> pd.DataFrame | None:
 def _run_data(run_dir: str | Path) -> tuple[Any, Any]:
     """(config, SteelDataModule) of a run folder; errors when it has no config or no test split."""
     from .dataset import SteelDataModule
-    from .inference import load
 
     _, info = load(run_dir, "cpu")
     if info.config is None:
@@ -167,6 +172,67 @@ def _run_data(run_dir: str | Path) -> tuple[Any, Any]:
     return info.config, data
 
 
+def tune(
+    weights: str | Path,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
+    image_ids: Sequence[str] | None = None,
+    tta: str = "none",
+    size: tuple[int, int] = (128, 800),
+    batch_size: int = 8,
+    device: str = "auto",
+    class_id: int | None = None,
+    save: bool = True,
+    progress: bool = True,
+    **grids: Any,
+) -> pp.PostParams:
+    """Tune post-processing on labelled images and save ``postprocess.yaml`` beside the checkpoint.
+
+    Defaults: the run's own validation images (its config's data, fold and subset). Probabilities
+    are kept as uint8 at ``size`` (H, W) (N x 4 x H x W bytes) and truth resized (nearest).
+    ``grids``: thresholds, min_areas, top_probs, total_areas of ``tune_postprocess``.
+    """
+    model, info = load(weights, device)
+    check_classes(info, class_id)
+    if images is None or labels is None or image_ids is None:
+        images, labels, image_ids = _validation_images(weights, info, images, labels, image_ids)
+    table = encodings_by_image(labels)
+    paths = [Path(images) / i for i in image_ids] if image_ids is not None else images
+    model_size = (info.height or HEIGHT, info.width or WIDTH)
+    probs, truth = [], []
+    for batch in predict(
+        model, paths, model_size, tta, batch_size, device, out_size=size, quantize=True, progress=progress
+    ):
+        probs.append(four_classes(batch.probs, class_id))
+        for image_id in batch.ids:
+            masks = image_masks(table.get(image_id, {}), image_id=image_id)
+            truth.append(
+                np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_NEAREST) for m in masks])
+            )
+    params = pp.tune_postprocess(np.concatenate(probs), np.stack(truth), **grids)
+    if save:
+        params.to_yaml(info.path.parent / pp.FILE_NAME)
+    return params
+
+
+def _validation_images(
+    weights: str | Path,
+    info: Any,
+    images: str | Path | None,
+    labels: str | Path | None,
+    image_ids: Sequence[str] | None,
+) -> tuple[Any, Any, Any]:
+    """(images folder, label file, image ids), each given one or else the run's validation split."""
+    from .dataset import SteelDataModule
+
+    if info.config is None:
+        raise InferenceError(
+            f"{weights}: no training config in the checkpoint: pass images, labels and image_ids"
+        )
+    dm = SteelDataModule(info.config)
+    return images or dm.images_dir, labels or info.config.resolve(info.config.labels), image_ids or dm.val_ids
+
+
 def _tuned_scores(
     run_dir: str | Path,
     data: Any,
@@ -179,8 +245,6 @@ def _tuned_scores(
 ) -> tuple[pp.PostParams, pd.DataFrame]:
     """Post-processing tuned on the validation images (saved beside the checkpoint), then the
     test images scored with it: (parameters, scores table)."""
-    from .inference import tune
-
     labels_csv = data.config.resolve(data.config.labels)
     params = tune(
         run_dir,

@@ -1,9 +1,13 @@
-"""From a checkpoint to probabilities, masks, a Kaggle submission and an evaluation.
+"""From a checkpoint and image files to mask probabilities: the model-facing half of prediction.
 
 Images are decoded by content on the CPU (DataLoader workers), resized to the model's size,
 normalised (ImageNet) and flipped for test-time augmentation on the device; the averaged
 sigmoid probabilities are resized back to 256 x 1600. ``predict`` yields one batch at a time,
-so thousands of images never sit in memory at full resolution.
+so thousands of images never sit in memory at full resolution. ``load`` reads a checkpoint;
+``four_classes`` and ``check_classes`` serve one-class (reference) checkpoints.
+
+What is made of the probabilities lives elsewhere: ``predict_run.run_predict`` writes the
+submission and its evaluation, ``evaluation.tune`` tunes post-processing on labelled images.
 """
 
 from __future__ import annotations
@@ -17,17 +21,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import metrics
-from . import postprocess as pp
 from .config import HEIGHT, N_CLASSES, WIDTH
 from .errors import SteelnbError
-from .fileio import write_csv
 from .images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, list_images, read_image
 
 #: Flip dimensions of each test-time augmentation, on (N, C, H, W): -1 horizontal, -2 vertical.
@@ -226,7 +226,7 @@ def load(weights: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Mo
     return model.to(resolve_device(device)).eval(), info
 
 
-def _four(probs: np.ndarray, class_id: int | None) -> np.ndarray:
+def four_classes(probs: np.ndarray, class_id: int | None) -> np.ndarray:
     """A one-class model's output (B, 1, H, W) placed at class ``class_id`` of (B, 4, H, W)."""
     if probs.shape[1] == N_CLASSES:
         return probs
@@ -235,7 +235,7 @@ def _four(probs: np.ndarray, class_id: int | None) -> np.ndarray:
     return out
 
 
-def _check_classes(info: Any, class_id: int | None) -> str:
+def check_classes(info: Any, class_id: int | None) -> str:
     """A note for one-class checkpoints; errors for a missing or needless ``class_id``."""
     if info.classes == N_CLASSES:
         if class_id is not None:
@@ -251,207 +251,3 @@ def _check_classes(info: Any, class_id: int | None) -> str:
             f"with class_id (--class-id) 1..{N_CLASSES}, got {class_id}"
         )
     return f"one-class checkpoint: masks written for class {class_id} only; the other classes are left empty"
-
-
-def _truth(labels: dict[str, dict[int, str]] | None, image_id: str) -> np.ndarray:
-    """Truth masks (4, 256, 1600) of one image from {ImageId: {ClassId: RLE}} (empty when absent)."""
-    from .labels import image_masks
-
-    return image_masks((labels or {}).get(image_id, {}), image_id=image_id)
-
-
-def _by_image(labels: str | Path) -> dict[str, dict[int, str]]:
-    from .labels import read_labels
-
-    table = read_labels(labels)
-    out: dict[str, dict[int, str]] = {}
-    for image_id, c, enc in table.itertuples(index=False):
-        out.setdefault(image_id, {})[int(c)] = enc
-    return out
-
-
-def tune(
-    weights: str | Path,
-    images: str | Path | None = None,
-    labels: str | Path | None = None,
-    image_ids: Sequence[str] | None = None,
-    tta: str = "none",
-    size: tuple[int, int] = (128, 800),
-    batch_size: int = 8,
-    device: str = "auto",
-    class_id: int | None = None,
-    save: bool = True,
-    progress: bool = True,
-    **grids: Any,
-) -> pp.PostParams:
-    """Tune post-processing on labelled images and save ``postprocess.yaml`` beside the checkpoint.
-
-    Defaults: the run's own validation images (its config's data, fold and subset). Probabilities
-    are kept as uint8 at ``size`` (H, W) (N x 4 x H x W bytes) and truth resized (nearest).
-    ``grids``: thresholds, min_areas, top_probs, total_areas of ``tune_postprocess``.
-    """
-    model, info = load(weights, device)
-    _check_classes(info, class_id)
-    if images is None or labels is None or image_ids is None:
-        from .dataset import SteelDataModule
-
-        if info.config is None:
-            raise InferenceError(
-                f"{weights}: no training config in the checkpoint: pass images, labels and image_ids"
-            )
-        dm = SteelDataModule(info.config)
-        images, image_ids = images or dm.images_dir, image_ids or dm.val_ids
-        labels = labels or info.config.resolve(info.config.labels)
-    table = _by_image(labels)
-    paths = [Path(images) / i for i in image_ids] if image_ids is not None else images
-    probs, truth = [], []
-    for batch in predict(
-        model,
-        paths,
-        (info.height or HEIGHT, info.width or WIDTH),
-        tta,
-        batch_size,
-        device,
-        out_size=size,
-        quantize=True,
-        progress=progress,
-    ):
-        probs.append(_four(batch.probs, class_id))
-        for image_id in batch.ids:
-            t = _truth(table, image_id)
-            truth.append(np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_NEAREST) for m in t]))
-    params = pp.tune_postprocess(np.concatenate(probs), np.stack(truth), **grids)
-    if save:
-        params.to_yaml(info.path.parent / pp.FILE_NAME)
-    return params
-
-
-def run_predict(
-    weights: str | Path,
-    images: str | Path | Sequence[str | Path],
-    out: str | Path,
-    labels: str | Path | None = None,
-    tta: str = "none",
-    overlays: int = 0,
-    batch_size: int = 8,
-    device: str = "auto",
-    on_error: str = "raise",
-    class_id: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Predict a folder of images: ``<out>/submission.csv`` (+ ``skipped.csv``, ``overlays/*.png``).
-
-    Uses ``postprocess.yaml`` beside the checkpoint when present (else threshold 0.5). With
-    ``labels``: ``evaluation.csv`` (Dice, IoU, Kaggle metric per class; raw and post-processed;
-    without and with TTA), ``presence.csv`` and ``worst.csv``; overlays then show the worst images.
-    With ``on_error="raise"`` a bad image stops the run, the masks made so far are kept in
-    ``submission.partial.csv`` and the error names the file. Returns a summary dict.
-    """
-    from . import evaluation
-    from . import submission as sub
-
-    out = Path(out)
-    model, info = load(weights, device)
-    note = _check_classes(info, class_id)
-    loaded = pp.load_params(info.path)
-    params = loaded or pp.PostParams()
-    table = _by_image(labels) if labels is not None else None
-    classes = [class_id - 1] if note else list(range(N_CLASSES))
-    main = (tta, "postprocessed" if loaded else "raw")
-    variants = {
-        (t, p): prm
-        for t in dict.fromkeys(["none", tta])
-        for p, prm in [("raw", pp.PostParams()), ("postprocessed", params)]
-        if p == "raw" or loaded
-    }
-    if table is None:
-        variants = {main: params}
-    rows: list[tuple[str, str, int]] = []
-    counts: dict[tuple[str, str], list[np.ndarray]] = {v: [] for v in variants}
-    done: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("skipped.csv", "submission.partial.csv"):
-        (out / stale).unlink(missing_ok=True)
-    stream = predict(
-        model,
-        images,
-        (info.height or HEIGHT, info.width or WIDTH),
-        tta,
-        batch_size,
-        device,
-        on_error,
-        quantize=True,
-        with_plain=table is not None and tta != "none",
-        progress=progress,
-    )
-    try:
-        for batch in stream:
-            skipped += batch.skipped
-            probs = {tta: _four(batch.probs, class_id)}
-            if batch.plain is not None:
-                probs["none"] = _four(batch.plain, class_id)
-            for k, image_id in enumerate(batch.ids):
-                masks = pp.apply(probs[tta][k], params)
-                rows += sub.mask_rows(image_id, masks)
-                done.append(image_id)
-                if table is not None:
-                    truth = _truth(table, image_id)
-                    for (t, p), prm in variants.items():
-                        pred = masks if (t, p) == main else pp.apply(probs[t][k], prm)
-                        counts[(t, p)].append(metrics.pixel_counts(pred, truth))
-    except InferenceError as e:
-        if rows:
-            write_csv(out / "submission.partial.csv", pd.DataFrame(rows, columns=sub.SUBMISSION_COLUMNS))
-            partial = out / "submission.partial.csv"
-            raise InferenceError(f"{e} (masks of the {len(done)} images before it: {partial})") from None
-        raise
-    if not done:
-        raise InferenceError(
-            f"{images}: no image could be read ({len(skipped)} skipped, first: {skipped[0][1]})"
-        )
-    result: dict[str, Any] = {
-        "submission": sub.write_submission(rows, out / "submission.csv", done),
-        "images": len(done),
-        "skipped": len(skipped),
-        "tta": tta,
-        "postprocess": str(info.path.parent / pp.FILE_NAME) if loaded else "default",
-        "model": f"{info.arch}/{info.encoder} ({info.source}, {info.classes} classes)",
-        "note": note,
-    }
-    if skipped:
-        result["skipped_csv"] = out / "skipped.csv"
-        write_csv(result["skipped_csv"], pd.DataFrame(skipped, columns=["ImageId", "reason"]))
-    show = done[:overlays]
-    if table is not None:
-        files, worst = evaluation.write_evaluation(
-            {v: np.stack(c) for v, c in counts.items()}, done, out, main, classes, k=max(20, overlays)
-        )
-        result.update(files)
-        show = worst["ImageId"].head(overlays).tolist()
-    if overlays > 0:
-        result["overlays"] = _overlays(images, show, rows, table, out / "overlays")
-    return result
-
-
-def _overlays(
-    images: Any,
-    show: Sequence[str],
-    rows: Sequence[tuple[str, str, int]],
-    table: dict[str, dict[int, str]] | None,
-    out: Path,
-) -> list[Path]:
-    """PNG overlays of the images ``show``: prediction from the submission rows, truth from labels."""
-    from .rle import decode
-    from .viz import save_overlays
-
-    paths = {p.name: p for p in image_paths(images)}
-    preds = {(i, int(c)): e for i, e, c in rows}
-
-    def items() -> Iterator[tuple]:
-        for image_id in show:
-            image = cv2.resize(read_image(paths[image_id]), (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
-            pred = np.stack([decode(preds[(image_id, c)]) for c in range(1, N_CLASSES + 1)])
-            yield image_id, image, pred, _truth(table, image_id) if table is not None else None
-
-    return save_overlays(items(), out)

@@ -1,8 +1,10 @@
-"""Shared fixtures: the real Severstal files beside the checkout, and small CPU settings."""
+"""Shared fixtures: the real Severstal files beside the checkout, a small synthetic set in the
+same layout, tiny random checkpoints, and small CPU settings."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,73 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "severstal-labels").is_dir():
         pytest.skip(f"real Severstal data not found at {SHARED_DATA} (only on the project's machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic data set in the Kaggle layout (``steelnb.synthetic``, seed 0): six
+    256 x 1600 train images, three of them with masks (classes 1, 3, 3), and their train.csv.
+    Made once per session; copy what a test changes."""
+    from steelnb.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("synthetic") / "data", n_images=6, n_test=0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_run() -> Callable[..., Path]:
+    """``make(folder, classes=4, seed=0)`` -> a run folder holding a tiny random Unet (resnet18,
+    64 x 320, no pretrained weights) in ``best.ckpt``, saved as ``training.fit`` saves it."""
+
+    def make(folder: Path, classes: int = 4, seed: int = 0) -> Path:
+        import torch
+
+        from steelnb.config import TrainConfig
+        from steelnb.models import build_model
+
+        torch.manual_seed(seed)
+        cfg = TrainConfig(encoder="resnet18", height=64, width=320, classes=classes)
+        model = build_model("Unet", "resnet18", encoder_weights=None, classes=classes)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"config": cfg.to_dict()},
+            },
+            folder / "best.ckpt",
+        )
+        return folder
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(make_tiny_run: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny four-class run folder for the session (a test that adds files removes them)."""
+    return make_tiny_run(tmp_path_factory.mktemp("run") / "tiny")
+
+
+@pytest.fixture()
+def odd_images(synthetic_data: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """(folder, names of its four good synthetic images) where the folder also holds five odd
+    files: handled ones (``png_named.jpg``, the first image as PNG under a .jpg name;
+    ``grey.jpg``, single-channel; ``small.jpg``, 128 x 800) and reported ones (``truncated.jpg``,
+    a JPEG cut in half; ``zz_text.jpg``, text)."""
+    import shutil
+
+    import cv2
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    names = sorted(p.name for p in (synthetic_data / "train_images").glob("*.jpg"))[:4]
+    for name in names:
+        shutil.copy(synthetic_data / "train_images" / name, folder / name)
+    first = folder / names[0]
+    image = cv2.imread(str(first))
+    cv2.imwrite(str(tmp_path / "x.png"), image)
+    shutil.move(tmp_path / "x.png", folder / "png_named.jpg")
+    cv2.imwrite(str(folder / "grey.jpg"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "small.jpg"), cv2.resize(image, (800, 128)))
+    data = first.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "zz_text.jpg").write_text("not an image")
+    return folder, names
