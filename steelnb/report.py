@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -162,28 +161,3 @@ def plot_per_class(
     ax.set_ylabel(f"validation {metric}")
     fig.tight_layout()
     return fig
-
-
-def mask_positions(
-    tidy: pd.DataFrame, bins: tuple[int, int] = (32, 200), limit: int = 2000, seed: int = 0
-) -> np.ndarray:
-    """Where defects lie: share of masks covering each cell of a (rows, cols) grid, per class.
-
-    ``tidy``: ImageId, ClassId, EncodedPixels. Decodes at most ``limit`` masks per class (seeded
-    sample). Returns (4, rows, cols) float in [0, 1].
-    """
-    import cv2
-
-    from . import rle
-
-    heat = np.zeros((4, *bins))
-    for c in range(1, 5):
-        rows = tidy[tidy["ClassId"] == c]
-        if len(rows) > limit:
-            rows = rows.sample(limit, random_state=seed)
-        for enc in rows["EncodedPixels"]:
-            heat[c - 1] += cv2.resize(
-                rle.decode(enc).astype(np.float32), bins[::-1], interpolation=cv2.INTER_AREA
-            )
-        heat[c - 1] /= max(len(rows), 1)
-    return heat

@@ -123,7 +123,7 @@ def test_run_records_data_code_and_test(tmp_path: Path, monkeypatch: pytest.Monk
     assert PostParams.from_yaml(run) == PostParams.from_dict(m["postprocess"])
     evaluation.compare_variants(run, ttas=("none", "h"), tune_size=(32, 200), n_boot=200)
     assert calls == ["h", "h"]
-    from steelnb.inference import tune
+    from steelnb.evaluation import tune
 
     h = tune(
         run,
