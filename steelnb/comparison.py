@@ -120,6 +120,38 @@ def comparable(
     return kept, pd.DataFrame(left, columns=["run", "left out because"])
 
 
+def choose_run(
+    runs: Sequence[Mapping[str, Any]], name: str = "", where: str | Path = "weights"
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The run to evaluate: the one named ``name`` (its folder name), else the comparable run with
+    the best validation Kaggle metric (a selection on validation, never on test).
+
+    Returns (its metrics, the runs left out with the reason). Raises ``ComparisonError`` naming
+    ``where`` and the runs when there is none, when ``name`` is not among them, or when the run
+    has no best epoch (it failed or stopped before its first validation).
+    """
+    if not runs:
+        raise ComparisonError(f"no training runs (metrics.json) under {where}: run 03_train first")
+    names = [Path(str(m.get("_path", m.get("run", "")))).name for m in runs]
+    named = [m for m, n in zip(runs, names) if n == name] if name else []
+    if name and not named:
+        raise ComparisonError(f"run {name!r} not found under {where}; runs: {', '.join(names)}")
+    if named and (named[0].get("best") or {}).get("kaggle") is None:
+        raise ComparisonError(
+            f"run {name!r} under {where} has no best epoch (it failed or stopped before its first "
+            "validation); train it again or name another run"
+        )
+    kept, left_out = comparable(runs, like=named[0] if named else None)
+    kept = [m for m in kept if (m.get("best") or {}).get("kaggle") is not None]
+    if named:
+        return dict(named[0]), left_out
+    if not kept:
+        raise ComparisonError(
+            f"no evaluated run with a best epoch under {where}; left out:\n{left_out.to_string(index=False)}"
+        )
+    return dict(max(kept, key=lambda m: m["best"]["kaggle"])), left_out
+
+
 def per_image(m: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(test image ids, Dice (N, C), truth empty (N, C) bool) of a run, from one read of its test_scores.csv."""
     scores = read_scores(m["_path"])

@@ -49,3 +49,22 @@ def test_paired_table_verdicts(tmp_path: Path) -> None:
     assert same["kaggle"]["diff"] == 0 and comparison.verdict(same["kaggle"]) == "not separable from noise"
     with pytest.raises(ValueError, match="scored on different test images"):
         comparison.paired(good, _run(tmp_path / "other", 0.9, images=10))
+
+
+def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> None:
+    """05's choice: the best validation Kaggle metric (never test); a named run; clear errors for
+    no runs, an unknown name and a run without a best epoch (it used to be a bare TypeError)."""
+    good = {**_run(tmp_path / "good", 0.9), "best": {"kaggle": 0.80}}
+    better_val = {**_run(tmp_path / "better_val", 0.5), "best": {"kaggle": 0.85}}
+    broken = {**_run(tmp_path / "broken", 0.7), "best": None}
+    chosen, _ = comparison.choose_run([good, better_val, broken])
+    assert chosen["run"] == "better_val"  # chosen on validation although its test scores are lower
+    assert comparison.choose_run([good, better_val], "good")[0]["run"] == "good"
+    with pytest.raises(comparison.ComparisonError, match=r"'broken' under w has no best epoch"):
+        comparison.choose_run([good, broken], "broken", where="w")
+    with pytest.raises(comparison.ComparisonError, match=r"'nope' not found under w; runs: good, broken"):
+        comparison.choose_run([good, broken], "nope", where="w")
+    with pytest.raises(comparison.ComparisonError, match="no training runs"):
+        comparison.choose_run([], where="w")
+    with pytest.raises(comparison.ComparisonError, match="no evaluated run with a best epoch"):
+        comparison.choose_run([broken])
