@@ -1,8 +1,17 @@
 """steelnb: segmentation of the four Severstal steel-defect classes.
 
-One concept per module, in data-flow order: ``rle``, ``labels``, ``sampling``, ``synthetic``,
-``dataset``, ``models``, ``losses``, ``metrics``, ``training``, ``inference``, ``viz``,
-``pipeline``, ``cli``. Import the module you need, e.g. ``from steelnb import rle``.
+A flat package, one concept per module, in data-flow order:
+
+- data: ``config``, ``rle``, ``images``, ``labels``, ``sampling``, ``synthetic``, ``eda``,
+  ``contrast``, ``dataset``
+- models: ``models``, ``losses``, ``metrics``, ``training``, ``provenance``
+- judging: ``inference`` (model in, probabilities out), ``postprocess``, ``evaluation``,
+  ``stats``, ``comparison``, ``submission``, ``predict_run`` (the ``steelnb predict`` command), ``viz``
+- batch and report: ``notebook``, ``status``, ``report``, ``pipeline``, ``benchmarks``, ``book``,
+  ``cli``
+
+Imports point one way (``tests/test_imports.py``). Import the module you need, e.g.
+``from steelnb import rle``.
 """
 
 from .config import HEIGHT, N_CLASSES, WIDTH, TrainConfig
