@@ -10,6 +10,8 @@ import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 # declared for what the package runs, not imports: the notebook runner and kernel, the book, the lab
 RUNTIME_ONLY = {"ipykernel", "jupyter-book", "jupyterlab", "tensorboard", "torchvision"}
@@ -56,3 +58,33 @@ def test_declared_dependencies_are_used() -> None:
     used = _distributions(_imports(sources))
     unused = sorted(_declared() - used - RUNTIME_ONLY)
     assert not unused, f"declared in pyproject.toml but imported nowhere: {unused}"
+
+
+def _requirements() -> list[str]:
+    """Every requirement of pyproject.toml: dependencies and the dev extra."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+
+
+def test_constraints_pin_every_requirement_within_its_bounds() -> None:
+    """constraints.txt (what .ci/run and environment.yml install with) gives each declared
+    requirement one version, and that version is inside the bounds pyproject.toml declares."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not 'name==version'"
+            pins[canonicalize_name(name)] = version.strip()
+    for text in _requirements():
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is declared in pyproject.toml but not pinned in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {req.name}=={pins[name]}, outside pyproject.toml's {req.specifier}"
+        )
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "-c constraints.txt" in ci and "-c constraints.txt" in (REPO / "environment.yml").read_text()
