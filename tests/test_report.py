@@ -1,0 +1,45 @@
+"""Reading the batch record for the report: failed training runs of the last plan only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steelnb import report, status
+
+
+def test_failed_runs_of_the_last_plan_only(tmp_path: Path) -> None:
+    def rec(slug: str, state: str, notebook: str = "03_train", **params) -> dict:
+        return {
+            "slug": slug,
+            "notebook": notebook,
+            "status": state,
+            "error": "RuntimeError: boom",
+            "parameters": params,
+        }
+
+    runs = {
+        "a": rec("a", "failed", encoder="resnet50", loss="dice_bce", height=64, width=416),
+        "b": rec("b", "done", encoder="efficientnet-b3", loss="dice_bce"),
+        "c": rec("c", "failed", notebook="05_evaluate"),
+        "old": rec("old", "failed", encoder="efficientnet-b4", loss="focal"),  # an earlier plan's
+    }
+    status.write_status(tmp_path, {"plan": "p", "order": ["a", "b", "c"], "runs": runs})
+    failed = report.failed_runs(tmp_path)
+    assert failed.to_dict("records") == [
+        {
+            "run": "resnet50__dice_bce__64x416",
+            "encoder": "resnet50",
+            "loss": "dice_bce",
+            "mask size": "64x416",
+            "status": "failed (RuntimeError: boom)",
+        }
+    ]
+    assert report.failed_runs(tmp_path / "absent").empty and report.failed_runs(None).empty
+
+
+def test_a_broken_status_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / status.STATUS_FILE).write_text("{not json")
+    with pytest.raises(status.StatusError, match=r"status.json: not valid JSON"):
+        status.read_status(tmp_path)
