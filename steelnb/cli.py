@@ -66,10 +66,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return base.replace(**changes) if changes else base
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="steelnb", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_data_commands(sub: Any) -> None:
+    """steelnb synth, steelnb balance."""
     p = sub.add_parser("synth", help="write the synthetic data set in the Kaggle layout")
     p.add_argument("out", type=Path)
     p.add_argument("--images", type=int, default=200, help="number of train images")
@@ -87,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
 
+
+def _add_train(sub: Any) -> None:
+    """steelnb train: every config field is an option."""
     p = sub.add_parser(
         "train", help="train one model, then judge it on its test split; every config field is an option"
     )
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="flips used when tuning post-processing on validation and scoring the test split",
     )
 
+
+def _add_predict(sub: Any) -> None:
+    """steelnb predict."""
     p = sub.add_parser(
         "predict", help="predict masks, write submission.csv, overlays and (with labels) an evaluation"
     )
@@ -123,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="for one-class checkpoints (the reference's): the class its mask stands for",
     )
 
+
+def _add_run(sub: Any) -> None:
+    """steelnb run PLAN, steelnb book."""
     p = sub.add_parser(
         "run", help="run a papermill batch plan (plans/NAME.yaml or a path), then build the book"
     )
@@ -146,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
     p.add_argument("--book-dir", type=Path, default=Path("book"))
 
+
+def _add_weights(sub: Any) -> None:
+    """steelnb weights fetch|list|path."""
     p = sub.add_parser("weights", help="pretrained encoder weights cached for offline use ($STEELNB_CACHE)")
     wsub = p.add_subparsers(dest="weights_command", required=True)
     w = wsub.add_parser("fetch", help="download encoders' pretrained weights into the cache (online)")
@@ -155,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = wsub.add_parser("path", help="print the cache file of ENCODER (exit 1 if it is not there yet)")
     w.add_argument("encoder", metavar="ENCODER")
     w.add_argument("--weights", default="imagenet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steelnb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_data_commands, _add_train, _add_predict, _add_run, _add_weights):
+        add(sub)
     return parser
 
 
