@@ -8,7 +8,8 @@
   arrays (tp, fp, fn per image and class), for bootstrapping and the post-processing search.
 - ``soft_iou``: the reference project's "IoU" on probabilities (no threshold). It is NOT the
   competition metric and is reported only to compare with the reference.
-``MetricAccumulator`` gathers all of these batch by batch in O(C) memory.
+``SegmentationMetrics`` (a ``torchmetrics.Metric``) gathers all of these batch by batch in O(C)
+memory; under DDP torchmetrics sums its states over the processes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
+from torchmetrics import Metric
 
 from .errors import SteelnbError
 
@@ -133,54 +135,63 @@ def soft_iou(probs: Any, truth: Any, per_class: bool = False) -> float | np.ndar
     return out if per_class else float(out)
 
 
-class MetricAccumulator:
+class SegmentationMetrics(Metric):
     """Running sums for an epoch of validation batches; nothing per image is kept.
 
     ``update(probs (N, C, H, W), truth (N, C, H, W))``; ``compute() -> dict`` with per-class
     lists ``dice``, ``iou``, ``kaggle`` (per-image Dice averaged per class), ``soft_iou``,
     ``empty_kaggle`` (the Kaggle metric of predicting nothing at all: the share of empty truth
-    masks, the score any model must beat) and their means (``*_mean``). ``state`` is a flat
-    tensor that DDP can all-reduce (sum).
+    masks, the score any model must beat), their means (``*_mean``) and ``images`` (how many were
+    counted). Every state is a float64 sum (``dist_reduce_fx="sum"``): under DDP ``compute`` adds
+    the processes' states, so each image must reach exactly one process (no sampler padding:
+    ``dataset.UnpaddedDistributedSampler``).
     """
 
-    def __init__(self, classes: int = 4, threshold: float = 0.5, device: Any = "cpu") -> None:
+    is_differentiable = False
+    full_state_update = False
+    # the per-class sums: confusion counts, per-image Dice, soft intersection and union, images
+    # whose truth mask is empty
+    SUMS = ("tp", "fp", "fn", "dice_sum", "inter", "union", "empty")
+
+    def __init__(self, classes: int = 4, threshold: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.classes, self.threshold = classes, threshold
-        # rows: tp, fp, fn, per-image dice sum, image count, soft intersection, soft union,
-        # images whose truth is empty
-        self.state = torch.zeros(8, classes, dtype=torch.float64, device=device)
+        for name in self.SUMS:
+            self.add_state(name, torch.zeros(classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("images", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def reset(self) -> None:
-        self.state.zero_()
-
-    @torch.no_grad()
     def update(self, probs: torch.Tensor, truth: torch.Tensor) -> None:
         p, t = _pair(probs, truth)
+        if p.shape[1] != self.classes:
+            raise MetricError(f"expected {self.classes} classes (N, C, H, W), got {tuple(p.shape)}")
         tp, fp, fn, _ = confusion(p, t, self.threshold)
         pd, td = p.double(), t.double()
         inter = (pd * td).sum((0, 2, 3))
-        rows = [
-            tp.sum(0),
-            fp.sum(0),
-            fn.sum(0),
-            _dice(tp, fp, fn).sum(0),
-            torch.full((self.classes,), p.shape[0]),
-            inter,
-            pd.sum((0, 2, 3)) + td.sum((0, 2, 3)) - inter,
-            (~(t.flatten(2) != 0).any(2)).sum(0),
-        ]
-        self.state = self.state.to(p.device) + torch.stack([r.double().to(p.device) for r in rows])
+        sums = {
+            "tp": tp.sum(0),
+            "fp": fp.sum(0),
+            "fn": fn.sum(0),
+            "dice_sum": _dice(tp, fp, fn).sum(0),
+            "inter": inter,
+            "union": pd.sum((0, 2, 3)) + td.sum((0, 2, 3)) - inter,
+            "empty": (~(t.flatten(2) != 0).any(2)).sum(0),
+        }
+        for name, v in sums.items():
+            setattr(self, name, getattr(self, name) + v.double().to(self.device))
+        self.images = self.images + p.shape[0]
 
     def compute(self) -> dict[str, Any]:
-        tp, fp, fn, dsum, n, inter, union, empty = self.state.cpu()
+        tp, fp, fn, dsum, inter, union, empty = (getattr(self, name).cpu() for name in self.SUMS)
+        n = self.images.cpu().clamp(min=1)
         out = {
             "dice": _dice(tp, fp, fn),
             "iou": _iou(tp, fp, fn),
-            "kaggle": dsum / n.clamp(min=1),
+            "kaggle": dsum / n,
             "soft_iou": (inter + EPS) / (union + EPS),
-            "empty_kaggle": empty / n.clamp(min=1),
+            "empty_kaggle": empty / n,
         }
         res: dict[str, Any] = {k: v.tolist() for k, v in out.items()}
         res.update({f"{k}_mean": float(v.mean()) for k, v in out.items()})
         res["soft_iou_mean"] = float((inter.sum() + EPS) / (union.sum() + EPS))  # as soft_iou()
-        res["images"] = int(n[0]) if len(n) else 0  # images counted (each exactly once, DDP included)
+        res["images"] = int(self.images)  # images counted (each exactly once, DDP included)
         return res

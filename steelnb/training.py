@@ -2,8 +2,9 @@
 
 Run folder ``config.run_dir`` (weights/<name>/): ``best.ckpt`` (the best epoch by
 ``config.select_by`` on the validation split), ``last.ckpt`` (every epoch and every
-``ckpt_every_n_steps`` optimizer steps, written atomically), ``config.yaml``, ``metrics.json``
-and ``logs/`` (TensorBoard, CSV). Plateau scheduling and early stopping follow ``val_loss``.
+``ckpt_every_n_steps`` optimizer steps), ``config.yaml``, ``metrics.json`` and ``logs/``
+(TensorBoard, CSV). Checkpoints are written atomically by ``AtomicCheckpointIO``. Plateau
+scheduling and early stopping follow ``val_loss``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import ConfigError, TrainConfig
-from .fileio import write_json
+from .fileio import atomic_path, write_json
 from .losses import build_loss
-from .metrics import MetricAccumulator
+from .metrics import SegmentationMetrics
 from .models import build_model
 from .provenance import code_info, data_info
 
@@ -68,9 +70,8 @@ class SegmentationModule(L.LightningModule):
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = build_loss(cfg.loss, **cfg.loss_params)
-        self.val_metrics = MetricAccumulator(cfg.classes, cfg.threshold)
+        self.val_metrics = SegmentationMetrics(cfg.classes, cfg.threshold)  # summed over DDP processes
         self.last_val: dict[str, Any] = {}
-        self._train_sum = torch.zeros(2, dtype=torch.float64)  # loss * n, n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """images (N, 3, H, W) -> logits (N, C, H, W); with a classification head (cls_weight > 0)
@@ -79,30 +80,34 @@ class SegmentationModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch[0], batch[1]
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The loss minimised on a batch, and the classification head's BCE (None without a head)."""
         out = self(x)
         if isinstance(out, tuple):  # masks and image-level class logits (cls_weight > 0)
             masks, labels = out
             cls_loss = F.binary_cross_entropy_with_logits(labels.float(), y.amax((2, 3)).float())
-            loss = self.loss(masks, y) + self.config.cls_weight * cls_loss
-            self.log(
-                "train_cls_loss_step", cls_loss.detach(), on_step=True, on_epoch=False, batch_size=len(x)
-            )
-        else:
-            loss = self.loss(out, y)
-        self._train_sum = self._train_sum.to(loss.device) + torch.stack(
-            [
-                loss.detach().double() * len(x),
-                torch.tensor(float(len(x)), dtype=torch.float64, device=loss.device),
-            ]
-        )
-        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(x))
-        self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=len(x))
-        return loss
+            return self.loss(masks, y) + self.config.cls_weight * cls_loss, cls_loss
+        return self.loss(out, y), None
 
-    def on_train_epoch_start(self) -> None:
-        self._train_sum = torch.zeros_like(self._train_sum)
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        loss, cls_loss = self.training_loss(x, y)
+        n = len(x)
+        if cls_loss is not None:
+            self.log("train_cls_loss_step", cls_loss.detach(), on_step=True, on_epoch=False, batch_size=n)
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=n)
+        self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n)
+        # the epoch's mean over images and processes (float64 sums), for metrics.json's history
+        self.log(
+            "train_loss",
+            loss.detach().double(),
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            logger=False,
+            batch_size=n,
+        )
+        return loss
 
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
@@ -116,13 +121,7 @@ class SegmentationModule(L.LightningModule):
         self.val_metrics.update(torch.sigmoid(logits.float()), y)
 
     def on_validation_epoch_end(self) -> None:
-        reduce = self.trainer.strategy.reduce
-        dev = self.device
-        self.val_metrics.state = reduce(self.val_metrics.state.to(dev), reduce_op="sum")
-        res = self.val_metrics.compute()
-        tsum = reduce(self._train_sum.to(dev).clone(), reduce_op="sum").cpu()
-        res["train_loss"] = float(tsum[0] / tsum[1]) if tsum[1] > 0 else None
-        self.last_val = res
+        res = self.last_val = self.val_metrics.compute()  # torchmetrics sums the processes' states
         for k in ("dice", "iou", "kaggle", "soft_iou"):
             self.log(f"val_{k}", res[f"{k}_mean"], prog_bar=k == "kaggle")
             for c, v in enumerate(res[k], 1):
@@ -186,21 +185,24 @@ def set_drop_path(encoder: torch.nn.Module, rate: float, name: str = "encoder") 
         raise ConfigError(f"drop_path_rate={rate}: encoder {name} has no stochastic depth to set")
 
 
-class AtomicCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that writes to a temporary file and renames it: a kill never leaves half a file."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: each checkpoint goes to a temporary file beside
+    its target and is renamed onto it once written (``fileio.atomic_path``), so a process killed
+    or failing mid-write leaves the previous checkpoint whole. Lightning calls it on rank 0 only."""
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        tmp = filepath + ".tmp"
-        trainer.save_checkpoint(tmp, self.save_weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp, filepath)
-        trainer.strategy.barrier("atomic_checkpoint")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, str(tmp), storage_options)
 
 
 class RunRecorder(Callback):
-    """Per-epoch history, throughput and memory -> ``metrics.json``; its state rides in checkpoints."""
+    """Per-epoch history, throughput and memory -> ``metrics.json``; its state rides in checkpoints.
+
+    An epoch's entry is taken at the end of its training epoch: the validation numbers of that
+    epoch (kept at validation end) with the epoch's ``train_loss`` (``self.log``'d on_epoch, so
+    Lightning has reduced it by then)."""
 
     def __init__(self, config: TrainConfig, data: dict[str, Any] | None = None) -> None:
         self.config, self.path, self.data = config, config.run_dir / "metrics.json", data
@@ -209,6 +211,7 @@ class RunRecorder(Callback):
         self.wall_before, self.images, self.train_time = 0.0, 0, 0.0
         self._fit_t0 = self._epoch_t0 = time.perf_counter()
         self._epoch_images, self._epoch_time, self._lrs = 0, 0.0, [0.0, 0.0]
+        self._val: dict[str, Any] | None = None  # this epoch's validation, until the epoch ends
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -245,15 +248,22 @@ class RunRecorder(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not isinstance(pl_module, SegmentationModule) or not pl_module.last_val:
             return
+        m = trainer.callback_metrics
+        self._val = {**pl_module.last_val, "val_loss": float(m["val_loss"]) if "val_loss" in m else None}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val is None:
+            return
+        v, self._val = self._val, None
         self.images += self._epoch_images
         self.train_time += self._epoch_time
         self._epoch_images, self._epoch_time = 0, 0.0
-        v, m = pl_module.last_val, trainer.callback_metrics
+        m = trainer.callback_metrics  # on every process: reading it reduces train_loss over them
         self.history.append(
             {
                 "epoch": trainer.current_epoch + 1,
-                "train_loss": v["train_loss"],
-                "val_loss": float(m["val_loss"]) if "val_loss" in m else None,
+                "train_loss": float(m["train_loss"]) if "train_loss" in m else None,
+                "val_loss": v["val_loss"],
                 **{f"val_{k}": v[f"{k}_mean"] for k in ("dice", "iou", "kaggle", "soft_iou")},
                 "val_empty_kaggle": v["empty_kaggle_mean"],  # what predicting nothing scores
                 "val_images": v.get("images"),
@@ -400,8 +410,8 @@ def fit(
         recorder = RunRecorder(cfg, _data_block(cfg, datamodule))
         cbs: list[Callback] = [
             recorder,
-            # best: weights only (a third of the size with Adam's state); last: full, for resume
-            AtomicCheckpoint(
+            # best: weights only (a third of the size with Adam's state)
+            ModelCheckpoint(
                 dirpath=run_dir,
                 filename="best",
                 monitor=cfg.select_by,
@@ -411,11 +421,17 @@ def fit(
                 enable_version_counter=False,
                 auto_insert_metric_name=False,
             ),
-            AtomicCheckpoint(dirpath=run_dir, save_top_k=0, save_last=True, enable_version_counter=False),
-            AtomicCheckpoint(
+            # last: full, for resume, at every epoch end and every ckpt_every_n_steps optimizer steps
+            # (mid-epoch: a killed run loses at most that many). Each is a one-file top-k without a
+            # monitor, as Lightning's save_last=True writes at an epoch end only where a top-k
+            # checkpoint was saved at that same step.
+            ModelCheckpoint(
+                dirpath=run_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False
+            ),
+            ModelCheckpoint(
                 dirpath=run_dir,
-                save_top_k=0,
-                save_last=True,
+                filename="last",
+                save_top_k=1,
                 every_n_train_steps=ckpt_every_n_steps,
                 enable_version_counter=False,
             ),
@@ -435,6 +451,7 @@ def fit(
             limit_train_batches=_limit(cfg.limit_train_batches),
             limit_val_batches=_limit(cfg.limit_val_batches),
             callbacks=cbs,
+            plugins=[AtomicCheckpointIO()],
             num_sanity_val_steps=0,
             log_every_n_steps=10,
             enable_progress_bar=progress_bar,

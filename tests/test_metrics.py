@@ -65,20 +65,65 @@ def test_soft_iou_is_reference_formula() -> None:
     assert metrics.soft_iou(probs, truth) == pytest.approx(1 / 3, rel=1e-5)
 
 
-def test_accumulator_matches_whole_set() -> None:
+def test_segmentation_metrics_match_the_concatenated_batches() -> None:
+    """Batch by batch (uneven batches) gives what the metric functions give on all images at once."""
     g = torch.Generator().manual_seed(0)
-    probs = torch.rand(6, 4, 8, 8, generator=g)
-    truth = (torch.rand(6, 4, 8, 8, generator=g) > 0.7).float()
+    probs = torch.rand(7, 4, 8, 8, generator=g)
+    truth = (torch.rand(7, 4, 8, 8, generator=g) > 0.7).float()
     truth[:2, 2] = 0
-    acc = metrics.MetricAccumulator(4)
-    for i in range(0, 6, 4):
-        acc.update(probs[i : i + 4], truth[i : i + 4])
-    r = acc.compute()
+    truth[3] = 0
+    m = metrics.SegmentationMetrics(4)
+    for a, b in ((0, 4), (4, 6), (6, 7)):
+        m.update(probs[a:b], truth[a:b])
+    r = m.compute()
     whole = metrics.iou_dice(probs, truth)
-    assert r["kaggle_mean"] == pytest.approx(metrics.kaggle_metric(probs, truth))
+    per_image = metrics.dice_per_image(probs, truth)
+    empty = (truth.flatten(2) == 0).all(2).double()
+    assert r["images"] == 7
     assert r["dice"] == pytest.approx(whole["dice"]) and r["iou"] == pytest.approx(whole["iou"])
+    assert r["dice_mean"] == pytest.approx(whole["dice_mean"])
+    assert r["iou_mean"] == pytest.approx(whole["iou_mean"])
+    assert r["kaggle"] == pytest.approx(per_image.mean(0).tolist())
+    assert r["kaggle_mean"] == pytest.approx(metrics.kaggle_metric(probs, truth))
     assert r["soft_iou"] == pytest.approx(metrics.soft_iou(probs, truth, per_class=True).tolist())
     assert r["soft_iou_mean"] == pytest.approx(metrics.soft_iou(probs, truth))
+    assert r["empty_kaggle"] == pytest.approx(empty.mean(0).tolist())
+    assert r["empty_kaggle_mean"] == pytest.approx(metrics.kaggle_metric(torch.zeros_like(truth), truth))
+    assert set(r) == {
+        *(f"{k}{s}" for k in ("dice", "iou", "kaggle", "soft_iou", "empty_kaggle") for s in ("", "_mean")),
+        "images",
+    }
+    m.reset()
+    m.update(probs[:1], truth[:1])
+    assert m.compute()["images"] == 1
+
+
+def test_segmentation_metrics_states_are_float64_sums_over_processes() -> None:
+    """What DDP does in compute(): every state is summed over the processes, so two processes with
+    half the images each report the whole set. The all-gather is simulated: it returns this
+    process's state and the other one's."""
+    g = torch.Generator().manual_seed(4)
+    probs = torch.rand(5, 4, 8, 8, generator=g)
+    truth = (torch.rand(5, 4, 8, 8, generator=g) > 0.6).float()
+    whole = metrics.SegmentationMetrics(4)
+    whole.update(probs, truth)
+    other = metrics.SegmentationMetrics(4)
+    other.update(probs[3:], truth[3:])
+    names = (*metrics.SegmentationMetrics.SUMS, "images")
+
+    def gather(x: torch.Tensor, group=None) -> list[torch.Tensor]:
+        name = next(n for n in names if getattr(mine, n) is x)
+        return [x, getattr(other, name)]
+
+    mine = metrics.SegmentationMetrics(4, dist_sync_fn=gather, distributed_available_fn=lambda: True)
+    mine.update(probs[:3], truth[:3])
+    for n in metrics.SegmentationMetrics.SUMS:  # O(C) memory: one float64 number per class and sum
+        assert getattr(mine, n).shape == (4,) and getattr(mine, n).dtype == torch.float64
+    expected, got = whole.compute(), mine.compute()
+    assert got["images"] == 5 and got.keys() == expected.keys()
+    for k, v in expected.items():
+        assert got[k] == pytest.approx(v), k
+    assert int(mine.images) == 3  # the local state is back after compute
 
 
 def test_bad_shapes_raise() -> None:
@@ -88,17 +133,17 @@ def test_bad_shapes_raise() -> None:
         metrics.kaggle_metric(masks(1), masks(2))
 
 
-def test_accumulator_reports_the_all_empty_baseline() -> None:
+def test_segmentation_metrics_report_the_all_empty_baseline() -> None:
     """empty_kaggle is what predicting nothing scores: equal to kaggle_metric of an empty prediction."""
     g = torch.Generator().manual_seed(1)
     truth = torch.zeros(6, 4, 8, 8)
     truth[0, 0, :2, :2] = 1
     truth[1, 2] = 1
     truth[3, 3, 4:, 4:] = 1
-    acc = metrics.MetricAccumulator(4)
-    acc.update(torch.rand(3, 4, 8, 8, generator=g), truth[:3])
-    acc.update(torch.rand(3, 4, 8, 8, generator=g), truth[3:].bool())
-    res = acc.compute()
+    m = metrics.SegmentationMetrics(4)
+    m.update(torch.rand(3, 4, 8, 8, generator=g), truth[:3])
+    m.update(torch.rand(3, 4, 8, 8, generator=g), truth[3:].bool())
+    res = m.compute()
     assert res["empty_kaggle"] == [5 / 6, 1.0, 5 / 6, 5 / 6]
     assert abs(res["empty_kaggle_mean"] - metrics.kaggle_metric(torch.zeros_like(truth), truth)) < 1e-12
 

@@ -16,11 +16,12 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tinydata import TinyData
 
 from steelnb.config import REFERENCE_ENCODERS, TrainConfig
 from steelnb.models import load_model
-from steelnb.training import SegmentationModule, fit
+from steelnb.training import AtomicCheckpointIO, SegmentationModule, fit
 
 torch.set_num_threads(1)
 
@@ -38,6 +39,13 @@ def tiny_config(tmp_path: Path, **kw) -> TrainConfig:
         device="cpu",
     )
     return TrainConfig(**{**base, **kw})
+
+
+def read_back(path: Path) -> TrainConfig:
+    """A saved config read back, its out_dir absolute again as tiny_config's (from_yaml gives
+    out_dir relative to the working folder)."""
+    cfg = TrainConfig.from_yaml(path)
+    return cfg.replace(out_dir=str(Path(cfg.out_dir).resolve()))
 
 
 @pytest.mark.parametrize("encoder", REFERENCE_ENCODERS)
@@ -77,7 +85,7 @@ def test_fit_writes_run_folder_and_is_reproducible(tmp_path: Path) -> None:
     for name in ("best.ckpt", "last.ckpt", "config.yaml", "metrics.json", "logs/csv/metrics.csv"):
         assert (run / name).is_file(), name
     assert any((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
-    assert TrainConfig.from_yaml(run / "config.yaml") == tiny_config(tmp_path, epochs=2, run_name="r0")
+    assert read_back(run / "config.yaml") == tiny_config(tmp_path, epochs=2, run_name="r0")
     m = json.loads((run / "metrics.json").read_text())
     for key in (
         "run",
@@ -117,6 +125,45 @@ def test_fit_writes_run_folder_and_is_reproducible(tmp_path: Path) -> None:
     # same seed, same data, CPU -> the same numbers
     m2 = json.loads((runs[1] / "metrics.json").read_text())
     assert [x["val_loss"] for x in m2["history"]] == [x["val_loss"] for x in m["history"]]
+
+
+def _half_then_fail(self, checkpoint: dict, path: str, storage_options=None) -> None:
+    """Lightning's checkpoint writer dying half-way (a full disk, a kill): some bytes, then an error."""
+    Path(path).write_bytes(b"half a checkpoint")
+    raise OSError("disk full")
+
+
+def test_checkpoint_io_replaces_a_checkpoint_whole_or_not_at_all(tmp_path: Path, monkeypatch) -> None:
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, path)
+    io.save_checkpoint({"global_step": 2}, path)
+    assert torch.load(path, weights_only=True) == {"global_step": 2}
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", _half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"global_step": 3}, path)
+    assert torch.load(path, weights_only=True) == {"global_step": 2}
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_fit_writes_checkpoints_through_the_atomic_plugin_every_epoch(tmp_path: Path, monkeypatch) -> None:
+    """Epoch 1 ends with best.ckpt and last.ckpt; every write of epoch 2 then dies half-way. The run
+    fails, and both files are still epoch 1's, whole: fit's checkpoints go through AtomicCheckpointIO
+    (Lightning's own writer would leave the half file in place), and last.ckpt is written at the end
+    of each epoch, not only at the end of training."""
+
+    class BreakWrites(L.Callback):
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if trainer.current_epoch == 1:
+                monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", _half_then_fail)
+
+    cfg = tiny_config(tmp_path, epochs=2)
+    with pytest.raises(OSError, match="disk full"):
+        fit(cfg, datamodule=TinyData(n=8), progress_bar=False, callbacks=[BreakWrites()])
+    run = cfg.run_dir
+    for name in ("best.ckpt", "last.ckpt"):
+        assert torch.load(run / name, weights_only=True)["global_step"] == 4, name  # 8 images, 2 a batch
+    assert "optimizer_states" in torch.load(run / "last.ckpt", weights_only=True)
+    assert not [n for n in os.listdir(run) if "tmp" in n]
 
 
 SCRIPT = textwrap.dedent("""
@@ -408,7 +455,7 @@ def test_head_prior_sets_the_starting_probability(tmp_path: Path) -> None:
 def test_decoder_channels_shape_the_model_and_survive_the_checkpoint(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, decoder_channels=[64, 32, 16, 16, 8])
     assert cfg.decoder_channels == (64, 32, 16, 16, 8)
-    assert TrainConfig.from_yaml(cfg.to_yaml(tmp_path / "c.yaml")) == cfg
+    assert read_back(cfg.to_yaml(tmp_path / "c.yaml")) == cfg
     small = SegmentationModule(cfg)
     n_small = sum(p.numel() for p in small.model.decoder.parameters())
     n_plain = sum(p.numel() for p in SegmentationModule(tiny_config(tmp_path)).model.decoder.parameters())
@@ -458,4 +505,5 @@ def test_classifier_head_is_trained_with_its_weight(tmp_path: Path) -> None:
     seg = module.loss(masks, y)
     cls = torch.nn.functional.binary_cross_entropy_with_logits(labels, y.amax((2, 3)))
     torch.manual_seed(1)
-    assert torch.allclose(module.training_step((x, y), 0), seg + 0.5 * cls)
+    loss, cls_loss = module.training_loss(x, y)  # what training_step minimises (and logs)
+    assert torch.allclose(loss, seg + 0.5 * cls) and torch.allclose(cls_loss, cls)
