@@ -381,6 +381,62 @@ def quiet() -> Iterator[None]:
                 logging.getLogger(n).setLevel(lv)
 
 
+def _checkpoints(cfg: TrainConfig, run_dir: Path, every_n_steps: int) -> list[Callback]:
+    """best.ckpt (weights only: a third of the size with Adam's state) by ``cfg.select_by``, and
+    last.ckpt (full, for resume) at every epoch end and every ``every_n_steps`` optimizer steps
+    (mid-epoch: a killed run loses at most that many). Each last.ckpt writer is a one-file top-k
+    without a monitor, as Lightning's save_last=True writes at an epoch end only where a top-k
+    checkpoint was saved at that same step."""
+    best = ModelCheckpoint(
+        dirpath=run_dir,
+        filename="best",
+        monitor=cfg.select_by,
+        mode="min" if cfg.select_by == "val_loss" else "max",
+        save_top_k=1,
+        save_weights_only=True,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
+    last = dict(dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    return [
+        best,
+        ModelCheckpoint(**last, every_n_epochs=1),
+        ModelCheckpoint(**last, every_n_train_steps=every_n_steps),
+    ]
+
+
+def _trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[Callback], progress_bar: bool) -> L.Trainer:
+    """The Lightning trainer of a run: device and precision, limits, loggers, atomic checkpoints."""
+    accelerator = resolve_accelerator(cfg.device)
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        precision=resolve_precision(cfg.precision, accelerator),
+        max_epochs=cfg.epochs,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        limit_train_batches=_limit(cfg.limit_train_batches),
+        limit_val_batches=_limit(cfg.limit_val_batches),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+        logger=[
+            TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"),
+            CSVLogger(str(run_dir), name="logs", version="csv"),
+        ],
+        # CPU: bitwise reproducible; CUDA: cuDNN autotuning (nearest-upsample backward has no
+        # deterministic CUDA kernel anyway)
+        deterministic=accelerator == "cpu",
+        benchmark=accelerator == "gpu",
+        sync_batchnorm=cfg.devices * cfg.num_nodes > 1 and accelerator == "gpu",
+    )
+
+
 def fit(
     config: TrainConfig,
     datamodule: L.LightningDataModule | None = None,
@@ -395,86 +451,28 @@ def fit(
     ``steelnb.dataset.SteelDataModule(config)``.
     """
     cfg, run_dir = config, config.run_dir
-    accelerator = resolve_accelerator(cfg.device)
-    precision = resolve_precision(cfg.precision, accelerator)
     last = run_dir / "last.ckpt"
     ckpt_path = str(last) if cfg.resume and last.is_file() else None
     with quiet():
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        if accelerator == "gpu":
+        if resolve_accelerator(cfg.device) == "gpu":
             torch.set_float32_matmul_precision("high")
         if datamodule is None:
             from .dataset import SteelDataModule
 
             datamodule = SteelDataModule(cfg)
         recorder = RunRecorder(cfg, _data_block(cfg, datamodule))
-        cbs: list[Callback] = [
-            recorder,
-            # best: weights only (a third of the size with Adam's state)
-            ModelCheckpoint(
-                dirpath=run_dir,
-                filename="best",
-                monitor=cfg.select_by,
-                mode="min" if cfg.select_by == "val_loss" else "max",
-                save_top_k=1,
-                save_weights_only=True,
-                enable_version_counter=False,
-                auto_insert_metric_name=False,
-            ),
-            # last: full, for resume, at every epoch end and every ckpt_every_n_steps optimizer steps
-            # (mid-epoch: a killed run loses at most that many). Each is a one-file top-k without a
-            # monitor, as Lightning's save_last=True writes at an epoch end only where a top-k
-            # checkpoint was saved at that same step.
-            ModelCheckpoint(
-                dirpath=run_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False
-            ),
-            ModelCheckpoint(
-                dirpath=run_dir,
-                filename="last",
-                save_top_k=1,
-                every_n_train_steps=ckpt_every_n_steps,
-                enable_version_counter=False,
-            ),
-            *callbacks,
-        ]
+        cbs = [recorder, *_checkpoints(cfg, run_dir, ckpt_every_n_steps), *callbacks]
         if cfg.early_stopping_patience > 0:
             cbs.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience))
-        multi = cfg.devices * cfg.num_nodes > 1
-        trainer = L.Trainer(
-            accelerator=accelerator,
-            devices=cfg.devices,
-            strategy=cfg.strategy,
-            num_nodes=cfg.num_nodes,
-            precision=precision,
-            max_epochs=cfg.epochs,
-            accumulate_grad_batches=cfg.accumulate_grad_batches,
-            limit_train_batches=_limit(cfg.limit_train_batches),
-            limit_val_batches=_limit(cfg.limit_val_batches),
-            callbacks=cbs,
-            plugins=[AtomicCheckpointIO()],
-            num_sanity_val_steps=0,
-            log_every_n_steps=10,
-            enable_progress_bar=progress_bar,
-            enable_model_summary=False,
-            default_root_dir=str(run_dir),
-            logger=[
-                TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"),
-                CSVLogger(str(run_dir), name="logs", version="csv"),
-            ],
-            # CPU: bitwise reproducible; CUDA: cuDNN autotuning (nearest-upsample backward has no
-            # deterministic CUDA kernel anyway)
-            deterministic=accelerator == "cpu",
-            benchmark=accelerator == "gpu",
-            sync_batchnorm=multi and accelerator == "gpu",
-        )
+        trainer = _trainer(cfg, run_dir, cbs, progress_bar)
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             if ckpt_path is None:  # a fresh run replaces what an earlier run of this name left
                 for name in ("best.ckpt", "last.ckpt", "metrics.json", "postprocess.yaml"):
                     (run_dir / name).unlink(missing_ok=True)
             cfg.to_yaml(run_dir / "config.yaml")
-        module = SegmentationModule(cfg)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(SegmentationModule(cfg), datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if trainer.is_global_zero:
             recorder.write(trainer)
     return run_dir
