@@ -6,13 +6,13 @@ baseline most public Severstal kernels use, on the real masks in
 give identical results. Part 2 measures Dataset samples per second on one core (no workers)
 with the training transforms, on a synthetic set generated into a temporary folder.
 Targets: decode >= 4x and encode >= 2x the baseline; >= 100 samples/s at 256x768.
-Results are printed and written to ``bench/results/bench_data.json``.
+Results are printed and written to ``bench/results/bench_data.json`` (``--out``) in the
+schema of ``steelnb.benchmarks.write_result``; the exit status is 1 when a target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from steelnb import rle
+from steelnb.benchmarks import Measure, cpu_name, write_result
 from steelnb.config import HEIGHT, WIDTH
 from steelnb.labels import read_labels
 
@@ -104,47 +105,83 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bench_data.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    results: dict[str, object] = {}
-    met: dict[str, bool] = {}
+    measures: list[Measure] = []
+    setting: dict[str, object] = {}
     if REAL.is_file():
         enc = read_labels(REAL)["EncodedPixels"].tolist()
         enc = enc[: args.masks] if args.masks else enc
         r = time_rle(enc)
+        setting["RLE masks"] = f"{len(enc):,} real {HEIGHT}x{WIDTH} masks, identical results checked"
         print(f"RLE on {len(enc)} real masks (256x1600), identical results checked; ms per mask:")
         print(f"{'':8}{'steelnb':>10}{'baseline':>10}{'speed-up':>10}{'target':>8}")
         for op in ("decode", "encode"):
-            ours, base = r[f"{op}_ours"] * 1e3, r[f"{op}_base"] * 1e3
-            ratio = base / ours
-            met[op] = ratio >= TARGETS[op]
-            results[op] = {"ms_ours": ours, "ms_baseline": base, "speedup": ratio}
-            print(
-                f"{op:8}{ours:10.3f}{base:10.3f}{ratio:9.1f}x{TARGETS[op]:7.0f}x  "
-                f"{'met' if met[op] else 'MISSED'}"
+            m = Measure(
+                f"RLE {op}, time per mask",
+                "ms",
+                r[f"{op}_ours"] * 1e3,
+                r[f"{op}_base"] * 1e3,
+                baseline_is=f"Kaggle-kernel RLE {op}r",
+                better="lower",
+                target=TARGETS[op],
             )
-        results["n_masks"] = len(enc)
+            measures.append(m)
+            print(
+                f"{op:8}{m.ours:10.3f}{m.baseline:10.3f}{m.ratio:9.1f}x{TARGETS[op]:7.0f}x  "
+                f"{'met' if m.met else 'MISSED'}"
+            )
     else:
         print(f"real masks not found at {REAL}: RLE part skipped")
+        setting["RLE masks"] = "none (real masks not found: RLE part skipped)"
+        for op in ("decode", "encode"):
+            measures.append(
+                Measure(
+                    f"RLE {op}, time per mask",
+                    "ms",
+                    None,
+                    baseline_is=f"Kaggle-kernel RLE {op}r",
+                    better="lower",
+                    target=TARGETS[op],
+                    reason="skipped: the real masks (../shared/data) were not found",
+                )
+            )
     from steelnb.synthetic import generate
 
+    setting.update(
+        {
+            "Dataset": "synthetic, 40 images, train transforms",
+            "items timed": args.samples,
+            "torch threads": 1,
+            "workers": 0,
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         data = generate(Path(tmp) / "synth", n_images=40, n_test=0, seed=0)
         print(f"Dataset with train transforms, one core (torch threads 1, no workers), {args.samples} items:")
         for h, w in ((256, 1600), (256, 768)):
             rate = samples_per_s(data, h, w, args.samples)
-            results[f"samples_per_s_{h}x{w}"] = rate
-            line = f"  {h}x{w}: {rate:7.1f} samples/s"
             key = f"samples_per_s_{h}x{w}"
+            m = Measure(
+                f"Dataset samples/s at {h}x{w} (read JPEG, decode masks, augment)",
+                "samples/s",
+                rate,
+                baseline_is="no baseline (an absolute target)" if key in TARGETS else "no baseline",
+                target=TARGETS.get(key),
+                target_on="value",
+            )
+            measures.append(m)
+            line = f"  {h}x{w}: {rate:7.1f} samples/s"
             if key in TARGETS:
-                met[key] = rate >= TARGETS[key]
-                line += f"   target {TARGETS[key]:.0f}: {'met' if met[key] else 'MISSED'}"
+                line += f"   target {TARGETS[key]:.0f}: {'met' if m.met else 'MISSED'}"
             print(line)
-    results["targets_met"] = met
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(results, indent=2))
-    tmp_out.replace(args.out)
+    write_result(
+        args.out,
+        benchmark="Data: RLE coding and Dataset speed",
+        device=f"CPU ({cpu_name()}), one core",
+        setting=setting,
+        measures=measures,
+    )
     print(f"wrote {args.out}")
-    return 0 if all(met.values()) else 1
+    return 0 if all(m.met for m in measures if m.met is not None) else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ On an H100-class card the target is efficientnet-b4 with hv TTA at >= 200 images
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -87,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--tta", default="none,h,hv")
     p.add_argument("--files", action="store_true", help="also time predict() from JPEG files")
+    p.add_argument(
+        "--out", type=Path, default=None, help="default: bench/results/bench_infer_<cpu|cuda>.json"
+    )
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -129,28 +131,61 @@ def main(argv: list[str] | None = None) -> int:
             met = "met" if hv >= TARGET_HV and encoder == "efficientnet-b4" else "NOT met"
             print(f"target: {encoder} + hv TTA >= {TARGET_HV:.0f} images/s on the GPU: {hv:.1f} -> {met}")
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"bench_infer_{'cuda' if cuda else 'cpu'}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "device": name,
-                "model": f"{args.arch}/{encoder}",
-                "size": f"{HEIGHT}x{WIDTH}",
-                "batch": batch,
-                "results": [
-                    {
-                        "input": src,
-                        "tta": tta,
-                        "images/s": round(ips, 3),
-                        "ratio vs none": round(ips / base[src], 3) if src in base else None,
-                    }
-                    for src, tta, ips in rows
-                ],
-            },
-            indent=2,
+    from steelnb.benchmarks import Measure, cpu_name, write_result
+
+    how = {"tensor": "predict_tensor on uint8 tensors", "files": "predict() from JPEG files"}
+    measures = []
+    for src, tta, ips in rows:
+        passes = {"none": 1, "h": 2, "hv": 4}.get(tta, 0)
+        hv_target = src == "tensor" and tta == "hv"
+        if tta == "none":
+            baseline_is = "this is the baseline of the TTA rows"
+        else:
+            baseline_is = "TTA none" if src in base else "TTA none (not measured)"
+        reason = ""
+        if hv_target and not cuda:
+            reason = "a GPU target, for an H100-class card; this run is on CPU"
+        elif hv_target and encoder != "efficientnet-b4":
+            reason = f"the target is for efficientnet-b4; this run is {encoder}"
+        measures.append(
+            Measure(
+                f"{how[src]}: images/s, TTA {tta} ({passes} pass{'es' if passes != 1 else ''})",
+                "images/s",
+                ips,
+                None if tta == "none" else base.get(src),
+                baseline_is=baseline_is,
+                target=TARGET_HV if hv_target else None,
+                target_on="value",
+                reason=reason,
+            )
         )
+    measures.append(
+        Measure(
+            "peak GPU memory (all the above)",
+            "MiB",
+            torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
+            baseline_is="no baseline",
+            better="lower",
+            reason="" if cuda else "CUDA memory only; this run is on CPU",
+        )
+    )
+    setting = {
+        "model": f"{args.arch}/{encoder}, random weights",
+        "size": f"{HEIGHT}x{WIDTH}",
+        "batch": batch,
+        "images per measure": n_images,
+        "precision": amp,
+        **({} if cuda else {"torch threads": torch.get_num_threads()}),
+        "torch": torch.__version__,
+    }
+    kind = "cuda" if cuda else "cpu"
+    path = args.out or Path(__file__).resolve().parent / "results" / f"bench_infer_{kind}.json"
+    write_result(
+        path,
+        benchmark=f"Inference: images/s by test-time augmentation ({kind.upper()})",
+        device=name if cuda else f"CPU ({cpu_name()}), {torch.get_num_threads()} thread(s)",
+        setting=setting,
+        measures=measures,
     )
     print(f"wrote {path}")
     return 0

@@ -12,7 +12,8 @@ forward, DiceBCE loss, backward, Adam step (the encoder/decoder+head groups of s
 On CPU training runs fp32 NCHW like the reference (channels_last gained nothing there), so the ratio is ~1;
 the targets are GPU ones:
 EfficientNet-B4 ours >= 2.5x reference images/s on the same card, and B4 at 256x1600 batch 16
-under 15 GB peak.
+under 15 GB peak. Results go to ``bench/results/bench_train_<cpu|cuda>.json`` (``--out``) in the
+schema of ``steelnb.benchmarks.write_result``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
+from steelnb.benchmarks import Measure, cpu_name, write_result  # noqa: E402
 from steelnb.config import REFERENCE_ENCODERS  # noqa: E402
 from steelnb.losses import build_loss  # noqa: E402
 from steelnb.models import build_model  # noqa: E402
@@ -128,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="torch.compile our model")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="default: bench/results/bench_train_<cpu|cuda>.json"
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -149,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{' + torch.compile' if a.compile else ''}; {h}x{w} batch {a.batch}; "
         f"{a.steps} timed steps after {a.warmup} warm-up"
     )
+    cpu = device.type != "cuda"
+    ref_is = "the reference's training step, fp32 NCHW"
+    no_cuda = "CUDA memory only; this run is on CPU"
+    speed, memory, batches, grid = [], [], [], []
     rows, targets = [], []
     for enc in a.encoders:
+        is_b4 = enc == "efficientnet-b4"
         ref = bench(enc, h, w, a.batch, False, device, a.steps, a.warmup)
         our = bench(enc, h, w, a.batch, True, device, a.steps, a.warmup, a.compile)
         row = [
@@ -161,11 +171,55 @@ def main(argv: list[str] | None = None) -> int:
             _mb(our["peak_mb"]),
             f"{our['images_per_s'] / ref['images_per_s']:.2f}x",
         ]
+        speed.append(
+            Measure(
+                f"{enc}: training images/s at {h}x{w}, batch {a.batch}",
+                "images/s",
+                our["images_per_s"],
+                ref["images_per_s"],
+                baseline_is=ref_is,
+                target=2.5 if is_b4 else None,
+                reason="a GPU target; this run is on CPU" if is_b4 and cpu else "",
+            )
+        )
+        memory.append(
+            Measure(
+                f"{enc}: peak memory at {h}x{w}, batch {a.batch}",
+                "MB",
+                our["peak_mb"],
+                ref["peak_mb"],
+                baseline_is=ref_is,
+                better="lower",
+                reason=no_cuda if cpu else "",
+            )
+        )
+        record = {
+            "encoder": enc,
+            "reference images/s": ref["images_per_s"],
+            "reference peak MB": ref["peak_mb"],
+            "ours images/s": our["images_per_s"],
+            "ours peak MB": our["peak_mb"],
+        }
         if device.type == "cuda":
             nb = largest_batch(enc, fh, fw, device, a.max_batch, a.compile)
             full = bench(enc, fh, fw, nb, True, device, a.steps, a.warmup, a.compile) if nb else None
             row += [str(nb), f"{full['images_per_s']:.2f}" if full else "-", _mb(full and full["peak_mb"])]
-            if enc == "efficientnet-b4":
+            batches.append(
+                Measure(
+                    f"{enc}: largest batch at {fh}x{fw} (powers of two up to {a.max_batch}, ours)",
+                    "images",
+                    nb,
+                    baseline_is="no baseline",
+                )
+            )
+            record.update(
+                {
+                    f"max batch {fh}x{fw}": nb,
+                    "full images/s": full["images_per_s"] if full else None,
+                    "full peak MB": full["peak_mb"] if full else None,
+                }
+            )
+            if is_b4:
                 try:
                     b16 = bench(enc, fh, fw, 16, True, device, 2, 1, a.compile)["peak_mb"]
                 except torch.cuda.OutOfMemoryError:
@@ -176,13 +230,36 @@ def main(argv: list[str] | None = None) -> int:
                 )
         else:
             row += ["n/a", "n/a", "n/a"]
-        if enc == "efficientnet-b4":
+            batches.append(
+                Measure(
+                    f"{enc}: largest batch at {fh}x{fw} (ours)",
+                    "images",
+                    None,
+                    baseline_is="no baseline",
+                    reason="the batch search fills CUDA memory; this run is on CPU",
+                )
+            )
+            b16 = None
+        if is_b4:
+            batches.append(
+                Measure(
+                    f"{enc}: peak memory at {fh}x{fw}, batch 16 (ours)",
+                    "MB",
+                    b16,
+                    baseline_is="no baseline (an absolute target)",
+                    better="lower",
+                    target=15000.0,
+                    target_on="value",
+                    reason=no_cuda if cpu else "",
+                )
+            )
             ratio = our["images_per_s"] / ref["images_per_s"]
             verdict = (
                 ("MET" if ratio >= 2.5 else "NOT MET") if device.type == "cuda" else "n/a on CPU (GPU target)"
             )
             targets.insert(0, f"B4 ours/reference images/s {ratio:.2f}x >= 2.5x: {verdict}")
         rows.append(row)
+        grid.append(record)
     head = [
         "encoder",
         "ref img/s",
@@ -199,34 +276,34 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(c.rjust(wd) if i else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths))))
     for t in targets:
         print("target:", t)
-    _save(
-        {
-            "device": card,
-            "size": f"{h}x{w}",
-            "batch": a.batch,
-            "steps": a.steps,
-            "results": [dict(zip(head, r)) for r in rows],
-            "targets": targets,
-        }
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    out = a.out or Path(__file__).resolve().parent / "results" / f"bench_train_{kind}.json"
+    setting = {
+        "reference": "fp32, NCHW",
+        "ours": f"{prec}{layout}{' + torch.compile' if a.compile else ''}",
+        "size": f"{h}x{w}",
+        "batch": a.batch,
+        **({"full size": f"{fh}x{fw}"} if device.type == "cuda" else {"torch threads": a.threads}),
+        "timed steps": a.steps,
+        "warm-up steps": a.warmup,
+        "inputs": "random tensors (data loading is benched apart)",
+        "torch": torch.__version__,
+    }
+    write_result(
+        out,
+        benchmark=f"Training step: ours vs the reference's recipe ({kind.upper()})",
+        device=card if device.type == "cuda" else f"CPU ({cpu_name()}), {a.threads} torch thread(s)",
+        setting=setting,
+        measures=speed + memory + batches,
+        rows=grid if device.type == "cuda" else None,  # on CPU the measures hold the whole grid
     )
+    print(f"wrote {out}")
     if device.type == "cpu":
         print(
             "note: CPU run (peak memory is measured on CUDA only); on CPU training runs the reference's "
             "fp32 NCHW setting (channels_last measured 0.84-1.02x there), so the ratio only checks the bench"
         )
     return 0
-
-
-def _save(data: dict) -> None:
-    """bench/results/bench_train_<device>.json, which the report's performance page shows."""
-    import json
-
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    kind = "cuda" if "CPU" not in data["device"] else "cpu"
-    path = out / f"bench_train_{kind}.json"
-    path.write_text(json.dumps(data, indent=2))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

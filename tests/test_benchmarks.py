@@ -1,0 +1,156 @@
+"""The benchmark result schema (steelnb.benchmarks): ratios, verdicts, atomic writes and the
+performance page's markdown. Nothing here times anything: no assertion is on a measured speed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from steelnb.benchmarks import Measure, bench_markdown, format_quantity, format_ratio, write_result
+
+
+def test_ratio_is_above_one_when_ours_is_better_in_either_direction() -> None:
+    faster = Measure("decode", "ms", 0.05, 0.2, better="lower")  # lower time is better
+    assert faster.ratio == pytest.approx(4.0)
+    slower = Measure("decode", "ms", 0.4, 0.2, better="lower")
+    assert slower.ratio == pytest.approx(0.5)
+    more = Measure("train", "images/s", 300.0, 100.0, better="higher")
+    assert more.ratio == pytest.approx(3.0)
+    fewer = Measure("train", "images/s", 50.0, 100.0)  # higher is better by default
+    assert fewer.ratio == pytest.approx(0.5)
+    assert Measure("rate", "samples/s", 120.0).ratio is None  # no baseline, no ratio
+    assert Measure("peak", "MB", None, 900.0, better="lower").ratio is None  # not measured here
+    assert Measure("peak", "MB", math.inf, 900.0, better="lower").ratio is None
+
+
+def test_target_verdicts_on_ratio_and_on_value() -> None:
+    on_ratio = dict(unit="ms", baseline=0.2, better="lower", target=4.0)
+    assert Measure("decode", ours=0.04, **on_ratio).met is True  # 5x
+    assert Measure("decode", ours=0.1, **on_ratio).met is False  # 2x
+    assert Measure("decode", ours=0.1, **on_ratio).verdict == "missed"
+    assert Measure("decode", ours=0.04, **on_ratio).target_text == ">= 4x"
+
+    rate = Measure("rate", "samples/s", 120.0, target=100.0, target_on="value")
+    assert (rate.met, rate.verdict, rate.target_text) == (True, "met", ">= 100 samples/s")
+    assert Measure("rate", "samples/s", 80.0, target=100.0, target_on="value").met is False
+
+    memory = dict(unit="MB", better="lower", target=15000.0, target_on="value")
+    assert Measure("peak", ours=12000.0, **memory).met is True
+    assert Measure("peak", ours=16000.0, **memory).met is False
+    assert Measure("peak", ours=math.inf, **memory).met is False  # out of memory
+    assert Measure("peak", ours=12000.0, **memory).target_text == "<= 15,000 MB"
+
+    gpu = Measure("b4", "images/s", 3.0, 1.0, target=2.5, reason="a GPU target; this run is on CPU")
+    assert gpu.met is None  # 3x, yet the target does not apply on this device
+    assert gpu.verdict == "n/a (a GPU target; this run is on CPU)"
+    assert Measure("b4", "images/s", None, target=2.5).met is None
+    untargeted = Measure("rate", "samples/s", 50.0)
+    assert (untargeted.met, untargeted.verdict, untargeted.target_text) == (None, "", None)
+    with pytest.raises(ValueError, match="better"):
+        Measure("x", "ms", 1.0, better="faster")
+    with pytest.raises(ValueError, match="target_on"):
+        Measure("x", "ms", 1.0, target_on="speed")
+
+
+def test_numbers_carry_units_at_a_sensible_precision() -> None:
+    assert format_quantity(0.04551, "ms") == "0.0455 ms"
+    assert format_quantity(3.049, "images/s") == "3.05 images/s"
+    assert format_quantity(204.8, "samples/s") == "205 samples/s"
+    assert format_quantity(15000.0, "MB") == "15,000 MB"
+    assert format_quantity(16, "images") == "16 images"
+    assert format_quantity(None, "MB") == "n/a"
+    assert [format_ratio(r) for r in (4.73, 0.539, 1.0, 12.4, None)] == ["4.7x", "0.54x", "1.0x", "12x", "—"]
+
+
+def _write_example(path: Path) -> Path:
+    return write_result(
+        path,
+        benchmark="Data: RLE coding",
+        device="CPU (Test CPU), one core",
+        setting={"masks": 1000, "size": "256x1600", "torch_threads": 1},
+        measures=[
+            Measure("RLE decode", "ms", 0.04551, 0.2151, "Kaggle-kernel RLE decoder", "lower", 4.0),
+            Measure("RLE encode", "ms", 0.2368, 0.3791, "Kaggle-kernel RLE encoder", "lower", 2.0),
+            Measure("rate", "samples/s", 210.2, None, "no baseline", target=100.0, target_on="value"),
+            Measure("peak memory", "MB", None, reason="CUDA memory only; this run is on CPU"),
+        ],
+        rows=[{"encoder": "resnet50", "images/s": 3.05, "peak MB": None}],
+    )
+
+
+def test_written_result_holds_the_schema_and_renders_as_a_measure_table(tmp_path: Path) -> None:
+    path = _write_example(tmp_path / "bench_data.json")
+    data = json.loads(path.read_text())
+    assert {"schema", "benchmark", "device", "date", "setting", "measures", "rows"} <= set(data)
+    decode = data["measures"][0]
+    assert decode["ratio"] == pytest.approx(0.2151 / 0.04551)
+    assert (decode["met"], decode["verdict"], decode["target_text"]) == (True, "met", ">= 4x")
+    assert Measure.from_dict(decode) == Measure(
+        "RLE decode", "ms", 0.04551, 0.2151, "Kaggle-kernel RLE decoder", "lower", 4.0
+    )
+
+    md = bench_markdown(tmp_path)
+    lines = md.splitlines()
+    assert lines[0] == "## Data: RLE coding"
+    device_line = next(line for line in lines if line.startswith("**Device:**"))
+    assert "CPU (Test CPU), one core" in device_line
+    assert "masks: 1,000" in device_line and "torch threads: 1" in device_line
+    assert data["date"] in device_line and "bench/results/bench_data.json" in device_line
+    assert "| measure | ours | baseline | ratio | target | verdict |" in lines
+    assert "| RLE decode | 0.0455 ms | 0.215 ms (Kaggle-kernel RLE decoder) | 4.7x | >= 4x | met |" in lines
+    assert "| RLE encode | 0.237 ms | 0.379 ms (Kaggle-kernel RLE encoder) | 1.6x | >= 2x | missed |" in lines
+    assert "| rate | 210 samples/s | no baseline | — | >= 100 samples/s | met |" in lines
+    assert "| peak memory | n/a | — | — | — | n/a (CUDA memory only; this run is on CPU) |" in lines
+    assert "True" not in md and "False" not in md and "ms_ours" not in md
+    detail = lines.index("**Detail: every setting measured**")
+    assert lines[detail + 2 : detail + 5] == [  # the column that holds nothing is left out
+        "| encoder | images/s |",
+        "| --- | --- |",
+        "| resnet50 | 3.05 |",
+    ]
+
+
+def test_old_shape_and_unreadable_results_still_render(tmp_path: Path) -> None:
+    old_data = {
+        "decode": {"ms_ours": 0.045, "ms_baseline": 0.215, "speedup": 4.73},
+        "n_masks": 1000,
+        "targets_met": {"decode": True},
+    }
+    (tmp_path / "bench_data.json").write_text(json.dumps(old_data))
+    old_train = {"device": "CPU", "results": [{"encoder": "resnet50", "ours/ref": "0.91x"}]}
+    (tmp_path / "bench_train_cpu.json").write_text(json.dumps(old_train))
+    (tmp_path / "bench_infer_cpu.json").write_text('{"device": "CPU", "results": [')  # cut short
+    broken = {"benchmark": "B", "device": "CPU", "measures": [{"name": "x"}]}  # new shape, no unit
+    (tmp_path / "bench_zz.json").write_text(json.dumps(broken))
+    md = bench_markdown(tmp_path)
+    assert "## bench_data" in md and "ms_ours" in md and "0.045" in md  # the generic tables
+    assert "## bench_train_cpu" in md and "resnet50" in md and "0.91x" in md
+    assert "`bench/results/bench_infer_cpu.json` is not readable JSON" in md
+    assert "`bench/results/bench_zz.json` has measures this version cannot read" in md
+    assert bench_markdown(tmp_path / "nothing here") == ""
+
+
+def test_write_result_is_atomic_and_keeps_the_old_file_when_serialisation_fails(tmp_path: Path) -> None:
+    path = _write_example(tmp_path / "result.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]  # no temporary file left
+    before = path.read_text()
+    loop: dict = {}
+    loop["self"] = loop  # JSON cannot hold it
+    with pytest.raises(ValueError):
+        write_result(
+            path, benchmark="B", device="CPU", setting={}, measures=[Measure("x", "ms", 1.0)], rows=[loop]
+        )
+    with pytest.raises(TypeError):
+        write_result(path, benchmark="B", device="CPU", setting={}, measures=[{"name": "x"}])
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
+def test_a_write_in_progress_is_not_rendered(tmp_path: Path) -> None:
+    _write_example(tmp_path / "bench_data.json")
+    (tmp_path / ".bench_data.abc123.tmp.json").write_text('{"half": ')
+    md = bench_markdown(tmp_path)
+    assert md.count("## ") == 1 and "tmp" not in md
