@@ -78,6 +78,9 @@ class TrainConfig:
     # loss
     loss: str = "dice_bce"
     loss_params: Mapping[str, Any] = field(default_factory=dict)
+    # BCE pos_weight of dice_bce, one positive number per class (the 1st place: 2, 2, 1, 1.5);
+    # empty: none. A string "2,2,1,1.5" (the command line) is read as that list
+    pos_weight: list[float] = field(default_factory=list)
     # optimisation
     lr_encoder: float = 1e-3
     lr_decoder: float = 1e-2  # decoder and segmentation head
@@ -161,8 +164,33 @@ class TrainConfig:
                 "decoder block, deepest first) or empty for smp's default"
             )
         object.__setattr__(self, "decoder_channels", channels)
+        object.__setattr__(self, "pos_weight", self._check_pos_weight())
         # loss_params arrives from YAML/CLI as a plain dict; keep it immutable-ish by copying
         object.__setattr__(self, "loss_params", dict(self.loss_params or {}))
+
+    def _check_pos_weight(self) -> list[float]:
+        """``pos_weight`` as a list of ``classes`` positive floats (or empty)."""
+        raw: Any = self.pos_weight
+        if isinstance(raw, str):
+            raw = raw.replace(",", " ").strip("[]() ").split()
+        try:
+            weights = [float(w) for w in (raw or ())]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"pos_weight={self.pos_weight!r}: expected {self.classes} positive numbers, one per class"
+            ) from None
+        if not weights:
+            return []
+        if len(weights) != self.classes or not all(0 < w < float("inf") for w in weights):
+            raise ConfigError(
+                f"pos_weight={self.pos_weight!r}: expected {self.classes} positive numbers, one per class "
+                "(e.g. 2, 2, 1, 1.5), or empty for none"
+            )
+        if self.loss != "dice_bce":
+            raise ConfigError(f"pos_weight is a BCE weight: it needs loss='dice_bce', not {self.loss!r}")
+        if "pos_weight" in (self.loss_params or {}):
+            raise ConfigError("pos_weight is given twice, as a field and in loss_params; keep the field")
+        return weights
 
     # -- derived values ---------------------------------------------------------------------
     @property

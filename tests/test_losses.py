@@ -123,3 +123,68 @@ def test_symmetric_lovasz_punishes_every_false_alarm_of_an_absent_class() -> Non
         [(single(x[:, c], t[:, c]) + single(-x[:, c], 1 - t[:, c])) / 2 for c in range(4)]
     ).mean()
     assert torch.allclose(build_loss("lovasz")(x, t), both)
+
+
+def test_pos_weight_is_torch_bce_with_per_class_pos_weight() -> None:
+    """dice_bce's BCE with pos_weight (4,) equals torch's BCEWithLogitsLoss(pos_weight) with the
+    weights broadcast over the class axis; it weighs the defect pixels only, and stays out of the
+    state dict (the config holds it)."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 8, 8, generator=g)
+    target = (torch.rand(2, 4, 8, 8, generator=g) > 0.7).float()
+    weights = [2.0, 2.0, 1.0, 1.5]
+    torch_bce = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights).view(4, 1, 1))
+    ours = build_loss("dice_bce", dice_weight=0.0, pos_weight=weights)
+    assert ours(logits, target).item() == pytest.approx(torch_bce(logits, target).item(), rel=1e-6)
+    plain = build_loss("dice_bce", dice_weight=0.0)(logits, target)
+    assert ours(logits, target).item() > plain.item()  # more weight on the positives
+    empty = torch.zeros_like(target)  # no defect pixel: the weights change nothing
+    assert ours(logits, empty).item() == pytest.approx(
+        build_loss("dice_bce", dice_weight=0.0)(logits, empty).item(), rel=1e-6
+    )
+    assert not any("pos_weight" in k for k in ours.state_dict())
+    scalar = build_loss("dice_bce", dice_weight=0.0, pos_weight=3.0)(logits, target)
+    assert scalar.item() == pytest.approx(
+        torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(3.0))(logits, target).item(), rel=1e-6
+    )
+    with pytest.raises(LossError, match="3 values for 4 classes"):
+        build_loss("dice_bce", pos_weight=[1.0, 2.0, 3.0])(logits, target)
+    with pytest.raises(LossError, match="positive"):
+        build_loss("dice_bce", pos_weight=[1.0, 0.0, 1.0, 1.0])
+
+
+def test_pos_weight_from_config_and_bad_values() -> None:
+    """TrainConfig.pos_weight reaches the loss through loss_from_config; a bad value is a
+    ConfigError naming the field."""
+    from steelnb.config import ConfigError, TrainConfig
+    from steelnb.losses import loss_from_config
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 8, 8, generator=g)
+    target = (torch.rand(2, 4, 8, 8, generator=g) > 0.7).float()
+    cfg = TrainConfig(pos_weight=[2, 2, 1, 1.5], loss_params={"dice_weight": 0.0})
+    assert cfg.pos_weight == [2.0, 2.0, 1.0, 1.5]
+    want = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([2, 2, 1, 1.5]).view(4, 1, 1))(logits, target)
+    assert loss_from_config(cfg)(logits, target).item() == pytest.approx(want.item(), rel=1e-6)
+    assert TrainConfig(pos_weight="2,2,1,1.5").pos_weight == [2.0, 2.0, 1.0, 1.5]  # the command line
+    assert TrainConfig.from_dict(cfg.to_dict()).pos_weight == cfg.pos_weight  # config.yaml round trip
+    assert TrainConfig().pos_weight == []
+    plain = TrainConfig(loss_params={"dice_weight": 0.0})
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert loss_from_config(plain)(logits, target).item() == pytest.approx(bce.item(), rel=1e-6)
+    bad = {
+        "three": ([1, 2, 3], "pos_weight=.*4 positive numbers"),
+        "zero": ([1, 0, 1, 1], "pos_weight=.*4 positive numbers"),
+        "negative": ([1, -2, 1, 1], "pos_weight=.*4 positive numbers"),
+        "nan": ([1, float("nan"), 1, 1], "pos_weight=.*4 positive numbers"),
+        "text": ("a,b,c,d", "pos_weight=.*4 positive numbers"),
+    }
+    for value, message in bad.values():
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig(pos_weight=value)
+    with pytest.raises(ConfigError, match="pos_weight is a BCE weight.*'focal'"):
+        TrainConfig(pos_weight=[1, 1, 1, 1], loss="focal")
+    with pytest.raises(ConfigError, match="given twice"):
+        TrainConfig(pos_weight=[1, 1, 1, 1], loss_params={"pos_weight": 2.0})
+    with pytest.raises(ConfigError, match="<dict>: pos_weight="):
+        TrainConfig.from_dict({"pos_weight": [1, 2]})
