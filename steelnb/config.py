@@ -75,6 +75,13 @@ class TrainConfig:
     # the image (crop)" at this weight beside the segmentation loss; its probability multiplies the
     # mask probabilities at inference (the Kaggle winners' classifier gate)
     cls_weight: float = 0.0
+    # pseudo-labels (``steelnb.pseudo.make_pseudo_labels``): a label CSV of confidently predicted
+    # unlabelled images, relative to data_dir unless absolute; "" = none
+    pseudo_labels: str = ""
+    pseudo_images: str = "test_images"  # their folder, relative to data_dir unless absolute
+    # share of each training batch drawn from the pseudo-labelled images (0 = off): every batch
+    # holds round(pseudo_share * batch_size) of them; validation and the test split never do
+    pseudo_share: float = 0.0
     # loss
     loss: str = "dice_bce"
     loss_params: Mapping[str, Any] = field(default_factory=dict)
@@ -164,9 +171,32 @@ class TrainConfig:
                 "decoder block, deepest first) or empty for smp's default"
             )
         object.__setattr__(self, "decoder_channels", channels)
+        self._check_pseudo()
         object.__setattr__(self, "pos_weight", self._check_pos_weight())
         # loss_params arrives from YAML/CLI as a plain dict; keep it immutable-ish by copying
         object.__setattr__(self, "loss_params", dict(self.loss_params or {}))
+
+    def _check_pseudo(self) -> None:
+        """pseudo_share in [0, 1), a whole number of pseudo images per batch, and a CSV to draw from."""
+        if not 0 <= self.pseudo_share < 1:
+            raise ConfigError(
+                f"pseudo_share={self.pseudo_share}: expected a share of each batch in [0, 1) (0: no pseudo-labels)"
+            )
+        if self.pseudo_share == 0:
+            return
+        if not self.pseudo_labels:
+            raise ConfigError(
+                f"pseudo_share={self.pseudo_share} needs pseudo_labels: the CSV written by "
+                "steelnb.pseudo.make_pseudo_labels"
+            )
+        if not self.pseudo_images:
+            raise ConfigError("pseudo_images is empty: name the folder of the pseudo-labelled images")
+        k = round(self.pseudo_share * self.batch_size)
+        if not 0 < k < self.batch_size:
+            raise ConfigError(
+                f"pseudo_share={self.pseudo_share} with batch_size={self.batch_size} gives {k} pseudo-labelled "
+                "image(s) per batch; expected at least 1 and at least one real image"
+            )
 
     def _check_pos_weight(self) -> list[float]:
         """``pos_weight`` as a list of ``classes`` positive floats (or empty)."""

@@ -2,13 +2,17 @@
 
 ``SteelDataset`` keeps only the RLE strings of its images and decodes an image's masks when
 the item is asked for, so memory does not grow with the data set. ``SteelDataModule`` turns a
-``TrainConfig`` into train/validation loaders (subset, cap, stratified folds).
+``TrainConfig`` into train/validation loaders (subset, cap, stratified folds); with
+``pseudo_share`` its training batches each hold a fixed number of pseudo-labelled images
+(``steelnb.pseudo``), drawn by ``PseudoShareSampler``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -17,9 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .images import IMAGENET_MEAN, IMAGENET_STD, read_image
 from .labels import COLUMNS, LabelError, image_masks, image_table, read_labels
 from .sampling import assign_folds, read_folds, select_subset, split_ids
@@ -161,6 +165,77 @@ class SteelDataset(Dataset):
         return out["image"].float(), torch.as_tensor(out["mask"]).float()
 
 
+class PseudoShareSampler(DistributedSampler):
+    """Training sampler whose every batch holds ``per_batch`` pseudo-labelled items and
+    ``batch_size - per_batch`` real ones, for a dataset of ``n_real`` real items followed by
+    ``n_pseudo`` pseudo-labelled ones (``ConcatDataset([real, pseudo])``).
+
+    It yields indices batch after batch, so a DataLoader with the same ``batch_size`` cuts them
+    into those batches. An epoch is one pass over the real items (``n_real // real per batch``
+    batches, at least one; the last partial batch is dropped, as the plain training loader drops
+    it); the pseudo items are drawn from successive shuffles of the pseudo set, repeating when it
+    is short. Positions within a batch are shuffled. Everything follows ``seed`` and the epoch
+    (Lightning calls ``set_epoch``). Under DDP every process builds the same batches and takes
+    every ``num_replicas``-th from ``rank``, each the same count; being a DistributedSampler,
+    Lightning keeps it instead of inserting its own.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        n_real: int,
+        n_pseudo: int,
+        batch_size: int,
+        per_batch: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if not 0 < per_batch < batch_size or n_real < 1 or n_pseudo < 1:
+            raise ValueError(
+                f"per_batch={per_batch}, batch_size={batch_size}, n_real={n_real}, n_pseudo={n_pseudo}: "
+                "need 0 < per_batch < batch_size and both sets non-empty"
+            )
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.n_real, self.n_pseudo = n_real, n_pseudo
+        self.batch_size, self.per_batch = batch_size, per_batch
+        self.batches = max(1, n_real // (batch_size - per_batch) // num_replicas)  # per process
+        self.num_samples = self.batches * batch_size
+        self.total_size = self.num_samples * num_replicas
+
+    @staticmethod
+    def _stream(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
+        """``count`` indices from successive shuffles of range(n)."""
+        passes = -(-count // n)
+        return np.concatenate([rng.permutation(n) for _ in range(passes)])[:count]
+
+    def global_batches(self) -> np.ndarray:
+        """The epoch's batches of all processes: int64 (num_replicas * batches, batch_size) indices."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        total, real_per = self.batches * self.num_replicas, self.batch_size - self.per_batch
+        real = self._stream(rng, self.n_real, total * real_per).reshape(total, real_per)
+        pseudo = self._stream(rng, self.n_pseudo, total * self.per_batch).reshape(total, self.per_batch)
+        return rng.permuted(np.concatenate([real, pseudo + self.n_real], axis=1), axis=1)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_batches()[self.rank :: self.num_replicas].ravel().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class MixedDataset(ConcatDataset):
+    """Real training items followed by pseudo-labelled ones, sharing one ``transform`` (so that a
+    loader worker reseeds the augmentation of both, see ``_seed_worker``). ``image_ids``: the ids
+    in index order; ``n_real``: how many come first from the real split."""
+
+    def __init__(self, real: SteelDataset, pseudo: SteelDataset) -> None:
+        super().__init__([real, pseudo])
+        self.transform = real.transform
+        self.n_real = len(real)
+        self.image_ids = real.image_ids + pseudo.image_ids
+
+
 class SteelDataModule(L.LightningDataModule):
     """Train / validation / test data from a ``TrainConfig``.
 
@@ -174,6 +249,13 @@ class SteelDataModule(L.LightningDataModule):
     different subsets are judged on the same images. ``max_images`` caps the training images only.
     Attributes: ``labels`` (tidy, the images of all three splits), ``table``, ``train_ids``,
     ``val_ids``, ``test_ids``.
+
+    With ``config.pseudo_share`` > 0 every training batch holds ``round(pseudo_share * batch_size)``
+    images of ``config.pseudo_labels`` (a ``steelnb.pseudo`` CSV of images in
+    ``config.pseudo_images``), with the training transforms; validation and the test split are
+    unchanged. The pseudo set is read when first asked for (``pseudo_ids``, ``pseudo_info``, the
+    train loader: when training starts), so evaluating such a run does not need it; it is refused
+    when its folder is the labelled one or when it names a labelled image.
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -196,6 +278,7 @@ class SteelDataModule(L.LightningDataModule):
         self.full_table = full  # every image of the folder, for provenance
         self.table = full[full["ImageId"].isin(used)].reset_index(drop=True)
         self.labels = labels[labels["ImageId"].isin(used)].reset_index(drop=True)
+        self._pseudo: tuple[list[str], pd.DataFrame] | None = None
         src = config.resolve(config.folds) if config.folds else config.resolve(config.labels)
         if not self.train_ids or not self.val_ids:
             raise LabelError(
@@ -222,10 +305,88 @@ class SteelDataModule(L.LightningDataModule):
             return assign_folds(subset, n_folds=cfg.n_folds, seed=cfg.seed, test_share=cfg.test_share)
         return read_folds(cfg.resolve(cfg.folds), full, subset, fold=cfg.fold, n_folds=cfg.n_folds)
 
-    def dataset(self, split: str) -> SteelDataset:
-        """The ``"train"`` (augmented, cropped when ``crop_width``), ``"val"`` or ``"test"`` dataset."""
+    # -- pseudo-labels --------------------------------------------------------------------------
+    @property
+    def pseudo_dir(self) -> Path | None:
+        """The folder of the pseudo-labelled images (None when ``pseudo_share`` is 0)."""
         cfg = self.config
-        if split == "train":
+        return cfg.resolve(cfg.pseudo_images) if cfg.pseudo_share > 0 else None
+
+    def _load_pseudo(self) -> tuple[list[str], pd.DataFrame]:
+        """(pseudo-labelled image ids, their tidy labels), read and checked once; empty when off."""
+        if self._pseudo is not None:
+            return self._pseudo
+        cfg = self.config
+        if cfg.pseudo_share <= 0:
+            self._pseudo = ([], self.labels.iloc[:0])
+            return self._pseudo
+        from .pseudo import read_pseudo_labels
+
+        csv, folder = cfg.resolve(cfg.pseudo_labels), cfg.resolve(cfg.pseudo_images)
+        if not csv.is_file():
+            raise ConfigError(f"pseudo_labels={cfg.pseudo_labels!r}: {csv}: pseudo-label file not found")
+        if not folder.is_dir():
+            raise ConfigError(f"pseudo_images={cfg.pseudo_images!r}: {folder}: image folder not found")
+        if folder.resolve() == self.images_dir.resolve():
+            raise ConfigError(
+                f"pseudo_images={cfg.pseudo_images!r}: {folder} is the labelled image folder; pseudo-labels "
+                "come from unlabelled images (test_images)"
+            )
+        ids, labels = read_pseudo_labels(csv, folder)
+        splits = {"train": self.train_ids, "validation": self.val_ids, "test": self.test_ids}
+        for name, split in splits.items():
+            leak = sorted(set(ids) & set(split))
+            if leak:
+                raise LabelError(
+                    f"{csv}: {len(leak)} pseudo-labelled image(s) are in the {name} split, first {leak[0]}; "
+                    "a pseudo-label set takes unlabelled images only"
+                )
+        leak = sorted(set(ids) & set(self.full_table["ImageId"]))
+        if leak:
+            raise LabelError(
+                f"{csv}: {len(leak)} pseudo-labelled image(s) are labelled images of {self.images_dir}, "
+                f"first {leak[0]}; a pseudo-label set takes unlabelled images only"
+            )
+        self._pseudo = (ids, labels)
+        return self._pseudo
+
+    @property
+    def pseudo_ids(self) -> list[str]:
+        """The pseudo-labelled image ids the training batches draw from ([] when ``pseudo_share`` is 0)."""
+        return list(self._load_pseudo()[0])
+
+    @property
+    def pseudo_info(self) -> dict[str, Any] | None:
+        """What the training used from a pseudo-label set, for metrics.json (None when off): files,
+        share, images per batch, image counts and the runs that made it (its JSON summary)."""
+        cfg = self.config
+        ids, labels = self._load_pseudo()
+        if not ids:
+            return None
+        from .pseudo import summary_path
+
+        csv = cfg.resolve(cfg.pseudo_labels)
+        made: Any = None
+        if summary_path(csv).is_file():
+            try:
+                made = json.loads(summary_path(csv).read_text()).get("runs")
+            except (ValueError, AttributeError):
+                made = None
+        return {
+            "labels": str(csv.resolve()),
+            "images": str(cfg.resolve(cfg.pseudo_images).resolve()),
+            "share": cfg.pseudo_share,
+            "per_batch": round(cfg.pseudo_share * cfg.batch_size),
+            "n_images": len(ids),
+            "clean": len(set(ids) - set(labels["ImageId"])),
+            "runs": made,
+        }
+
+    def dataset(self, split: str) -> SteelDataset:
+        """The ``"train"`` (augmented, cropped when ``crop_width``), ``"pseudo"`` (the pseudo-labelled
+        images with the training transforms), ``"val"`` or ``"test"`` dataset."""
+        cfg = self.config
+        if split in ("train", "pseudo"):
             transform = train_transforms(
                 cfg.height,
                 cfg.width,
@@ -233,11 +394,43 @@ class SteelDataModule(L.LightningDataModule):
                 crop_width=cfg.crop_width,
                 crop_defect_share=cfg.crop_defect_share,
             )
-            return SteelDataset(self.images_dir, self.labels, self.train_ids, transform)
+            if split == "train":
+                return SteelDataset(self.images_dir, self.labels, self.train_ids, transform)
+            ids, labels = self._load_pseudo()
+            return SteelDataset(cfg.resolve(cfg.pseudo_images), labels, ids, transform)
         ids = {"val": self.val_ids, "test": self.test_ids}
         if split not in ids:
-            raise ValueError(f"split={split!r}: expected 'train', 'val' or 'test'")
+            raise ValueError(f"split={split!r}: expected 'train', 'pseudo', 'val' or 'test'")
         return SteelDataset(self.images_dir, self.labels, ids[split], val_transforms(cfg.height, cfg.width))
+
+    def _mixed_loader(self) -> DataLoader:
+        """The training loader with ``pseudo_share`` of each batch from the pseudo-labelled set."""
+        cfg = self.config
+        real, pseudo = self.dataset("train"), self.dataset("pseudo")
+        pseudo.transform = real.transform  # one augmentation stream, reseeded per worker
+        ds = MixedDataset(real, pseudo)
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = PseudoShareSampler(
+            ds,
+            len(real),
+            len(pseudo),
+            cfg.batch_size,
+            round(cfg.pseudo_share * cfg.batch_size),
+            seed=cfg.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+        return DataLoader(
+            ds,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=cfg.num_workers,
+            persistent_workers=cfg.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_seed_worker if cfg.num_workers > 0 else None,
+        )
 
     def _loader(self, split: str) -> DataLoader:
         ds = self.dataset(split)
@@ -260,7 +453,7 @@ class SteelDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        return self._mixed_loader() if self.config.pseudo_share > 0 else self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

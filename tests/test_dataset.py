@@ -263,3 +263,132 @@ def test_augmentation_reproducible_for_a_seed(small_set, small_labels) -> None:
     a, b, c = images(1), images(1), images(2)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+# -- pseudo-labels at a fixed share of each training batch ---------------------------------------------
+@pytest.fixture(scope="module")
+def pseudo_set(tmp_path_factory) -> Path:
+    """Twelve labelled images, six unlabelled test images and a hand-made pseudo-label CSV of the
+    test images (four rows each; the first two with a class-2 rectangle) in ``pseudo.csv``."""
+    root = generate(tmp_path_factory.mktemp("pl") / "set", n_images=12, n_test=6, seed=4)
+    mask = np.zeros((256, 1600), np.uint8)
+    mask[40:90, 100:400] = 1
+    rows = [
+        (image, c, rle.encode(mask) if c == 2 and k < 2 else "")
+        for k, image in enumerate(list_images(root / "test_images"))
+        for c in (1, 2, 3, 4)
+    ]
+    pd.DataFrame(rows, columns=lb.COLUMNS).to_csv(root / "pseudo.csv", index=False)
+    return root
+
+
+def pseudo_config(data_dir: Path, **kw) -> TrainConfig:
+    return config(data_dir, **{**dict(n_folds=3, pseudo_labels="pseudo.csv", pseudo_share=0.5), **kw})
+
+
+def test_each_training_batch_holds_the_pseudo_share(pseudo_set) -> None:
+    test_images = set(list_images(pseudo_set / "test_images"))
+    for share, per_batch in ((0.25, 1), (0.5, 2), (0.75, 3)):
+        dm = SteelDataModule(pseudo_config(pseudo_set, pseudo_share=share))
+        assert set(dm.pseudo_ids) == test_images
+        loader = dm.train_dataloader()
+        real, pseudo = set(dm.train_ids), set(dm.pseudo_ids)
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            batches = [[loader.dataset.image_ids[i] for i in b] for b in loader.batch_sampler]
+            # an epoch is one pass over the real training images, at (4 - per_batch) per batch
+            assert len(batches) == max(1, len(dm.train_ids) // (4 - per_batch))
+            for b in batches:
+                assert len(b) == 4 and sum(i in pseudo for i in b) == per_batch
+                assert sum(i in real for i in b) == 4 - per_batch
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 64, 320) and y.shape == (4, 4, 64, 320)
+    # the pseudo items carry their labels: the masks of a pseudo-labelled image decode
+    ds = SteelDataModule(pseudo_config(pseudo_set)).dataset("pseudo")
+    first = ds.image_ids.index(sorted(test_images)[0])
+    assert ds[first][1][1].sum() > 0 and ds[first][1][[0, 2, 3]].sum() == 0
+
+
+def test_pseudo_batches_reproducible_with_the_seed_and_split_under_ddp(pseudo_set) -> None:
+    from steelnb.dataset import PseudoShareSampler
+
+    def batches(seed: int, epoch: int = 0) -> list[list[int]]:
+        loader = SteelDataModule(pseudo_config(pseudo_set, seed=seed)).train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [list(b) for b in loader.batch_sampler]
+
+    assert batches(0) == batches(0) and batches(0) != batches(1) and batches(0) != batches(0, epoch=1)
+    dm = SteelDataModule(pseudo_config(pseudo_set))
+    a, b = (next(iter(SteelDataModule(pseudo_config(pseudo_set)).train_dataloader())) for _ in range(2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # same images, same augmentation
+    # DDP: each process takes its own batches of the same global list, as many as the others
+    n_real, n_pseudo = len(dm.train_ids), len(dm.pseudo_ids)
+    data = list(range(n_real + n_pseudo))
+    ranks = [PseudoShareSampler(data, n_real, n_pseudo, 2, 1, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    whole = ranks[0].global_batches()
+    assert len(ranks[0]) == len(ranks[1]) == len(whole) // 2 * 2
+    for r, sampler in enumerate(ranks):
+        mine = np.array(list(sampler)).reshape(-1, 2)
+        assert (mine == whole[r::2]).all()
+        assert ((mine >= n_real).sum(1) == 1).all()  # one pseudo item in each batch of two
+
+
+def test_pseudo_option_leaves_validation_and_test_alone(pseudo_set) -> None:
+    plain = SteelDataModule(config(pseudo_set, n_folds=3))
+    dm = SteelDataModule(pseudo_config(pseudo_set))
+    assert (dm.train_ids, dm.val_ids, dm.test_ids) == (plain.train_ids, plain.val_ids, plain.test_ids)
+    for split in ("val", "test"):
+        assert dm.dataset(split).image_ids == plain.dataset(split).image_ids
+        ours, theirs = list(dm._loader(split)), list(plain._loader(split))
+        assert len(ours) == len(theirs)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ours, theirs))
+    assert dm.val_dataloader().dataset.image_ids == plain.val_ids
+    assert not set(dm.pseudo_ids) & (set(dm.val_ids) | set(dm.test_ids) | set(dm.train_ids))
+    assert set(dm.labels["ImageId"]) == set(plain.labels["ImageId"])  # the pseudo labels stay apart
+
+
+def test_pseudo_options_are_checked(pseudo_set, tmp_path) -> None:
+    from steelnb.config import ConfigError
+
+    for kw, message in (
+        (dict(pseudo_share=1.0), r"pseudo_share=1.0: expected a share of each batch in \[0, 1\)"),
+        (dict(pseudo_share=-0.1), "pseudo_share=-0.1"),
+        (dict(pseudo_share=0.1), "gives 0 pseudo-labelled image"),
+        (dict(pseudo_share=0.9), "gives 4 pseudo-labelled image"),
+        (dict(pseudo_labels=""), "pseudo_share=0.5 needs pseudo_labels"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            pseudo_config(pseudo_set, **kw)
+    with pytest.raises(
+        ConfigError, match=r"pseudo_labels='nope.csv': .*nope.csv: pseudo-label file not found"
+    ):
+        SteelDataModule(pseudo_config(pseudo_set, pseudo_labels="nope.csv")).train_dataloader()
+    with pytest.raises(ConfigError, match=r"pseudo_images='gone': .*gone: image folder not found"):
+        _ = SteelDataModule(pseudo_config(pseudo_set, pseudo_images="gone")).pseudo_ids
+    with pytest.raises(ConfigError, match="train_images is the labelled image folder"):
+        _ = SteelDataModule(pseudo_config(pseudo_set, pseudo_images="train_images")).pseudo_ids
+    # the data module is made without reading the set (evaluating a pseudo-labelled run does not need it)
+    SteelDataModule(pseudo_config(pseudo_set, pseudo_labels="nope.csv"))
+    # a pseudo-label file that names a validation image (copied into the pseudo folder) is refused
+    dm = SteelDataModule(pseudo_config(pseudo_set))
+    folder = tmp_path / "pl_images"
+    folder.mkdir()
+    for name in list_images(pseudo_set / "test_images"):
+        (folder / name).write_bytes((pseudo_set / "test_images" / name).read_bytes())
+    leaked = dm.val_ids[0]
+    (folder / leaked).write_bytes((pseudo_set / "train_images" / leaked).read_bytes())
+    frame = pd.read_csv(pseudo_set / "pseudo.csv", dtype=str, keep_default_na=False)
+    frame = pd.concat([frame, pd.DataFrame([(leaked, "1", "")], columns=lb.COLUMNS)])
+    frame.to_csv(tmp_path / "leak.csv", index=False)
+    with pytest.raises(
+        lb.LabelError,
+        match=f"leak.csv: 1 pseudo-labelled image.s. are in the validation split, first {leaked}",
+    ):
+        _ = SteelDataModule(
+            pseudo_config(pseudo_set, pseudo_labels=str(tmp_path / "leak.csv"), pseudo_images=str(folder))
+        ).pseudo_ids
+    frame.iloc[:-1].assign(ImageId=lambda f: f["ImageId"].where(f.index != 0, "missing.jpg")).to_csv(
+        tmp_path / "absent.csv", index=False
+    )
+    with pytest.raises(lb.LabelError, match="absent.csv: 1 pseudo-labelled image.s. absent from"):
+        _ = SteelDataModule(pseudo_config(pseudo_set, pseudo_labels=str(tmp_path / "absent.csv"))).pseudo_ids
