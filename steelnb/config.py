@@ -263,6 +263,7 @@ class TrainConfig:
         folder = Path(path).resolve().parent
         for name in PATH_FIELDS:
             data[name] = _relative(Path(data[name]).resolve(), folder)
+        data[PATHS_KEY] = PATHS_FROM_FILE
         return write_text(path, yaml.safe_dump(data, sort_keys=False))
 
     @classmethod
@@ -282,8 +283,10 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a config written by ``to_yaml`` (or by hand).
 
-        A relative ``data_dir`` or ``out_dir`` in the file is relative to the file's folder, as
-        ``to_yaml`` writes them; the config returned holds them relative to the working folder.
+        In a file ``to_yaml`` wrote (it says so in ``_paths``), a relative ``data_dir`` or ``out_dir``
+        is relative to the file's folder; in any other file (by hand, or from before this rule),
+        relative to the working folder, as on the command line. The config returned holds them
+        relative to the working folder.
         """
         path = Path(path)
         if not path.is_file():
@@ -295,9 +298,10 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
         folder = path.resolve().parent
-        for name in PATH_FIELDS:
-            if isinstance(data.get(name), str) and not Path(data[name]).is_absolute():
-                data[name] = _relative(folder / data[name], Path.cwd())
+        if data.pop(PATHS_KEY, None) == PATHS_FROM_FILE:
+            for name in PATH_FIELDS:
+                if isinstance(data.get(name), str) and not Path(data[name]).is_absolute():
+                    data[name] = _relative(folder / data[name], Path.cwd())
         return cls.from_dict(data, source=str(path))
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -306,6 +310,8 @@ class TrainConfig:
 
 #: the config fields that are paths of their own (the other data paths are relative to data_dir)
 PATH_FIELDS = ("data_dir", "out_dir")
+#: the key by which a saved config says its paths are relative to the file's folder
+PATHS_KEY, PATHS_FROM_FILE = "_paths", "relative to this file"
 
 
 def _relative(path: Path, start: Path) -> str:

@@ -62,6 +62,10 @@ def test_saved_paths_are_relative_to_the_file(tmp_path: Path, monkeypatch: pytes
         assert not Path(back.data_dir).is_absolute()
     monkeypatch.chdir(repo)
     assert TrainConfig.from_yaml("weights/r/config.yaml").data_dir == "data/synthetic"
+    # a file by hand (or saved before this rule) keeps the command line's meaning: the working folder
+    (repo / "mine.yaml").write_text("data_dir: data/synthetic\n")
+    monkeypatch.chdir(repo / "notebooks")
+    assert TrainConfig.from_yaml("../mine.yaml").data_dir == "data/synthetic"
 
 
 def test_train_from_the_root_with_a_config_a_notebook_wrote(
