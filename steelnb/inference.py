@@ -6,6 +6,12 @@ sigmoid probabilities are resized back to 256 x 1600. ``predict`` yields one bat
 so thousands of images never sit in memory at full resolution. ``load`` reads a checkpoint;
 ``four_classes`` and ``check_classes`` serve one-class (reference) checkpoints.
 
+A model with an image-level classification head (``models.has_classifier``) gives the soft-gated
+map sigmoid(mask) x sigmoid(class) as its probabilities, and its TTA-averaged class probabilities
+(B, C) beside them (``Batch.class_probs``), for the hard gate of ``postprocess``.
+``predict_members`` averages several models (an ensemble: each at its own input size, resized to
+one output size); ``predict`` is the case of one model.
+
 What is made of the probabilities lives elsewhere: ``predict_run.run_predict`` writes the
 submission and its evaluation, ``evaluation.tune`` tunes post-processing on labelled images.
 """
@@ -74,30 +80,37 @@ def image_paths(images: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 class _Images(torch.utils.data.Dataset):
-    """uint8 images (H, W, 3) at the model's size; a bad file yields its error text instead."""
+    """uint8 images (H, W, 3), one at each of ``sizes`` (the models' input sizes, (H, W)); a bad
+    file yields its error text instead."""
 
-    def __init__(self, paths: Sequence[Path], size: tuple[int, int]) -> None:
-        self.paths, self.size = list(paths), size
+    def __init__(self, paths: Sequence[Path], sizes: Sequence[tuple[int, int]]) -> None:
+        self.paths, self.sizes = list(paths), [tuple(s) for s in sizes]
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+    def __getitem__(self, i: int) -> tuple[int, list[np.ndarray] | None, str]:
         try:
             image = read_image(self.paths[i])
         except (ValueError, OSError) as e:
             return i, None, str(e) or f"{self.paths[i]}: unreadable image"
-        h, w = self.size
-        if image.shape[:2] != (h, w):  # same interpolation as albumentations' Resize
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-        return i, image, ""
+        out = []
+        for h, w in self.sizes:  # same interpolation as albumentations' Resize
+            same = image.shape[:2] == (h, w)
+            out.append(image if same else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
+        return i, out, ""
 
 
-def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
-    """-> (indices of good images, uint8 (B, H, W, 3) stacked in the worker so it can be pinned, errors)."""
-    good = [(i, image) for i, image, _ in items if image is not None]
-    x = torch.from_numpy(np.stack([image for _, image in good])) if good else None
-    return [i for i, _ in good], x, [(i, reason) for i, image, reason in items if image is None]
+def _collate(items: list) -> tuple[list[int], list[torch.Tensor] | None, list[tuple[int, str]]]:
+    """-> (indices of good images, per size uint8 (B, H, W, 3) stacked in the worker so it can be
+    pinned, errors)."""
+    good = [(i, images) for i, images, _ in items if images is not None]
+    xs = (
+        [torch.from_numpy(np.stack([im[k] for _, im in good])) for k in range(len(good[0][1]))]
+        if good
+        else None
+    )
+    return [i for i, _ in good], xs, [(i, reason) for i, images, reason in items if images is None]
 
 
 @dataclass
@@ -105,12 +118,29 @@ class Batch:
     """One batch of predictions: ``probs`` (B, 4, H, W) float32 in [0, 1] or uint8 x255.
 
     ``plain``: the same without TTA (only with ``with_plain``); ``skipped``: (image id, reason).
+    ``class_probs``: (B, C) float32, the image-level class probabilities of a model with a
+    classification head, averaged over the TTA flips (None without a head); ``plain_class_probs``:
+    the same without TTA (only with ``with_plain``).
     """
 
     ids: list[str]
     probs: np.ndarray
     plain: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    class_probs: np.ndarray | None = None
+    plain_class_probs: np.ndarray | None = None
+
+
+@dataclass
+class Probabilities:
+    """``predict_tensors``' output, on the images' device: ``probs`` (B, C, H, W) float32 averaged
+    over the TTA flips; ``plain`` the identity flip alone (None unless asked for); ``class_probs``
+    (B, C) float32 and ``plain_class_probs`` the same for the classification head (None without one)."""
+
+    probs: torch.Tensor
+    plain: torch.Tensor | None = None
+    class_probs: torch.Tensor | None = None
+    plain_class_probs: torch.Tensor | None = None
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -120,7 +150,58 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=dtype)
 
 
+def _normalised(images: torch.Tensor, flips: Sequence[tuple[int, ...]]) -> torch.Tensor:
+    """uint8 images (B, H, W, 3) -> normalised float (B x len(flips), 3, H, W), flip by flip."""
+    dev = images.device
+    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1) * 255
+    x = (images.permute(0, 3, 1, 2).float() - mean) / std
+    x = torch.cat([x.flip(f) if f else x for f in flips])
+    if dev.type == "cuda":  # channels_last pays on CUDA only (slower on CPU in bench_train)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _resized(t: torch.Tensor | None, out_size: tuple[int, int] | None) -> torch.Tensor | None:
+    if t is None or out_size is None or tuple(t.shape[-2:]) == tuple(out_size):
+        return t
+    return F.interpolate(t, size=out_size, mode="bilinear", align_corners=False)
+
+
 @torch.no_grad()
+def predict_tensors(
+    model: nn.Module,
+    images: torch.Tensor,
+    tta: str = "none",
+    out_size: tuple[int, int] | None = (HEIGHT, WIDTH),
+    with_plain: bool = False,
+) -> Probabilities:
+    """uint8 images (B, H, W, 3) on the model's device -> ``Probabilities`` (B, C, *out_size).
+
+    The flips of ``tta`` run as one batch of size B x len(flips); their sigmoid probabilities are
+    flipped back and averaged. A model with a classification head gives the soft-gated map
+    sigmoid(``models.gated_logits``) = sigmoid(mask) x sigmoid(class) per flip, and its class
+    probabilities sigmoid(class logits) (B, C), averaged over the flips too.
+    """
+    from .models import gated_logits, split_logits
+
+    if tta not in TTA_FLIPS:
+        raise InferenceError(f"tta={tta!r}: expected one of {', '.join(TTA_FLIPS)}")
+    flips = TTA_FLIPS[tta]
+    with _autocast(images.device):
+        masks, labels = split_logits(model(_normalised(images, flips)))
+    logits = masks if labels is None else gated_logits(masks, labels)
+    probs = torch.sigmoid(logits.float()).chunk(len(flips))
+    probs = [p.flip(f) if f else p for p, f in zip(probs, flips)]
+    avg = torch.stack(probs).mean(0) if len(probs) > 1 else probs[0]
+    out = Probabilities(_resized(avg, out_size), _resized(probs[0], out_size) if with_plain else None)
+    if labels is not None:  # image-level: flips change nothing to undo
+        cls = torch.sigmoid(labels.float()).chunk(len(flips))
+        out.class_probs = torch.stack(cls).mean(0) if len(cls) > 1 else cls[0]
+        out.plain_class_probs = cls[0] if with_plain else None
+    return out
+
+
 def predict_tensor(
     model: nn.Module,
     images: torch.Tensor,
@@ -132,31 +213,27 @@ def predict_tensor(
 
     The flips of ``tta`` run as one batch of size B x len(flips); their sigmoid probabilities are
     flipped back and averaged. ``plain`` is the identity flip alone (None unless ``with_plain``).
+    ``predict_tensors`` gives the class probabilities of a model with a classification head too.
     """
-    if tta not in TTA_FLIPS:
-        raise InferenceError(f"tta={tta!r}: expected one of {', '.join(TTA_FLIPS)}")
-    flips = TTA_FLIPS[tta]
-    dev = images.device
-    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1) * 255
-    x = (images.permute(0, 3, 1, 2).float() - mean) / std
-    x = torch.cat([x.flip(f) if f else x for f in flips])
-    if dev.type == "cuda":  # channels_last pays on CUDA only (slower on CPU in bench_train)
-        x = x.contiguous(memory_format=torch.channels_last)
-    with _autocast(dev):
-        logits = model(x)
-    probs = torch.sigmoid(logits.float()).chunk(len(flips))
-    probs = [p.flip(f) if f else p for p, f in zip(probs, flips)]
-    avg = torch.stack(probs).mean(0) if len(probs) > 1 else probs[0]
-    plain = probs[0] if with_plain else None
-    if out_size is not None and tuple(avg.shape[-2:]) != tuple(out_size):
-        avg = F.interpolate(avg, size=out_size, mode="bilinear", align_corners=False)
-        plain = (
-            None
-            if plain is None
-            else F.interpolate(plain, size=out_size, mode="bilinear", align_corners=False)
-        )
-    return avg, plain
+    out = predict_tensors(model, images, tta, out_size, with_plain)
+    return out.probs, out.plain
+
+
+def _accumulate(total: Probabilities | None, part: Probabilities) -> Probabilities:
+    """Running sums of members' ``Probabilities``; class probabilities only while every member has them."""
+    if total is None:
+        return part
+    both = total.class_probs is not None and part.class_probs is not None
+
+    def add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+        return None if a is None or b is None else a + b
+
+    return Probabilities(
+        total.probs + part.probs,
+        add(total.plain, part.plain),
+        add(total.class_probs, part.class_probs) if both else None,
+        add(total.plain_class_probs, part.plain_class_probs) if both else None,
+    )
 
 
 def predict(
@@ -180,37 +257,121 @@ def predict(
     memory). ``on_error="skip"`` reports bad files in ``Batch.skipped`` and goes on; "raise"
     raises ``InferenceError`` naming the file after the earlier batches were yielded.
     """
+    return predict_members(
+        [(model, tuple(size or out_size))],
+        images,
+        tta,
+        batch_size,
+        device,
+        on_error,
+        out_size,
+        quantize,
+        with_plain,
+        num_workers,
+        progress,
+    )
+
+
+def predict_members(
+    members: Sequence[tuple[nn.Module, tuple[int, int]]],
+    images: str | Path | Sequence[str | Path],
+    tta: str = "none",
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    on_error: str = "raise",
+    out_size: tuple[int, int] = (HEIGHT, WIDTH),
+    quantize: bool = False,
+    with_plain: bool = False,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> Iterator[Batch]:
+    """``predict`` for an ensemble: (model, input size (H, W)) pairs, each image read once and
+    resized to every member's size; yields ``Batch`` es of the members' mean probabilities
+    (B, C, *out_size), each member with the flips of ``tta`` and resized to ``out_size`` first.
+    ``class_probs`` is the members' mean when every member has a classification head, else None.
+    One member gives exactly ``predict``'s numbers. Options as ``predict``'s.
+    """
+    if not members:
+        raise InferenceError("no model to predict with (an empty list of members)")
     if on_error not in ("raise", "skip"):
         raise InferenceError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
     if tta not in TTA_FLIPS:
         raise InferenceError(f"tta={tta!r}: expected one of {', '.join(TTA_FLIPS)}")
     paths = image_paths(images)
     dev = resolve_device(device)
-    model = model.to(dev).eval()
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    models = []
+    for model, _ in members:
+        model = model.to(dev).eval()
+        models.append(model.to(memory_format=torch.channels_last) if dev.type == "cuda" else model)
+    sizes = list(dict.fromkeys(tuple(size) for _, size in members))
+    which = [sizes.index(tuple(size)) for _, size in members]
+    return _batches(
+        paths,
+        models,
+        sizes,
+        which,
+        tta,
+        batch_size,
+        dev,
+        on_error,
+        out_size,
+        quantize,
+        with_plain,
+        num_workers,
+        progress,
+    )
+
+
+def _batches(
+    paths: list[Path],
+    models: list[nn.Module],
+    sizes: list[tuple[int, int]],
+    which: list[int],
+    tta: str,
+    batch_size: int,
+    dev: torch.device,
+    on_error: str,
+    out_size: tuple[int, int],
+    quantize: bool,
+    with_plain: bool,
+    num_workers: int | None,
+    progress: bool,
+) -> Iterator[Batch]:
+    """The generator behind ``predict_members`` (its arguments checked before the first batch is asked for)."""
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
     loader = torch.utils.data.DataLoader(
-        _Images(paths, tuple(size or out_size)),
+        _Images(paths, sizes),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
         pin_memory=dev.type == "cuda",
     )
+    conv = (lambda t: (t * 255).round_().to(torch.uint8)) if quantize else (lambda t: t)
+
+    def out(t: torch.Tensor | None) -> np.ndarray | None:
+        return None if t is None else conv(t / len(models)).cpu().numpy()
+
+    def classes(t: torch.Tensor | None) -> np.ndarray | None:
+        return None if t is None else (t / len(models)).float().cpu().numpy()
+
     with tqdm(total=len(paths), desc=f"predict (tta={tta})", unit="img", disable=not progress) as bar:
-        for index, x, errors in loader:
+        for index, xs, errors in loader:
             skipped = [(paths[i].name, reason) for i, reason in errors]
             ids = [paths[i].name for i in index]
-            probs = plain = np.zeros((0, N_CLASSES, *out_size), np.uint8 if quantize else np.float32)
-            if x is not None:
-                p, q = predict_tensor(model, x.to(dev, non_blocking=True), tta, out_size, with_plain)
-                conv = (lambda t: (t * 255).round_().to(torch.uint8)) if quantize else (lambda t: t)
-                probs = conv(p).cpu().numpy()
-                plain = conv(q).cpu().numpy() if q is not None else None
+            empty = np.zeros((0, N_CLASSES, *out_size), np.uint8 if quantize else np.float32)
+            batch = Batch(ids, empty, empty if with_plain else None, [] if on_error == "raise" else skipped)
+            if xs is not None:
+                xs = [x.to(dev, non_blocking=True) for x in xs]
+                total = None
+                for model, k in zip(models, which):
+                    total = _accumulate(total, predict_tensors(model, xs[k], tta, out_size, with_plain))
+                batch.probs, batch.plain = out(total.probs), out(total.plain) if with_plain else None
+                batch.class_probs = classes(total.class_probs)
+                batch.plain_class_probs = classes(total.plain_class_probs) if with_plain else None
             bar.update(len(index) + len(errors))
             # the good images of a batch are yielded before its first bad file raises
-            yield Batch(ids, probs, plain if with_plain else None, [] if on_error == "raise" else skipped)
+            yield batch
             if skipped and on_error == "raise":
                 name, reason = skipped[0]
                 raise InferenceError(reason if name in reason else f"{name}: {reason}")
@@ -227,7 +388,8 @@ def load(weights: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Mo
 
 
 def four_classes(probs: np.ndarray, class_id: int | None) -> np.ndarray:
-    """A one-class model's output (B, 1, H, W) placed at class ``class_id`` of (B, 4, H, W)."""
+    """A one-class model's output (B, 1, H, W) placed at class ``class_id`` of (B, 4, H, W); its
+    class probabilities (B, 1) likewise in (B, 4)."""
     if probs.shape[1] == N_CLASSES:
         return probs
     out = np.zeros((probs.shape[0], N_CLASSES, *probs.shape[2:]), probs.dtype)

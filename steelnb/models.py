@@ -1,6 +1,9 @@
 """Segmentation models: build any smp architecture/encoder, load our and the reference's checkpoints.
 
-A model maps images (N, 3, H, W) to logits (N, C, H, W), C = ``classes`` (4 for Severstal).
+A model maps images (N, 3, H, W) to logits (N, C, H, W), C = ``classes`` (4 for Severstal); one
+built with ``classifier=True`` (an image-level classification head, smp ``aux_params``) returns
+the pair (mask logits (N, C, H, W), class logits (N, C)) in training and in eval mode alike:
+``split_logits`` takes either output apart and ``gated_logits`` joins the pair into one map.
 Checkpoints are always read with ``torch.load(weights_only=True)``: a file never runs code.
 """
 
@@ -10,7 +13,6 @@ import contextlib
 import os
 import pickle
 import socket
-import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,19 +236,19 @@ def gated_logits(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return log_p - torch.log(-torch.expm1(log_p))
 
 
-def with_classifier_gate(model: nn.Module) -> nn.Module:
-    """An smp model built with ``aux_params`` returns (mask logits, class logits); this makes it
-    return that pair while training and, in eval mode, the gated mask logits alone
-    (``gated_logits``), so prediction, tuning and evaluation see one probability map per class.
-    The state dict is unchanged."""
-    base = type(model).forward
+def split_logits(
+    out: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A model's output -> (mask logits (N, C, H, W), class logits (N, C) or None without a head)."""
+    if isinstance(out, (tuple, list)):
+        masks, labels = out
+        return masks, labels
+    return out, None
 
-    def forward(self: nn.Module, x: torch.Tensor) -> Any:
-        masks, labels = base(self, x)
-        return (masks, labels) if self.training else gated_logits(masks, labels)
 
-    model.forward = types.MethodType(forward, model)  # type: ignore[method-assign]
-    return model
+def has_classifier(model: nn.Module) -> bool:
+    """True for a model built with an image-level classification head (``classifier=True``)."""
+    return getattr(model, "classification_head", None) is not None
 
 
 def build_model(
@@ -260,7 +262,8 @@ def build_model(
     """An smp model: images (N, 3, H, W) -> logits (N, classes, H, W); H, W multiples of 32.
 
     ``classifier``: an image-level classification head on the encoder (smp ``aux_params``, one
-    logit per class) whose probability gates the masks in eval mode (``with_classifier_gate``).
+    logit per class, "class c is in the image"); the model then returns (mask logits, class logits
+    (N, classes)) in every mode, and its state dict gains ``classification_head.*``.
 
     ``encoder_weights``: None (random init), a path to an encoder state dict (.pth/.pt/.safetensors),
     or a weights name such as "imagenet": read with no network from
@@ -270,7 +273,6 @@ def build_model(
     """
     if classifier:
         kwargs["aux_params"] = {"classes": classes}
-        return with_classifier_gate(_build(arch, encoder, encoder_weights, classes, **kwargs))
     return _build(arch, encoder, encoder_weights, classes, **kwargs)
 
 

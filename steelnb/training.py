@@ -30,7 +30,7 @@ from .config import ConfigError, TrainConfig
 from .fileio import atomic_path, write_json
 from .losses import build_loss
 from .metrics import SegmentationMetrics
-from .models import build_model
+from .models import build_model, gated_logits, split_logits
 from .provenance import code_info, data_info
 
 _QUIET = (
@@ -73,21 +73,20 @@ class SegmentationModule(L.LightningModule):
         self.val_metrics = SegmentationMetrics(cfg.classes, cfg.threshold)  # summed over DDP processes
         self.last_val: dict[str, Any] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W) -> logits (N, C, H, W); with a classification head (cls_weight > 0)
-        the pair (mask logits, class logits (N, C)) while training, gated mask logits in eval mode."""
+        the pair (mask logits, class logits (N, C)), in training and in eval mode alike."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The loss minimised on a batch, and the classification head's BCE (None without a head)."""
-        out = self(x)
-        if isinstance(out, tuple):  # masks and image-level class logits (cls_weight > 0)
-            masks, labels = out
+        masks, labels = split_logits(self(x))
+        if labels is not None:  # image-level class logits (cls_weight > 0)
             cls_loss = F.binary_cross_entropy_with_logits(labels.float(), y.amax((2, 3)).float())
             return self.loss(masks, y) + self.config.cls_weight * cls_loss, cls_loss
-        return self.loss(out, y), None
+        return self.loss(masks, y), None
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
@@ -114,7 +113,10 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch[0], batch[1]
-        logits = self(x)
+        masks, labels = split_logits(self(x))
+        # with a head, validation scores the soft-gated map P(c in image) x P(pixel | c), as
+        # prediction's probability map does
+        logits = masks if labels is None else gated_logits(masks, labels)
         self.log(
             "val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x)
         )

@@ -35,18 +35,21 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def make_tiny_run() -> Callable[..., Path]:
-    """``make(folder, classes=4, seed=0)`` -> a run folder holding a tiny random Unet (resnet18,
-    64 x 320, no pretrained weights) in ``best.ckpt``, saved as ``training.fit`` saves it."""
+    """``make(folder, classes=4, seed=0, classifier=False, **config)`` -> a run folder holding a
+    tiny random Unet (resnet18, 64 x 320, no pretrained weights) in ``best.ckpt``, saved as
+    ``training.fit`` saves it. ``classifier``: with an image-level classification head (the
+    config's cls_weight 0.5); ``config``: other TrainConfig fields (data_dir, subset, ...)."""
 
-    def make(folder: Path, classes: int = 4, seed: int = 0) -> Path:
+    def make(folder: Path, classes: int = 4, seed: int = 0, classifier: bool = False, **config) -> Path:
         import torch
 
         from steelnb.config import TrainConfig
         from steelnb.models import build_model
 
         torch.manual_seed(seed)
-        cfg = TrainConfig(encoder="resnet18", height=64, width=320, classes=classes)
-        model = build_model("Unet", "resnet18", encoder_weights=None, classes=classes)
+        fields = {"encoder": "resnet18", "height": 64, "width": 320, "classes": classes, **config}
+        cfg = TrainConfig(**fields, cls_weight=0.5 if classifier else 0.0)
+        model = build_model("Unet", cfg.encoder, encoder_weights=None, classes=classes, classifier=classifier)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(
             {

@@ -134,3 +134,70 @@ def test_one_class_helpers() -> None:
         inf.check_classes(one, None)
     with pytest.raises(inf.InferenceError, match="class_id=2 given"):
         inf.check_classes(all_four, 2)
+
+
+class _WithHead(nn.Module):
+    """A conv net with an image-level head, returning (mask logits, class logits) as smp does."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seg = _conv_net(seed)
+        torch.manual_seed(seed + 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+        self.classification_head = self.head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the head sees only the left half: flips change its logits, so the TTA mean is tested
+        return self.seg(x), self.head(x[..., : x.shape[-1] // 2])
+
+
+def test_class_probs_are_averaged_over_flips_and_gate_the_map() -> None:
+    from steelnb.models import gated_logits
+
+    model = _WithHead().eval()
+    x = _images()
+    out = inf.predict_tensors(model, x, "h", out_size=None, with_plain=True)
+    norm = inf._normalised(x, [(), (-1,)])
+    with torch.no_grad():
+        masks, labels = model(norm)
+    p = torch.sigmoid(gated_logits(masks, labels))
+    want = (p[:2] + p[2:].flip(-1)) / 2
+    assert torch.allclose(out.probs, want, atol=1e-6)
+    assert torch.allclose(out.plain, p[:2], atol=1e-6)
+    cls = torch.sigmoid(labels)
+    assert torch.allclose(out.class_probs, (cls[:2] + cls[2:]) / 2, atol=1e-6)
+    assert torch.allclose(out.plain_class_probs, cls[:2], atol=1e-6)
+    assert (cls[:2] - cls[2:]).abs().max() > 1e-4  # the flip did change the head's logits
+    probs, plain = inf.predict_tensor(model, x, "h", out_size=None, with_plain=True)  # the old pair
+    assert torch.equal(probs, out.probs) and torch.equal(plain, out.plain)
+    no_head = inf.predict_tensors(_conv_net(), x, "h", out_size=None)
+    assert no_head.class_probs is None and no_head.plain_class_probs is None
+
+
+def test_members_average_and_one_model_twice_is_the_model(tmp_path) -> None:
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), _images(1, 128, 800, seed=i)[0].numpy())
+    a, b = _WithHead(0).eval(), _WithHead(5).eval()
+
+    def run(members, **kw) -> list[inf.Batch]:
+        return list(inf.predict_members(members, tmp_path, "h", batch_size=2, progress=False, **kw))
+
+    alone = list(inf.predict(a, tmp_path, (64, 320), "h", batch_size=2, with_plain=True, progress=False))
+    twice = run([(a, (64, 320)), (a, (64, 320))], with_plain=True)
+    for x, y in zip(alone, twice):
+        assert x.ids == y.ids and np.allclose(x.probs, y.probs) and np.allclose(x.plain, y.plain)
+        assert np.allclose(x.class_probs, y.class_probs) and np.allclose(
+            x.plain_class_probs, y.plain_class_probs
+        )
+    # two models at two input sizes: the mean of what each predicts alone at the common output size
+    both = run([(a, (64, 320)), (b, (32, 160))], quantize=False)
+    one = run([(a, (64, 320))])
+    other = run([(b, (32, 160))])
+    for m, p, q in zip(both, one, other):
+        assert np.allclose(m.probs, (p.probs + q.probs) / 2, atol=1e-6)
+        assert np.allclose(m.class_probs, (p.class_probs + q.class_probs) / 2, atol=1e-6)
+    # a member without a head: the ensemble has no class probabilities
+    mixed = run([(a, (64, 320)), (_conv_net(), (64, 320))])
+    assert all(m.class_probs is None for m in mixed)
+    with pytest.raises(inf.InferenceError, match="no model"):
+        inf.predict_members([], tmp_path)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -301,20 +302,57 @@ def test_classifier_gate_multiplies_the_probabilities() -> None:
     assert torch.allclose(torch.sigmoid(g), want, atol=1e-6)
 
 
-def test_model_with_classifier_trains_on_pairs_and_predicts_gated_masks(tmp_path) -> None:
+def test_model_with_classifier_returns_the_pair_in_every_mode(tmp_path) -> None:
+    """No patched forward: smp's own returns (mask logits, class logits) in training and eval mode;
+    the state dict is smp's (``classification_head.*``), and a bare state dict loads by its keys."""
+    from steelnb.models import has_classifier, split_logits
+
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", encoder_weights=None, classes=4, classifier=True)
+    assert "forward" not in vars(model) and has_classifier(model)
     x = torch.randn(2, 3, 64, 96)
     masks, labels = model.train()(x)
     assert masks.shape == (2, 4, 64, 96) and labels.shape == (2, 4)
-    model.eval()
     with torch.no_grad():
-        masks, labels = type(model).forward(model, x)  # smp's own forward: the pair
-        gated = model(x)
-    want = torch.sigmoid(masks) * torch.sigmoid(labels)[:, :, None, None]
-    assert torch.allclose(torch.sigmoid(gated), want, atol=1e-5)
-    path = tmp_path / "state.pt"  # a bare state dict: the classification head is found by its keys
+        masks, labels = model.eval()(x)
+    assert masks.shape == (2, 4, 64, 96) and labels.shape == (2, 4)
+    assert any(k.startswith("classification_head.") for k in model.state_dict())
+    path = tmp_path / "state.pt"
     torch.save(model.state_dict(), path)
     again, _ = load_model(path)
+    assert has_classifier(again)
     with torch.no_grad():
-        assert torch.allclose(again(x), gated, atol=1e-5)
+        m2, l2 = again(x)
+    assert torch.allclose(m2, masks, atol=1e-5) and torch.allclose(l2, labels, atol=1e-5)
+    plain = torch.randn(1, 4, 8, 8)
+    assert split_logits(plain) == (plain, None) and split_logits((plain, labels)) == (plain, labels)
+
+
+def test_old_classifier_checkpoint_loads_and_predicts(make_tiny_run, synthetic_data, tmp_path) -> None:
+    """A run saved with a head (its keys as before the patched forward was removed) loads, and
+    prediction gives the soft-gated map and the class probabilities; a model without a head gives
+    what it always did, and no class probabilities."""
+    from steelnb import inference as inf
+    from steelnb.models import gated_logits, has_classifier
+
+    head = make_tiny_run(tmp_path / "head", classifier=True)
+    state = torch.load(head / "best.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("model.classification_head.") for k in state)
+    model, info = load_model(head)
+    assert has_classifier(model) and info.config.cls_weight == 0.5
+    images = sorted((synthetic_data / "train_images").glob("*.jpg"))[:2]
+    batch = next(inf.predict(model, images, (64, 320), out_size=(64, 320), progress=False))
+    x = inf._normalised(torch.from_numpy(inf._Images(images, [(64, 320)])[0][1][0])[None], [()])
+    with torch.no_grad():
+        masks, labels = model(x)
+    assert np.allclose(batch.probs[0], torch.sigmoid(gated_logits(masks, labels))[0].numpy(), atol=1e-5)
+    assert batch.class_probs.shape == (2, 4) and batch.class_probs.dtype == np.float32
+    assert np.allclose(batch.class_probs[0], torch.sigmoid(labels)[0].numpy(), atol=1e-6)
+    plain, _ = load_model(make_tiny_run(tmp_path / "plain"))
+    assert not has_classifier(plain) and not any("classification_head" in k for k in plain.state_dict())
+    with torch.no_grad():
+        assert plain(x).shape == (1, 4, 64, 320)  # a tensor, not a pair
+    batch = next(inf.predict(plain, images, (64, 320), out_size=(64, 320), progress=False))
+    with torch.no_grad():
+        assert np.allclose(batch.probs[0], torch.sigmoid(plain(x))[0].numpy(), atol=1e-5)
+    assert batch.class_probs is None and batch.plain_class_probs is None

@@ -175,3 +175,135 @@ def test_switched_off_class_round_trips_and_old_files_load(tmp_path) -> None:
         )
     )
     assert all(c.enabled for c in PostParams.from_yaml(old).classes)
+
+
+# --- the classifier gate ------------------------------------------------------------------------
+def test_gate_empties_exactly_the_classes_below_threshold() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.6, 1.0, (5, 4, 16, 40)).astype(np.float32)  # every class predicted everywhere
+    class_probs = np.array(
+        [
+            [0.1, 0.9, 0.5, 0.49],
+            [0.6, 0.2, 0.3, 0.8],
+            [0.9, 0.9, 0.9, 0.9],
+            [0.0, 0.1, 0.2, 0.3],
+            [0.5, 0.5, 0.5, 0.5],  # exactly at the threshold: not below, kept
+        ]
+    )
+    thresholds = (0.5, 0.3, 0.5, 0.5)
+    params = PostParams(classes=tuple(ClassParams(cls_threshold=t) for t in thresholds))
+    masks = pp.apply(probs, params, class_probs)
+    below = class_probs < np.array(thresholds)
+    assert below.any() and (~below).any()
+    assert not masks[below].any()  # the gated classes are empty ...
+    assert np.array_equal(masks[~below], pp.apply(probs)[~below])  # ... and only those change
+    assert np.array_equal(pp.emptied(class_probs, params), below)
+    assert pp.screened(class_probs, params).tolist() == [False, False, False, True, False]
+    # one image (4,) with (4,) class probabilities; no class probabilities or the gate off: as before
+    assert np.array_equal(pp.apply(probs[0], params, class_probs[0]), masks[0])
+    assert np.array_equal(pp.apply(probs, params), pp.apply(probs))
+    assert np.array_equal(pp.apply(probs, PostParams(), class_probs), pp.apply(probs))
+    assert not pp.screened(None, params, n=5).any()
+    with pytest.raises(pp.PostprocessError, match="class probabilities of shape"):
+        pp.apply(probs, params, class_probs[:2])
+
+
+def test_gate_min_area_variant_keeps_large_components() -> None:
+    """khornlund's variant: a gated class keeps its components of at least gate_min_area pixels."""
+    params = _params(cls_threshold=0.5, gate_min_area=500)
+    low, high = np.array([0.2, 0.2, 0.9, 0.9]), np.array([0.9, 0.9, 0.9, 0.9])
+    gated = pp.apply(_blob_probs(), params, low)
+    assert gated[0, 10:50, 10:50].all() and gated[0].sum() == 1600  # 1600-px blob kept, 9-px spot dropped
+    assert gated[1].sum() == 0  # the 100-px class-2 patch is below 500 px
+    assert np.array_equal(pp.apply(_blob_probs(), params, high), pp.apply(_blob_probs()))  # not gated
+    assert not pp.screened(low[None], params)[0]  # a raised area still needs the mask decoded
+    assert (
+        pp.apply(_blob_probs(), _params(min_area=2000, cls_threshold=0.5, gate_min_area=500), low)[0].sum()
+        == 0
+    )
+
+
+def test_gate_fields_round_trip_and_old_files_load(tmp_path) -> None:
+    params = PostParams(
+        classes=(
+            ClassParams(0.4, 500, cls_threshold=0.6),
+            ClassParams(0.5, cls_threshold=0.4, gate_min_area=4000),
+            ClassParams(enabled=False),
+            ClassParams(),
+        ),
+        score=0.8,
+    )
+    assert PostParams.from_yaml(params.to_yaml(tmp_path)) == params
+    assert PostParams.from_dict(params.to_dict()) == params
+    old = tmp_path / "old.yaml"  # written before the gate existed
+    old.write_text(
+        "classes:\n"
+        + "".join(
+            f"  {c}: {{threshold: 0.5, min_area: 0, min_top_prob: 0.0, min_total_area: 0, enabled: true}}\n"
+            for c in range(1, 5)
+        )
+    )
+    assert all(c.cls_threshold == 0 and c.gate_min_area == 0 for c in PostParams.from_yaml(old).classes)
+    with pytest.raises(pp.PostprocessError, match="cls_threshold"):
+        ClassParams(cls_threshold=1.5)
+    with pytest.raises(pp.PostprocessError, match="areas"):
+        ClassParams(gate_min_area=-1)
+
+
+def _class_probs(truth: np.ndarray, seed: int, noise: float) -> np.ndarray:
+    """Image-level class probabilities (N, 4): high where the class is present, plus noise."""
+    rng = np.random.default_rng(seed)
+    present = truth.any((2, 3)).astype(float)
+    return np.clip(0.2 + 0.6 * present + rng.normal(0, noise, present.shape), 0, 1)
+
+
+GRIDS = dict(
+    thresholds=(0.4, 0.5, 0.6), min_areas=(0, 500, 1500), top_probs=(0.0, 0.9), total_areas=(0, 2000)
+)
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.5])
+def test_tuning_with_class_probs_never_scores_below_without(noise: float) -> None:
+    probs, truth = _synthetic_validation(n=24, seed=2)
+    without = pp.tune_postprocess(probs, truth, **GRIDS)
+    assert all(c.cls_threshold == 0 for c in without.classes)  # no class probabilities: no gate
+    cp = _class_probs(truth, seed=3, noise=noise)
+    with_cp = pp.tune_postprocess(probs, truth, class_probs=cp, **GRIDS)
+    assert with_cp.score >= without.score - 1e-12
+    # the score the search reports is the one apply() reaches with the gate
+    assert with_cp.score == pytest.approx(kaggle_metric(pp.apply(probs, with_cp, cp), truth))
+    if noise < 0.1:  # with no area filter in the grid, only an informative classifier removes the
+        # false spots on the images without the class
+        bare = dict(thresholds=(0.5,), min_areas=(0,), top_probs=(0.0,), total_areas=(0,))
+        plain = pp.tune_postprocess(probs, truth, **bare)
+        gated = pp.tune_postprocess(probs, truth, class_probs=cp, **bare)
+        assert gated.score > plain.score + 0.01 and all(c.cls_threshold > 0 for c in gated.classes)
+
+
+def test_tuning_finds_the_min_area_gate() -> None:
+    """Defects are large; false alarms are mid-sized blobs on images the classifier rejects: only
+    the raised minimum area for gated images removes them without losing the defects it misses."""
+    n = 12
+    probs = np.zeros((n, 4, 64, 400), np.float32)
+    truth = np.zeros((n, 4, 64, 400), np.uint8)
+    cp = np.full((n, 4), 0.9)
+    truth[:6, 0, 5:45, 10:110] = 1  # 4000 px here = 64,000 px at full size
+    probs[:6, 0, 5:45, 10:110] = 0.9
+    cp[3:6, 0] = 0.1  # the classifier misses half of the defects ...
+    probs[6:, 0, 20:30, 200:220] = 0.9  # ... and rejects images holding 200-px (3200 full) false blobs
+    cp[6:, 0] = 0.1
+    truth[:, 1:] = 0
+    params = pp.tune_postprocess(
+        probs,
+        truth,
+        thresholds=(0.5,),
+        min_areas=(0,),
+        top_probs=(0.0,),
+        total_areas=(0,),
+        class_probs=cp,
+        cls_thresholds=(0.5,),
+        gate_min_areas=(0, 8000),
+    )
+    assert (params.classes[0].cls_threshold, params.classes[0].gate_min_area) == (0.5, 8000)
+    assert params.score == pytest.approx(1.0)
+    assert params.score == pytest.approx(kaggle_metric(pp.apply(probs, params, cp), truth))
