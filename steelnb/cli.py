@@ -111,7 +111,15 @@ def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict", help="predict masks, write submission.csv, overlays and (with labels) an evaluation"
     )
-    p.add_argument("--weights", type=Path, required=True, help="run folder or checkpoint file")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="RUN",
+        help="run folder or checkpoint file; several: an ensemble averaging their probabilities "
+        "(the members are listed in members.json beside the submission)",
+    )
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--labels", type=Path, default=None, help="label CSV: evaluate against it")
     p.add_argument("--out", type=Path, required=True)
@@ -125,6 +133,13 @@ def _add_predict(sub: Any) -> None:
         type=int,
         default=None,
         help="for one-class checkpoints (the reference's): the class its mask stands for",
+    )
+    p.add_argument(
+        "--postprocess",
+        type=Path,
+        default=None,
+        help="postprocess.yaml (or a folder holding one, e.g. an ensemble's evaluation folder) to apply; "
+        "default: the one beside a single run's checkpoint, else threshold 0.5",
     )
 
 
@@ -239,8 +254,12 @@ def _predict(args: argparse.Namespace) -> int:
         "device",
         "on_error",
         "class_id",
+        "postprocess",
     )
-    result = run_predict(**{k: getattr(args, k) for k in options})
+    kwargs = {k: getattr(args, k) for k in options}
+    if len(args.weights) == 1:  # one run: exactly as before ensembles
+        kwargs["weights"] = args.weights[0]
+    result = run_predict(**kwargs)
     for key, value in result.items():
         if value not in ("", None):
             print(f"{key}: {value}")

@@ -13,12 +13,23 @@ Validation selects (epoch, schedule, post-processing); the test split only repor
 is that selection of post-processing on labelled images (by default the run's validation split),
 saved as ``postprocess.yaml`` beside the checkpoint, where ``predict_run.run_predict`` finds it.
 
-Imports: this module uses ``inference`` (probabilities) and ``labels`` (truth masks); the
-prediction run (``predict_run``) uses this one for its tables, never the other way round.
+A run with a classification head (``cls_weight`` > 0) also tunes the classifier gate (its class
+probabilities go into ``postprocess.tune_postprocess``) and its test block gains ``gate``
+(``gate_summary``): the share of defect-free and of defective test images the gate screens out,
+and the false-positive pairs and Kaggle metric with the gate and without it.
+
+``evaluate_ensemble(run_dirs, out)`` does the same for an ensemble of runs that share their data,
+validation and test images (``ensemble.Ensemble``), into a folder of its own that the comparison
+code reads like a run's (``metrics.json``, ``test_scores.csv``, ``postprocess.yaml``, and
+``members.json`` naming the run folders).
+
+Imports: this module uses ``inference`` and ``ensemble`` (probabilities) and ``labels`` (truth
+masks); the prediction run (``predict_run``) uses this one for its tables, never the other way round.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,13 +42,18 @@ import pandas as pd
 from . import metrics, stats
 from . import postprocess as pp
 from .config import HEIGHT, N_CLASSES, WIDTH
+from .ensemble import Ensemble, load_ensemble, write_members
 from .errors import SteelnbError
 from .fileio import write_csv, write_json
-from .inference import InferenceError, check_classes, four_classes, load, predict
+from .inference import InferenceError, check_classes, four_classes, load
 from .labels import encodings_by_image, image_masks
 
 SCORES_FILE = "test_scores.csv"
 COUNT_COLUMNS = ["tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"]
+#: Extra columns of ``test_scores.csv`` for a run with a classification head: the image-level class
+#: probability and the post-processed counts with the (hard) classifier gate switched off; the
+#: probability map keeps its soft gate, P(c in image) x P(pixel | c), in both.
+GATE_COLUMNS = ["class_prob", "tp_ungated", "fp_ungated", "fn_ungated"]
 
 
 class EvaluationError(SteelnbError):
@@ -100,8 +116,21 @@ def summarize(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
     return out
 
 
+def _as_ensemble(weights: str | Path | Ensemble, device: str) -> Ensemble:
+    """A checkpoint or run folder as a one-member ``Ensemble``; an ``Ensemble`` passes through."""
+    return weights if isinstance(weights, Ensemble) else load_ensemble([weights], device)
+
+
+def _ungated(params: pp.PostParams) -> pp.PostParams:
+    """``params`` with the classifier gate of every class switched off."""
+    return pp.PostParams(
+        classes=tuple(dataclasses.replace(c, cls_threshold=0.0, gate_min_area=0) for c in params.classes),
+        score=params.score,
+    )
+
+
 def score_images(
-    weights: str | Path,
+    weights: str | Path | Ensemble,
     images_dir: Path,
     labels_csv: Path,
     image_ids: Sequence[str],
@@ -113,33 +142,49 @@ def score_images(
 ) -> pd.DataFrame:
     """Predict ``image_ids`` at the model's size, score at 256 x 1600 raw and post-processed.
 
-    Returns the long table: ImageId, ClassId, tp, fp, fn (post-processed), tp_raw, fp_raw,
-    fn_raw (threshold 0.5), one row per image and class.
+    ``weights``: a checkpoint or run folder, or an ``ensemble.Ensemble``. Returns the long table:
+    ImageId, ClassId, tp, fp, fn (post-processed), tp_raw, fp_raw, fn_raw (threshold 0.5), one row
+    per image and class; with class probabilities (every model has a classification head) also
+    ``GATE_COLUMNS``: class_prob and tp/fp/fn_ungated (post-processed with the gate off).
     """
-    model, info = load(weights, device)
+    ens = _as_ensemble(weights, device)
     table = encodings_by_image(labels_csv)
+    ungated = _ungated(params)
+    gate_on = ungated != params
     rows = []
-    for batch in predict(
-        model,
+    for batch in ens.predict(
         [images_dir / i for i in image_ids],
-        (info.height or HEIGHT, info.width or WIDTH),
         tta,
         batch_size,
         device,
         out_size=(HEIGHT, WIDTH),
         progress=progress,
     ):
-        for image_id, prob in zip(batch.ids, batch.probs):
+        for k, (image_id, prob) in enumerate(zip(batch.ids, batch.probs)):
             truth = image_masks(table.get(image_id, {}), image_id=image_id)
-            post = metrics.pixel_counts(pp.apply(prob, params), truth)
+            cp = None if batch.class_probs is None else batch.class_probs[k]
+            post = metrics.pixel_counts(pp.apply(prob, params, cp), truth)
             raw = metrics.pixel_counts(prob > 0.5, truth)
-            rows += [(image_id, c + 1, *post[c], *raw[c]) for c in range(N_CLASSES)]
-    return pd.DataFrame(rows, columns=["ImageId", "ClassId", *COUNT_COLUMNS])
+            if cp is None:
+                rows += [(image_id, c + 1, *post[c], *raw[c]) for c in range(N_CLASSES)]
+                continue
+            free = metrics.pixel_counts(pp.apply(prob, ungated), truth) if gate_on else post
+            rows += [(image_id, c + 1, *post[c], *raw[c], float(cp[c]), *free[c]) for c in range(N_CLASSES)]
+    columns = ["ImageId", "ClassId", *COUNT_COLUMNS]
+    return pd.DataFrame(rows, columns=columns + (GATE_COLUMNS if ens.has_classifier else []))
 
 
-def counts_of(scores: pd.DataFrame, raw: bool = False, image_ids: Sequence[str] | None = None) -> np.ndarray:
-    """Counts (N, C, 3) from a scores table (images in ``image_ids`` order, default sorted)."""
+def counts_of(
+    scores: pd.DataFrame, raw: bool = False, image_ids: Sequence[str] | None = None, ungated: bool = False
+) -> np.ndarray:
+    """Counts (N, C, 3) from a scores table (images in ``image_ids`` order, default sorted);
+    ``raw``: at threshold 0.5; ``ungated``: post-processed with the classifier gate off."""
     cols = ["tp_raw", "fp_raw", "fn_raw"] if raw else ["tp", "fp", "fn"]
+    cols = ["tp_ungated", "fp_ungated", "fn_ungated"] if ungated else cols
+    if not set(cols) <= set(scores.columns):
+        raise EvaluationError(
+            f"scores hold no columns {', '.join(cols)} (a run without a classification head?)"
+        )
     wide = scores.pivot(index="ImageId", columns="ClassId", values=cols)
     ids = sorted(wide.index) if image_ids is None else list(image_ids)
     missing = sorted(set(ids) - set(wide.index))
@@ -157,9 +202,14 @@ def read_scores(run_dir: str | Path) -> pd.DataFrame | None:
 
 def _run_data(run_dir: str | Path) -> tuple[Any, Any]:
     """(config, SteelDataModule) of a run folder; errors when it has no config or no test split."""
+    _, info = load(run_dir, "cpu")
+    return info.config, _data_of(info, run_dir)
+
+
+def _data_of(info: Any, run_dir: str | Path) -> Any:
+    """The SteelDataModule of a loaded checkpoint's config; errors when it has no config or no test split."""
     from .dataset import SteelDataModule
 
-    _, info = load(run_dir, "cpu")
     if info.config is None:
         raise EvaluationError(
             f"{info.path}: the checkpoint carries no training config; cannot find its splits"
@@ -169,7 +219,7 @@ def _run_data(run_dir: str | Path) -> tuple[Any, Any]:
         raise EvaluationError(
             f"{run_dir}: the run has no test split (folds without fold -1, or test_share=0)"
         )
-    return info.config, data
+    return data
 
 
 def tune(
@@ -190,29 +240,49 @@ def tune(
 
     Defaults: the run's own validation images (its config's data, fold and subset). Probabilities
     are kept as uint8 at ``size`` (H, W) (N x 4 x H x W bytes) and truth resized (nearest).
-    ``grids``: thresholds, min_areas, top_probs, total_areas of ``tune_postprocess``.
+    ``grids``: thresholds, min_areas, top_probs, total_areas (and, for a model with a
+    classification head, cls_thresholds and gate_min_areas) of ``tune_postprocess``.
     """
-    model, info = load(weights, device)
+    ens = _as_ensemble(weights, device)
+    info = ens.infos[0]
     check_classes(info, class_id)
     if images is None or labels is None or image_ids is None:
         images, labels, image_ids = _validation_images(weights, info, images, labels, image_ids)
+    params = _tune(ens, images, labels, image_ids, tta, size, batch_size, device, class_id, progress, grids)
+    if save:
+        params.to_yaml(info.path.parent / pp.FILE_NAME)
+    return params
+
+
+def _tune(
+    ens: Ensemble,
+    images: str | Path,
+    labels: str | Path,
+    image_ids: Sequence[str] | None,
+    tta: str,
+    size: tuple[int, int],
+    batch_size: int,
+    device: str,
+    class_id: int | None,
+    progress: bool,
+    grids: dict[str, Any],
+) -> pp.PostParams:
+    """``tune``'s search on the (ensemble's) probabilities of ``image_ids`` (None: every image of
+    the folder ``images``), with its class probabilities when it has them; saves nothing."""
     table = encodings_by_image(labels)
     paths = [Path(images) / i for i in image_ids] if image_ids is not None else images
-    model_size = (info.height or HEIGHT, info.width or WIDTH)
-    probs, truth = [], []
-    for batch in predict(
-        model, paths, model_size, tta, batch_size, device, out_size=size, quantize=True, progress=progress
-    ):
+    probs, truth, class_probs = [], [], []
+    for batch in ens.predict(paths, tta, batch_size, device, out_size=size, quantize=True, progress=progress):
         probs.append(four_classes(batch.probs, class_id))
+        if batch.class_probs is not None:
+            class_probs.append(four_classes(batch.class_probs, class_id))
         for image_id in batch.ids:
             masks = image_masks(table.get(image_id, {}), image_id=image_id)
             truth.append(
                 np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_NEAREST) for m in masks])
             )
-    params = pp.tune_postprocess(np.concatenate(probs), np.stack(truth), **grids)
-    if save:
-        params.to_yaml(info.path.parent / pp.FILE_NAME)
-    return params
+    cp = np.concatenate(class_probs) if class_probs and len(class_probs) == len(probs) else None
+    return pp.tune_postprocess(np.concatenate(probs), np.stack(truth), class_probs=cp, **grids)
 
 
 def _validation_images(
@@ -297,7 +367,7 @@ def evaluate_run(
 
     Writes ``postprocess.yaml``, ``test_scores.csv`` and ``metrics.json["test"]`` (and
     ``["test_raw"]``, the same at threshold 0.5 without post-processing) in ``run_dir``;
-    returns the test block.
+    returns the test block (with ``gate`` for a run with a classification head).
     """
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
@@ -306,20 +376,193 @@ def evaluate_run(
     cfg, data = _run_data(run_dir)
     params, scores = _tuned_scores(run_dir, data, tta, tune_size, batch_size, device, progress)
     write_csv(run_dir / SCORES_FILE, scores)
-    block = summarize(counts_of(scores), n_boot=n_boot, seed=cfg.seed)
+    block, raw = _test_blocks(scores, params, len(data.val_ids), tta, tune_size, n_boot, cfg.seed)
+    metrics = json.loads(metrics_path.read_text())
+    metrics.update(test=block, test_raw=raw, postprocess=params.to_dict())
+    write_json(metrics_path, metrics)
+    return block
+
+
+def _test_blocks(
+    scores: pd.DataFrame,
+    params: pp.PostParams,
+    n_val: int,
+    tta: str,
+    tune_size: tuple[int, int],
+    n_boot: int,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(test block, raw test block) of a scores table: ``summarize`` with what was done, and the
+    ``gate`` block when the scores carry class probabilities."""
+    block = summarize(counts_of(scores), n_boot=n_boot, seed=seed)
     block.update(
         split="test",
         tta=tta,
         postprocess="tuned on validation",
-        n_val_tuned=len(data.val_ids),
+        n_val_tuned=n_val,
         val_tuned_kaggle=params.score,
         tune_size=list(tune_size),
     )
-    raw = summarize(counts_of(scores, raw=True), n_boot=n_boot, seed=cfg.seed)
+    gate = gate_summary(scores, params, n_boot=n_boot, seed=seed)
+    if gate is not None:
+        block["gate"] = gate
+    raw = summarize(counts_of(scores, raw=True), n_boot=n_boot, seed=seed)
     raw.update(split="test", tta=tta, postprocess="none (threshold 0.5)")
-    metrics = json.loads(metrics_path.read_text())
-    metrics.update(test=block, test_raw=raw, postprocess=params.to_dict())
-    write_json(metrics_path, metrics)
+    return block, raw
+
+
+def gate_summary(
+    scores: pd.DataFrame, params: pp.PostParams, n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any] | None:
+    """What the classifier gate did on the scored images (None when ``scores`` has no class
+    probabilities: a model without a classification head).
+
+    An image is *screened* when every class is emptied before any pixel is looked at (gated with
+    ``gate_min_area`` 0, or disabled; ``postprocess.screened``). A screened image needs no mask
+    decoding and no post-processing, so ``screened_share`` is the share of that work saved: in a
+    two-stage pipeline (encoder and classification head first, the decoder only for the images
+    left) the decoder's forward pass, the upsampling to 256 x 1600 and the post-processing of that
+    share of the images; ``inference.predict`` decodes whole batches, so there it saves the
+    post-processing (connected components, RLE) only. The 1st place reported about half of the
+    empty images screened.
+
+    Keys: images, clean_images / defective_images (truth empty in every class / not),
+    screened_clean (+ _share: of the defect-free images, the saving that costs nothing),
+    screened_defective (+ _share: of the defective images, wrongly screened: every defect missed),
+    screened_share (of all images), gated_pairs ((image, class) pairs whose class probability is
+    below its threshold), false_positive_pairs and false_positive_pairs_ungated (empty truth,
+    something predicted; with the gate and with it switched off), missed_defect_pairs (+ _ungated),
+    kaggle_ungated, and gate_gain with gate_gain_ci95 (paired bootstrap of the Kaggle metric with
+    the gate minus without it).
+    """
+    if "class_prob" not in scores.columns:
+        return None
+    ids = sorted(scores["ImageId"].unique())
+    class_probs = scores.pivot(index="ImageId", columns="ClassId", values="class_prob").loc[ids].to_numpy()
+    counts, free = counts_of(scores, image_ids=ids), counts_of(scores, image_ids=ids, ungated=True)
+    empty_truth = (counts[..., 0] + counts[..., 2]) == 0  # (N, C)
+    clean = empty_truth.all(1)
+    screened = pp.screened(class_probs, params)
+    gated = np.array([[c.gated(float(v)) for c, v in zip(params.classes, row)] for row in class_probs], bool)
+
+    def share(k: int, n: int) -> float | None:
+        return k / n if n else None
+
+    def fp_pairs(cnt: np.ndarray) -> int:
+        return int((empty_truth & ((cnt[..., 0] + cnt[..., 1]) > 0)).sum())
+
+    def missed(cnt: np.ndarray) -> int:
+        return int((~empty_truth & ((cnt[..., 0] + cnt[..., 1]) == 0)).sum())
+
+    with_gate, without = metrics.dice_of(counts), metrics.dice_of(free)
+    gain = stats.paired_bootstrap(with_gate, without, n_boot=n_boot, seed=seed)
+    n_clean, n_def = int(clean.sum()), int((~clean).sum())
+    return {
+        "images": len(ids),
+        "clean_images": n_clean,
+        "defective_images": n_def,
+        "screened_clean": int((screened & clean).sum()),
+        "screened_clean_share": share(int((screened & clean).sum()), n_clean),
+        "screened_defective": int((screened & ~clean).sum()),
+        "screened_defective_share": share(int((screened & ~clean).sum()), n_def),
+        "screened_share": share(int(screened.sum()), len(ids)),
+        "gated_pairs": int(gated.sum()),
+        "false_positive_pairs": fp_pairs(counts),
+        "false_positive_pairs_ungated": fp_pairs(free),
+        "missed_defect_pairs": missed(counts),
+        "missed_defect_pairs_ungated": missed(free),
+        "kaggle_ungated": float(without.mean()),
+        "gate_gain": gain["diff"],
+        "gate_gain_ci95": [gain["low"], gain["high"]],
+    }
+
+
+def _shared_splits(run_dirs: Sequence[Path], datas: Sequence[Any]) -> None:
+    """Raise ``EvaluationError`` naming two runs that do not share data, validation or test images."""
+    first, where = datas[0], run_dirs[0]
+
+    def what(d: Any) -> dict[str, Any]:
+        labels = Path(d.config.resolve(d.config.labels)).resolve()
+        return {
+            "data (images folder and label file)": (Path(d.images_dir).resolve(), labels),
+            "validation images": sorted(d.val_ids),
+            "test images": sorted(d.test_ids),
+        }
+
+    ref = what(first)
+    for run, d in zip(run_dirs[1:], datas[1:]):
+        for name, value in what(d).items():
+            if value != ref[name]:
+                sizes = f" ({len(ref[name])} and {len(value)})" if isinstance(value, list) else ""
+                raise EvaluationError(
+                    f"{where} and {run}: the members do not share the {name}{sizes}; an ensemble is "
+                    "tuned on one validation split and scored on one test split (members of other "
+                    "folds can still predict together: steelnb predict --weights RUN RUN ...)"
+                )
+
+
+def evaluate_ensemble(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    tta: str = "none",
+    tune_size: tuple[int, int] = (128, 800),
+    batch_size: int = 8,
+    device: str = "auto",
+    n_boot: int = 2000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``evaluate_run`` for an ensemble of runs: post-processing tuned on the ensemble's validation
+    probabilities (each member at its own size with ``tta``, averaged; the classifier gate too when
+    every member has a head), the test split scored with it; returns the test block.
+
+    The members must share data, validation and test images (else ``EvaluationError`` naming the
+    runs). Writes into ``out`` (e.g. weights/<plan>/ensemble__<names>/): ``postprocess.yaml``,
+    ``test_scores.csv``, ``members.json`` (the run folders and their models) and ``metrics.json``
+    (run, kind "ensemble", members, encoder and loss joined by "+", the mask size when the members
+    share it, the first member's data block, ``test``, ``test_raw``, ``postprocess``), so that
+    ``comparison.paired`` pairs it with its members on the same test images.
+    """
+    run_dirs = [Path(r) for r in run_dirs]
+    if not run_dirs:
+        raise EvaluationError("evaluate_ensemble: no run folders given")
+    out = Path(out)
+    ens = load_ensemble(run_dirs, device)
+    datas = [_data_of(info, run) for info, run in zip(ens.infos, run_dirs)]
+    _shared_splits(run_dirs, datas)
+    data, cfg = datas[0], ens.infos[0].config
+    labels_csv = cfg.resolve(cfg.labels)
+    params = _tune(
+        ens, data.images_dir, labels_csv, data.val_ids, tta, tune_size, batch_size, device, None, progress, {}
+    )
+    scores = score_images(
+        ens, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device, progress
+    )
+    params.to_yaml(out / pp.FILE_NAME)
+    write_csv(out / SCORES_FILE, scores)
+    block, raw = _test_blocks(scores, params, len(data.val_ids), tta, tune_size, n_boot, cfg.seed)
+    members = [str(r) for r in ens.run_dirs]
+    write_members(out, ens, tta=tta, tune_size=list(tune_size))
+    first = ens.run_dirs[0] / "metrics.json"
+    sizes = set(ens.sizes)
+    height, width = sizes.pop() if len(sizes) == 1 else (None, None)
+    write_json(
+        out / "metrics.json",
+        {
+            "run": out.name,
+            "kind": "ensemble",
+            "members": members,
+            "arch": "+".join(i.arch for i in ens.infos),
+            "encoder": "+".join(i.encoder for i in ens.infos),
+            "loss": "+".join(dict.fromkeys(i.config.loss for i in ens.infos)),
+            "height": height,
+            "width": width,
+            "seed": cfg.seed,
+            "data": json.loads(first.read_text()).get("data") if first.is_file() else None,
+            "test": block,
+            "test_raw": raw,
+            "postprocess": params.to_dict(),
+        },
+    )
     return block
 
 

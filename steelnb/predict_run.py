@@ -1,12 +1,16 @@
-"""A prediction run: a checkpoint over a folder of images to a Kaggle submission, an evaluation
-against labels when given, and overlay pictures.
+"""A prediction run: a checkpoint (or an ensemble of several) over a folder of images to a Kaggle
+submission, an evaluation against labels when given, and overlay pictures.
 
 ``run_predict`` streams ``inference.predict`` batches, applies the post-processing tuned beside
 the checkpoint (``evaluation.tune`` writes it), and writes into one folder ``submission.csv``,
 ``skipped.csv`` (bad files), with labels ``evaluation.csv``, ``presence.csv`` and ``worst.csv``
-(``evaluation.write_evaluation``), and ``overlays/*.png``.
+(``evaluation.write_evaluation``), and ``overlays/*.png``. With several run folders the members'
+probabilities are averaged (``ensemble.Ensemble``) and ``members.json`` beside the submission
+names them; their post-processing is the file given (``evaluation.evaluate_ensemble`` writes one),
+else the plain threshold. With class probabilities (models with a classification head) the
+classifier gate of the post-processing acts too.
 
-Imports point one way: this module uses ``evaluation`` and ``inference``; neither uses it.
+Imports point one way: this module uses ``evaluation``, ``ensemble`` and ``inference``; none uses it.
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ from . import evaluation, metrics, rle
 from . import postprocess as pp
 from . import submission as sub
 from .config import HEIGHT, N_CLASSES, WIDTH
+from .ensemble import Ensemble, load_ensemble, write_members
 from .fileio import write_csv
 from .images import read_image
-from .inference import Batch, InferenceError, check_classes, four_classes, image_paths, load, predict
+from .inference import Batch, InferenceError, check_classes, four_classes, image_paths
 from .labels import encodings_by_image, image_masks
 
 Variant = tuple[str, str]  # (tta, "raw" | "postprocessed")
 
 
 def run_predict(
-    weights: str | Path,
+    weights: str | Path | Sequence[str | Path],
     images: str | Path | Sequence[str | Path],
     out: str | Path,
     labels: str | Path | None = None,
@@ -44,42 +49,45 @@ def run_predict(
     on_error: str = "raise",
     class_id: int | None = None,
     progress: bool = True,
+    postprocess: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict a folder of images: ``<out>/submission.csv`` (+ ``skipped.csv``, ``overlays/*.png``).
 
-    Uses ``postprocess.yaml`` beside the checkpoint when present (else threshold 0.5). With
-    ``labels``: ``evaluation.csv`` (Dice, IoU, Kaggle metric per class; raw and post-processed;
-    without and with TTA), ``presence.csv`` and ``worst.csv``; overlays then show the worst images.
-    With ``on_error="raise"`` a bad image stops the run, the masks made so far are kept in
-    ``submission.partial.csv`` and the error names the file. Returns a summary dict.
+    ``weights``: a run folder or checkpoint, or a list of them: several are an ensemble (their
+    probabilities averaged, each at its own size with ``tta``), named in ``<out>/members.json`` and
+    in the summary's ``members``. Post-processing: the file (or folder holding
+    ``postprocess.yaml``) ``postprocess`` when given, else for one run ``postprocess.yaml`` beside
+    its checkpoint when present, else threshold 0.5. With ``labels``: ``evaluation.csv`` (Dice,
+    IoU, Kaggle metric per class; raw and post-processed; without and with TTA), ``presence.csv``
+    and ``worst.csv``; overlays then show the worst images. With ``on_error="raise"`` a bad image
+    stops the run, the masks made so far are kept in ``submission.partial.csv`` and the error
+    names the file. Returns a summary dict (with ``screened``, the images the classifier gate
+    emptied entirely, when the models have classification heads).
     """
     out = Path(out)
-    model, info = load(weights, device)
+    sources = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    ens = load_ensemble(sources, device)
+    info = ens.infos[0]
     note = check_classes(info, class_id)
-    loaded = pp.load_params(info.path)
+    loaded, where = _params(ens, postprocess)
     table = encodings_by_image(labels) if labels is not None else None
     main, variants = _variants(tta, loaded, table is not None)
     run = _Collector(tta, class_id, loaded or pp.PostParams(), main, variants, table)
     _clear(out)
-    size = (info.height or HEIGHT, info.width or WIDTH)
     plain = table is not None and tta != "none"  # the evaluation scores without TTA too
-    batches = predict(
-        model,
-        images,
-        size,
-        tta,
-        batch_size,
-        device,
-        on_error,
-        quantize=True,
-        with_plain=plain,
-        progress=progress,
+    batches = ens.predict(
+        images, tta, batch_size, device, on_error, quantize=True, with_plain=plain, progress=progress
     )
     _collect(run, batches, out)
     if not run.done:
         first = run.skipped[0][1]
         raise InferenceError(f"{images}: no image could be read ({len(run.skipped)} skipped, first: {first})")
-    result = _write_submission(run, out, info, loaded, note)
+    result = _write_submission(run, out, ens, where, note)
+    if len(sources) > 1:
+        result["members"] = [str(r) for r in ens.run_dirs]
+        result["members_json"] = write_members(out, ens, tta=tta, postprocess=where)
+    if run.screened is not None:
+        result["screened"] = run.screened
     result.update(_write_skipped(run.skipped, out))
     show = run.done[:overlays]
     if table is not None:
@@ -89,6 +97,17 @@ def run_predict(
     if overlays > 0:
         result["overlays"] = _overlays(images, show, run.rows, table, out / "overlays")
     return result
+
+
+def _params(ens: Ensemble, postprocess: str | Path | None) -> tuple[pp.PostParams | None, str]:
+    """(post-processing, where it came from: its file, or "default"): the file ``postprocess``
+    names, else one run's ``postprocess.yaml`` beside its checkpoint, else None (threshold 0.5)."""
+    if postprocess is not None:
+        path = Path(postprocess)
+        path = path / pp.FILE_NAME if path.is_dir() else path
+        return pp.PostParams.from_yaml(path), str(path)
+    loaded = pp.load_params(ens.infos[0].path) if len(ens) == 1 else None
+    return loaded, str(ens.infos[0].path.parent / pp.FILE_NAME) if loaded else "default"
 
 
 def _variants(
@@ -126,6 +145,7 @@ class _Collector:
     done: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[Variant, list[np.ndarray]] = field(init=False)
+    screened: int | None = None  # images the classifier gate emptied (None: no class probabilities)
 
     def __post_init__(self) -> None:
         self.counts = {v: [] for v in self.variants}
@@ -136,24 +156,37 @@ class _Collector:
         probs = {self.tta: four_classes(batch.probs, self.class_id)}
         if batch.plain is not None:
             probs["none"] = four_classes(batch.plain, self.class_id)
+        cps: dict[str, np.ndarray | None] = {t: None for t in probs}
+        if batch.class_probs is not None:
+            cps[self.tta] = four_classes(batch.class_probs, self.class_id)
+            self.screened = (self.screened or 0) + int(pp.screened(cps[self.tta], self.params).sum())
+        if batch.plain_class_probs is not None and "none" in probs:
+            cps["none"] = four_classes(batch.plain_class_probs, self.class_id)
         for k, image_id in enumerate(batch.ids):
-            masks = pp.apply(probs[self.tta][k], self.params)
+            cp = {t: None if c is None else c[k] for t, c in cps.items()}
+            masks = pp.apply(probs[self.tta][k], self.params, cp[self.tta])
             self.rows += sub.mask_rows(image_id, masks)
             self.done.append(image_id)
             if self.table is not None:
-                self._score(image_id, masks, {t: p[k] for t, p in probs.items()})
+                self._score(image_id, masks, {t: p[k] for t, p in probs.items()}, cp)
 
-    def _score(self, image_id: str, masks: np.ndarray, probs: dict[str, np.ndarray]) -> None:
+    def _score(
+        self,
+        image_id: str,
+        masks: np.ndarray,
+        probs: dict[str, np.ndarray],
+        class_probs: dict[str, np.ndarray | None],
+    ) -> None:
         truth = image_masks(self.table.get(image_id, {}), image_id=image_id)
         for (t, p), prm in self.variants.items():
-            pred = masks if (t, p) == self.main else pp.apply(probs[t], prm)
+            pred = masks if (t, p) == self.main else pp.apply(probs[t], prm, class_probs[t])
             self.counts[(t, p)].append(metrics.pixel_counts(pred, truth))
 
 
 def _clear(out: Path) -> None:
     """Make the output folder; remove a former run's ``skipped.csv`` and partial submission."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("skipped.csv", "submission.partial.csv"):
+    for stale in ("skipped.csv", "submission.partial.csv", "members.json"):
         (out / stale).unlink(missing_ok=True)
 
 
@@ -171,7 +204,7 @@ def _collect(run: _Collector, batches: Iterable[Batch], out: Path) -> None:
 
 
 def _write_submission(
-    run: _Collector, out: Path, info: Any, loaded: pp.PostParams | None, note: str
+    run: _Collector, out: Path, ens: Ensemble, postprocess: str, note: str
 ) -> dict[str, Any]:
     """Write (and validate) ``submission.csv`` -> the summary: its path, counts, settings, model."""
     return {
@@ -179,8 +212,8 @@ def _write_submission(
         "images": len(run.done),
         "skipped": len(run.skipped),
         "tta": run.tta,
-        "postprocess": str(info.path.parent / pp.FILE_NAME) if loaded else "default",
-        "model": f"{info.arch}/{info.encoder} ({info.source}, {info.classes} classes)",
+        "postprocess": postprocess,
+        "model": ens.describe(),
         "note": note,
     }
 

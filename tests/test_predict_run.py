@@ -293,3 +293,75 @@ def test_tuning_a_trained_synthetic_run(tmp_path) -> None:
         progress=False,
     )
     assert res["postprocess"].endswith("postprocess.yaml") and res["images"] == len(val)
+
+
+def test_predict_with_two_runs_writes_one_submission_and_members(sample, make_tiny_run, tmp_path) -> None:
+    import json
+
+    from steelnb.ensemble import load_ensemble
+
+    images, labels, ids = sample
+    a, b = make_tiny_run(tmp_path / "a", seed=1), make_tiny_run(tmp_path / "b", seed=2)
+    out = tmp_path / "out"
+    res = run_predict([a, b], images, out, labels=labels, tta="h", progress=False)
+    sub.validate_submission(res["submission"], ids)
+    assert res["members"] == [str(a), str(b)] and res["postprocess"] == "default"
+    record = json.loads((out / "members.json").read_text())
+    assert [m["run"] for m in record["members"]] == [str(a), str(b)] and record["tta"] == "h"
+    assert res["members_json"] == out / "members.json"
+    # the masks are the post-processed mean of the two members' probabilities
+    probs = np.concatenate(
+        [x.probs for x in load_ensemble([a, b]).predict(images, "h", quantize=True, progress=False)]
+    )
+    frame = pd.read_csv(res["submission"], dtype=str, keep_default_na=False)
+    enc = {(i, int(c)): e for i, e, c in frame.itertuples(index=False)}
+    decoded = np.stack([[rle.decode(enc[(i, c)]) for c in range(1, 5)] for i in ids])
+    assert np.array_equal(decoded, pp.apply(probs))
+    # a tuned file given for the ensemble is applied; one run afterwards leaves no members.json behind
+    params = pp.PostParams(classes=(pp.ClassParams(0.6, 500),) * 4)
+    (tmp_path / "ens").mkdir()
+    params.to_yaml(tmp_path / "ens")
+    res = run_predict([a, b], images, out, tta="h", postprocess=tmp_path / "ens", progress=False)
+    assert res["postprocess"] == str(tmp_path / "ens" / "postprocess.yaml")
+    frame = pd.read_csv(res["submission"], dtype=str, keep_default_na=False)
+    enc = {(i, int(c)): e for i, e, c in frame.itertuples(index=False)}
+    decoded = np.stack([[rle.decode(enc[(i, c)]) for c in range(1, 5)] for i in ids])
+    assert np.array_equal(decoded, pp.apply(probs, params))
+    single = run_predict(a, images, out, progress=False)
+    assert "members" not in single and not (out / "members.json").exists()
+
+
+def test_cli_predict_with_several_weights(sample, make_tiny_run, tmp_path, capsys) -> None:
+    from steelnb.cli import main
+
+    images, _, ids = sample
+    a, b = make_tiny_run(tmp_path / "a", seed=1), make_tiny_run(tmp_path / "b", seed=2)
+    out = tmp_path / "o"
+    assert main(["predict", "--weights", str(a), str(b), "--images", str(images), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"members: {[str(a), str(b)]}" in printed
+    sub.validate_submission(out / "submission.csv", ids)
+    assert (out / "members.json").is_file()
+
+
+def test_predict_with_a_classifier_gate(sample, make_tiny_run, tmp_path) -> None:
+    """A run with a classification head: the gate of its postprocess.yaml empties the classes whose
+    class probability is below the threshold; the summary counts the images screened out."""
+    images, labels, ids = sample
+    run = make_tiny_run(tmp_path / "head", classifier=True)
+    model, _ = inf.load(run)
+    batches = list(inf.predict(model, images, (64, 320), quantize=True, progress=False))
+    probs = np.concatenate([x.probs for x in batches])
+    cp = np.concatenate([x.class_probs for x in batches])
+    cut = float(np.median(cp))  # about half of the (image, class) pairs are gated
+    params = pp.PostParams(classes=(pp.ClassParams(0.3, cls_threshold=cut),) * 4)
+    params.to_yaml(run)
+    res = run_predict(run, images, tmp_path / "out", labels=labels, progress=False)
+    frame = pd.read_csv(res["submission"], dtype=str, keep_default_na=False)
+    enc = {(i, int(c)): e for i, e, c in frame.itertuples(index=False)}
+    decoded = np.stack([[rle.decode(enc[(i, c)]) for c in range(1, 5)] for i in ids])
+    assert np.array_equal(decoded, pp.apply(probs, params, cp))
+    gated = cp < cut
+    assert gated.any() and not decoded[gated].any()
+    assert decoded[~gated].any((1, 2)).all()  # threshold 0.3 on a random model: the others predict
+    assert res["screened"] == int(pp.screened(cp, params).sum())
