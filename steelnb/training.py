@@ -28,7 +28,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import ConfigError, TrainConfig
 from .fileio import atomic_path, write_json
-from .losses import build_loss
+from .losses import loss_from_config
 from .metrics import SegmentationMetrics
 from .models import build_model, gated_logits, split_logits
 from .provenance import code_info, data_info
@@ -69,7 +69,7 @@ class SegmentationModule(L.LightningModule):
         self.channels_last = cfg.channels_last and cfg.device != "cpu" and torch.cuda.is_available()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.loss = build_loss(cfg.loss, **cfg.loss_params)
+        self.loss = loss_from_config(cfg)  # the loss, its params and the per-class BCE pos_weight
         self.val_metrics = SegmentationMetrics(cfg.classes, cfg.threshold)  # summed over DDP processes
         self.last_val: dict[str, Any] = {}
 
@@ -335,7 +335,9 @@ def _data_block(cfg: TrainConfig, datamodule: Any) -> dict[str, Any] | None:
         "val": datamodule.val_ids,
         "test": getattr(datamodule, "test_ids", []),
     }
-    return data_info(cfg.data_dir, cfg.subset, n_images, splits, set(datamodule.labels["ImageId"]))
+    info = data_info(cfg.data_dir, cfg.subset, n_images, splits, set(datamodule.labels["ImageId"]))
+    # the pseudo-labelled set a run trained on (None when off); reading it checks it for leaks
+    return {**info, "pseudo": getattr(datamodule, "pseudo_info", None)}
 
 
 def resolve_accelerator(device: str) -> str:

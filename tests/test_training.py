@@ -507,3 +507,12 @@ def test_classifier_head_is_trained_with_its_weight(tmp_path: Path) -> None:
     torch.manual_seed(1)
     loss, cls_loss = module.training_loss(x, y)  # what training_step minimises (and logs)
     assert torch.allclose(loss, seg + 0.5 * cls) and torch.allclose(cls_loss, cls)
+
+
+def test_pos_weight_reaches_the_training_loss(tmp_path: Path) -> None:
+    """config.pos_weight is the BCE pos_weight of the loss a run trains with (one per class)."""
+    weighted = SegmentationModule(tiny_config(tmp_path, pos_weight=[2.0, 2.0, 1.0, 1.5]))
+    plain = SegmentationModule(tiny_config(tmp_path))
+    x, y = next(iter(TinyData(n=4).train_dataloader()))
+    logits = torch.zeros_like(y) - 1.0  # every pixel predicted absent: only the positives' BCE grows
+    assert weighted.loss(logits, y) > plain.loss(logits, y)
