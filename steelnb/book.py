@@ -27,6 +27,8 @@ CAPTIONS = {
     "04": "Comparisons",
     "05": "Evaluation",
     "06": "Results",
+    "07": "The winners' recipe",
+    "08": "The winners' recipe",
 }
 
 

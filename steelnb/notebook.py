@@ -16,6 +16,8 @@ TITLES = {
     "04_loss_ablation": "Loss ablation",
     "05_evaluate": "Evaluation",
     "06_results": "Results",
+    "07_pseudo_labels": "Pseudo-labels",
+    "08_recipe": "The winners' recipe, step by step",
 }
 
 #: (message pattern, why it is expected here): warnings a notebook of this study raises on purpose

@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
-NAMES = ["01_eda", "02_class_balance", "03_train", "04_loss_ablation", "05_evaluate", "06_results"]
+NAMES = [
+    "01_eda",
+    "02_class_balance",
+    "03_train",
+    "04_loss_ablation",
+    "05_evaluate",
+    "06_results",
+    "07_pseudo_labels",
+    "08_recipe",
+]
 
 
 def _parameters(nb: dict) -> list[tuple[str, str, str]]:

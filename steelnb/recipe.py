@@ -1,0 +1,135 @@
+"""The Kaggle winners' recipe as measured steps of the study.
+
+A step is a configuration (a run, a run with its classifier gate, an ensemble of runs, a run
+retrained with pseudo-labels or with per-class BCE weights) scored on the held-out test split,
+and the step it builds on. ``step_table`` gives one row per step: the test Kaggle metric and
+defect Dice with their 95% intervals, the paired bootstrap of the Kaggle metric against the step
+it builds on (on the same test images), a verdict (real only when that interval excludes zero)
+and the inference speed of the configuration (``throughput``, measured side by side on one
+machine). Steps are read from the run folders' ``metrics.json`` and ``test_scores.csv``; an
+ensemble's come from ``evaluation.evaluate_ensemble``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import comparison
+from . import postprocess as pp
+from .ensemble import load_ensemble
+from .errors import SteelnbError
+from .stats import format_ci
+
+
+class RecipeError(SteelnbError):
+    """A recipe step that cannot be measured (not evaluated, or on other test images); names it."""
+
+
+@dataclass
+class Step:
+    """One row of the recipe: ``metrics`` of its configuration (a run's metrics.json with ``_path``,
+    or an ensemble's), the name of the step it is measured against (None: predicting nothing) and
+    the run folders that predict with it (one, or an ensemble's members)."""
+
+    name: str
+    metrics: Mapping[str, Any]
+    against: str | None = None
+    weights: Sequence[str | Path] = field(default_factory=list)
+    note: str = ""
+
+
+COLUMNS = [
+    "step",
+    "run",
+    "Kaggle [95% CI]",
+    "defect Dice [95% CI]",
+    "against",
+    "gain [95% CI]",
+    "verdict",
+    "images/s",
+    "note",
+]
+
+
+def _gain(step: Step, by_name: Mapping[str, Step], n_boot: int, seed: int) -> tuple[str, str, Any]:
+    """(against, "gain [low, high]", verdict) of a step against the one it builds on."""
+    base = by_name.get(step.against) if step.against else None
+    if step.against and base is None:
+        raise RecipeError(f"step {step.name!r}: measured against {step.against!r}, which is not a step")
+    try:
+        diff = comparison.paired(step.metrics, base.metrics if base else None, n_boot=n_boot, seed=seed)
+    except (comparison.ComparisonError, FileNotFoundError) as e:
+        raise RecipeError(f"step {step.name!r}: {e}") from None
+    k = diff["kaggle"]
+    text = format_ci(k["diff"], k["low"], k["high"], digits=4)
+    return step.against or "predicting nothing", text, comparison.verdict(k)
+
+
+def step_table(
+    steps: Sequence[Step], speeds: Mapping[str, float] | None = None, n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """One row per step (``COLUMNS``), in the order given; ``speeds`` maps step name -> images/s."""
+    by_name = {s.name: s for s in steps}
+    rows = []
+    for s in steps:
+        t = s.metrics.get("test") or {}
+        if t.get("kaggle") is None:
+            raise RecipeError(f"step {s.name!r}: {s.metrics.get('_path')} has no test-split evaluation")
+        against, gain, verdict = _gain(s, by_name, n_boot, seed)
+        rows.append(
+            {
+                "step": s.name,
+                "run": s.metrics.get("run"),
+                "Kaggle [95% CI]": comparison.ci_text(t, "kaggle"),
+                "defect Dice [95% CI]": comparison.ci_text(t, "defect_dice"),
+                "against": against,
+                "gain [95% CI]": gain,
+                "verdict": verdict,
+                "images/s": (speeds or {}).get(s.name, float("nan")),
+                "note": s.note,
+                "kaggle": t["kaggle"],
+            }
+        )
+    return pd.DataFrame(rows, columns=[*COLUMNS, "kaggle"])
+
+
+def throughput(
+    weights: Sequence[str | Path],
+    images: Sequence[str | Path],
+    params: pp.PostParams | None = None,
+    tta: str = "none",
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> float:
+    """Images per second of one configuration: predicting ``images`` (an ensemble when several
+    run folders are given) and post-processing them with ``params`` (the classifier gate included),
+    models loaded beforehand. Compare only numbers measured side by side on one machine."""
+    if not images:
+        raise RecipeError("throughput: no images to time")
+    ens = load_ensemble(weights, device)
+    start = time.perf_counter()
+    n = 0
+    for batch in ens.predict(images, tta=tta, batch_size=batch_size, device=device, progress=False):
+        pp.apply(batch.probs, params, batch.class_probs)
+        n += len(batch.ids)
+    return n / (time.perf_counter() - start)
+
+
+def run_params(run_dir: str | Path) -> pp.PostParams | None:
+    """The post-processing a run (or an ensemble's folder) was scored with."""
+    return pp.load_params(run_dir)
+
+
+def find_run(runs: Sequence[Mapping[str, Any]], name: str, what: str, where: str | Path) -> dict[str, Any]:
+    """The run whose folder is named ``name``; a ``RecipeError`` naming the step (``what``) and the
+    folder searched (``where``) when there is none."""
+    for m in runs:
+        if Path(str(m.get("_path", ""))).name == name:
+            return dict(m)
+    raise RecipeError(f"{what}: run {name!r} not found under {where}")

@@ -1,0 +1,66 @@
+"""The recipe table: each step against the one it builds on, paired on the same test images,
+with verdicts that follow the interval; and the images/s of a configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from steelnb import evaluation, recipe
+from steelnb.images import list_images
+
+
+def _run(folder: Path, found: float, images: int = 40) -> dict:
+    """Run folder whose test scores find ``found`` of each defect (class 3 on half the images)."""
+    rows = []
+    for i in range(images):
+        for c in range(1, 5):
+            truth = 100 if (i % 2 == 0 and c == 3) else 0
+            tp = int(truth * found)
+            rows.append((f"{i:09x}.jpg", c, tp, 0, truth - tp, tp, 0, truth - tp))
+    folder.mkdir(parents=True)
+    scores = pd.DataFrame(rows, columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS])
+    scores.to_csv(folder / evaluation.SCORES_FILE, index=False)
+    test = evaluation.summarize(evaluation.counts_of(scores), n_boot=300)
+    (folder / "metrics.json").write_text(json.dumps({"run": folder.name, "test": test}))
+    return {"run": folder.name, "test": test, "_path": str(folder)}
+
+
+def test_each_step_is_paired_with_the_one_it_builds_on(tmp_path: Path) -> None:
+    base, better, same = (_run(tmp_path / n, f) for n, f in (("base", 0.3), ("better", 0.9), ("same", 0.3)))
+    steps = [
+        recipe.Step("single run", base),
+        recipe.Step("ensemble", better, against="single run"),
+        recipe.Step("pseudo-labels", same, against="single run"),
+    ]
+    table = recipe.step_table(steps, speeds={"single run": 2.0}, n_boot=300).set_index("step")
+    assert table.loc["single run", "against"] == "predicting nothing"
+    assert table.loc["single run", "verdict"] == "real gain"  # 30 % of every defect beats nothing
+    assert table.loc["ensemble", "verdict"] == "real gain"
+    assert table.loc["ensemble", "gain [95% CI]"].startswith("0.")  # Dice 0.95 vs 0.46 on half the pairs
+    assert table.loc["pseudo-labels", "verdict"] == "not separable from noise"  # identical scores
+    assert table.loc["pseudo-labels", "gain [95% CI]"] == "0.0000 [0.0000, 0.0000]"
+    assert table.loc["single run", "images/s"] == 2.0 and pd.isna(table.loc["ensemble", "images/s"])
+
+
+def test_bad_steps_are_named(tmp_path: Path) -> None:
+    base = _run(tmp_path / "base", 0.5)
+    with pytest.raises(recipe.RecipeError, match="'gate': measured against 'nothing here'"):
+        recipe.step_table([recipe.Step("base", base), recipe.Step("gate", base, against="nothing here")])
+    with pytest.raises(recipe.RecipeError, match="'raw': .* no test-split evaluation"):
+        recipe.step_table([recipe.Step("raw", {"run": "raw", "_path": "x"})])
+    other = _run(tmp_path / "other", 0.5, images=20)
+    with pytest.raises(recipe.RecipeError, match="'other': .*different test images"):
+        recipe.step_table([recipe.Step("base", base), recipe.Step("other", other, against="base")])
+
+
+def test_throughput_of_a_run_and_of_an_ensemble(tiny_run: Path, synthetic_data: Path) -> None:
+    images = [synthetic_data / "train_images" / n for n in list_images(synthetic_data / "train_images")[:2]]
+    one = recipe.throughput([tiny_run], images, batch_size=2)
+    two = recipe.throughput([tiny_run, tiny_run], images, batch_size=2)
+    assert one > 0 and two > 0  # measured, not compared: timings belong in bench/, not in tests
+    with pytest.raises(recipe.RecipeError, match="no images"):
+        recipe.throughput([tiny_run], [])
