@@ -5,8 +5,10 @@ A flat package, one concept per module, in data-flow order:
 - data: ``config``, ``rle``, ``images``, ``labels``, ``sampling``, ``synthetic``, ``eda``,
   ``contrast``, ``dataset``
 - models: ``models``, ``losses``, ``metrics``, ``training``, ``provenance``
-- judging: ``inference`` (model in, probabilities out), ``postprocess``, ``evaluation``,
-  ``stats``, ``comparison``, ``submission``, ``predict_run`` (the ``steelnb predict`` command), ``viz``
+- judging: ``inference`` (model in, probabilities out), ``ensemble``, ``postprocess``,
+  ``evaluation``, ``stats``, ``comparison``, ``submission``, ``predict_run`` (the ``steelnb
+  predict`` command), ``viz``
+- the winners' recipe: ``pseudo`` (pseudo-labels), ``recipe`` (steps measured against a run)
 - batch and report: ``notebook``, ``status``, ``report``, ``pipeline``, ``benchmarks``, ``book``,
   ``cli``
 

@@ -73,7 +73,8 @@ class TrainConfig:
     head_prior: float = 0.0
     # > 0: an image-level classification head (smp aux_params) trained with BCE on "class c is in
     # the image (crop)" at this weight beside the segmentation loss; its probability multiplies the
-    # mask probabilities at inference (the Kaggle winners' classifier gate)
+    # mask probabilities (a soft gate), and post-processing tunes a hard gate on it: below a class
+    # threshold the class is emptied, or needs a larger minimum area (the Kaggle winners' gate)
     cls_weight: float = 0.0
     # pseudo-labels (``steelnb.pseudo.make_pseudo_labels``): a label CSV of confidently predicted
     # unlabelled images, relative to data_dir unless absolute; "" = none
