@@ -10,6 +10,9 @@ the traceback), is marked failed in ``book/runs/status.json``, and the batch goe
 The runs of a ``parallel`` stage go side by side: one worker per GPU with ``--gpus``, or, on a
 CPU, the plan's ``cpu_workers`` processes sharing the cores (each gets cores / workers threads:
 two one-thread trainings do about 1.35x the work of one two-thread training on two cores).
+Elsewhere than on this machine: ``run_plan(..., executor=...)`` hands each stage's runs to a
+``StageExecutor`` (``steelnb.slurm.SlurmExecutor``: Slurm jobs through submitit); the stages,
+freshness checks, records and the book stay here.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ import multiprocessing as mp
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import yaml
@@ -262,8 +265,18 @@ def run_hash(run: Run, notebooks_dir: Path) -> str:
 
 
 # -- execution ------------------------------------------------------------------------------
-def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Execute one run with papermill (cwd = notebooks_dir); never raises for a notebook error."""
+def execute_run(
+    run: Run,
+    notebooks_dir: Path,
+    runs_dir: Path,
+    progress: bool = True,
+    inject: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Execute one run with papermill (cwd = notebooks_dir); never raises for a notebook error.
+
+    ``inject``: parameters for this execution only, outside the run's identity (its hash and
+    record), e.g. ``{"resume": True}`` when a stopped Slurm job is run again.
+    """
     import papermill as pm
 
     out = runs_dir / f"{run.slug}.ipynb"
@@ -279,7 +292,7 @@ def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = 
         pm.execute_notebook(
             str(notebooks_dir / f"{run.notebook}.ipynb"),
             str(out),
-            parameters=dict(run.parameters),
+            parameters={**run.parameters, **(inject or {})},
             cwd=str(notebooks_dir),
             progress_bar=progress,
         )
@@ -291,6 +304,8 @@ def execute_run(run: Run, notebooks_dir: Path, runs_dir: Path, progress: bool = 
         record.update(status="failed", error=msg.strip().splitlines()[0][:300] if msg.strip() else msg)
     record["wall_s"] = round(time.time() - start, 1)
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if inject:
+        record["injected"] = dict(inject)
     return record
 
 
@@ -375,21 +390,49 @@ def _run_parallel(todo: list[Run], slots: list[Any], p: Plan, runs_dir: Path, fi
                 finish(_record(futures[fut], status="failed", error=f"worker process failed: {e!r}"[:300]))
 
 
+class StageExecutor(Protocol):
+    """Runs the runs of a stage somewhere other than this machine's processes (``steelnb.slurm``)."""
+
+    def check(self, p: Plan) -> None:
+        """Raise (a ``SteelnbError``) when the plan cannot run there; called before anything is written."""
+
+    def run_stage(
+        self,
+        todo: list[Run],
+        p: Plan,
+        runs_dir: Path,
+        finish: Callable[[dict[str, Any]], None],
+        note: Callable[[dict[str, Any]], None],
+        restart: bool,
+    ) -> None:
+        """Execute ``todo`` and call ``finish(record)`` once per run as it ends (``note(record)``
+        updates status.json without ending the run); ``restart``: an earlier stage ran again or
+        ``force``, so nothing continues from an earlier attempt."""
+
+    def run_benchmarks(self, p: Plan, runs_dir: Path, force: bool) -> list[dict[str, Any]]:
+        """``steelnb.benchmarks.run_benchmarks`` of the plan's benchmarks, run there."""
+
+
 def run_plan(
     plan: str | Path | Mapping[str, Any],
     force: bool = False,
     gpus: Sequence[int] | None = None,
     build: bool = True,
+    executor: StageExecutor | None = None,
 ) -> pd.DataFrame:
     """Execute every run of a plan, stage after stage; return one row per run with ``status``.
 
     ``status`` is "done", "skipped" (finished earlier with the same parameters) or "failed".
     With ``gpus`` the runs of a parallel stage go side by side, one worker process per GPU
     (``CUDA_VISIBLE_DEVICES`` set per worker). Builds the book at the end when ``build``.
+    With ``executor`` (e.g. ``steelnb.slurm.SlurmExecutor``) each stage's runs and the plan's
+    benchmarks run there instead, after ``executor.check`` passed.
     """
     from tqdm.auto import tqdm
 
     p = load_plan(plan)
+    if executor is not None:
+        executor.check(p)  # bad requests fail before any file is written or job submitted
     _prepare_data(p)
     runs_dir = p.book_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -404,6 +447,10 @@ def run_plan(
         bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
         bar.update(1)
 
+    def note(rec: dict[str, Any]) -> None:
+        status["runs"][rec["slug"]] = rec
+        write_status(runs_dir, status)
+
     upstream_ran = False  # a later stage reads what an earlier one wrote: re-run it after a change
     slots = _worker_slots(p, gpus)
     for stage in p.stages:
@@ -413,7 +460,13 @@ def run_plan(
                 finish({**status["runs"].get(run.slug, {}), **_record(run, status="skipped", error="")})
             else:
                 todo.append(run)
-        if slots and todo and all(r.parallel for r in todo):
+        if executor is not None:
+            try:
+                executor.run_stage(todo, p, runs_dir, finish, note, restart=force or upstream_ran)
+            except BaseException:
+                bar.close()
+                raise
+        elif slots and todo and all(r.parallel for r in todo):
             _run_parallel(todo, slots, p, runs_dir, finish)
         else:
             for run in todo:
@@ -421,16 +474,27 @@ def run_plan(
                 finish(execute_run(run, p.notebooks_dir, runs_dir, progress=bar.disable is False))
         upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
     bar.close()
-    return _finish_plan(p, [records[r.slug] for r in p.runs], runs_dir, force, build)
+    return _finish_plan(p, [records[r.slug] for r in p.runs], runs_dir, force, build, executor)
 
 
 def _finish_plan(
-    p: Plan, recs: list[dict[str, Any]], runs_dir: Path, force: bool, build: bool
+    p: Plan,
+    recs: list[dict[str, Any]],
+    runs_dir: Path,
+    force: bool,
+    build: bool,
+    executor: StageExecutor | None = None,
 ) -> pd.DataFrame:
     """Print the summary, run the plan's benchmarks, build the book; return the summary table."""
     table = pd.DataFrame(recs, columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"])
     print(table[["slug", "status", "wall_s", "error"]].to_string(index=False))
-    for rec in run_benchmarks(p.benchmarks, p.root, runs_dir, force=force) if p.benchmarks else []:
+    if not p.benchmarks:
+        benchmarks = []
+    elif executor is not None:
+        benchmarks = executor.run_benchmarks(p, runs_dir, force)
+    else:
+        benchmarks = run_benchmarks(p.benchmarks, p.root, runs_dir, force=force)
+    for rec in benchmarks:
         print(f"benchmark {rec['command']}: {rec['status']} {rec.get('error', '')}".rstrip())
     if build:
         print(f"built {build_book(p.book_dir)}")
