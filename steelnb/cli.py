@@ -164,6 +164,26 @@ def _add_run(sub: Any) -> None:
         help="print every run with its effective parameters; run and write nothing",
     )
     p.add_argument("--json", action="store_true", help="with --dry-run: print the runs as a JSON list")
+    p.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: this machine's processes (default); slurm: each run a Slurm job (a job array for a "
+        "parallel stage) through submitit, from a machine of the cluster",
+    )
+    g = p.add_argument_group("with --executor slurm (what each run's job asks for)")
+    g.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's default)")
+    g.add_argument(
+        "--gpus-per-run", type=int, default=None, metavar="N", help="GPUs per node of each job (0)"
+    )
+    g.add_argument("--time", type=int, default=None, metavar="MIN", help="time limit of each job (120)")
+    g.add_argument(
+        "--mem", type=float, default=None, metavar="GB", help="memory per node (partition default)"
+    )
+    g.add_argument("--cpus-per-run", type=int, default=None, metavar="N", help="CPUs (threads) per task (1)")
+    g.add_argument(
+        "--max-parallel", type=int, default=None, metavar="K", help="at most K jobs of a stage at a time"
+    )
 
     p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
     p.add_argument("--book-dir", type=Path, default=Path("book"))
@@ -281,9 +301,28 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
+    slurm_opts = {
+        "partition": args.partition,
+        "gpus_per_run": args.gpus_per_run,
+        "time_min": args.time,
+        "mem_gb": args.mem,
+        "cpus_per_run": args.cpus_per_run,
+        "max_parallel": args.max_parallel,
+    }
+    given = {k: v for k, v in slurm_opts.items() if v is not None}
+    executor = None
+    if args.executor == "slurm":
+        from .slurm import SlurmExecutor, SlurmOptions
+
+        if gpus:
+            raise SteelnbError("--gpus picks this machine's GPUs; with --executor slurm use --gpus-per-run N")
+        executor = SlurmExecutor(SlurmOptions(**given))
+    elif given:
+        names = ", ".join("--" + k.removesuffix("_min").removesuffix("_gb").replace("_", "-") for k in given)
+        raise SteelnbError(f"{names}: only with --executor slurm (the local executor runs on this machine)")
     if args.offline:  # the kernels papermill starts inherit the environment
         os.environ["HF_HUB_OFFLINE"] = "1"
-    results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book)
+    results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book, executor=executor)
     failed = int((results["status"] == "failed").sum()) if len(results) else 0
     return 1 if failed else 0
 
