@@ -237,28 +237,10 @@ def make_pseudo_labels(
     if not 0 <= lo < hi <= 1:
         raise PseudoLabelError(f"hi={hi}, lo={lo}: expected 0 <= lo < hi <= 1")
     folder, out_csv = Path(images), Path(out_csv)
-    if not folder.is_dir():
-        raise PseudoLabelError(f"{folder}: folder of unlabelled images not found")
     loaded = _load_runs(runs, device)
     known, labelled_folders = _labelled([(n, c) for _, _, n, c in loaded], labelled_ids, labelled_dirs)
-    for lab in labelled_folders:
-        if _same_folder(folder, lab):
-            raise PseudoLabelError(
-                f"{folder}: this is the labelled image folder {lab} (train, validation and test splits); "
-                "pseudo-labels come from the unlabelled images (test_images)"
-            )
-    names = list_images(folder)
-    overlap = sorted(set(names) & known)
-    if overlap and on_labelled == "raise":
-        raise PseudoLabelError(
-            f"{folder}: {len(overlap)} image(s) are labelled (train, validation or test split), first "
-            f"{overlap[0]}; a pseudo-label set takes unlabelled images only (on_labelled='skip' leaves them out)"
-        )
-    unlabelled = [n for n in names if n not in known]
-    if not unlabelled:
-        raise PseudoLabelError(f"{folder}: no unlabelled images to pseudo-label ({len(names)} labelled)")
+    names, overlap, unlabelled = _unlabelled(folder, known, labelled_folders, on_labelled)
     paths = image_paths([folder / n for n in unlabelled])
-
     streams = [
         predict(
             model,
@@ -274,39 +256,16 @@ def make_pseudo_labels(
         for i, (model, info, _, _) in enumerate(loaded)
     ]
     rows: list[tuple[str, int, str]] = []
-    seen, skipped, per_class = 0, [], dict.fromkeys(CLASS_IDS, 0)
-    heads = 0
+    seen, skipped, heads = 0, [], 0
     for batches in zip(*streams):
-        ids = batches[0].ids
-        if any(b.ids != ids for b in batches):  # same files, same order: a bug if not
-            raise PseudoLabelError(f"{folder}: the runs predicted different images in one batch")
+        ids, probs, class_probs, n_heads = _averaged(batches, folder)
         skipped += batches[0].skipped
-        if not ids:
-            continue
-        seen += len(ids)
-        probs = np.mean([_as_probs(b.probs) for b in batches], axis=0)
-        heads_here = [getattr(b, "class_probs", None) for b in batches]
-        heads = max(heads, sum(h is not None for h in heads_here))
-        if all(h is None for h in heads_here):
-            class_probs = None
-        else:
-            class_probs = np.mean(
-                [
-                    np.asarray(h, np.float32) if h is not None else _as_probs(b.probs).max((2, 3))
-                    for h, b in zip(heads_here, batches)
-                ],
-                axis=0,
-            )
-        keep = select_confident(class_probs, probs, hi=hi, lo=lo, threshold=threshold, min_area=min_area)
-        image_p = probs.max((2, 3)) if class_probs is None else class_probs
-        masks = exclusive_masks(probs, threshold)
-        for j in np.flatnonzero(keep):
-            for c in CLASS_IDS:
-                on = bool(image_p[j, c - 1] >= hi)
-                per_class[c] += on
-                rows.append((ids[j], c, rle.encode(masks[j, c - 1]) if on else ""))
-    kept = len(rows) // N_CLASSES
+        seen, heads = seen + len(ids), max(heads, n_heads)
+        if ids:
+            keep = select_confident(class_probs, probs, hi=hi, lo=lo, threshold=threshold, min_area=min_area)
+            rows += _label_rows(ids, probs, class_probs, keep, hi, threshold)
     write_csv(out_csv, pd.DataFrame(rows, columns=COLUMNS))
+    kept = len(rows) // N_CLASSES
     summary: dict[str, Any] = {
         "labels": str(out_csv),
         "images_dir": str(folder.resolve()),
@@ -326,13 +285,78 @@ def make_pseudo_labels(
         "seen": seen,
         "kept": kept,
         "kept_share": kept / seen if seen else 0.0,
-        "per_class": {str(c): n for c, n in per_class.items()},
+        "per_class": {str(c): sum(1 for r in rows if r[1] == c and r[2]) for c in CLASS_IDS},
         "clean": kept - len({r[0] for r in rows if r[2]}),
         "unreadable": [f"{name}: {reason}" for name, reason in skipped],
         "labelled_ids_checked": len(known),
     }
     write_json(summary_path(out_csv), summary)
     return summary
+
+
+def _unlabelled(
+    folder: Path, known: set[str], labelled_folders: Sequence[Path], on_labelled: str
+) -> tuple[list[str], list[str], list[str]]:
+    """(every image name of ``folder``, the labelled ones among them, the unlabelled ones); the
+    no-leak checks: ``folder`` is no labelled folder, and a labelled image raises unless skipped."""
+    if not folder.is_dir():
+        raise PseudoLabelError(f"{folder}: folder of unlabelled images not found")
+    for lab in labelled_folders:
+        if _same_folder(folder, lab):
+            raise PseudoLabelError(
+                f"{folder}: this is the labelled image folder {lab} (train, validation and test splits); "
+                "pseudo-labels come from the unlabelled images (test_images)"
+            )
+    names = list_images(folder)
+    overlap = sorted(set(names) & known)
+    if overlap and on_labelled == "raise":
+        raise PseudoLabelError(
+            f"{folder}: {len(overlap)} image(s) are labelled (train, validation or test split), first "
+            f"{overlap[0]}; a pseudo-label set takes unlabelled images only (on_labelled='skip' leaves them out)"
+        )
+    unlabelled = [n for n in names if n not in known]
+    if not unlabelled:
+        raise PseudoLabelError(f"{folder}: no unlabelled images to pseudo-label ({len(names)} labelled)")
+    return names, overlap, unlabelled
+
+
+def _averaged(batches: Sequence[Any], folder: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, int]:
+    """One batch of every run -> (ids, mean mask probabilities (N, C, H, W), mean class
+    probabilities (N, C) or None, how many runs had a head). A run without a head contributes its
+    largest pixel probability per class where others have one."""
+    ids = batches[0].ids
+    if any(b.ids != ids for b in batches):  # same files, same order: a bug if not
+        raise PseudoLabelError(f"{folder}: the runs predicted different images in one batch")
+    if not ids:
+        return ids, np.zeros((0,)), None, 0
+    probs = np.mean([_as_probs(b.probs) for b in batches], axis=0)
+    heads = [getattr(b, "class_probs", None) for b in batches]
+    n_heads = sum(h is not None for h in heads)
+    if n_heads == 0:
+        return ids, probs, None, 0
+    per_run = [
+        np.asarray(h, np.float32) if h is not None else _as_probs(b.probs).max((2, 3))
+        for h, b in zip(heads, batches)
+    ]
+    return ids, probs, np.mean(per_run, axis=0), n_heads
+
+
+def _label_rows(
+    ids: Sequence[str],
+    probs: np.ndarray,
+    class_probs: np.ndarray | None,
+    keep: np.ndarray,
+    hi: float,
+    threshold: float,
+) -> list[tuple[str, int, str]]:
+    """Four rows (ImageId, ClassId, RLE or "") per kept image: the mask of each class at >= ``hi``."""
+    image_p = probs.max((2, 3)) if class_probs is None else class_probs
+    masks = exclusive_masks(probs, threshold)
+    return [
+        (ids[j], c, rle.encode(masks[j, c - 1]) if image_p[j, c - 1] >= hi else "")
+        for j in np.flatnonzero(keep)
+        for c in CLASS_IDS
+    ]
 
 
 def read_pseudo_labels(path: str | Path, images_dir: str | Path) -> tuple[list[str], pd.DataFrame]:
