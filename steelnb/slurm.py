@@ -61,7 +61,7 @@ from .errors import SteelnbError
 from .fileio import atomic_path
 from .pipeline import Plan, Run, _declared, _record, effective_parameters, execute_run, run_hash
 
-COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "srun")
+COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "srun")
 # states after which Slurm runs nothing more for the job (anything else: wait)
 FINAL = {
     "COMPLETED",
@@ -105,7 +105,7 @@ class SlurmRequestError(SlurmError):
 
 
 class StageFailedError(SlurmError):
-    """Every job of a stage failed; the plan stops there. The message lists the runs and errors."""
+    """Every run of a stage failed; the plan stops there. The message lists the runs and errors."""
 
 
 @dataclass(frozen=True)
@@ -393,7 +393,7 @@ class SlurmExecutor:
             fresh = [r for r in group if r.slug not in {s.run.slug for s in waiting}]
             try:
                 waiting += self._submit(fresh, p, runs_dir, previous, restart, note)
-                self._wait(waiting, runs_dir, done)
+                self._wait(waiting, lambda sub, info: done(self._harvest(sub, info, runs_dir)))
             except KeyboardInterrupt:  # the user stops the plan: stop its jobs too
                 self._cancel(waiting)
                 raise
@@ -402,7 +402,7 @@ class SlurmExecutor:
         if failed and len(failed) == len(stage):  # none of the stage's runs finished, now or before
             listing = "; ".join(f"{r['slug']} ({r.get('error', '')[:200]})" for r in failed)
             raise StageFailedError(
-                f"stage {todo[0].stage!r}: all {len(failed)} job(s) failed, so the plan stops here: {listing}. "
+                f"stage {todo[0].stage!r}: all {len(failed)} run(s) failed, so the plan stops here: {listing}. "
                 f"Runs that finished are kept ({runs_dir}/status.json); fix the cause and run the plan "
                 "again: only what did not finish is submitted"
             )
@@ -482,10 +482,9 @@ class SlurmExecutor:
         same = slurm.get("run_hash") == run_hash(run, p.notebooks_dir)
         return _resume_inject(run, p.notebooks_dir) if stopped and same and not restart else None
 
-    def _wait(
-        self, waiting: list[_Submitted], runs_dir: Path, finish: Callable[[dict[str, Any]], None]
-    ) -> None:
-        """Look at the queue every ``poll_s`` until every job ended; ``finish`` each one's record."""
+    def _wait(self, waiting: list[_Submitted], ended: Callable[[_Submitted, JobInfo], None]) -> None:
+        """Look at the queue (every second while something changes, then less often, up to
+        ``poll_s``) until every job ended; call ``ended(job, what Slurm says)`` as each one does."""
         pending = {s.job_id: s for s in waiting}
         failures, delay = 0, 1.0
         while pending:
@@ -511,7 +510,7 @@ class SlurmExecutor:
                         changed = True
                     sub.state, sub.node = info.state, info.node or sub.node
                     if info.state in FINAL:
-                        finish(self._harvest(sub, info, runs_dir))
+                        ended(sub, info)
                         del pending[job_id]
             if pending:
                 delay = 1.0 if changed else min(delay * 1.5, self.options.poll_s)
@@ -587,20 +586,16 @@ class SlurmExecutor:
         ex = self._executor(runs_dir, self._shape(), f"steelnb-{p.name}-benchmarks")
         job = ex.submit(run_benchmarks, p.benchmarks, p.root, runs_dir, force)
         _say(f"benchmarks: submitted job {job.job_id}")
-        sub = _Submitted(
-            Run("", {}, "benchmarks", "benchmarks"), str(job.job_id), job.paths.folder, False, ""
-        )
-        while True:
-            info = (job_states([sub.job_id]) or {}).get(sub.job_id)
-            sub.missing = 0 if info else sub.missing + 1
-            if (info and info.state in FINAL) or sub.missing >= 3:
-                break
-            time.sleep(self.options.poll_s)
-        outcome = _result(sub, wait_s=30)
+        run = Run("benchmarks", {}, "benchmarks", "benchmarks")
+        sub = _Submitted(run, str(job.job_id), job.paths.folder, False, "")
+        states: list[JobInfo] = []
+        self._wait([sub], lambda _, info: states.append(info))
+        outcome = _result(sub, wait_s=30 if states[0].state == "COMPLETED" else 2)
         if outcome is not None and outcome[0] == "success":
             return list(outcome[1])
-        why = f"Slurm job {sub.job_id} {info.state if info else 'UNKNOWN'}; log {_relative(_task0_paths(sub).stderr, runs_dir)}"
-        return [{"command": c, "status": "failed", "error": why} for c in p.benchmarks]
+        err = _relative(_task0_paths(sub).stderr, runs_dir)
+        why = f"Slurm job {sub.job_id} {states[0].state}; log {err}: {_last_line(_task0_paths(sub).stderr)}"
+        return [{"command": c, "status": "failed", "error": why[:300]} for c in p.benchmarks]
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -645,9 +640,7 @@ def _last_line(path: Path) -> str:
     except OSError:
         return ""
     slurm = [ln for ln in lines if "*** JOB" in ln]  # slurmstepd: *** JOB 12 ON node CANCELLED AT ... ***
-    python = [
-        ln for ln in lines if re.match(r"[\w.]*(Error|Exception|Interrupt|Exit)\b", ln)
-    ]  # a traceback's end
+    python = [ln for ln in lines if re.match(r"[\w.]*(Error|Exception|Interrupt|Exit)\b", ln)]
     errors = [ln for ln in lines if re.search(r"error|exception|killed|cancelled|oom", ln, re.I)]
     return (slurm or python or errors or lines or [""])[-1][:200]
 

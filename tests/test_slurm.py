@@ -91,10 +91,10 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _write_plan(project: Path, stages: list[dict], name: str = "p") -> Path:
+def _write_plan(project: Path, stages: list[dict], name: str = "p", benchmarks: list[str] = ()) -> Path:
     path = project / "plans" / f"{name}.yaml"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(yaml.safe_dump({"name": name, "stages": stages}))
+    path.write_text(yaml.safe_dump({"name": name, "stages": stages, "benchmarks": list(benchmarks)}))
     return path
 
 
@@ -191,9 +191,13 @@ def test_slurm_times_and_log_lines(tmp_path: Path) -> None:
 def test_two_stage_plan_with_a_failing_run_as_the_local_executor(
     project: Path, cluster: str, tmp_path: Path
 ) -> None:
+    (project / "bench").mkdir()  # a benchmark script that says where it ran
+    (project / "bench" / "where.py").write_text(
+        "import os, pathlib; pathlib.Path('bench/where.txt').write_text(os.environ.get('SLURM_JOB_ID', 'here'))\n"
+    )
     local = tmp_path / "local"
     shutil.copytree(project, local)
-    path = _write_plan(project, TWO_STAGES)
+    path = _write_plan(project, TWO_STAGES, benchmarks=["bench/where.py"])
     table = pipeline.run_plan(path, build=False, executor=SlurmExecutor(FAST))
     assert list(table["status"]) == ["failed", "done", "done"]
     assert "failing on purpose with value 1" in table.loc[0, "error"]
@@ -202,9 +206,15 @@ def test_two_stage_plan_with_a_failing_run_as_the_local_executor(
     assert not (runs_dir / f"{table.loc[0, 'slug']}.done").exists()
 
     # the same outcome as the local executor on the same plan
-    local_table = pipeline.run_plan(_write_plan(local, TWO_STAGES), build=False)
+    local_table = pipeline.run_plan(
+        _write_plan(local, TWO_STAGES, benchmarks=["bench/where.py"]), build=False
+    )
     assert list(local_table["status"]) == list(table["status"])
     assert list(local_table["error"]) == list(table["error"])
+    # the benchmarks ran as a job too (a GPU benchmark needs the cluster's GPUs), once
+    assert (local / "bench" / "where.txt").read_text() == "here"
+    bench_job = (project / "bench" / "where.txt").read_text()
+    assert bench_job.isdigit() and (runs_dir / "bench_1.done").is_file()
 
     # status.json names the job of every run, as Slurm knows it; the work stage was one job array
     status, slurm = _status(project), _squeue()
@@ -223,6 +233,7 @@ def test_two_stage_plan_with_a_failing_run_as_the_local_executor(
     status = _status(project)
     assert status[table.loc[0, "slug"]]["slurm"]["job_id"] not in ids
     assert [status[s]["slurm"]["job_id"] for s in table["slug"][1:]] == ids[1:]
+    assert (project / "bench" / "where.txt").read_text() == bench_job  # finished: skipped, no job
 
 
 @pytest.mark.slurm
@@ -267,7 +278,7 @@ def test_cancelled_training_stops_the_plan_and_resumes_from_last_ckpt_on_the_nex
         subprocess.run(["scancel", job_id], check=True)
         # the stage's only job failed: the plan stops there, naming the run and what Slurm did
         with pytest.raises(
-            StageFailedError, match=f"stage 'train': all 1 job.*03_tiny .Slurm job {job_id} CANCELLED"
+            StageFailedError, match=f"stage 'train': all 1 run.*03_tiny .Slurm job {job_id} CANCELLED"
         ):
             running.result(timeout=120)
     killed = torch.load(last, weights_only=True)
