@@ -31,7 +31,10 @@ Multi-GPU and multi-node: a run whose parameters say ``devices=D`` and ``num_nod
 of M nodes with D tasks per node (one process per device, launched by ``srun``), which is what
 Lightning's ``SLURMEnvironment`` expects for ``strategy="ddp"``; ``--gpus-per-run`` gives each
 node of the job that many GPUs. Rank 0 writes the run's outputs; the other ranks execute their
-copy of the notebook into a temporary folder on their node.
+copy of the notebook into ``book/runs/slurm/<job id>/rank<k>/``. Lightning (2.6) refuses
+``strategy="ddp"`` inside a Jupyter kernel, so such a notebook must run ``fit`` in a child Python
+process (which inherits the task's ``SLURM_*`` variables); checked by hand with a stand-in
+notebook: two tasks, one DDP world of two.
 
 Checks before anything is submitted: the Slurm commands are on PATH (``SlurmUnavailableError``),
 and ``sbatch --test-only`` accepts every job shape of the plan (``SlurmRequestError`` with Slurm's
@@ -47,7 +50,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,8 +184,8 @@ class SlurmRun(submitit.helpers.Checkpointable):
     """What a job executes: one plan run through papermill on the node (``pipeline.execute_run``).
 
     Threads follow the CPUs Slurm gave the task. Rank 0 of a multi-process job writes the run's
-    outputs; other ranks execute their copy of the notebook into a temporary folder (their
-    Lightning processes join rank 0's). When Slurm signals the job before its time limit or a
+    outputs; other ranks execute their copy of the notebook into ``rank<k>/`` of the job's folder
+    (their Lightning processes join rank 0's). When Slurm signals the job before its time limit or a
     preemption, submitit calls ``checkpoint`` and requeues the job, which then runs with
     ``resume=True`` where the notebook declares it.
     """
@@ -194,7 +196,8 @@ class SlurmRun(submitit.helpers.Checkpointable):
         threads = _task_threads()
         os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         rank = int(os.environ.get("SLURM_PROCID", "0"))
-        out = runs_dir if rank == 0 else Path(tempfile.mkdtemp(prefix=f"steelnb-{run.slug}-rank{rank}-"))
+        out = runs_dir if rank == 0 else Path(submitit.JobEnvironment().paths.folder) / f"rank{rank}"
+        out.mkdir(parents=True, exist_ok=True)
         return execute_run(run, notebooks_dir, out, progress=False, inject=inject)
 
     def checkpoint(
