@@ -9,8 +9,8 @@ A flat package, one concept per module, in data-flow order:
   ``evaluation``, ``stats``, ``comparison``, ``submission``, ``predict_run`` (the ``steelnb
   predict`` command), ``viz``
 - the winners' recipe: ``pseudo`` (pseudo-labels), ``recipe`` (steps measured against a run)
-- batch and report: ``notebook``, ``status``, ``report``, ``pipeline``, ``benchmarks``, ``book``,
-  ``cli``
+- batch and report: ``notebook``, ``status``, ``report``, ``pipeline``, ``slurm`` (stages as Slurm
+  jobs), ``benchmarks``, ``book``, ``cli``
 
 Imports point one way (``tests/test_imports.py``). Import the module you need, e.g.
 ``from steelnb import rle``.

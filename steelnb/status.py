@@ -2,7 +2,8 @@
 and how each ended.
 
 ``{"plan": name, "order": [slug], "runs": {slug: record}}``; a record carries at least
-slug, notebook, stage, title, parameters, status ("done", "skipped", "failed"), error. The batch
+slug, notebook, stage, title, parameters, status ("done", "skipped", "failed"; "submitted"
+while a Slurm job is queued or running), error; a run sent to Slurm also has a ``slurm`` block. The batch
 runner writes it after every run (atomically); the book's table of contents and the reports read
 it through here.
 """
