@@ -120,6 +120,19 @@ def comparable(
     return kept, pd.DataFrame(left, columns=["run", "left out because"])
 
 
+def find_run(
+    runs: Sequence[Mapping[str, Any]], name: str, where: str | Path = "weights", what: str = ""
+) -> dict[str, Any]:
+    """The run whose folder is named ``name``; a ``ComparisonError`` naming the step or role
+    (``what``), the folder searched (``where``) and the runs there when there is none."""
+    names = [Path(str(m.get("_path", m.get("run", "")))).name for m in runs]
+    for m, n in zip(runs, names):
+        if n == name:
+            return dict(m)
+    prefix = f"{what}: " if what else ""
+    raise ComparisonError(f"{prefix}run {name!r} not found under {where}; runs: {', '.join(names)}")
+
+
 def choose_run(
     runs: Sequence[Mapping[str, Any]], name: str = "", where: str | Path = "weights"
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -132,10 +145,7 @@ def choose_run(
     """
     if not runs:
         raise ComparisonError(f"no training runs (metrics.json) under {where}: run 03_train first")
-    names = [Path(str(m.get("_path", m.get("run", "")))).name for m in runs]
-    named = [m for m, n in zip(runs, names) if n == name] if name else []
-    if name and not named:
-        raise ComparisonError(f"run {name!r} not found under {where}; runs: {', '.join(names)}")
+    named = [find_run(runs, name, where)] if name else []
     if named and (named[0].get("best") or {}).get("kaggle") is None:
         raise ComparisonError(
             f"run {name!r} under {where} has no best epoch (it failed or stopped before its first "

@@ -119,17 +119,3 @@ def throughput(
         pp.apply(batch.probs, params, batch.class_probs)
         n += len(batch.ids)
     return n / (time.perf_counter() - start)
-
-
-def run_params(run_dir: str | Path) -> pp.PostParams | None:
-    """The post-processing a run (or an ensemble's folder) was scored with."""
-    return pp.load_params(run_dir)
-
-
-def find_run(runs: Sequence[Mapping[str, Any]], name: str, what: str, where: str | Path) -> dict[str, Any]:
-    """The run whose folder is named ``name``; a ``RecipeError`` naming the step (``what``) and the
-    folder searched (``where``) when there is none."""
-    for m in runs:
-        if Path(str(m.get("_path", ""))).name == name:
-            return dict(m)
-    raise RecipeError(f"{what}: run {name!r} not found under {where}")

@@ -64,6 +64,9 @@ def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> No
         comparison.choose_run([good, broken], "broken", where="w")
     with pytest.raises(comparison.ComparisonError, match=r"'nope' not found under w; runs: good, broken"):
         comparison.choose_run([good, broken], "nope", where="w")
+    with pytest.raises(comparison.ComparisonError, match=r"^gate: run 'x' not found under w; runs: good$"):
+        comparison.find_run([good], "x", "w", "gate")
+    assert comparison.find_run([good, better_val], "better_val")["run"] == "better_val"
     with pytest.raises(comparison.ComparisonError, match="no training runs"):
         comparison.choose_run([], where="w")
     with pytest.raises(comparison.ComparisonError, match="no evaluated run with a best epoch"):
