@@ -48,6 +48,7 @@ COLUMNS = [
     "step",
     "run",
     "Kaggle [95% CI]",
+    "all-empty",
     "defect Dice [95% CI]",
     "against",
     "gain [95% CI]",
@@ -74,7 +75,8 @@ def _gain(step: Step, by_name: Mapping[str, Step], n_boot: int, seed: int) -> tu
 def step_table(
     steps: Sequence[Step], speeds: Mapping[str, float] | None = None, n_boot: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
-    """One row per step (``COLUMNS``), in the order given; ``speeds`` maps step name -> images/s."""
+    """One row per step (``COLUMNS``), in the order given; ``speeds`` maps step name -> images/s.
+    "all-empty" is the Kaggle metric of predicting nothing on the same test images."""
     by_name = {s.name: s for s in steps}
     rows = []
     for s in steps:
@@ -87,6 +89,7 @@ def step_table(
                 "step": s.name,
                 "run": s.metrics.get("run"),
                 "Kaggle [95% CI]": comparison.ci_text(t, "kaggle"),
+                "all-empty": t.get("all_empty_kaggle", float("nan")),
                 "defect Dice [95% CI]": comparison.ci_text(t, "defect_dice"),
                 "against": against,
                 "gain [95% CI]": gain,

@@ -38,6 +38,7 @@ def test_each_step_is_paired_with_the_one_it_builds_on(tmp_path: Path) -> None:
     ]
     table = recipe.step_table(steps, speeds={"single run": 2.0}, n_boot=300).set_index("step")
     assert table.loc["single run", "against"] == "predicting nothing"
+    assert table["all-empty"].tolist() == [base["test"]["all_empty_kaggle"]] * 3  # the same test images
     assert table.loc["single run", "verdict"] == "real gain"  # 30 % of every defect beats nothing
     assert table.loc["ensemble", "verdict"] == "real gain"
     assert table.loc["ensemble", "gain [95% CI]"].startswith("0.")  # Dice 0.95 vs 0.46 on half the pairs
