@@ -157,6 +157,8 @@ class SegmentationModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if cfg.schedule == "onecycle":
             rise = min(0.9, max(0.1, cfg.warmup_epochs / cfg.epochs))
+            if abs(rise * total - 1) < 1e-6:  # OneCycleLR divides by (warm-up steps - 1): 0/0 for one
+                rise = (2.0 if total > 2 else 0.5) / total
             one = torch.optim.lr_scheduler.OneCycleLR(
                 opt,
                 max_lr=[cfg.lr_encoder, cfg.lr_decoder],

@@ -396,6 +396,29 @@ def test_warmup_starts_low_and_reaches_the_rate(tmp_path: Path) -> None:
     assert lrs[1] == pytest.approx(1e-2) and lrs[2] == pytest.approx(1e-2)
 
 
+def _bare_trainer(max_epochs: int, callbacks: list | None = None) -> L.Trainer:
+    """A CPU trainer that writes nothing: no logger, checkpoints, progress bar or summary."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks or [],
+    )
+
+
+@pytest.mark.parametrize(("batches", "warmup"), [(2, 0.5), (1, 1.0), (10, 0.1), (3, 1 / 3)])
+def test_onecycle_with_a_one_step_warmup_trains(tmp_path: Path, batches: int, warmup: float) -> None:
+    """A warm-up of exactly one step (2 batches, half an epoch; a 2-batch smoke of the smoke plan)
+    made torch's OneCycleLR divide 0 by 0 at the first step."""
+    cfg = tiny_config(tmp_path, epochs=1, schedule="onecycle", warmup_epochs=warmup)
+    trainer = _bare_trainer(max_epochs=1)
+    trainer.fit(SegmentationModule(cfg), datamodule=TinyData(n=2 * batches))
+    assert trainer.global_step == batches
+
+
 def test_onecycle_rises_then_decays_to_nearly_zero(tmp_path: Path) -> None:
     cfg = tiny_config(
         tmp_path, epochs=4, schedule="onecycle", warmup_epochs=1.0, lr_encoder=1e-3, lr_decoder=1e-2
@@ -407,15 +430,7 @@ def test_onecycle_rises_then_decays_to_nearly_zero(tmp_path: Path) -> None:
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append(trainer.optimizers[0].param_groups[1]["lr"])
 
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Record()],
-    )
+    trainer = _bare_trainer(max_epochs=4, callbacks=[Record()])
     trainer.fit(module, datamodule=TinyData(n=8))
     peak = int(np.argmax(seen))
     assert len(seen) == 16 and max(seen) == pytest.approx(1e-2, rel=0.05)
