@@ -19,9 +19,10 @@ from . import stats
 from .errors import SteelnbError
 from .evaluation import counts_of, read_scores
 from .metrics import dice_of
+from .provenance import split_fingerprint
 
 #: What makes two runs comparable: the same data, test split and mask size.
-COMPARABLE = ("data", "n_test", "mask size")
+COMPARABLE = ("data", "test split", "mask size")
 
 
 class ComparisonError(SteelnbError):
@@ -86,13 +87,14 @@ def comparable(
     """The evaluated runs comparable with ``like`` (default: the largest evaluated group).
 
     Returns (kept runs, a table of the left-out runs with the reason). Runs are comparable when
-    they share data kind and folder, test split size and mask size; a run without a test block
-    (not evaluated, or failed before its first epoch) is left out with that reason.
+    they share data kind and folder, test split (the same test images: ``test_split``) and mask
+    size; a run without a test block (not evaluated, or failed before its first epoch) is left out
+    with that reason.
     """
 
     def key(m: Mapping[str, Any]) -> tuple:
         d = m.get("data") or {}
-        return (d.get("kind"), d.get("dir"), d.get("n_test"), m.get("height"), m.get("width"))
+        return (d.get("kind"), d.get("dir"), test_split(m), m.get("height"), m.get("width"))
 
     evaluated = [m for m in runs if (m.get("test") or {}).get("kaggle") is not None]
     if like is None and evaluated:
@@ -111,13 +113,23 @@ def comparable(
             left.append(
                 (
                     m.get("run"),
-                    f"other data or size: {d.get('kind')} {Path(str(d.get('dir'))).name}, "
-                    f"{d.get('n_test')} test images, {m.get('height')}x{m.get('width')}",
+                    f"other data, test split or size: {d.get('kind')} {Path(str(d.get('dir'))).name}, "
+                    f"{d.get('n_test')} test images (split {test_split(m)}), {m.get('height')}x{m.get('width')}",
                 )
             )
         else:
             kept.append(dict(m))
     return kept, pd.DataFrame(left, columns=["run", "left out because"])
+
+
+def test_split(m: Mapping[str, Any]) -> str | None:
+    """The fingerprint of the test images a run was judged on (``provenance.split_fingerprint``):
+    from its data block, or for a run recorded before it was kept there, from its test_scores.csv."""
+    recorded = (m.get("data") or {}).get("test_split")
+    if recorded:
+        return recorded
+    scores = read_scores(m["_path"]) if m.get("_path") else None
+    return None if scores is None else split_fingerprint(scores["ImageId"].unique())
 
 
 def find_run(

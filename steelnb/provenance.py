@@ -8,6 +8,7 @@ numbers from Severstal numbers, and re-run the same code.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -44,7 +45,8 @@ def data_info(
 
     ``n_images``: train images in the folder; ``splits``: {"train"|"val"|"test": image ids};
     ``defective``: ids of the images with at least one mask. Returns kind, dir, subset,
-    n_train/n_val/n_test and clean_train/clean_val/clean_test.
+    n_train/n_val/n_test, clean_train/clean_val/clean_test and ``test_split``, the fingerprint of
+    the test ids (``split_fingerprint``).
     """
     out: dict[str, Any] = {
         "kind": data_kind(data_dir, n_images),
@@ -56,7 +58,14 @@ def data_info(
         ids = list(splits.get(name, []))
         out[f"n_{name}"] = len(ids)
         out[f"clean_{name}"] = sum(1 for i in ids if i not in defective)
+    out["test_split"] = split_fingerprint(splits.get("test", []))
     return out
+
+
+def split_fingerprint(ids: Sequence[str]) -> str:
+    """A short fingerprint of a set of image ids (sha1 of the sorted ids, 12 hex digits): two runs
+    were judged on the same test images exactly when their fingerprints match."""
+    return hashlib.sha1("\n".join(sorted(map(str, ids))).encode()).hexdigest()[:12]
 
 
 def git_commit(path: str | Path | None = None) -> dict[str, Any]:

@@ -12,15 +12,16 @@ import pytest
 from steelnb import comparison, evaluation
 
 
-def _run(folder: Path, found: float, images: int = 12) -> dict:
-    """A run folder whose test scores find ``found`` of each defect (class 3 on half the images)."""
+def _run(folder: Path, found: float, images: int = 12, first: int = 0) -> dict:
+    """A run folder whose test scores find ``found`` of each defect (class 3 on half the images);
+    its test images are numbered from ``first``."""
     rows = []
     for i in range(images):
         for c in range(1, 5):
             truth = 100 if (i % 2 == 0 and c == 3) else 0
             tp = int(truth * found)
             fp = 30 if (i == 1 and c == 1) else 0
-            rows.append((f"{i:09x}.jpg", c, tp, fp, truth - tp, tp, fp, truth - tp))
+            rows.append((f"{first + i:09x}.jpg", c, tp, fp, truth - tp, tp, fp, truth - tp))
     folder.mkdir(parents=True)
     scores = pd.DataFrame(rows, columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS])
     scores.to_csv(folder / evaluation.SCORES_FILE, index=False)
@@ -71,3 +72,17 @@ def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> No
         comparison.choose_run([], where="w")
     with pytest.raises(comparison.ComparisonError, match="no evaluated run with a best epoch"):
         comparison.choose_run([broken])
+
+
+def test_comparable_runs_share_their_test_images_not_only_their_number(tmp_path: Path) -> None:
+    """Two runs with as many test images of the same size and data but another split (03's own
+    split beside the plan's) are not comparable: a paired table of them would refuse to run."""
+    a, b = _run(tmp_path / "a", 0.9), _run(tmp_path / "b", 0.5)
+    other = _run(tmp_path / "other", 0.7, first=100)
+    kept, left = comparison.comparable([a, b, other])
+    assert [m["run"] for m in kept] == ["a", "b"]
+    assert list(left["run"]) == ["other"] and "test split" in left["left out because"].iloc[0]
+    assert comparison.test_split(a) == comparison.test_split(b) != comparison.test_split(other)
+    recorded = {**other, "data": {"test_split": comparison.test_split(a)}}  # the data block wins
+    assert len(comparison.comparable([a, b, recorded])[0]) == 3
+    comparison.paired_table(kept, kept[0])  # the group that is kept can be paired
