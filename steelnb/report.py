@@ -39,26 +39,30 @@ class ReportError(SteelnbError):
 def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
     """All ``metrics.json`` under a folder (recursively), or the given files/run folders.
 
-    Each dict gets ``_path`` (the run folder). Sorted by run name. Unreadable files raise
-    ``ValueError`` naming the file.
+    Each dict gets ``_path`` (the run folder). A run found deeper than one level below a folder is
+    named by its path from there (``smoke/efficientnet-b3__dice_bce__64x416``), so that the runs
+    of a plan's folder and a run of the same name beside them are told apart in every table.
+    Sorted by run name. Unreadable files raise ``ValueError`` naming the file.
     """
     items = [source] if isinstance(source, (str, Path)) else list(source)
-    paths: list[Path] = []
+    paths: list[tuple[Path, str | None]] = []  # (metrics.json, its run's name when found below a folder)
     for item in map(Path, items):
         if item.is_file():
-            paths.append(item)
+            paths.append((item, None))
         elif (item / "metrics.json").is_file():
-            paths.append(item / "metrics.json")
+            paths.append((item / "metrics.json", None))
         elif item.is_dir():
-            paths += sorted(item.rglob("metrics.json"))
+            paths += [(p, p.parent.relative_to(item).as_posix()) for p in sorted(item.rglob("metrics.json"))]
     out = []
-    for p in paths:
+    for p, below in paths:
         try:
             m = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ReportError(f"{p}: not a readable metrics.json ({e})") from e
         m["_path"] = str(p.parent)
         m.setdefault("run", p.parent.name)
+        if below and "/" in below:  # a run of a plan's folder (smoke/<run>) beside one of the same name
+            m["run"] = below
         out.append(m)
     return sorted(out, key=lambda m: str(m["run"]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,16 @@ def test_a_broken_status_file_is_named(tmp_path: Path) -> None:
     (tmp_path / status.STATUS_FILE).write_text("{not json")
     with pytest.raises(status.StatusError, match=r"status.json: not valid JSON"):
         status.read_status(tmp_path)
+
+
+def test_runs_below_a_plan_folder_are_named_by_their_path(tmp_path: Path) -> None:
+    """weights/ holding 03's default run and a plan's runs of the same name (weights/smoke/...):
+    each table row must say which is which."""
+    for folder in ("b4", "smoke/b4", "smoke/b3"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "metrics.json").write_text(json.dumps({"run": Path(folder).name}))
+    runs = report.read_metrics(tmp_path)
+    assert [m["run"] for m in runs] == ["b4", "smoke/b3", "smoke/b4"]
+    assert [Path(m["_path"]).name for m in runs] == ["b4", "b3", "b4"]
+    assert [m["run"] for m in report.read_metrics(tmp_path / "smoke")] == ["b3", "b4"]  # as before
+    assert [m["run"] for m in report.read_metrics([tmp_path / "smoke" / "b4"])] == ["b4"]
