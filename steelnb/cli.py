@@ -104,6 +104,12 @@ def _add_train(sub: Any) -> None:
         default="none",
         help="flips used when tuning post-processing on validation and scoring the test split",
     )
+    p.add_argument(
+        "--no-progress-bar",
+        dest="progress_bar",
+        action="store_false",
+        help="no per-step progress bar (a log or a notebook that relays the output)",
+    )
 
 
 def _add_predict(sub: Any) -> None:
@@ -246,7 +252,7 @@ def _train(args: argparse.Namespace) -> int:
     from .training import fit
 
     config = config_from_args(args)
-    run_dir = fit(config)
+    run_dir = fit(config, progress_bar=args.progress_bar)
     print(f"run folder: {run_dir}")
     if args.evaluate and (config.test_share > 0 or config.folds):
         from .evaluation import evaluate_run

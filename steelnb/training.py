@@ -13,6 +13,8 @@ import contextlib
 import logging
 import math
 import os
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -27,6 +29,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import ConfigError, TrainConfig
+from .errors import SteelnbError
 from .fileio import atomic_path, write_json
 from .losses import loss_from_config
 from .metrics import SegmentationMetrics
@@ -482,3 +485,58 @@ def fit(
         if trainer.is_global_zero:
             recorder.write(trainer)
     return run_dir
+
+
+class TrainingError(SteelnbError):
+    """A training run in a child Python failed; names the run folder and quotes its last lines."""
+
+
+#: strategies whose processes Lightning may start from inside a Jupyter kernel (it forks them)
+KERNEL_STRATEGIES = ("ddp_notebook", "ddp_fork")
+
+
+def needs_own_process(config: TrainConfig) -> bool:
+    """Whether ``config`` must be trained outside this Python: a DDP run over several devices or
+    nodes, from an interactive kernel. Lightning 2.6 refuses ``strategy="ddp"`` there, whether it
+    would start the processes itself (it re-runs the script, and a kernel has none) or Slurm's
+    ``srun`` started them (one task per device, as ``steelnb run --executor slurm`` asks for): a
+    child Python inherits the task's Slurm variables and joins the world as that rank."""
+    from lightning.fabric.utilities.imports import _IS_INTERACTIVE
+
+    if config.devices * config.num_nodes <= 1 or config.strategy.startswith(KERNEL_STRATEGIES):
+        return False
+    return bool(_IS_INTERACTIVE)
+
+
+def fit_in_child(config: TrainConfig, progress_bar: bool = False, tail: int = 40) -> Path:
+    """Train ``config`` with ``steelnb train`` in a child Python (no test-split evaluation: the
+    caller does that), printing its output as it comes; return the run folder. The config goes
+    through ``<run folder>/launch.yaml``. Raises ``TrainingError`` with the last ``tail`` lines of
+    the child's output when it fails."""
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = run_dir / "launch.yaml"
+    config.to_yaml(spec)
+    cmd = [sys.executable, "-m", "steelnb.cli", "train", "--config", str(spec), "--no-evaluate"]
+    if not progress_bar:
+        cmd.append("--no-progress-bar")
+    lines: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines = [*lines[-(tail - 1) :], line.rstrip()]
+    if proc.returncode != 0:
+        raise TrainingError(
+            f"{run_dir}: training in a child Python ({' '.join(cmd[1:])}) failed with exit code "
+            f"{proc.returncode}; its last lines:\n" + "\n".join(lines)
+        )
+    return run_dir
+
+
+def fit_anywhere(config: TrainConfig, progress_bar: bool = True) -> Path:
+    """``fit`` where it can run: in this Python, or in a child one when ``needs_own_process`` (a
+    multi-device run started from a notebook). What a notebook calls; returns the run folder."""
+    if needs_own_process(config):
+        return fit_in_child(config, progress_bar=progress_bar)
+    return fit(config, progress_bar=progress_bar)

@@ -166,3 +166,44 @@ def test_results_has_a_row_per_run(batch: dict) -> None:
     assert "each run minus the all-empty prediction" in text
     # synthetic runs: the reference's Severstal numbers are not set beside them
     assert "not Severstal numbers" in text and "0.513" not in text  # (outputs only; the caveat is markdown)
+
+
+def test_train_over_two_processes_from_the_notebook(batch: dict, tmp_path: Path) -> None:
+    """devices=2, strategy="ddp": Lightning refuses to start DDP processes from a kernel, so 03
+    trains in a child Python (training.fit_anywhere) whose two processes form one world; the
+    notebook then evaluates the run as usual."""
+    import papermill as pm
+
+    out = tmp_path / "03_ddp.ipynb"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "03_train.ipynb"),
+        str(out),
+        cwd=str(REPO / "notebooks"),
+        progress_bar=False,
+        parameters={
+            "data_dir": str(batch["data"]),
+            "subset": "subset_study.csv",
+            "folds": "folds.csv",
+            "out_dir": str(tmp_path / "weights"),
+            "encoder": "resnet50",
+            "max_images": 8,
+            "height": 64,
+            "width": 320,
+            "epochs": 1,
+            "batch_size": 2,
+            "limit_train_batches": 2,
+            "limit_val_batches": 1,
+            "device": "cpu",
+            "devices": 2,
+            "strategy": "ddp",
+            "n_show": 1,
+            "tune_height": 32,
+            "tune_width": 160,
+            "progress_bar": False,
+        },
+    )
+    run = tmp_path / "weights" / "resnet50__dice_bce__64x320"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs_run"] == 1
+    assert metrics["test"]["split"] == "test"  # evaluated in the kernel after the child's training
+    assert (run / "launch.yaml").is_file()
