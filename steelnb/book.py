@@ -66,6 +66,20 @@ def write_toc(book_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
+def colab_install_markdown() -> str:
+    """The Colab section's first cell for the reproduce page, with the repository address from the
+    package metadata (``[project.urls]`` in pyproject.toml, set once)."""
+    from .notebook import colab_install_line
+
+    return (
+        "```\n"
+        f"{colab_install_line()}     # the project's repository, from its package metadata\n"
+        "!kaggle competitions download -c severstal-steel-defect-detection\n"
+        "!mkdir -p data/severstal && unzip -q severstal-steel-defect-detection.zip -d data/severstal\n"
+        "```\n"
+    )
+
+
 def build_book(book_dir: str | Path = "book") -> Path:
     """Build the report with ``jupyter-book build`` (offline, no execution); return index.html.
 
@@ -79,6 +93,7 @@ def build_book(book_dir: str | Path = "book") -> Path:
     (book_dir / "_build" / "bench_results.md").write_text(
         bench or "No benchmark results yet: run the commands below, then `steelnb book`.\n"
     )
+    (book_dir / "_build" / "colab_install.md").write_text(colab_install_markdown())
     cmd = [
         sys.executable,
         "-c",

@@ -208,8 +208,21 @@ def _add_weights(sub: Any) -> None:
     w.add_argument("--weights", default="imagenet")
 
 
+def _version() -> str:
+    """'steelnb <version> (<repository>)', from the installed package's metadata."""
+    from importlib import metadata
+
+    from .notebook import MetadataError, repository_url
+
+    try:
+        return f"steelnb {metadata.version('steelnb')} ({repository_url()})"
+    except (metadata.PackageNotFoundError, MetadataError):
+        return "steelnb (not installed: no package metadata)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steelnb", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_data_commands, _add_train, _add_predict, _add_run, _add_weights):
         add(sub)

@@ -7,6 +7,9 @@ warning wholesale, only the few that a CPU study triggers by design (see ``QUIET
 from __future__ import annotations
 
 import warnings
+from importlib import metadata
+
+from .errors import SteelnbError
 
 #: each notebook's title in the report (a run's own title, from its plan, wins)
 TITLES = {
@@ -37,3 +40,29 @@ def setup(figsize: tuple[float, float] = (12, 3.5), dpi: int = 80, precision: in
     pd.set_option("display.precision", precision)
     for pattern, _why in QUIET:
         warnings.filterwarnings("ignore", message=pattern)
+
+
+class MetadataError(SteelnbError):
+    """The installed package carries no repository address (``project.urls`` in pyproject.toml)."""
+
+
+def repository_url() -> str:
+    """The project's repository address, from the installed package's metadata (``Repository``
+    in ``[project.urls]`` of pyproject.toml, the one place it is set)."""
+    try:
+        urls = metadata.metadata("steelnb").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError as e:
+        raise MetadataError("steelnb is not installed (pip install -e .): no package metadata") from e
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "repository":
+            return url.strip()
+    raise MetadataError(
+        "the installed steelnb metadata has no Repository URL; set [project.urls] Repository in "
+        "pyproject.toml and reinstall (pip install -e .)"
+    )
+
+
+def colab_install_line() -> str:
+    """The pip line a Colab notebook runs first to install steelnb from its repository."""
+    return f'!pip install "git+{repository_url()}"'

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # declared for what the package runs, not imports: the notebook runner and kernel, the book, the lab
-RUNTIME_ONLY = {"ipykernel", "jupyter-book", "jupyterlab", "tensorboard", "torchvision"}
+RUNTIME_ONLY = {"ipykernel", "ipywidgets", "jupyter-book", "jupyterlab", "tensorboard", "torchvision"}
 
 
 def _declared() -> set[str]:
