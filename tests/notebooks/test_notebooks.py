@@ -72,7 +72,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     },
                     {
                         "notebook": "05_evaluate",
-                        "parameters": {"tune_height": 32, "tune_width": 160, "n_overlays": 1},
+                        "parameters": {"tune_height": 32, "tune_width": 160, "n_overlays": 1, "tta": "hv"},
                     },
                 ],
             },
