@@ -301,3 +301,63 @@ def test_cancelled_training_stops_the_plan_and_resumes_from_last_ckpt_on_the_nex
     assert torch.load(last, weights_only=True)["global_step"] == 24  # 2 epochs x 12 batches, none repeated
     # what finished before the stop was neither lost nor run again
     assert done_file.stat().st_mtime_ns == stamp and status["01_work"]["slurm"]["job_id"] == prep_job
+
+
+@pytest.mark.slurm
+def test_03_train_cancelled_on_slurm_resumes_from_last_ckpt(tmp_path: Path, cluster: str) -> None:
+    """The real 03_train notebook as a Slurm job: cancelled after its first epoch, it continues from
+    last.ckpt on the next `steelnb run` (the executor passes resume=True, which 03 declares), and
+    its history holds every epoch once."""
+    import torch
+
+    from steelnb.synthetic import generate
+
+    repo = TESTS.parent
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(repo / "notebooks" / "03_train.ipynb", tmp_path / "notebooks")
+    data = generate(tmp_path / "data", n_images=40, n_test=0, seed=0)
+    train = {
+        "notebook": "03_train",
+        "parameters": {
+            "data_dir": str(data),
+            "out_dir": str(tmp_path / "weights"),
+            "encoder": "resnet50",
+            "max_images": 24,
+            "height": 64,
+            "width": 320,
+            "epochs": 3,
+            "batch_size": 2,
+            "device": "cpu",
+            "n_show": 1,
+            "tune_height": 32,
+            "tune_width": 160,
+            "progress_bar": False,
+        },
+    }
+    path = _write_plan(tmp_path, [{"name": "train", "runs": [train]}])
+    run = tmp_path / "weights" / "resnet50__dice_bce__64x320"
+    last = run / "last.ckpt"
+    with cf.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(pipeline.run_plan, path, build=False, executor=SlurmExecutor(FAST))
+        deadline = time.monotonic() + 300
+        while not last.exists() and not running.done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        job_id = _status(tmp_path)["03_train"]["slurm"]["job_id"]
+        subprocess.run(["scancel", job_id], check=True)
+        with pytest.raises(StageFailedError, match=f"03_train .Slurm job {job_id} CANCELLED"):
+            running.result(timeout=120)
+    stopped = torch.load(last, weights_only=True)
+    assert stopped["epoch"] < 2, "the job ran to the end before it was cancelled"
+    assert not (run / "metrics.json").is_file() or "test" not in json.loads(
+        (run / "metrics.json").read_text()
+    )
+
+    table = pipeline.run_plan(path, build=False, executor=SlurmExecutor(FAST))
+    assert list(table["status"]) == ["done"]
+    rec = _status(tmp_path)["03_train"]
+    assert rec["slurm"]["resumed"] and rec["slurm"]["job_id"] != job_id
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    steps = torch.load(last, weights_only=True)["global_step"]
+    assert steps == 3 * stopped["global_step"] // (stopped["epoch"] + 1), (steps, stopped["global_step"])
+    assert metrics["test"]["split"] == "test"
