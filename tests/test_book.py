@@ -13,7 +13,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from steelnb import pipeline
+from steelnb import notebook, pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -145,6 +145,9 @@ def test_book_pages_and_toc(built: Path) -> None:
     assert "efficientnet-b4__tversky__64x320" in results and "failed" in results and "95% CI" in results
     perf = (built / "performance.html").read_text()
     assert "images_per_s" in perf and "3.5" in perf  # the benchmark JSON became a table
+    # the Colab section's install line, generated from the package metadata at build time
+    reproduce = (built / "reproduce.html").read_text()
+    assert f"git+{notebook.repository_url()}" in reproduce and "&lt;org&gt;" not in reproduce
     log = (built.parent / "build.log").read_text()
     assert "ERROR" not in log and "Traceback" not in log
 
