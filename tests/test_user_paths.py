@@ -243,7 +243,8 @@ def test_notebooks_in_order_with_defaults_twice_then_beside_the_smoke_runs(tmp_p
     """A fresh copy of the repository; 01 to 06 in order with their defaults from notebooks/, twice
     (the second time with the first run's data, run folder and saved outputs in place); then once
     more after the smoke plan has filled weights/smoke/ with runs of another size, encoders and
-    losses. Every notebook finishes, and the summaries say which runs they left out."""
+    losses, a run of another size and one stopped before its evaluation. Every notebook finishes,
+    and the summaries say which runs they left out and why."""
     copy = _fresh_copy(tmp_path / "steelnb")
     env_before = os.environ.get("HF_HUB_OFFLINE")
     for label in ("first", "second"):
@@ -258,16 +259,35 @@ def test_notebooks_in_order_with_defaults_twice_then_beside_the_smoke_runs(tmp_p
         text=True,
     )
     assert smoke.returncode == 0, smoke.stdout[-3000:] + smoke.stderr[-3000:]
+    # beside them, as a user's folder fills: a run of another size, and one stopped before its evaluation
+    args = (
+        "train --data-dir data/synthetic --subset subset_study.csv --folds folds.csv --encoder resnet50 "
+        "--height 32 --width 192 --max-images 8 --epochs 1 --limit-train-batches 2 --limit-val-batches 1 "
+        "--out-dir weights --no-progress-bar"
+    ).split()
+    for name, extra in (("resnet50__dice_bce__32x192", []), ("stopped", ["--no-evaluate"])):
+        train = subprocess.run(
+            [sys.executable, "-m", "steelnb.cli", *args, "--run-name", name, *extra],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+        )
+        assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
     found = sorted(
         p.parent.relative_to(copy / "weights").as_posix() for p in (copy / "weights").rglob("metrics.json")
     )
     default = "efficientnet-b4__dice_bce__64x416"
-    assert default in found and f"smoke/{default}" in found and len(found) == 7, found
+    assert default in found and f"smoke/{default}" in found and len(found) == 9, found
     outputs = {name: _run_all(copy, name, "after-smoke") for name in NOTEBOOKS}
     # 04 compares one run per loss: of the two comparable B4 Dice+BCE runs it keeps the newer and says so
     assert "left out of the comparison" in outputs["04_loss_ablation"]
     assert "an older run with the loss dice_bce" in outputs["04_loss_ablation"]
+    for name in ("04_loss_ablation", "05_evaluate", "06_results"):
+        assert "left out of the" in outputs[name], f"{name} does not say which runs it left out"
+    # 05 chooses among the comparable runs and names the two it left out, with the reason
     assert "chosen on validation" in outputs["05_evaluate"]
+    assert "resnet50__dice_bce__32x192" in outputs["05_evaluate"] and "32x192" in outputs["05_evaluate"]
+    assert "stopped" in outputs["05_evaluate"] and "no test-split evaluation" in outputs["05_evaluate"]
     # 06 tells 03's default run from the smoke plan's run of the same name
     assert f"smoke/{default}" in outputs["06_results"]
     assert re.search(f"(?<!smoke/){default}", outputs["06_results"]), "06 lists only the smoke runs"
