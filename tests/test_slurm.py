@@ -361,3 +361,41 @@ def test_03_train_cancelled_on_slurm_resumes_from_last_ckpt(tmp_path: Path, clus
     steps = torch.load(last, weights_only=True)["global_step"]
     assert steps == 3 * stopped["global_step"] // (stopped["epoch"] + 1), (steps, stopped["global_step"])
     assert metrics["test"]["split"] == "test"
+
+
+@pytest.mark.slurm
+def test_03_train_over_two_slurm_tasks_forms_one_world(tmp_path: Path, cluster: str) -> None:
+    """devices=2, strategy=ddp: one job of two tasks; each task's 03 trains in a child Python that
+    joins the world as its Slurm rank, rank 0 writes the run (world size 2) and evaluates it."""
+    from steelnb.synthetic import generate
+
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(TESTS.parent / "notebooks" / "03_train.ipynb", tmp_path / "notebooks")
+    data = generate(tmp_path / "data", n_images=40, n_test=0, seed=0)
+    parameters = {
+        "data_dir": str(data),
+        "out_dir": str(tmp_path / "weights"),
+        "encoder": "resnet50",
+        "max_images": 16,
+        "height": 64,
+        "width": 320,
+        "epochs": 2,
+        "batch_size": 2,
+        "device": "cpu",
+        "devices": 2,
+        "strategy": "ddp",
+        "n_show": 1,
+        "tune_height": 32,
+        "tune_width": 160,
+        "progress_bar": False,
+    }
+    path = _write_plan(
+        tmp_path, [{"name": "train", "runs": [{"notebook": "03_train", "parameters": parameters}]}]
+    )
+    table = pipeline.run_plan(path, build=False, executor=SlurmExecutor(FAST))
+    assert list(table["status"]) == ["done"], table.to_dict("records")
+    metrics = json.loads((tmp_path / "weights" / "resnet50__dice_bce__64x320" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs_run"] == 2 and metrics["test"]["split"] == "test"
+    job = _status(tmp_path)["03_train"]["slurm"]
+    assert job["state"] == "COMPLETED"
+    assert (Path(job["folder"]) / "rank1" / "03_train.ipynb").is_file()  # the second task ran its copy
