@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_pipeline import _notebook
+from tinydata import TINY_TRAIN
 
 from steelnb import pipeline
 from steelnb.slurm import (
@@ -303,6 +304,17 @@ def test_cancelled_training_stops_the_plan_and_resumes_from_last_ckpt_on_the_nex
     assert done_file.stat().st_mtime_ns == stamp and status["01_work"]["slurm"]["job_id"] == prep_job
 
 
+def _project_03(project: Path, **parameters) -> dict:
+    """A project with the real notebooks/03_train.ipynb and 40 synthetic images; returns 03's
+    parameters for a tiny CPU run on them (``tinydata.TINY_TRAIN``) with ``parameters`` on top."""
+    from steelnb.synthetic import generate
+
+    (project / "notebooks").mkdir()
+    shutil.copy(TESTS.parent / "notebooks" / "03_train.ipynb", project / "notebooks")
+    data = generate(project / "data", n_images=40, n_test=0, seed=0)
+    return {**TINY_TRAIN, "data_dir": str(data), "out_dir": str(project / "weights"), **parameters}
+
+
 @pytest.mark.slurm
 def test_03_train_cancelled_on_slurm_resumes_from_last_ckpt(tmp_path: Path, cluster: str) -> None:
     """The real 03_train notebook as a Slurm job: cancelled after its first epoch, it continues from
@@ -310,30 +322,7 @@ def test_03_train_cancelled_on_slurm_resumes_from_last_ckpt(tmp_path: Path, clus
     its history holds every epoch once."""
     import torch
 
-    from steelnb.synthetic import generate
-
-    repo = TESTS.parent
-    (tmp_path / "notebooks").mkdir()
-    shutil.copy(repo / "notebooks" / "03_train.ipynb", tmp_path / "notebooks")
-    data = generate(tmp_path / "data", n_images=40, n_test=0, seed=0)
-    train = {
-        "notebook": "03_train",
-        "parameters": {
-            "data_dir": str(data),
-            "out_dir": str(tmp_path / "weights"),
-            "encoder": "resnet50",
-            "max_images": 24,
-            "height": 64,
-            "width": 320,
-            "epochs": 3,
-            "batch_size": 2,
-            "device": "cpu",
-            "n_show": 1,
-            "tune_height": 32,
-            "tune_width": 160,
-            "progress_bar": False,
-        },
-    }
+    train = {"notebook": "03_train", "parameters": _project_03(tmp_path, max_images=24, epochs=3)}
     path = _write_plan(tmp_path, [{"name": "train", "runs": [train]}])
     run = tmp_path / "weights" / "resnet50__dice_bce__64x320"
     last = run / "last.ckpt"
@@ -367,28 +356,7 @@ def test_03_train_cancelled_on_slurm_resumes_from_last_ckpt(tmp_path: Path, clus
 def test_03_train_over_two_slurm_tasks_forms_one_world(tmp_path: Path, cluster: str) -> None:
     """devices=2, strategy=ddp: one job of two tasks; each task's 03 trains in a child Python that
     joins the world as its Slurm rank, rank 0 writes the run (world size 2) and evaluates it."""
-    from steelnb.synthetic import generate
-
-    (tmp_path / "notebooks").mkdir()
-    shutil.copy(TESTS.parent / "notebooks" / "03_train.ipynb", tmp_path / "notebooks")
-    data = generate(tmp_path / "data", n_images=40, n_test=0, seed=0)
-    parameters = {
-        "data_dir": str(data),
-        "out_dir": str(tmp_path / "weights"),
-        "encoder": "resnet50",
-        "max_images": 16,
-        "height": 64,
-        "width": 320,
-        "epochs": 2,
-        "batch_size": 2,
-        "device": "cpu",
-        "devices": 2,
-        "strategy": "ddp",
-        "n_show": 1,
-        "tune_height": 32,
-        "tune_width": 160,
-        "progress_bar": False,
-    }
+    parameters = _project_03(tmp_path, max_images=16, epochs=2, devices=2, strategy="ddp")
     path = _write_plan(
         tmp_path, [{"name": "train", "runs": [{"notebook": "03_train", "parameters": parameters}]}]
     )

@@ -6,6 +6,20 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+#: 03_train's parameters for a tiny CPU run (ResNet-50 at 64x320, batch 2, post-processing tuned
+#: on 32x160 maps), which the notebook and Slurm tests complete with their data and folders
+TINY_TRAIN = {
+    "encoder": "resnet50",
+    "height": 64,
+    "width": 320,
+    "batch_size": 2,
+    "device": "cpu",
+    "n_show": 1,
+    "tune_height": 32,
+    "tune_width": 160,
+    "progress_bar": False,
+}
+
 
 class TinyData(L.LightningDataModule):
     """n images (3, h, w) with a bright class-1 rectangle; masks (4, h, w)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from tinydata import TINY_TRAIN
 
 from steelnb import pipeline
 
@@ -185,21 +186,13 @@ def test_train_over_two_processes_from_the_notebook(batch: dict, tmp_path: Path)
             "subset": "subset_study.csv",
             "folds": "folds.csv",
             "out_dir": str(tmp_path / "weights"),
-            "encoder": "resnet50",
+            **TINY_TRAIN,
             "max_images": 8,
-            "height": 64,
-            "width": 320,
             "epochs": 1,
-            "batch_size": 2,
             "limit_train_batches": 2,
             "limit_val_batches": 1,
-            "device": "cpu",
             "devices": 2,
             "strategy": "ddp",
-            "n_show": 1,
-            "tune_height": 32,
-            "tune_width": 160,
-            "progress_bar": False,
         },
     )
     run = tmp_path / "weights" / "resnet50__dice_bce__64x320"
