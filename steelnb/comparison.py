@@ -96,25 +96,27 @@ def comparable(
         d = m.get("data") or {}
         return (d.get("kind"), d.get("dir"), test_split(m), m.get("height"), m.get("width"))
 
-    evaluated = [m for m in runs if (m.get("test") or {}).get("kaggle") is not None]
-    if like is None and evaluated:
-        keys = [key(m) for m in evaluated]
-        like_key = max(set(keys), key=lambda k: (keys.count(k), str(k)))
+    # each evaluated run's key once: an older run's split is read from its test_scores.csv
+    keys = {id(m): key(m) for m in runs if (m.get("test") or {}).get("kaggle") is not None}
+    if like is None and keys:
+        counts = list(keys.values())
+        like_key = max(set(counts), key=lambda k: (counts.count(k), str(k)))
     else:
         like_key = key(like) if like is not None else None
     kept, left = [], []
     for m in runs:
-        if m not in evaluated:
+        k = keys.get(id(m))
+        if k is None:
             left.append(
                 (m.get("run"), "no test-split evaluation (not evaluated, or failed before its first epoch)")
             )
-        elif key(m) != like_key:
+        elif k != like_key:
             d = m.get("data") or {}
             left.append(
                 (
                     m.get("run"),
                     f"other data, test split or size: {d.get('kind')} {Path(str(d.get('dir'))).name}, "
-                    f"{d.get('n_test')} test images (split {test_split(m)}), {m.get('height')}x{m.get('width')}",
+                    f"{d.get('n_test')} test images (split {k[2]}), {m.get('height')}x{m.get('width')}",
                 )
             )
         else:
