@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -520,12 +521,12 @@ def fit_in_child(config: TrainConfig, progress_bar: bool = False, tail: int = 40
     cmd = [sys.executable, "-m", "steelnb.cli", "train", "--config", str(spec), "--no-evaluate"]
     if not progress_bar:
         cmd.append("--no-progress-bar")
-    lines: list[str] = []
+    lines: deque[str] = deque(maxlen=tail)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             print(line, end="", flush=True)
-            lines = [*lines[-(tail - 1) :], line.rstrip()]
+            lines.append(line.rstrip())
     if proc.returncode != 0:
         raise TrainingError(
             f"{run_dir}: training in a child Python ({' '.join(cmd[1:])}) failed with exit code "
