@@ -3,35 +3,16 @@ with the run's own test block; a run against itself differs by nothing; other im
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from scored import scored_run
 
-from steelnb import comparison, evaluation
-
-
-def _run(folder: Path, found: float, images: int = 12, first: int = 0) -> dict:
-    """A run folder whose test scores find ``found`` of each defect (class 3 on half the images);
-    its test images are numbered from ``first``."""
-    rows = []
-    for i in range(images):
-        for c in range(1, 5):
-            truth = 100 if (i % 2 == 0 and c == 3) else 0
-            tp = int(truth * found)
-            fp = 30 if (i == 1 and c == 1) else 0
-            rows.append((f"{first + i:09x}.jpg", c, tp, fp, truth - tp, tp, fp, truth - tp))
-    folder.mkdir(parents=True)
-    scores = pd.DataFrame(rows, columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS])
-    scores.to_csv(folder / evaluation.SCORES_FILE, index=False)
-    test = evaluation.summarize(evaluation.counts_of(scores), n_boot=500)
-    (folder / "metrics.json").write_text(json.dumps({"run": folder.name, "test": test}))
-    return {"run": folder.name, "test": test, "_path": str(folder)}
+from steelnb import comparison
 
 
 def test_paired_against_empty_matches_the_test_block(tmp_path: Path) -> None:
-    good = _run(tmp_path / "good", 0.8)
+    good = scored_run(tmp_path / "good", 0.8)
     diff = comparison.paired(good, None, n_boot=500)
     assert diff["images"] == 12 and diff["defect"] is None
     assert diff["kaggle"]["diff"] == pytest.approx(good["test"]["kaggle_gain"])
@@ -39,25 +20,25 @@ def test_paired_against_empty_matches_the_test_block(tmp_path: Path) -> None:
 
 
 def test_paired_table_verdicts(tmp_path: Path) -> None:
-    good, poor = _run(tmp_path / "good", 0.9), _run(tmp_path / "poor", 0.1)
+    good, poor = scored_run(tmp_path / "good", 0.9), scored_run(tmp_path / "poor", 0.1)
     table = comparison.paired_table([good, poor], poor).set_index("run")
     assert list(table.index) == ["good"]  # a run is not compared with itself
     assert (
         table.loc["good", "Kaggle: real?"] == "real gain"
         and table.loc["good", "defect Dice: real?"] == "real gain"
     )
-    same = comparison.paired(good, _run(tmp_path / "twin", 0.9), n_boot=200)
+    same = comparison.paired(good, scored_run(tmp_path / "twin", 0.9), n_boot=200)
     assert same["kaggle"]["diff"] == 0 and comparison.verdict(same["kaggle"]) == "not separable from noise"
     with pytest.raises(ValueError, match="scored on different test images"):
-        comparison.paired(good, _run(tmp_path / "other", 0.9, images=10))
+        comparison.paired(good, scored_run(tmp_path / "other", 0.9, images=10))
 
 
 def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> None:
     """05's choice: the best validation Kaggle metric (never test); a named run; clear errors for
     no runs, an unknown name and a run without a best epoch (it used to be a bare TypeError)."""
-    good = {**_run(tmp_path / "good", 0.9), "best": {"kaggle": 0.80}}
-    better_val = {**_run(tmp_path / "better_val", 0.5), "best": {"kaggle": 0.85}}
-    broken = {**_run(tmp_path / "broken", 0.7), "best": None}
+    good = {**scored_run(tmp_path / "good", 0.9), "best": {"kaggle": 0.80}}
+    better_val = {**scored_run(tmp_path / "better_val", 0.5), "best": {"kaggle": 0.85}}
+    broken = {**scored_run(tmp_path / "broken", 0.7), "best": None}
     chosen, _ = comparison.choose_run([good, better_val, broken])
     assert chosen["run"] == "better_val"  # chosen on validation although its test scores are lower
     assert comparison.choose_run([good, better_val], "good")[0]["run"] == "good"
@@ -77,8 +58,8 @@ def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> No
 def test_comparable_runs_share_their_test_images_not_only_their_number(tmp_path: Path) -> None:
     """Two runs with as many test images of the same size and data but another split (03's own
     split beside the plan's) are not comparable: a paired table of them would refuse to run."""
-    a, b = _run(tmp_path / "a", 0.9), _run(tmp_path / "b", 0.5)
-    other = _run(tmp_path / "other", 0.7, first=100)
+    a, b = scored_run(tmp_path / "a", 0.9), scored_run(tmp_path / "b", 0.5)
+    other = scored_run(tmp_path / "other", 0.7, first=100)
     kept, left = comparison.comparable([a, b, other])
     assert [m["run"] for m in kept] == ["a", "b"]
     assert list(left["run"]) == ["other"] and "test split" in left["left out because"].iloc[0]

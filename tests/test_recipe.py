@@ -3,30 +3,19 @@ with verdicts that follow the interval; and the images/s of a configuration."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from scored import scored_run
 
-from steelnb import evaluation, recipe
+from steelnb import recipe
 from steelnb.images import list_images
 
 
 def _run(folder: Path, found: float, images: int = 40) -> dict:
-    """Run folder whose test scores find ``found`` of each defect (class 3 on half the images)."""
-    rows = []
-    for i in range(images):
-        for c in range(1, 5):
-            truth = 100 if (i % 2 == 0 and c == 3) else 0
-            tp = int(truth * found)
-            rows.append((f"{i:09x}.jpg", c, tp, 0, truth - tp, tp, 0, truth - tp))
-    folder.mkdir(parents=True)
-    scores = pd.DataFrame(rows, columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS])
-    scores.to_csv(folder / evaluation.SCORES_FILE, index=False)
-    test = evaluation.summarize(evaluation.counts_of(scores), n_boot=300)
-    (folder / "metrics.json").write_text(json.dumps({"run": folder.name, "test": test}))
-    return {"run": folder.name, "test": test, "_path": str(folder)}
+    """Test images without false positives, intervals from 300 resamples."""
+    return scored_run(folder, found, images=images, false_positive=False, n_boot=300)
 
 
 def test_each_step_is_paired_with_the_one_it_builds_on(tmp_path: Path) -> None:
