@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from nbout import outputs
 from test_book import CHROMIUM_FLAGS
 
 from steelnb import book, notebook
@@ -206,21 +207,13 @@ def _run_all(copy: Path, name: str, label: str) -> str:
     try:
         client.execute()
     except CellExecutionError as e:
-        nbformat.write(nb, kept / path.name)
         pytest.fail(
             f"{label}: {name} failed with its defaults (executed copy: {kept / path.name}):\n{str(e)[-3000:]}"
         )
     finally:
         nbformat.write(nb, path)
-    nbformat.write(nb, kept / path.name)
-    texts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            texts.append(out.get("text", ""))
-            texts.append(str((out.get("data") or {}).get("text/plain", "")))
-            texts.append(str((out.get("data") or {}).get("text/markdown", "")))
-            texts.append(str((out.get("data") or {}).get("text/html", "")))
-    return "\n".join(texts)
+        nbformat.write(nb, kept / path.name)
+    return outputs(path)[0]
 
 
 def _smoke_plan(copy: Path) -> Path:
@@ -246,12 +239,11 @@ def test_notebooks_in_order_with_defaults_twice_then_beside_the_smoke_runs(tmp_p
     losses, a run of another size and one stopped before its evaluation. Every notebook finishes,
     and the summaries say which runs they left out and why."""
     copy = _fresh_copy(tmp_path / "steelnb")
-    env_before = os.environ.get("HF_HUB_OFFLINE")
     for label in ("first", "second"):
-        outputs = {name: _run_all(copy, name, label) for name in NOTEBOOKS}
+        shown = {name: _run_all(copy, name, label) for name in NOTEBOOKS}
         runs = sorted(p.parent.name for p in (copy / "weights").glob("*/metrics.json"))
         assert len(runs) == 1, f"{label}: 03_train's default run folder under weights/: {runs}"
-        assert "no training runs" not in outputs["06_results"]
+        assert "no training runs" not in shown["06_results"]
     smoke = subprocess.run(
         [sys.executable, "-m", "steelnb.cli", "run", str(_smoke_plan(copy)), "--no-book"],
         cwd=copy,
@@ -278,17 +270,16 @@ def test_notebooks_in_order_with_defaults_twice_then_beside_the_smoke_runs(tmp_p
     )
     default = "efficientnet-b4__dice_bce__64x416"
     assert default in found and f"smoke/{default}" in found and len(found) == 9, found
-    outputs = {name: _run_all(copy, name, "after-smoke") for name in NOTEBOOKS}
+    shown = {name: _run_all(copy, name, "after-smoke") for name in NOTEBOOKS}
     # 04 compares one run per loss: of the two comparable B4 Dice+BCE runs it keeps the newer and says so
-    assert "left out of the comparison" in outputs["04_loss_ablation"]
-    assert "an older run with the loss dice_bce" in outputs["04_loss_ablation"]
+    assert "left out of the comparison" in shown["04_loss_ablation"]
+    assert "an older run with the loss dice_bce" in shown["04_loss_ablation"]
     for name in ("04_loss_ablation", "05_evaluate", "06_results"):
-        assert "left out of the" in outputs[name], f"{name} does not say which runs it left out"
+        assert "left out of the" in shown[name], f"{name} does not say which runs it left out"
     # 05 chooses among the comparable runs and names the two it left out, with the reason
-    assert "chosen on validation" in outputs["05_evaluate"]
-    assert "resnet50__dice_bce__32x192" in outputs["05_evaluate"] and "32x192" in outputs["05_evaluate"]
-    assert "stopped" in outputs["05_evaluate"] and "no test-split evaluation" in outputs["05_evaluate"]
+    assert "chosen on validation" in shown["05_evaluate"]
+    assert "resnet50__dice_bce__32x192" in shown["05_evaluate"] and "32x192" in shown["05_evaluate"]
+    assert "stopped" in shown["05_evaluate"] and "no test-split evaluation" in shown["05_evaluate"]
     # 06 tells 03's default run from the smoke plan's run of the same name
-    assert f"smoke/{default}" in outputs["06_results"]
-    assert re.search(f"(?<!smoke/){default}", outputs["06_results"]), "06 lists only the smoke runs"
-    assert os.environ.get("HF_HUB_OFFLINE") == env_before
+    assert f"smoke/{default}" in shown["06_results"]
+    assert re.search(f"(?<!smoke/){default}", shown["06_results"]), "06 lists only the smoke runs"

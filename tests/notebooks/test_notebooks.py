@@ -7,9 +7,9 @@ import json
 import re
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
+from nbout import outputs
 from tinydata import TINY_TRAIN
 
 from steelnb import pipeline
@@ -84,24 +84,10 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"table": table.set_index("slug"), "data": data, "weights": weights, "runs": book / "runs"}
 
 
-def _outputs(path: Path) -> tuple[str, int]:
-    """All text/html/markdown output of an executed notebook, and its number of PNG outputs."""
-    nb = nbformat.read(str(path), as_version=4)
-    text, pngs = [], 0
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream":
-                text.append(out["text"])
-            data = out.get("data", {})
-            text += [str(data.get(k, "")) for k in ("text/plain", "text/html", "text/markdown")]
-            pngs += "image/png" in data
-    return "\n".join(text), pngs
-
-
 def _done(batch: dict, slug: str) -> tuple[str, int]:
     row = batch["table"].loc[slug]
     assert row["status"] == "done", f"{slug} failed: {row['error']}"
-    return _outputs(batch["runs"] / f"{slug}.ipynb")
+    return outputs(batch["runs"] / f"{slug}.ipynb")
 
 
 def test_eda(batch: dict) -> None:
