@@ -417,6 +417,7 @@ def test_onecycle_with_a_one_step_warmup_trains(tmp_path: Path, batches: int, wa
     trainer = _bare_trainer(max_epochs=1)
     trainer.fit(SegmentationModule(cfg), datamodule=TinyData(n=2 * batches))
     assert trainer.global_step == batches
+    assert trainer.optimizers[0].defaults["fused"]  # torch's fused Adam on CPU (bench_train: 1.07-1.27x)
 
 
 def test_onecycle_rises_then_decays_to_nearly_zero(tmp_path: Path) -> None:
