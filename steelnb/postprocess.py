@@ -34,7 +34,7 @@ from .metrics import dice_from_counts
 FILE_NAME = "postprocess.yaml"
 FULL_PIXELS = HEIGHT * WIDTH
 #: Default grids of ``tune_postprocess`` (areas in full-resolution pixels).
-THRESHOLDS = tuple(np.round(np.arange(0.2, 0.86, 0.05), 2).tolist())
+THRESHOLDS = tuple(np.round(np.arange(0.2, 0.96, 0.05), 2).tolist())
 MIN_AREAS = (0, 100, 250, 500, 1000, 1500, 2000, 3000, 5000, 8000)
 TOP_PROBS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
 TOTAL_AREAS = (0, 500, 1000, 2000, 4000, 8000)
