@@ -83,6 +83,9 @@ class TrainConfig:
     # share of each training batch drawn from the pseudo-labelled images (0 = off): every batch
     # holds round(pseudo_share * batch_size) of them; validation and the test split never do
     pseudo_share: float = 0.0
+    # a run folder or checkpoint whose whole model (encoder, decoder, head) this run starts from,
+    # with a new optimiser and schedule (not a resume); relative to the working folder; "" = none
+    init_from: str = ""
     # loss
     loss: str = "dice_bce"
     loss_params: Mapping[str, Any] = field(default_factory=dict)
@@ -226,8 +229,12 @@ class TrainConfig:
     # -- derived values ---------------------------------------------------------------------
     @property
     def name(self) -> str:
-        """Run folder name: ``run_name`` or ``<encoder>__<loss>__<H>x<W>``."""
-        return self.run_name or f"{self.encoder}__{self.loss}__{self.height}x{self.width}"
+        """Run folder name: ``run_name`` or ``<encoder>__<loss>__<H>x<W>``, with ``__ft`` after it
+        for a run that starts from another (``init_from``), so a fine-tune never overwrites its start."""
+        derived = f"{self.encoder}__{self.loss}__{self.height}x{self.width}" + (
+            "__ft" if self.init_from else ""
+        )
+        return self.run_name or derived
 
     @property
     def model_kwargs(self) -> dict[str, Any]:

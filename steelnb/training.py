@@ -64,7 +64,9 @@ class SegmentationModule(L.LightningModule):
         self.model = build_model(cfg.arch, cfg.encoder, cfg.encoder_weights, cfg.classes, **cfg.model_kwargs)
         if cfg.drop_path_rate is not None:
             set_drop_path(self.model.encoder, cfg.drop_path_rate, cfg.encoder)
-        if cfg.head_prior > 0:  # RetinaNet's prior init: sigmoid(bias) = head_prior at every pixel
+        if cfg.init_from:
+            start_from(self.model, cfg)
+        elif cfg.head_prior > 0:  # RetinaNet's prior init: sigmoid(bias) = head_prior at every pixel
             bias = self.model.segmentation_head[0].bias
             torch.nn.init.constant_(bias, math.log(cfg.head_prior / (1 - cfg.head_prior)))
         if (
@@ -188,6 +190,26 @@ class SegmentationModule(L.LightningModule):
             )
             scheds.append({"scheduler": warm, "interval": "step"})
         return [opt], scheds
+
+
+def start_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Load ``cfg.init_from``'s weights into ``model``; a checkpoint of another model is refused
+    with a message naming it and what differs."""
+    from .models import CheckpointError, has_classifier, load_model
+
+    try:
+        start, info = load_model(cfg.init_from)
+    except CheckpointError as e:
+        raise ConfigError(f"init_from={cfg.init_from!r}: {e}") from None
+    want = (cfg.arch, cfg.encoder, cfg.classes, cfg.cls_weight > 0)
+    got = (info.arch, info.encoder, info.classes, has_classifier(start))
+    if want != got:
+        raise ConfigError(
+            f"init_from={cfg.init_from!r}: {info.path} holds {info.arch}/{info.encoder} with {info.classes} "
+            f"classes{' and a classifier head' if got[3] else ''}; this run builds {cfg.arch}/{cfg.encoder} "
+            f"with {cfg.classes} classes{' and a classifier head' if want[3] else ''}"
+        )
+    model.load_state_dict(start.state_dict())
 
 
 def set_drop_path(encoder: torch.nn.Module, rate: float, name: str = "encoder") -> None:
@@ -328,6 +350,7 @@ class RunRecorder(Callback):
             "world_size": trainer.world_size,
             "precision": str(trainer.precision),
             "encoder_weights": cfg.encoder_weights,
+            "init_from": cfg.init_from or None,  # the run this one started from (a fine-tune)
             "seed": cfg.seed,
             "data": self.data,
             "code": self.code,

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tinydata import TinyData
 
-from steelnb.config import REFERENCE_ENCODERS, TrainConfig
+from steelnb.config import REFERENCE_ENCODERS, ConfigError, TrainConfig
 from steelnb.models import load_model
 from steelnb.training import AtomicCheckpointIO, SegmentationModule, fit
 
@@ -532,3 +532,32 @@ def test_pos_weight_reaches_the_training_loss(tmp_path: Path) -> None:
     x, y = next(iter(TinyData(n=4).train_dataloader()))
     logits = torch.zeros_like(y) - 1.0  # every pixel predicted absent: only the positives' BCE grows
     assert weighted.loss(logits, y) > plain.loss(logits, y)
+
+
+def test_init_from_starts_from_a_runs_weights_and_refuses_another_model(
+    tmp_path: Path, tiny_run: Path, make_tiny_run
+) -> None:
+    """init_from: the whole model (encoder, decoder, head) starts as the run's best.ckpt, and its
+    head is not re-initialised by head_prior; a run of another encoder, class count or head is
+    refused with a message naming the checkpoint and both models."""
+    start, _ = load_model(tiny_run)
+    named = tiny_config(tmp_path, init_from=str(tiny_run), run_name="")
+    assert named.name == "resnet18__dice_bce__64x64__ft"  # never the folder of the run it starts from
+    module = SegmentationModule(tiny_config(tmp_path, init_from=str(tiny_run), head_prior=0.01))
+    mine = module.model.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in start.state_dict().items())
+    fresh = SegmentationModule(tiny_config(tmp_path)).model.state_dict()
+    assert not all(torch.equal(fresh[k], v) for k, v in start.state_dict().items())
+    trainer = _bare_trainer(max_epochs=1)  # and it trains from there
+    trainer.fit(module, datamodule=TinyData(n=4))
+    assert trainer.global_step == 2
+    for bad, what in (
+        (dict(encoder="resnet34"), "Unet/resnet34 with 4 classes"),
+        (dict(classes=1), "Unet/resnet18 with 1 classes"),
+        (dict(cls_weight=0.5), "with 4 classes and a classifier head"),
+    ):
+        with pytest.raises(ConfigError, match="init_from=.*best.ckpt holds Unet/resnet18") as e:
+            SegmentationModule(tiny_config(tmp_path, init_from=str(tiny_run), **bad))
+        assert what in str(e.value)
+    with pytest.raises(ConfigError, match="init_from='nowhere'.*not found"):
+        SegmentationModule(tiny_config(tmp_path, init_from="nowhere"))
