@@ -143,6 +143,19 @@ def _runs_per_notebook(stages: list[Any]) -> dict[str, int]:
     return counts
 
 
+def _named(entry: Mapping[str, Any], field: str, given: Mapping[str, Any], where: str) -> str:
+    """An entry's ``name`` or ``title`` with ``{parameter}`` placeholders filled from the run's
+    parameters (one name per matrix combination); "" when the entry has none."""
+    text = str(entry.get(field) or "")
+    try:
+        return text.format(**given)
+    except (KeyError, IndexError, ValueError) as e:
+        raise PlanError(
+            f"{where}: {field} {text!r}: placeholder {e} is not a parameter of the entry "
+            f"({', '.join(given) or 'none'})"
+        ) from None
+
+
 def _entry_runs(
     entry: Mapping[str, Any], where: str, nb_dir: Path, defaults: Mapping[str, Any], several: bool, stage: Any
 ) -> list[Run]:
@@ -165,9 +178,13 @@ def _entry_runs(
         given = {**params, **dict(zip(matrix, combo))}
         explicit = {k: given[k] for k in declared if k in given}  # the notebook's order
         named = several and explicit
-        slug = entry.get("name", f"{nb}__{_slug(list(explicit.values()))}" if named else nb)
+        slug = _named(entry, "name", given, where) or (
+            f"{nb}__{_slug(list(explicit.values()))}" if named else nb
+        )
         base = TITLES.get(nb, nb)
-        title = entry.get("title", f"{base}: {', '.join(map(str, explicit.values()))}" if named else base)
+        title = _named(entry, "title", given, where) or (
+            f"{base}: {', '.join(map(str, explicit.values()))}" if named else base
+        )
         runs.append(
             Run(nb, {**merged, **explicit}, slug, str(stage.get("name")), bool(stage.get("parallel")), title)
         )

@@ -74,6 +74,23 @@ def test_matrix_expands_to_named_runs(project: Path) -> None:
     assert plan.runs[0].title == "01_work: 1, 0.5"
 
 
+def test_a_matrix_entry_names_its_runs_from_their_parameters(project: Path) -> None:
+    entry = {"notebook": "01_work", "matrix": {"value": [1, 2]}, "parameters": {"nap": 0.5}}
+    plan = pipeline.load_plan(
+        _plan(project, [{**entry, "name": "01_work__v{value}", "title": "Work on {value}"}])
+    )
+    assert [(r.slug, r.title) for r in plan.runs[:2]] == [
+        ("01_work__v1", "Work on 1"),
+        ("01_work__v2", "Work on 2"),
+    ]
+    with pytest.raises(
+        pipeline.PlanError, match=r"name '01_work__\{valeu\}': placeholder 'valeu' is not a parameter"
+    ):
+        pipeline.load_plan(_plan(project, [{**entry, "name": "01_work__{valeu}"}]))
+    with pytest.raises(pipeline.PlanError, match="two runs named '01_work__same'"):
+        pipeline.load_plan(_plan(project, [{**entry, "name": "01_work__same"}]))
+
+
 def test_failed_run_is_kept_and_batch_goes_on_then_rerun_skips(project: Path) -> None:
     runs = [
         {"notebook": "01_work", "parameters": {"value": 1, "fail": True}},
