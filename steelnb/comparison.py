@@ -67,6 +67,8 @@ def test_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "IoU [95% CI]": ci_text(t, "iou"),
         "epochs": m.get("epochs_run"),
         "best epoch": m.get("best_epoch"),
+        # the run a fine-tune started from (init_from), by folder name; "" for a run from scratch
+        "starts from": Path(str(m["init_from"])).name if m.get("init_from") else "",
         "_path": m.get("_path"),
     }
 
@@ -83,18 +85,21 @@ def test_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def comparable(
     runs: Sequence[Mapping[str, Any]],
     like: Mapping[str, Any] | None = None,
+    same_start: bool = False,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """The evaluated runs comparable with ``like`` (default: the largest evaluated group).
 
     Returns (kept runs, a table of the left-out runs with the reason). Runs are comparable when
     they share data kind and folder, test split (the same test images: ``test_split``) and mask
-    size; a run without a test block (not evaluated, or failed before its first epoch) is left out
-    with that reason.
+    size, and with ``same_start`` (an ablation) the run they started from (``init_from``, none
+    for runs from scratch); a run without a test block (not evaluated, or failed before its first
+    epoch) is left out with that reason.
     """
 
     def key(m: Mapping[str, Any]) -> tuple:
         d = m.get("data") or {}
-        return (d.get("kind"), d.get("dir"), test_split(m), m.get("height"), m.get("width"))
+        start = (m.get("init_from") or "",) if same_start else ()
+        return (d.get("kind"), d.get("dir"), test_split(m), m.get("height"), m.get("width"), *start)
 
     # each evaluated run's key once: an older run's split is read from its test_scores.csv
     keys = {id(m): key(m) for m in runs if (m.get("test") or {}).get("kaggle") is not None}
@@ -116,12 +121,18 @@ def comparable(
                 (
                     m.get("run"),
                     f"other data, test split or size: {d.get('kind')} {Path(str(d.get('dir'))).name}, "
-                    f"{d.get('n_test')} test images (split {k[2]}), {m.get('height')}x{m.get('width')}",
+                    f"{d.get('n_test')} test images (split {k[2]}), {m.get('height')}x{m.get('width')}"
+                    if k[:5] != like_key[:5]
+                    else f"another start: {_start(m)}, the others {_start({'init_from': like_key[5]})}",
                 )
             )
         else:
             kept.append(dict(m))
     return kept, pd.DataFrame(left, columns=["run", "left out because"])
+
+
+def _start(m: Mapping[str, Any]) -> str:
+    return f"from {Path(str(m['init_from'])).name}" if m.get("init_from") else "from scratch"
 
 
 def test_split(m: Mapping[str, Any]) -> str | None:

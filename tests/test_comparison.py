@@ -67,3 +67,17 @@ def test_comparable_runs_share_their_test_images_not_only_their_number(tmp_path:
     recorded = {**other, "data": {"test_split": comparison.test_split(a)}}  # the data block wins
     assert len(comparison.comparable([a, b, recorded])[0]) == 3
     comparison.paired_table(kept, kept[0])  # the group that is kept can be paired
+
+
+def test_an_ablation_compares_runs_from_one_start_only(tmp_path: Path) -> None:
+    """same_start: the fine-tunes of one run are compared together and a run from scratch beside
+    them is left out, named with both starts; without it (05, 06) all of them are comparable."""
+    start = str(tmp_path / "b3__dice_bce")
+    tuned = [{**scored_run(tmp_path / n, f), "init_from": start} for n, f in (("ft_a", 0.9), ("ft_b", 0.5))]
+    scratch = scored_run(tmp_path / "scratch", 0.7)
+    kept, left = comparison.comparable([*tuned, scratch], same_start=True)
+    assert [m["run"] for m in kept] == ["ft_a", "ft_b"] and list(left["run"]) == ["scratch"]
+    assert left["left out because"].iloc[0] == "another start: from scratch, the others from b3__dice_bce"
+    assert len(comparison.comparable([*tuned, scratch])[0]) == 3
+    assert list(comparison.test_table(kept)["starts from"]) == ["b3__dice_bce"] * 2
+    assert comparison.test_table([scratch])["starts from"].iloc[0] == ""
