@@ -155,12 +155,34 @@ def test_json_needs_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
-    """The embedded study's six training runs differ only in encoder and loss: the same data,
-    split, size, steps, schedule and evaluation, so the report may compare them."""
+    """The embedded study's training runs: the three encoders with Dice+BCE from scratch, differing
+    only in encoder (and EfficientNet-B4's third epoch); then the loss ablation, the four losses each
+    starting from the B3 Dice+BCE run's folder and differing only in loss. All share data, split,
+    size and evaluation, so the report may compare them."""
     train = _train_runs("smoke")
-    combos = {(p["encoder"], p["loss"]) for p in train}
-    assert combos == {(e, "dice_bce") for e in ENCODERS} | {
-        ("efficientnet-b3", x) for x in ("tversky", "focal", "lovasz")
+    scratch = [p for p in train if not p["init_from"]]
+    ablation = [p for p in train if p["init_from"]]
+    assert {(p["encoder"], p["loss"]) for p in scratch} == {(e, "dice_bce") for e in ENCODERS}
+    assert sorted(p["loss"] for p in ablation) == sorted(["dice_bce", "tversky", "focal", "lovasz"])
+    base = next(p for p in scratch if p["encoder"] == "efficientnet-b3")
+    assert {p["init_from"] for p in ablation} == {_folder(base)}
+    assert all(p["encoder"] == "efficientnet-b3" and not p["run_name"] for p in ablation)  # <...>__ft folders
+    judged = (
+        "data_dir",
+        "subset",
+        "folds",
+        "height",
+        "width",
+        "eval_tta",
+        "tune_height",
+        "tune_width",
+        "seed",
+    )
+    assert all({k: p[k] for k in judged} == {k: base[k] for k in judged} for p in train)
+    rest = [{k: v for k, v in p.items() if k not in ("encoder", "epochs")} for p in scratch]
+    assert all(r == rest[0] for r in rest)
+    assert {p["encoder"]: p["epochs"] for p in scratch if p["epochs"] != base["epochs"]} == {
+        "efficientnet-b4": 3
     }
-    rest = [{k: v for k, v in p.items() if k not in ("encoder", "loss")} for p in train]
+    rest = [{k: v for k, v in p.items() if k != "loss"} for p in ablation]
     assert all(r == rest[0] for r in rest)
