@@ -67,8 +67,7 @@ def test_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "IoU [95% CI]": ci_text(t, "iou"),
         "epochs": m.get("epochs_run"),
         "best epoch": m.get("best_epoch"),
-        # the run a fine-tune started from (init_from), by folder name; "" for a run from scratch
-        "starts from": Path(str(m["init_from"])).name if m.get("init_from") else "",
+        "starts from": start_name(m.get("init_from")),
         "_path": m.get("_path"),
     }
 
@@ -97,9 +96,10 @@ def comparable(
     """
 
     def key(m: Mapping[str, Any]) -> tuple:
+        """(what is judged: data, test split, size; the start, with ``same_start``, else None)."""
         d = m.get("data") or {}
-        start = (m.get("init_from") or "",) if same_start else ()
-        return (d.get("kind"), d.get("dir"), test_split(m), m.get("height"), m.get("width"), *start)
+        judged = (d.get("kind"), d.get("dir"), test_split(m), m.get("height"), m.get("width"))
+        return judged, (m.get("init_from") or "") if same_start else None
 
     # each evaluated run's key once: an older run's split is read from its test_scores.csv
     keys = {id(m): key(m) for m in runs if (m.get("test") or {}).get("kaggle") is not None}
@@ -121,9 +121,9 @@ def comparable(
                 (
                     m.get("run"),
                     f"other data, test split or size: {d.get('kind')} {Path(str(d.get('dir'))).name}, "
-                    f"{d.get('n_test')} test images (split {k[2]}), {m.get('height')}x{m.get('width')}"
-                    if k[:5] != like_key[:5]
-                    else f"another start: {_start(m)}, the others {_start({'init_from': like_key[5]})}",
+                    f"{d.get('n_test')} test images (split {k[0][2]}), {m.get('height')}x{m.get('width')}"
+                    if k[0] != like_key[0]
+                    else f"another start: {_start(k[1])}, the others {_start(like_key[1])}",
                 )
             )
         else:
@@ -131,8 +131,13 @@ def comparable(
     return kept, pd.DataFrame(left, columns=["run", "left out because"])
 
 
-def _start(m: Mapping[str, Any]) -> str:
-    return f"from {Path(str(m['init_from'])).name}" if m.get("init_from") else "from scratch"
+def start_name(init_from: str | None) -> str:
+    """The folder name of the run a fine-tune started from (``init_from``); "" from scratch."""
+    return Path(str(init_from)).name if init_from else ""
+
+
+def _start(init_from: str | None) -> str:
+    return f"from {start_name(init_from)}" if init_from else "from scratch"
 
 
 def test_split(m: Mapping[str, Any]) -> str | None:
