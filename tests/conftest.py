@@ -94,3 +94,13 @@ def odd_images(synthetic_data: Path, tmp_path: Path) -> tuple[Path, list[str]]:
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (folder / "zz_text.jpg").write_text("not an image")
     return folder, names
+
+
+#: the files that take longest (pytest --durations), started first so that with two xdist workers
+#: (``--dist loadfile``, the addopts) neither waits alone on one of them at the end
+LONGEST_FIRST = ("test_user_paths.py", "test_training.py", "test_notebooks.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise

@@ -237,18 +237,17 @@ def _smoke_plan(copy: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_notebooks_in_order_with_defaults_twice_then_beside_the_smoke_runs(tmp_path: Path) -> None:
-    """A fresh copy of the repository; 01 to 06 in order with their defaults from notebooks/, twice
-    (the second time with the first run's data, run folder and saved outputs in place); then once
-    more after the smoke plan has filled weights/smoke/ with runs of another size, encoders and
-    losses, a run of another size and one stopped before its evaluation. Every notebook finishes,
-    and the summaries say which runs they left out and why."""
+def test_notebooks_in_order_with_defaults_then_again_beside_the_smoke_runs(tmp_path: Path) -> None:
+    """A fresh copy of the repository; 01 to 06 in order with their defaults from notebooks/; then
+    the smoke plan fills weights/smoke/ with runs of other encoders and losses, and beside them
+    come a run of another size and one stopped before its evaluation; then 01 to 06 once more, with
+    the first pass's data, run folder and saved outputs in place among all those. Every notebook
+    finishes both times, and the summaries say which runs they left out and why."""
     copy = _fresh_copy(tmp_path / "steelnb")
-    for label in ("first", "second"):
-        shown = {name: _run_all(copy, name, label) for name in NOTEBOOKS}
-        runs = sorted(p.parent.name for p in (copy / "weights").glob("*/metrics.json"))
-        assert len(runs) == 1, f"{label}: 03_train's default run folder under weights/: {runs}"
-        assert "no training runs" not in shown["06_results"]
+    shown = {name: _run_all(copy, name, "first") for name in NOTEBOOKS}
+    runs = sorted(p.parent.name for p in (copy / "weights").glob("*/metrics.json"))
+    assert len(runs) == 1, f"first: 03_train's default run folder under weights/: {runs}"
+    assert "no training runs" not in shown["06_results"]
     smoke = subprocess.run(
         [sys.executable, "-m", "steelnb.cli", "run", str(_smoke_plan(copy)), "--no-book"],
         cwd=copy,
@@ -277,7 +276,11 @@ def test_notebooks_in_order_with_defaults_twice_then_beside_the_smoke_runs(tmp_p
     assert default in found and f"smoke/{default}" in found and len(found) == 10, (
         found
     )  # 03 default, 32x192, stopped, 7 smoke runs
-    shown = {name: _run_all(copy, name, "after-smoke") for name in NOTEBOOKS}
+    shown = {name: _run_all(copy, name, "second") for name in NOTEBOOKS}
+    again = sorted(
+        p.parent.relative_to(copy / "weights").as_posix() for p in (copy / "weights").rglob("metrics.json")
+    )
+    assert again == found, f"second: 03_train with its defaults wrote another run folder: {again}"
     # 04 compares one run per loss: of the two comparable B4 Dice+BCE runs it keeps the newer and says so
     assert "left out of the comparison" in shown["04_loss_ablation"]
     assert "an older run with the loss dice_bce" in shown["04_loss_ablation"]
