@@ -352,7 +352,7 @@ def _prepare_data(p: Plan) -> None:
     syn = dict(p.synthetic or {})
     ensure_data(
         p.data_dir,
-        n_images=int(syn.get("n_images", 320)),
+        n_images=int(syn.get("n_images", 512)),
         seed=int(syn.get("seed", 0)),
         n_test=syn.get("n_test", 16),
     )

@@ -117,7 +117,7 @@ def study_subset(
 
 
 def assign_folds(
-    table: pd.DataFrame, n_folds: int = 5, seed: int = 0, test_share: float = 0.0
+    table: pd.DataFrame, n_folds: int = 5, seed: int = 0, test_share: float = 0.0, min_test: int = 0
 ) -> pd.DataFrame:
     """Held-out test split and stratified K folds by class set: DataFrame[ImageId, fold] by ImageId.
 
@@ -127,12 +127,20 @@ def assign_folds(
     split ``floor(test_share * N)`` images. The rest are dealt to folds 0..K-1 in
     turn, the dealing continuing from stratum to stratum so that fold sizes differ by at most
     one. Each image is in exactly one fold. ``test_share=0`` gives no test split.
+
+    ``min_test``: the test split holds at least this many images, but at most half of the
+    table, when ``test_share`` of it would give fewer (on a small set the interval is otherwise
+    too wide to tell runs apart); the same running count then deals exactly that many.
     """
     _require(table, ["ImageId", "classes"], "assign_folds table")
     if n_folds < 2:
         raise SamplingError(f"n_folds={n_folds}: expected >= 2")
     if not 0 <= test_share < 1:
         raise SamplingError(f"test_share={test_share}: expected 0 <= test_share < 1")
+    if min_test < 0:
+        raise SamplingError(f"min_test={min_test}: expected >= 0")
+    n = len(table)
+    n_test = max(int(np.floor(test_share * n)), min(min_test, n // 2))
     ids = table["ImageId"].astype(str)
     if ids.duplicated().any():
         raise LabelError(f"assign_folds table: image {ids[ids.duplicated()].iloc[0]} appears twice")
@@ -146,7 +154,10 @@ def assign_folds(
     for _, rows in sorted(frame.groupby("classes").indices.items()):
         rows = rng.permutation(rows)
         k = seen + np.arange(rows.size)
-        is_test = np.floor((k + 1) * test_share) > np.floor(k * test_share)
+        if n_test > np.floor(test_share * n):  # min_test binds: exactly n_test, in integers
+            is_test = (k + 1) * n_test // n > k * n_test // n
+        else:
+            is_test = np.floor((k + 1) * test_share) > np.floor(k * test_share)
         seen += rows.size
         fold[rows[is_test]] = TEST_FOLD
         rest = rows[~is_test]

@@ -315,7 +315,7 @@ def generate(
     return out
 
 
-def ensure_data(data_dir: str | Path, n_images: int = 320, seed: int = 0, n_test: int | None = 16) -> Path:
+def ensure_data(data_dir: str | Path, n_images: int = 512, seed: int = 0, n_test: int | None = 16) -> Path:
     """Return ``data_dir``; generate the synthetic set there when it has no ``train.csv``.
 
     Only folders whose name contains ``synthetic`` are generated; another missing folder

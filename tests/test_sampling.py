@@ -10,6 +10,7 @@ from steelnb import labels as lb
 from steelnb.sampling import (
     KAGGLE_CLEAN_SHARE,
     TEST_FOLD,
+    SamplingError,
     assign_folds,
     balanced_subset,
     class_quotas,
@@ -142,6 +143,28 @@ def test_test_split_held_out_and_stratified() -> None:
         assert sorted(sum(parts.values(), [])) == sorted(table["ImageId"])
     # without a test share the folds are what they always were
     pd.testing.assert_frame_equal(assign_folds(table, 5, 0, test_share=0.0), assign_folds(table, 5, 0))
+
+
+def test_min_test_raises_a_small_sets_test_split_and_keeps_it_stratified() -> None:
+    """A set too small for test_share alone to give min_test images holds out exactly min_test,
+    each class set its share, but never more than half of it; a large one keeps test_share."""
+    table = toy_table(511)
+    folds = assign_folds(table, n_folds=5, seed=0, test_share=0.2, min_test=200)
+    test = folds["fold"] == TEST_FOLD
+    assert test.sum() == 200
+    joined = folds.merge(table, on="ImageId")
+    for classes, group in joined.groupby("classes"):
+        assert abs((group["fold"] == TEST_FOLD).sum() - 200 / 511 * len(group)) <= 1, classes
+    rest = folds[~test]["fold"].value_counts()
+    assert set(rest.index) == {0, 1, 2, 3, 4} and rest.max() - rest.min() <= 1
+    big = toy_table(2000)
+    pd.testing.assert_frame_equal(
+        assign_folds(big, 5, 0, test_share=0.2, min_test=256), assign_folds(big, 5, 0, test_share=0.2)
+    )
+    half = assign_folds(table, n_folds=5, seed=0, test_share=0.2, min_test=400)
+    assert (half["fold"] == TEST_FOLD).sum() == 255
+    with pytest.raises(SamplingError, match="min_test=-1"):
+        assign_folds(table, n_folds=5, seed=0, min_test=-1)
 
 
 def test_study_subset_has_the_kaggle_clean_share() -> None:

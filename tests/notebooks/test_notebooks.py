@@ -50,7 +50,10 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 "name": "data",
                 "runs": [
                     {"notebook": "01_eda", "parameters": {"n_grey": 8, "real_masks": 40, "n_examples": 1}},
-                    {"notebook": "02_class_balance", "parameters": {"per_class": 6, "n_folds": 3}},
+                    {
+                        "notebook": "02_class_balance",
+                        "parameters": {"per_class": 6, "n_folds": 3, "min_test": 0},
+                    },
                 ],
             },
             {
