@@ -56,6 +56,7 @@ class TrainConfig:
     n_folds: int = 5  # validation is fold `fold` of `n_folds` folds stratified by class set
     fold: int = 0
     test_share: float = 0.2  # share of the images held out as the test split when folds are computed
+    min_test: int = 0  # ... but at least this many test images, up to half (sampling.assign_folds)
     height: int = 256
     width: int = 768
     crop_width: int = 0  # > 0: train on random crops of height x crop_width of the resized image
@@ -156,6 +157,8 @@ class TrainConfig:
             raise ConfigError(f"select_by={self.select_by!r}: expected one of {', '.join(SELECT_BY)}")
         if not 0 <= self.test_share < 1:
             raise ConfigError(f"test_share={self.test_share}: expected 0 <= test_share < 1")
+        if self.min_test < 0:
+            raise ConfigError(f"min_test={self.min_test}: expected >= 0")
         if self.crop_width and (self.crop_width % 32 or not 0 < self.crop_width <= self.width):
             raise ConfigError(
                 f"crop_width={self.crop_width}: expected a multiple of 32 up to width={self.width}"

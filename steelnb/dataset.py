@@ -302,7 +302,9 @@ class SteelDataModule(L.LightningDataModule):
         """ImageId,fold for the run: the folds file (checked) or folds computed on the subset."""
         cfg = self.config
         if not cfg.folds:
-            return assign_folds(subset, n_folds=cfg.n_folds, seed=cfg.seed, test_share=cfg.test_share)
+            return assign_folds(
+                subset, n_folds=cfg.n_folds, seed=cfg.seed, test_share=cfg.test_share, min_test=cfg.min_test
+            )
         return read_folds(cfg.resolve(cfg.folds), full, subset, fold=cfg.fold, n_folds=cfg.n_folds)
 
     # -- pseudo-labels --------------------------------------------------------------------------

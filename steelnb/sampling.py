@@ -128,8 +128,8 @@ def assign_folds(
     turn, the dealing continuing from stratum to stratum so that fold sizes differ by at most
     one. Each image is in exactly one fold. ``test_share=0`` gives no test split.
 
-    ``min_test``: the test split holds at least this many images, but at most half of the
-    table, when ``test_share`` of it would give fewer (on a small set the interval is otherwise
+    ``min_test``: with a test split (``test_share`` > 0), it holds at least this many images,
+    but at most half of the table, when ``test_share`` of it would give fewer (on a small set the interval is otherwise
     too wide to tell runs apart); the same running count then deals exactly that many.
     """
     _require(table, ["ImageId", "classes"], "assign_folds table")
@@ -140,7 +140,7 @@ def assign_folds(
     if min_test < 0:
         raise SamplingError(f"min_test={min_test}: expected >= 0")
     n = len(table)
-    n_test = max(int(np.floor(test_share * n)), min(min_test, n // 2))
+    n_test = max(int(np.floor(test_share * n)), min(min_test, n // 2)) if test_share > 0 else 0
     ids = table["ImageId"].astype(str)
     if ids.duplicated().any():
         raise LabelError(f"assign_folds table: image {ids[ids.duplicated()].iloc[0]} appears twice")

@@ -163,6 +163,9 @@ def test_min_test_raises_a_small_sets_test_split_and_keeps_it_stratified() -> No
     )
     half = assign_folds(table, n_folds=5, seed=0, test_share=0.2, min_test=400)
     assert (half["fold"] == TEST_FOLD).sum() == 255
+    pd.testing.assert_frame_equal(  # no test split asked for: none, whatever min_test says
+        assign_folds(table, 5, 0, test_share=0.0, min_test=256), assign_folds(table, 5, 0)
+    )
     with pytest.raises(SamplingError, match="min_test=-1"):
         assign_folds(table, n_folds=5, seed=0, min_test=-1)
 

@@ -222,14 +222,16 @@ def _run_all(copy: Path, name: str, label: str) -> str:
 
 
 def _smoke_plan(copy: Path) -> Path:
-    """plans/smoke.yaml with its training cut to two batches per run, no TTA and no benchmarks: the same
-    stages, run folders, sizes and names as `steelnb run smoke` (what the notebooks then find in
-    weights/smoke/), in a minute or two instead of ten."""
+    """plans/smoke.yaml with its training cut to two batches per run, evaluated without TTA at half
+    size, and no benchmarks: the same stages, run folders, sizes and names as `steelnb run smoke`
+    (what the notebooks then find in weights/smoke/), in a few minutes instead of ten."""
     import yaml
 
     plan = yaml.safe_load((copy / "plans" / "smoke.yaml").read_text())
     plan["name"] = "smoke"
-    plan["defaults"].update(epochs=1, limit_train_batches=2, limit_val_batches=2, eval_tta="none")
+    plan["defaults"].update(
+        epochs=1, limit_train_batches=2, limit_val_batches=2, eval_tta="none", tune_height=32, tune_width=224
+    )
     plan["benchmarks"] = []
     for stage in plan["stages"]:  # 05 without TTA too: the test checks what the notebooks say, not scores
         for run in stage["runs"]:
