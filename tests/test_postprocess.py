@@ -152,7 +152,7 @@ def test_tuning_turns_off_a_class_that_only_hurts() -> None:
     truth = np.zeros((6, 4, 64, 400), np.uint8)
     truth[:3, 0, 10:30, 10:60] = 1
     probs[:3, 0, 10:30, 10:60] = 0.95  # class 1 found exactly
-    probs[3:, 0, 0:40, 100:300] = 0.999  # ... and 8,000-pixel false alarms on the other images
+    probs[3, 0, 0:40, 100:300] = 0.999  # ... and an 8,000-pixel false alarm on one other image
     probs[:, 3] = rng.uniform(0.95, 1.0, (6, 64, 400))  # class 4: everywhere, never true
     params = pp.tune_postprocess(
         probs, truth, thresholds=(0.5, 0.8), min_areas=(0, 1000), top_probs=(0.0, 0.9), total_areas=(0, 8000)
@@ -161,6 +161,28 @@ def test_tuning_turns_off_a_class_that_only_hurts() -> None:
     assert params.classes[0].enabled  # one that helps stays on
     assert not pp.apply(probs, params)[:, 3].any()
     assert params.score == pytest.approx(kaggle_metric(pp.apply(probs, params), truth))
+
+
+def test_a_class_that_only_ties_with_predicting_nothing_is_switched_off() -> None:
+    """No image of the validation set has class 2 and its probabilities stay below 0.6 there, so
+    a threshold of 0.6 or more predicts nothing on validation: it ties with switching the class
+    off. Tuning switches it off, so the class predicts nothing on a new image where the model is
+    confident, instead of keeping a setting that validation never saw fire."""
+    rng = np.random.default_rng(0)
+    probs = np.zeros((6, 4, 64, 400), np.float32)
+    truth = np.zeros((6, 4, 64, 400), np.uint8)
+    truth[:3, 0, 10:30, 10:60] = 1
+    probs[:3, 0, 10:30, 10:60] = 0.95  # class 1 found exactly: it beats predicting nothing
+    probs[:, 1] = rng.uniform(0.0, 0.59, (6, 64, 400))  # class 2: never present, never confident
+    params = pp.tune_postprocess(
+        probs, truth, thresholds=(0.5, 0.6, 0.7), min_areas=(0, 1000), top_probs=(0.0,), total_areas=(0,)
+    )
+    assert params.classes[0].enabled
+    assert params.classes[1] == ClassParams(enabled=False)
+    assert params.score == pytest.approx(kaggle_metric(pp.apply(probs, params), truth))
+    new = np.zeros((1, 4, 64, 400), np.float32)
+    new[0, 1, 20:40, 100:200] = 0.9  # a confident class-2 blob on an image validation did not have
+    assert not pp.apply(new, params)[:, 1].any()
 
 
 def test_switched_off_class_round_trips_and_old_files_load(tmp_path) -> None:
