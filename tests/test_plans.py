@@ -156,7 +156,7 @@ def test_json_needs_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
     """The embedded study's training runs: the three encoders with Dice+BCE from scratch, differing
-    only in encoder (and EfficientNet-B4's third epoch); then the loss ablation, the four losses each
+    only in encoder (and the EfficientNets' third epoch); then the loss ablation, the four losses each
     starting from the B3 Dice+BCE run's folder and differing only in loss. All share data, split,
     size and evaluation, so the report may compare them."""
     train = _train_runs("smoke")
@@ -181,8 +181,11 @@ def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
     assert all({k: p[k] for k in judged} == {k: base[k] for k in judged} for p in train)
     rest = [{k: v for k, v in p.items() if k not in ("encoder", "epochs")} for p in scratch]
     assert all(r == rest[0] for r in rest)
-    assert {p["encoder"]: p["epochs"] for p in scratch if p["epochs"] != base["epochs"]} == {
-        "efficientnet-b4": 3
+    # about one budget of time: the EfficientNets' step costs about 0.6x ResNet-50's
+    assert {p["encoder"]: p["epochs"] for p in scratch} == {
+        "resnet50": 2,
+        "efficientnet-b3": 3,
+        "efficientnet-b4": 3,
     }
     rest = [{k: v for k, v in p.items() if k != "loss"} for p in ablation]
     assert all(r == rest[0] for r in rest)
