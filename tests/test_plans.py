@@ -189,3 +189,21 @@ def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
     }
     rest = [{k: v for k, v in p.items() if k != "loss"} for p in ablation]
     assert all(r == rest[0] for r in rest)
+
+
+def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
+    """smoke-recipe repeats the smoke's runs unchanged, and its two training steps (the classifier
+    gate and the pseudo-label round) are the B3 Dice+BCE run again with only the step added (and
+    their own folder), so 08_recipe's paired gain is the step's and not, say, another epoch's."""
+    smoke, recipe = _train_runs("smoke"), _train_runs("smoke-recipe")
+    assert all(p in recipe for p in smoke)
+    base = next(p for p in smoke if p["encoder"] == "efficientnet-b3" and not p["init_from"])
+    steps = {"cls_weight", "pseudo_labels", "pseudo_share", "run_name", "out_dir"}
+    added = [p for p in recipe if p not in smoke]
+    assert len(added) == 2
+    for p in added:
+        assert {k for k in p if p[k] != base[k]} <= steps, {k: (base[k], p[k]) for k in p if p[k] != base[k]}
+    assert {p["run_name"] for p in added} == {
+        "efficientnet-b3__dice_bce__gate",
+        "efficientnet-b3__dice_bce__pseudo",
+    }
