@@ -278,7 +278,10 @@ def test_ddp_validation_counts_each_image_once(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_model_learns_on_synthetic_set(tmp_path: Path) -> None:
-    """resnet18 from scratch, 48 synthetic images at 128x384, 8 epochs on CPU (a few minutes)."""
+    """resnet18 from scratch, 48 synthetic images at 128x384, 8 epochs on CPU (a few minutes),
+    with the smoke plan's from-scratch recipe (one-cycle at the reference's rates, head prior).
+    With the reference's plateau at 1e-3 the raw validation Kaggle metric hovered at the empty
+    prediction's 0.85 on 10 images (0.838 on one machine, 0.852 with the head prior alone)."""
     from steelnb.dataset import SteelDataModule
     from steelnb.metrics import kaggle_metric
     from steelnb.synthetic import generate
@@ -295,7 +298,10 @@ def test_model_learns_on_synthetic_set(tmp_path: Path) -> None:
         height=128,
         width=384,
         lr_encoder=1e-3,
-        lr_decoder=1e-3,
+        lr_decoder=1e-2,
+        schedule="onecycle",
+        warmup_epochs=1,
+        head_prior=0.01,
         early_stopping_patience=0,
         device="cpu",
         out_dir=str(tmp_path / "weights"),
