@@ -574,19 +574,23 @@ def compare_variants(
     device: str = "auto",
     n_boot: int = 2000,
     progress: bool = False,
+    worst: int = 20,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw and post-processed, for each TTA in ``ttas``, on the test split of a run.
 
     Post-processing is tuned on validation separately for each TTA (it is applied to the
     probabilities it was tuned on); the last TTA's parameters stay in ``postprocess.yaml``. A TTA
     and tuning size that the run's own evaluation used are not predicted again: its parameters
-    and test scores are read back.
+    and test scores are read back. The ``k`` test images of lowest mean Dice under the last TTA,
+    post-processed, go to ``<run_dir>/evaluation/worst.csv`` (``worst_images``), so that showing
+    them needs no second prediction of the whole split (``predict_run.overlay_images``).
     Returns (table: one row per (tta, postprocess) with the test block's numbers and the
     all-empty row; paired: each variant against the first one, raw, with its paired interval).
     """
     cfg, data = _run_data(run_dir)
     dice: dict[tuple[str, str], np.ndarray] = {}
     rows = []
+    scores = None
     for i, tta in enumerate(ttas):
         last = i == len(ttas) - 1
         stored = _stored_scores(
@@ -602,6 +606,9 @@ def compare_variants(
             counts = counts_of(scores, raw=raw)
             dice[(tta, post)] = metrics.dice_of(counts)
             rows.append({"tta": tta, "postprocess": post, **summarize(counts, n_boot=n_boot, seed=cfg.seed)})
+    if scores is not None:
+        ids = sorted(scores["ImageId"].unique())
+        write_csv(Path(run_dir) / "evaluation" / "worst.csv", worst_images(counts_of(scores), ids, k=worst))
     empty = (counts[..., 0] + counts[..., 2]) == 0
     table = pd.DataFrame(rows)
     base = {

@@ -99,6 +99,32 @@ def run_predict(
     return result
 
 
+def overlay_images(
+    weights: str | Path,
+    images: Sequence[str | Path],
+    out: str | Path,
+    labels: str | Path | None = None,
+    tta: str = "none",
+    batch_size: int = 8,
+    device: str = "auto",
+) -> list[Path]:
+    """PNG overlays in ``out`` of just ``images`` (in their order): the prediction with ``tta``,
+    post-processed as ``run_predict`` does it (the run's ``postprocess.yaml``, else threshold 0.5),
+    with the truth from ``labels`` outlined beside it. Only these images are predicted: the worst
+    of a split come from its scores (``evaluation.compare_variants`` writes ``worst.csv``)."""
+    if not images:
+        return []
+    ens = load_ensemble([weights], device)
+    loaded, _ = _params(ens, None)
+    main, variants = _variants(tta, loaded, labelled=False)
+    run = _Collector(tta, None, loaded or pp.PostParams(), main, variants, None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _collect(run, ens.predict(list(images), tta, batch_size, device, quantize=True, progress=False), out)
+    table = encodings_by_image(labels) if labels is not None else None
+    return _overlays(list(images), run.done, run.rows, table, out)
+
+
 def _params(ens: Ensemble, postprocess: str | Path | None) -> tuple[pp.PostParams | None, str]:
     """(post-processing, where it came from: its file, or "default"): the file ``postprocess``
     names, else one run's ``postprocess.yaml`` beside its checkpoint, else None (threshold 0.5)."""

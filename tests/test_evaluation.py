@@ -118,6 +118,12 @@ def test_run_records_data_code_and_test(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(evaluation, "_tuned_scores", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     table, _ = evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
     assert calls == ["h"]
+    # the worst test images of the last TTA (the run's own evaluation here), for 05's overlays
+    worst = pd.read_csv(run / "evaluation" / "worst.csv", dtype={"ImageId": str})
+    ids = sorted(scores["ImageId"].unique())
+    expect = evaluation.worst_images(evaluation.counts_of(scores), ids)
+    assert len(worst) == 8 and worst["dice"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(worst, expect, check_dtype=False)
     tuned = table[(table["tta"] == "none") & (table["postprocess"] == "tuned on validation")].iloc[0]
     assert tuned["kaggle"] == pytest.approx(m["test"]["kaggle"])
     assert PostParams.from_yaml(run) == PostParams.from_dict(m["postprocess"])

@@ -22,7 +22,7 @@ from steelnb.config import TrainConfig
 from steelnb.evaluation import evaluation_table, presence_table, tune
 from steelnb.labels import encodings_by_image, image_masks, read_labels
 from steelnb.metrics import iou_dice, kaggle_metric, pixel_counts
-from steelnb.predict_run import run_predict
+from steelnb.predict_run import overlay_images, run_predict
 
 torch.set_num_threads(1)
 REAL_SAMPLE_IDS = ["000a4bcdd.jpg", "01fd50e68.jpg", "0a058fcb6.jpg", "0a122ef42.jpg"]
@@ -62,6 +62,10 @@ def _check_round_trip(images: Path, labels: Path, ids: list[str], run_dir: Path,
     params.to_yaml(run_dir)
     try:
         res = run_predict(run_dir, images, out, labels=labels, tta="h", overlays=2, progress=False)
+        # 05 shows the worst test images without predicting the split again: predicting just them
+        # gives the same pictures (in the order asked, not sorted by name)
+        worst2 = pd.read_csv(res["worst"])["ImageId"][:2].tolist()[::-1]
+        again = overlay_images(run_dir, [images / i for i in worst2], out / "again", labels=labels, tta="h")
     finally:
         (run_dir / "postprocess.yaml").unlink()
     frame = pd.read_csv(res["submission"], dtype=str, keep_default_na=False)
@@ -103,6 +107,10 @@ def _check_round_trip(images: Path, labels: Path, ids: list[str], run_dir: Path,
     worst = pd.read_csv(res["worst"])
     assert worst["dice"].is_monotonic_increasing and len(worst) == len(ids)
     assert [p.name for p in res["overlays"]] == [Path(i).stem + ".png" for i in worst["ImageId"][:2]]
+    assert [p.name for p in again] == [Path(i).stem + ".png" for i in worst2]
+    for p in again:
+        assert p.read_bytes() == (out / "overlays" / p.name).read_bytes(), p.name
+    assert overlay_images(run_dir, [], out / "none") == [] and not (out / "none").exists()
 
 
 def test_submission_round_trip_and_evaluation(sample, tiny_run, tmp_path) -> None:
