@@ -1,0 +1,43 @@
+"""Atomic writes (steelnb.fileio): whole or not at all, with the permissions open() would give."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from steelnb.fileio import atomic_path, write_csv, write_text
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_file_gets_the_mode_open_would_give(tmp_path: Path) -> None:
+    """mkstemp's private 0600 would leave a built book or a submission unreadable to others."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = write_text(tmp_path / "written.txt", "x")
+    assert _mode(written) == _mode(plain)
+    import pandas as pd
+
+    assert _mode(write_csv(tmp_path / "t.csv", pd.DataFrame({"a": [1]}))) == _mode(plain)
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "kept.txt"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    write_text(path, "new")
+    assert path.read_text() == "new" and _mode(path) == 0o640
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "kept.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("stopped mid-write")
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
