@@ -11,6 +11,15 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub in a test
 
+# Each xdist worker, and every kernel and process it starts, gets its share of the cores (set
+# before torch is imported). Two workers of two threads on two cores oversubscribed them: torch's
+# OpenMP threads spin-wait for each other, and 03_train's default run took 172 s beside the
+# notebook batch where it took 27 s alone. A variable the caller set is kept.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+if _WORKERS > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -97,8 +106,11 @@ def odd_images(synthetic_data: Path, tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 #: the files that take longest (pytest --durations), started first so that with two xdist workers
-#: (``--dist loadfile``, the addopts) neither waits alone on one of them at the end
-LONGEST_FIRST = ("test_user_paths.py", "test_training.py", "test_notebooks.py")
+#: (``--dist loadfile --no-loadscope-reorder``, the addopts; without that flag xdist 3.8 puts the
+#: files with the most tests first, and the in-order test started last) neither waits alone on
+#: one of them at the end. xdist hands each worker two files at the start, in turn: the in-order
+#: test (about 500 s) gets a short file beside it, the other worker the next two longest.
+LONGEST_FIRST = ("test_user_paths.py", "test_notebooks.py", "test_stored.py", "test_training.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
