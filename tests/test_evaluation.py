@@ -13,6 +13,8 @@ import pytest
 from steelnb import evaluation
 from steelnb.config import TrainConfig
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_summarize_hand_made_counts() -> None:
     # 3 images x 2 classes of (tp, fp, fn)
@@ -59,7 +61,9 @@ def test_counts_of_orders_and_checks_images() -> None:
 
 
 @pytest.mark.slow
-def test_run_records_data_code_and_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_records_data_code_and_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from steelnb.synthetic import generate
     from steelnb.training import fit
 
@@ -142,6 +146,19 @@ def test_run_records_data_code_and_test(tmp_path: Path, monkeypatch: pytest.Monk
         progress=False,
     )
     assert PostParams.from_yaml(run) == h
+    # bench/tuning_bound.py: tuned on the test images themselves, a run reaches at least what
+    # predicting nothing scores (switching every class off is one of the settings tried)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tuning_bound", REPO / "bench" / "tuning_bound.py")
+    bound = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bound)
+    capsys.readouterr()
+    assert bound.main([str(run.parent)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    assert row[0] == run.name and float(row[1]) == pytest.approx(m["test"]["all_empty_kaggle"], abs=5e-4)
+    assert float(row[3]) >= float(row[1])
+    assert bound.main([str(tmp_path / "nothing")]) == 1
 
 
 @pytest.mark.slow
