@@ -73,9 +73,9 @@ class TrainConfig:
     # prior init) instead of smp's 0.5, which BCE first drives to "no defect anywhere"; 0: smp's init
     head_prior: float = 0.0
     # > 0: an image-level classification head (smp aux_params) trained with BCE on "class c is in
-    # the image (crop)" at this weight beside the segmentation loss; its probability multiplies the
-    # mask probabilities (a soft gate), and post-processing tunes a hard gate on it: below a class
-    # threshold the class is emptied, or needs a larger minimum area (the Kaggle winners' gate)
+    # the image (crop)" at this weight beside the segmentation loss; post-processing tunes a gate
+    # on its probability: below a class threshold the class is emptied, or needs a larger minimum
+    # area (the Kaggle winners' gate). The mask probabilities are the mask head's own
     cls_weight: float = 0.0
     # pseudo-labels (``steelnb.pseudo.make_pseudo_labels``): a label CSV of confidently predicted
     # unlabelled images, relative to data_dir unless absolute; "" = none

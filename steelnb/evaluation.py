@@ -51,8 +51,8 @@ from .labels import encodings_by_image, image_masks
 SCORES_FILE = "test_scores.csv"
 COUNT_COLUMNS = ["tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"]
 #: Extra columns of ``test_scores.csv`` for a run with a classification head: the image-level class
-#: probability and the post-processed counts with the (hard) classifier gate switched off; the
-#: probability map keeps its soft gate, P(c in image) x P(pixel | c), in both.
+#: probability and the post-processed counts with the classifier gate switched off (the map of the
+#: mask logits is the same in both; only the gate differs).
 GATE_COLUMNS = ["class_prob", "tp_ungated", "fp_ungated", "fn_ungated"]
 
 

@@ -6,9 +6,9 @@ sigmoid probabilities are resized back to 256 x 1600. ``predict`` yields one bat
 so thousands of images never sit in memory at full resolution. ``load`` reads a checkpoint;
 ``four_classes`` and ``check_classes`` serve one-class (reference) checkpoints.
 
-A model with an image-level classification head (``models.has_classifier``) gives the soft-gated
-map sigmoid(mask) x sigmoid(class) as its probabilities, and its TTA-averaged class probabilities
-(B, C) beside them (``Batch.class_probs``), for the hard gate of ``postprocess``.
+A model with an image-level classification head (``models.has_classifier``) gives the map of its
+mask logits as its probabilities, and its TTA-averaged class probabilities (B, C) beside them
+(``Batch.class_probs``), for the gate of ``postprocess``.
 ``predict_members`` averages several models (an ensemble: each at its own input size, resized to
 one output size); ``predict`` is the case of one model.
 
@@ -179,19 +179,19 @@ def predict_tensors(
     """uint8 images (B, H, W, 3) on the model's device -> ``Probabilities`` (B, C, *out_size).
 
     The flips of ``tta`` run as one batch of size B x len(flips); their sigmoid probabilities are
-    flipped back and averaged. A model with a classification head gives the soft-gated map
-    sigmoid(``models.gated_logits``) = sigmoid(mask) x sigmoid(class) per flip, and its class
-    probabilities sigmoid(class logits) (B, C), averaged over the flips too.
+    flipped back and averaged. A model with a classification head gives the same map (of its mask
+    logits alone: the mask loss is trained on every image, so sigmoid(mask) is already P(pixel is
+    class c), and multiplying by P(c in the image) counted an absent class twice) and its class
+    probabilities sigmoid(class logits) (B, C), averaged over the flips too, for the gate.
     """
-    from .models import gated_logits, split_logits
+    from .models import split_logits
 
     if tta not in TTA_FLIPS:
         raise InferenceError(f"tta={tta!r}: expected one of {', '.join(TTA_FLIPS)}")
     flips = TTA_FLIPS[tta]
     with _autocast(images.device):
         masks, labels = split_logits(model(_normalised(images, flips)))
-    logits = masks if labels is None else gated_logits(masks, labels)
-    probs = torch.sigmoid(logits.float()).chunk(len(flips))
+    probs = torch.sigmoid(masks.float()).chunk(len(flips))
     probs = [p.flip(f) if f else p for p, f in zip(probs, flips)]
     avg = torch.stack(probs).mean(0) if len(probs) > 1 else probs[0]
     out = Probabilities(_resized(avg, out_size), _resized(probs[0], out_size) if with_plain else None)

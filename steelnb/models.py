@@ -3,7 +3,8 @@
 A model maps images (N, 3, H, W) to logits (N, C, H, W), C = ``classes`` (4 for Severstal); one
 built with ``classifier=True`` (an image-level classification head, smp ``aux_params``) returns
 the pair (mask logits (N, C, H, W), class logits (N, C)) in training and in eval mode alike:
-``split_logits`` takes either output apart and ``gated_logits`` joins the pair into one map.
+``split_logits`` takes either output apart. The masks come from the mask logits alone; the class
+logits only gate them, per class, at a threshold tuned on validation (``postprocess``).
 Checkpoints are always read with ``torch.load(weights_only=True)``: a file never runs code.
 """
 
@@ -20,7 +21,6 @@ from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from segmentation_models_pytorch.encoders import encoders as _SMP_ENCODERS
 from torch import nn
 
@@ -225,15 +225,6 @@ def fetch_encoder_weights(encoder: str, weights: str = "imagenet") -> Path:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return path
-
-
-def gated_logits(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mask logits (N, C, H, W) gated by image-level class logits (N, C): the logit of
-    ``sigmoid(masks) * sigmoid(labels)``, P(pixel is class c) = P(c in the image) x P(pixel | c in
-    the image). Computed in log space, float32."""
-    log_p = F.logsigmoid(masks.float()) + F.logsigmoid(labels.float())[:, :, None, None]
-    log_p = log_p.clamp(max=-1e-7)  # p < 1, so log(1 - p) stays finite
-    return log_p - torch.log(-torch.expm1(log_p))
 
 
 def split_logits(

@@ -34,7 +34,7 @@ from .errors import SteelnbError
 from .fileio import atomic_path, write_json
 from .losses import loss_from_config
 from .metrics import SegmentationMetrics
-from .models import build_model, gated_logits, split_logits
+from .models import build_model, split_logits
 from .provenance import code_info, data_info
 
 _QUIET = (
@@ -123,10 +123,9 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch[0], batch[1]
-        masks, labels = split_logits(self(x))
-        # with a head, validation scores the soft-gated map P(c in image) x P(pixel | c), as
-        # prediction's probability map does
-        logits = masks if labels is None else gated_logits(masks, labels)
+        # with a head, validation scores the mask logits alone, as prediction's probability map is
+        # (the class logits gate whole classes at a threshold tuned after training)
+        logits, _ = split_logits(self(x))
         self.log(
             "val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x)
         )

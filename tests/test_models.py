@@ -291,17 +291,6 @@ def test_cli_fetch_offline_says_how_to_copy(
     assert main(["weights", "list"]) == 0 and str(cache) in capsys.readouterr().out
 
 
-def test_classifier_gate_multiplies_the_probabilities() -> None:
-    from steelnb.models import gated_logits
-
-    masks = torch.tensor([[[[-30.0, 0.0, 3.0, 40.0]]]]).expand(2, 4, 1, 4).clone()
-    labels = torch.tensor([[-2.0, 0.0, 1.5, 40.0], [40.0, 40.0, -40.0, 0.3]])
-    g = gated_logits(masks, labels)
-    assert torch.isfinite(g).all()
-    want = torch.sigmoid(masks) * torch.sigmoid(labels)[:, :, None, None]
-    assert torch.allclose(torch.sigmoid(g), want, atol=1e-6)
-
-
 def test_model_with_classifier_returns_the_pair_in_every_mode(tmp_path) -> None:
     """No patched forward: smp's own returns (mask logits, class logits) in training and eval mode;
     the state dict is smp's (``classification_head.*``), and a bare state dict loads by its keys."""
@@ -330,10 +319,11 @@ def test_model_with_classifier_returns_the_pair_in_every_mode(tmp_path) -> None:
 
 def test_old_classifier_checkpoint_loads_and_predicts(make_tiny_run, synthetic_data, tmp_path) -> None:
     """A run saved with a head (its keys as before the patched forward was removed) loads, and
-    prediction gives the soft-gated map and the class probabilities; a model without a head gives
-    what it always did, and no class probabilities."""
+    prediction gives the map of its mask logits alone (not scaled by the class probabilities,
+    which only gate whole classes) and the class probabilities; a model without a head gives what
+    it always did, and no class probabilities."""
     from steelnb import inference as inf
-    from steelnb.models import gated_logits, has_classifier
+    from steelnb.models import has_classifier
 
     head = make_tiny_run(tmp_path / "head", classifier=True)
     state = torch.load(head / "best.ckpt", weights_only=True)["state_dict"]
@@ -345,7 +335,7 @@ def test_old_classifier_checkpoint_loads_and_predicts(make_tiny_run, synthetic_d
     x = inf._normalised(torch.from_numpy(inf._Images(images, [(64, 320)])[0][1][0])[None], [()])
     with torch.no_grad():
         masks, labels = model(x)
-    assert np.allclose(batch.probs[0], torch.sigmoid(gated_logits(masks, labels))[0].numpy(), atol=1e-5)
+    assert np.allclose(batch.probs[0], torch.sigmoid(masks)[0].numpy(), atol=1e-5)
     assert batch.class_probs.shape == (2, 4) and batch.class_probs.dtype == np.float32
     assert np.allclose(batch.class_probs[0], torch.sigmoid(labels)[0].numpy(), atol=1e-6)
     plain, _ = load_model(make_tiny_run(tmp_path / "plain"))
