@@ -581,7 +581,7 @@ def compare_variants(
     Post-processing is tuned on validation separately for each TTA (it is applied to the
     probabilities it was tuned on); the last TTA's parameters stay in ``postprocess.yaml``. A TTA
     and tuning size that the run's own evaluation used are not predicted again: its parameters
-    and test scores are read back. The ``k`` test images of lowest mean Dice under the last TTA,
+    and test scores are read back. The ``worst`` test images of lowest mean Dice under the last TTA,
     post-processed, go to ``<run_dir>/evaluation/worst.csv`` (``worst_images``), so that showing
     them needs no second prediction of the whole split (``predict_run.overlay_images``).
     Returns (table: one row per (tta, postprocess) with the test block's numbers and the

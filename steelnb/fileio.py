@@ -31,7 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         # mkstemp makes the file private (0600); give it what open() would: the mode of the file
-        # it replaces, else 0666 less the umask (a book, submission or run folder others can read)
+        # it replaces, else 0666 less the umask (a submission or run folder others can read)
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
