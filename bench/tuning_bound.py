@@ -15,7 +15,6 @@ from notebooks/, where the plans ran the runs, so that their data paths (``../da
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,18 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights_dir", type=Path, help="folder of evaluated run folders")
     args = parser.parse_args(argv)
-    from steelnb import evaluation
+    from steelnb import evaluation, report
     from steelnb.config import TrainConfig
     from steelnb.dataset import SteelDataModule
 
-    runs = sorted(p.parent for p in args.weights_dir.glob("*/metrics.json"))
-    evaluated = [r for r in runs if "test" in json.loads((r / "metrics.json").read_text())]
+    evaluated = [m for m in report.read_metrics(args.weights_dir) if "test" in m]
     if not evaluated:
         print(f"{args.weights_dir}: no run folder with a test-split evaluation", file=sys.stderr)
         return 1
     print("run | all-empty | tuned on validation (test) | tuned on test (bound)")
-    for run in evaluated:
-        test = json.loads((run / "metrics.json").read_text())["test"]
+    for m in evaluated:
+        run, test = Path(m["_path"]), m["test"]
         cfg = TrainConfig.from_yaml(run / "config.yaml")
         dm = SteelDataModule(cfg)
         bound = evaluation.tune(

@@ -606,9 +606,9 @@ def compare_variants(
             counts = counts_of(scores, raw=raw)
             dice[(tta, post)] = metrics.dice_of(counts)
             rows.append({"tta": tta, "postprocess": post, **summarize(counts, n_boot=n_boot, seed=cfg.seed)})
-    if scores is not None:
+    if scores is not None:  # counts: the last TTA's, post-processed (the loop's last), in sorted image order
         ids = sorted(scores["ImageId"].unique())
-        write_csv(Path(run_dir) / "evaluation" / "worst.csv", worst_images(counts_of(scores), ids, k=worst))
+        write_csv(Path(run_dir) / "evaluation" / "worst.csv", worst_images(counts, ids, k=worst))
     empty = (counts[..., 0] + counts[..., 2]) == 0
     table = pd.DataFrame(rows)
     base = {

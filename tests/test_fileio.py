@@ -16,7 +16,7 @@ def _mode(path: Path) -> int:
 
 
 def test_a_new_file_gets_the_mode_open_would_give(tmp_path: Path) -> None:
-    """mkstemp's private 0600 would leave a built book or a submission unreadable to others."""
+    """mkstemp's private 0600 would leave a run folder or a submission unreadable to others."""
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     written = write_text(tmp_path / "written.txt", "x")
