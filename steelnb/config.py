@@ -67,7 +67,11 @@ class TrainConfig:
     encoder: str = "efficientnet-b4"
     encoder_weights: str | None = None  # "imagenet" needs the network (or a cached file)
     classes: int = N_CLASSES
-    # UNet decoder widths, deepest block first; empty: smp's default (256, 128, 64, 32, 16)
+    # encoder stages the UNet uses (smp encoder_depth, 3-5): 5 is the whole encoder, down to 1/32
+    # of the image; 4 stops at 1/16, where a 64-pixel-high image is already 4 pixels high
+    encoder_depth: int = 5
+    # UNet decoder widths, deepest block first, one per encoder stage; empty: smp's default
+    # (256, 128, 64, 32, 16)[:encoder_depth]
     decoder_channels: tuple[int, ...] = ()
     # start every pixel at this defect probability (segmentation-head bias logit(p), RetinaNet's
     # prior init) instead of smp's 0.5, which BCE first drives to "no defect anywhere"; 0: smp's init
@@ -171,11 +175,14 @@ class TrainConfig:
             raise ConfigError(
                 f"head_prior={self.head_prior}: expected a probability in [0, 1) (0: smp's init)"
             )
+        if self.encoder_depth not in (3, 4, 5):
+            raise ConfigError(f"encoder_depth={self.encoder_depth}: expected 3, 4 or 5 encoder stages")
         channels = tuple(int(c) for c in (self.decoder_channels or ()))
-        if channels and (len(channels) != 5 or min(channels) < 1):
+        if channels and (len(channels) != self.encoder_depth or min(channels) < 1):
             raise ConfigError(
-                f"decoder_channels={list(self.decoder_channels)}: expected 5 positive widths (one per "
-                "decoder block, deepest first) or empty for smp's default"
+                f"decoder_channels={list(self.decoder_channels)}: expected {self.encoder_depth} positive "
+                f"widths (one per decoder block, deepest first, encoder_depth={self.encoder_depth}) or "
+                "empty for smp's default"
             )
         object.__setattr__(self, "decoder_channels", channels)
         self._check_pseudo()
@@ -243,6 +250,9 @@ class TrainConfig:
     def model_kwargs(self) -> dict[str, Any]:
         """Architecture options beyond arch/encoder/classes, for ``models.build_model``."""
         out: dict[str, Any] = {"decoder_channels": self.decoder_channels} if self.decoder_channels else {}
+        if self.encoder_depth != 5:
+            out["encoder_depth"] = self.encoder_depth
+            out.setdefault("decoder_channels", (256, 128, 64, 32, 16)[: self.encoder_depth])
         if self.cls_weight > 0:
             out["classifier"] = True
         return out

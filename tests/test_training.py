@@ -490,6 +490,27 @@ def test_decoder_channels_shape_the_model_and_survive_the_checkpoint(tmp_path: P
         tiny_config(tmp_path, decoder_channels=[64, 32])
 
 
+def test_encoder_depth_drops_the_deepest_stage_and_survives_the_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, encoder_depth=4)
+    assert cfg.model_kwargs == {"encoder_depth": 4, "decoder_channels": (256, 128, 64, 32)}
+    module = SegmentationModule(cfg)
+    x = torch.randn(1, 3, 64, 64)
+    features = module.model.encoder(x)
+    assert [f.shape[-1] for f in features] == [64, 32, 16, 8, 4]  # down to 1/16, not 1/32
+    assert len(module.model.decoder.blocks) == 4
+    narrow = tiny_config(tmp_path, encoder_depth=4, decoder_channels=[32, 16, 16, 8])
+    assert read_back(narrow.to_yaml(tmp_path / "c.yaml")) == narrow
+    run = fit(narrow, datamodule=TinyData(n=4), progress_bar=False)
+    model, info = load_model(run)  # rebuilt from its config, not smp's depth-5 default
+    assert info.config.encoder_depth == 4
+    assert len(model.decoder.blocks) == 4
+    assert model(x).shape == (1, 4, 64, 64)
+    with pytest.raises(ValueError, match="encoder_depth"):
+        tiny_config(tmp_path, encoder_depth=6)
+    with pytest.raises(ValueError, match="expected 4 positive widths"):
+        tiny_config(tmp_path, encoder_depth=4, decoder_channels=[64, 32, 16, 16, 8])
+
+
 def test_drop_path_rate_reaches_the_efficientnet_encoder(tmp_path: Path) -> None:
     plain = SegmentationModule(tiny_config(tmp_path, encoder="efficientnet-b3"))
     assert plain.model.encoder._drop_connect_rate == pytest.approx(0.2)  # smp's own
