@@ -157,9 +157,10 @@ def _normalised(images: torch.Tensor, flips: Sequence[tuple[int, ...]]) -> torch
     std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1) * 255
     x = (images.permute(0, 3, 1, 2).float() - mean) / std
     x = torch.cat([x.flip(f) if f else x for f in flips])
-    if dev.type == "cuda":  # channels_last pays on CUDA only (slower on CPU in bench_train)
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    # channels_last: CUDA's tensor cores want it, and on CPU oneDNN ran the study's encoders
+    # 1.18-1.35x faster with it at inference at 64x416 (bench/bench_layout.py; training measured
+    # it slower, so SegmentationModule keeps NCHW on CPU)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _resized(t: torch.Tensor | None, out_size: tuple[int, int] | None) -> torch.Tensor | None:
@@ -253,7 +254,7 @@ def predict(
     """Yield ``Batch`` es of probabilities (B, C, *out_size) for a folder or list of images.
 
     ``size`` (H, W) is the model's input size (default: the output size). On CUDA: autocast
-    (bf16, else fp16) and channels_last. ``quantize`` returns uint8 x255 probabilities (4x less
+    (bf16, else fp16); channels_last everywhere (the model is converted in place). ``quantize`` returns uint8 x255 probabilities (4x less
     memory). ``on_error="skip"`` reports bad files in ``Batch.skipped`` and goes on; "raise"
     raises ``InferenceError`` naming the file after the earlier batches were yielded.
     """
@@ -302,7 +303,7 @@ def predict_members(
     models = []
     for model, _ in members:
         model = model.to(dev).eval()
-        models.append(model.to(memory_format=torch.channels_last) if dev.type == "cuda" else model)
+        models.append(model.to(memory_format=torch.channels_last))
     sizes = list(dict.fromkeys(tuple(size) for _, size in members))
     which = [sizes.index(tuple(size)) for _, size in members]
     return _batches(

@@ -78,6 +78,28 @@ def test_preprocessing_matches_val_transforms(tmp_path) -> None:
     assert np.abs(batch.probs - expected).max() < 1e-4
 
 
+def test_cpu_inference_runs_channels_last_and_gives_the_default_layouts_probabilities(tmp_path) -> None:
+    """predict puts the model and its input in channels_last on CPU too, where oneDNN ran the
+    study's encoders 1.18-1.35x faster (bench/bench_layout.py); the probabilities stay those of
+    the default (contiguous) layout."""
+    from steelnb.dataset import val_transforms
+    from steelnb.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("Unet", "resnet18", None, 4, encoder_depth=4, decoder_channels=(32, 16, 16, 8)).eval()
+    image = np.random.default_rng(2).integers(0, 256, (256, 1600, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image[..., ::-1])
+    x = torch.as_tensor(val_transforms(64, 320)(image=image)["image"])[None]
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)).numpy()
+    assert model.encoder.conv1.weight.is_contiguous()
+    batch = next(
+        inf.predict(model, tmp_path, size=(64, 320), out_size=(64, 320), device="cpu", progress=False)
+    )
+    assert model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(batch.probs - expected).max() < 1e-4
+
+
 def test_predict_streams_batches(tmp_path) -> None:
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"{i}.jpg"), _images(1, 128, 800, seed=i)[0].numpy())
