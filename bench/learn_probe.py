@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             changed[key] = value
     kw.update(changed)
-    kw["run_name"] = "__".join(f"{k}-{v}" for k, v in changed.items()).replace(" ", "") or "smoke-recipe"
+    if "run_name" not in changed:  # a folder name of its own for each probe (no path separators)
+        name = "__".join(f"{k}-{v}" for k, v in changed.items()).replace(" ", "").replace("/", "_")
+        kw["run_name"] = name or "smoke-settings"
     folds = Path(kw["data_dir"]) / kw.get("folds", "")
     if kw.get("folds") and not folds.is_file():
         p.error(f"{folds}: not found; run `steelnb run smoke` (or 02_class_balance) first")

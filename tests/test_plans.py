@@ -154,12 +154,20 @@ def test_json_needs_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--dry-run" in capsys.readouterr().err
 
 
+def _smoke_study_and_steps() -> tuple[list[dict], list[dict]]:
+    """The smoke's training runs: (the study's, in weights/smoke; the recipe's steps, each in its
+    own folder under weights/smoke-variants)."""
+    train = _train_runs("smoke")
+    study = [p for p in train if p["out_dir"] == "../weights/smoke"]
+    return study, [p for p in train if p not in study]
+
+
 def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
     """The embedded study's training runs: the three encoders with Dice+BCE from scratch, differing
     only in encoder (and the EfficientNets' third epoch); then the loss ablation, the four losses each
     starting from the B3 Dice+BCE run's folder and differing only in loss. All share data, split,
     size and evaluation, so the report may compare them."""
-    train = _train_runs("smoke")
+    train, steps = _smoke_study_and_steps()
     scratch = [p for p in train if not p["init_from"]]
     ablation = [p for p in train if p["init_from"]]
     assert {(p["encoder"], p["loss"]) for p in scratch} == {(e, "dice_bce") for e in ENCODERS}
@@ -178,9 +186,10 @@ def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
         "tune_width",
         "seed",
     )
-    assert all({k: p[k] for k in judged} == {k: base[k] for k in judged} for p in train)
+    assert all({k: p[k] for k in judged} == {k: base[k] for k in judged} for p in train + steps)
     rest = [{k: v for k, v in p.items() if k not in ("encoder", "epochs")} for p in scratch]
     assert all(r == rest[0] for r in rest)
+    assert all((p["encoder_depth"], len(p["decoder_channels"])) == (4, 4) for p in train + steps)
     # about one budget of time: the EfficientNets' step costs about 0.6x ResNet-50's
     assert {p["encoder"]: p["epochs"] for p in scratch} == {
         "resnet50": 2,
@@ -192,36 +201,27 @@ def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
 
 
 def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
-    """smoke-recipe repeats the smoke's runs unchanged, and its two training steps (the classifier
-    gate and the pseudo-label round) are the B3 Dice+BCE run again with only the step added (and
-    their own folder), so 08_recipe's paired gain is the step's and not, say, another epoch's."""
-    smoke, recipe = _train_runs("smoke"), _train_runs("smoke-recipe")
-    assert all(p in recipe for p in smoke)
-    base = next(p for p in smoke if p["encoder"] == "efficientnet-b3" and not p["init_from"])
-    steps = {"cls_weight", "pseudo_labels", "pseudo_share", "run_name", "out_dir"}
-    added = [p for p in recipe if p not in smoke]
-    assert len(added) == 2
-    for p in added:
-        assert {k for k in p if p[k] != base[k]} <= steps, {k: (base[k], p[k]) for k in p if p[k] != base[k]}
-    assert {p["run_name"] for p in added} == {
+    """The smoke's two recipe steps that train (the classifier gate and the pseudo-label round)
+    are the B3 Dice+BCE run again with only the step added (and their own folder), so 08_recipe's
+    paired gain is the step's and not, say, another epoch's; 07 and 08 come after every run they
+    read."""
+    study, steps = _smoke_study_and_steps()
+    base = next(p for p in study if p["encoder"] == "efficientnet-b3" and not p["init_from"])
+    changed = {"cls_weight", "pseudo_labels", "pseudo_share", "run_name", "out_dir"}
+    assert len(steps) == 2
+    for p in steps:
+        assert {k for k in p if p[k] != base[k]} <= changed, {
+            k: (base[k], p[k]) for k in p if p[k] != base[k]
+        }
+    assert {p["run_name"] for p in steps} == {
         "efficientnet-b3__dice_bce__gate",
         "efficientnet-b3__dice_bce__pseudo",
     }
-
-
-def test_smoke_recipe_after_the_smoke_trains_only_its_own_steps() -> None:
-    """`steelnb run smoke-recipe` after `steelnb run smoke` skips what the smoke finished: a
-    stage runs again when an earlier stage ran anything (it may read what that wrote), so every
-    run the recipe adds comes after every training run of the smoke. With the gate in the train
-    stage, the loss ablation and ResNet-50 trained again (8:31 instead of about 4 minutes)."""
-    smoke = {
-        (r.slug, json.dumps(dict(r.parameters), sort_keys=True)) for r in pipeline.load_plan("smoke").runs
-    }
-    stages = pipeline.load_plan("smoke-recipe").stages
-    first_new = next(
-        i
-        for i, stage in enumerate(stages)
-        if any((r.slug, json.dumps(dict(r.parameters), sort_keys=True)) not in smoke for r in stage)
-    )
-    after = [r.slug for stage in stages[first_new:] for r in stage if r.notebook == "03_train"]
-    assert after == ["03_train__pseudo", "03_train__gate"], after
+    stage_of = {r.slug: i for i, stage in enumerate(pipeline.load_plan("smoke").stages) for r in stage}
+    trained = [
+        s for s in stage_of if s.startswith("03_train__") and s not in ("03_train__gate", "03_train__pseudo")
+    ]
+    assert len(trained) == 7
+    assert stage_of["07_pseudo_labels"] > max(stage_of[s] for s in trained)
+    assert stage_of["03_train__pseudo"] > stage_of["07_pseudo_labels"]
+    assert stage_of["08_recipe"] > max(stage_of[s] for s in stage_of if s.startswith(("03_train", "07_")))
