@@ -223,8 +223,10 @@ def _run_all(copy: Path, name: str, label: str) -> str:
 
 def _smoke_plan(copy: Path) -> Path:
     """plans/smoke.yaml with its training cut to two batches per run, evaluated without TTA at half
-    size, and no benchmarks: the same stages (the recipe's too), run folders, sizes and names as `steelnb run smoke`
-    (what the notebooks then find in weights/smoke/), in a few minutes instead of ten."""
+    size, and no benchmarks: the same stages, run folders, sizes and names as `steelnb run smoke`
+    (what the notebooks then find in weights/smoke/), in a few minutes instead of ten. The
+    recipe's runs (07, the gate and pseudo-label trainings, 08) are left out: they write apart, in
+    weights/smoke-variants, and the notebook batch of tests/notebooks runs them."""
     import yaml
 
     plan = yaml.safe_load((copy / "plans" / "smoke.yaml").read_text())
@@ -233,11 +235,15 @@ def _smoke_plan(copy: Path) -> Path:
         epochs=1, limit_train_batches=2, limit_val_batches=2, eval_tta="none", tune_height=32, tune_width=224
     )
     plan["benchmarks"] = []
-    # 05, 07, 08 without TTA too: the test checks what the notebooks say, not scores
+    recipe = {"07_pseudo_labels", "08_recipe", "03_train__gate", "03_train__pseudo"}
     for stage in plan["stages"]:
-        for run in stage["runs"]:
-            if run["notebook"] in ("05_evaluate", "07_pseudo_labels", "08_recipe"):
+        stage["runs"] = [
+            r for r in stage["runs"] if r["notebook"] not in recipe and r.get("name") not in recipe
+        ]
+        for run in stage["runs"]:  # 05 without TTA too: the test checks what the notebooks say, not scores
+            if run["notebook"] == "05_evaluate":
                 run["parameters"]["tta"] = "none"
+    plan["stages"] = [stage for stage in plan["stages"] if stage["runs"]]
     out = copy / "plans" / "smoke-short.yaml"
     out.write_text(yaml.safe_dump(plan, sort_keys=False))
     return out
@@ -280,11 +286,9 @@ def test_notebooks_in_order_with_defaults_then_again_beside_the_smoke_runs(tmp_p
         p.parent.relative_to(copy / "weights").as_posix() for p in (copy / "weights").rglob("metrics.json")
     )
     default = "efficientnet-b4__dice_bce__64x416"
-    variants = [f for f in found if f.startswith("smoke-variants/")]
-    assert default in found and f"smoke/{default}" in found and len(found) == 13, (
+    assert default in found and f"smoke/{default}" in found and len(found) == 10, (
         found
-    )  # 03 default, 32x192, stopped, 7 smoke runs, and the recipe's gate, pseudo-label and ensemble runs
-    assert len(variants) == 3 and (copy / "weights" / "smoke" / "recipe.csv").is_file(), variants
+    )  # 03 default, 32x192, stopped, 7 smoke runs
     shown = {name: _run_all(copy, name, "second") for name in NOTEBOOKS}
     again = sorted(
         p.parent.relative_to(copy / "weights").as_posix() for p in (copy / "weights").rglob("metrics.json")

@@ -20,9 +20,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run all six notebooks once (two tiny training runs) and return paths and the result table."""
+    """Run all eight notebooks once (two tiny training runs, and the recipe's gate and pseudo-label
+    runs apart in variants/) and return paths and the result table."""
     tmp = tmp_path_factory.mktemp("batch")
     data, weights, book = tmp / "synthetic", tmp / "weights", tmp / "book"
+    variants = tmp / "variants"
     plan = {
         "name": "tiny",
         "notebooks_dir": str(REPO / "notebooks"),
@@ -64,6 +66,29 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
                         "notebook": "03_train",
                         "matrix": {"loss": ["dice_bce", "tversky"]},
                         "parameters": {"encoder": "resnet50"},
+                    },
+                    {
+                        "notebook": "03_train",
+                        "name": "03_train__gate",
+                        "parameters": {"encoder": "resnet50", "cls_weight": 0.2, "run_name": "gate"}
+                        | {"out_dir": str(variants)},
+                    },
+                ],
+            },
+            {  # after two batches no class is confident at 0.05 / 0.95: loose bounds, to test the plumbing
+                "name": "pseudo",
+                "runs": [
+                    {"notebook": "07_pseudo_labels", "parameters": {"tta": "none", "lo": 0.99, "hi": 0.995}}
+                ],
+            },
+            {
+                "name": "retrain",
+                "runs": [
+                    {
+                        "notebook": "03_train",
+                        "name": "03_train__pseudo",
+                        "parameters": {"encoder": "resnet50", "run_name": "pseudo", "out_dir": str(variants)}
+                        | {"pseudo_labels": "pseudo_labels.csv", "pseudo_share": 0.25},
                     }
                 ],
             },
@@ -78,13 +103,32 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
                         "notebook": "05_evaluate",
                         "parameters": {"tune_height": 32, "tune_width": 160, "n_overlays": 1, "tta": "hv"},
                     },
+                    {
+                        "notebook": "08_recipe",
+                        "parameters": {
+                            "variants_dir": str(variants),
+                            "gate_run": "gate",
+                            "pseudo_run": "pseudo",
+                            "ensemble": ["resnet50__dice_bce__64x320", "resnet50__tversky__64x320"],
+                            "tta": "none",
+                            "tune_height": 32,
+                            "tune_width": 160,
+                            "speed_images": 2,
+                        },
+                    },
                 ],
             },
             {"name": "results", "runs": [{"notebook": "06_results"}]},
         ],
     }
     table = pipeline.run_plan(plan, build=False)
-    return {"table": table.set_index("slug"), "data": data, "weights": weights, "runs": book / "runs"}
+    return {
+        "table": table.set_index("slug"),
+        "data": data,
+        "weights": weights,
+        "variants": variants,
+        "runs": book / "runs",
+    }
 
 
 def _done(batch: dict, slug: str) -> tuple[str, int]:
@@ -156,6 +200,28 @@ def test_results_has_a_row_per_run(batch: dict) -> None:
     assert "each run minus the all-empty prediction" in text
     # synthetic runs: the reference's Severstal numbers are not set beside them
     assert "not Severstal numbers" in text and "0.513" not in text  # (outputs only; the caveat is markdown)
+
+
+def test_recipe_notebooks_label_retrain_and_table_the_steps(batch: dict) -> None:
+    """07 labels the unlabelled images with the trained run, a run trains with them at a share of
+    each batch, and 08 tables every step (gate, ensemble, pseudo-labels) against the single run,
+    which 06 then shows."""
+    text, _ = _done(batch, "07_pseudo_labels")
+    assert "unlabelled images" in text and (batch["data"] / "pseudo_labels.csv").is_file()
+    _done(batch, "03_train__gate")
+    _done(batch, "03_train__pseudo")
+    assert json.loads((batch["variants"] / "pseudo" / "metrics.json").read_text())["test"]["split"] == "test"
+    text, _ = _done(batch, "08_recipe")
+    table = pd.read_csv(batch["weights"] / "recipe.csv", keep_default_na=False)
+    assert list(table["step"]) == ["single run", "classifier gate", "ensemble of 2", "pseudo-labels"]
+    assert list(table["against"]) == ["predicting nothing"] + ["single run"] * 3
+    assert (
+        all(v.startswith(("real", "not separable")) for v in table["verdict"])
+        and (table["images/s"] > 0).all()
+    )
+    assert "defect-free test images screened" in text  # the gate's own table
+    html, _ = _done(batch, "06_results")
+    assert "classifier gate" in html and "ensemble of 2" in html
 
 
 def test_train_over_two_processes_from_the_notebook(batch: dict, tmp_path: Path) -> None:
