@@ -1,5 +1,6 @@
 """The benchmark result schema (steelnb.benchmarks): ratios, verdicts, atomic writes and the
-performance page's markdown. Nothing here times anything: no assertion is on a measured speed."""
+performance page's markdown; and that bench/bench_layout.py runs. No assertion is on a measured
+speed."""
 
 from __future__ import annotations
 
@@ -154,3 +155,24 @@ def test_a_write_in_progress_is_not_rendered(tmp_path: Path) -> None:
     (tmp_path / ".bench_data.abc123.tmp.json").write_text('{"half": ')
     md = bench_markdown(tmp_path)
     assert md.count("## ") == 1 and "tmp" not in md
+
+
+def test_bench_layout_prints_both_layouts_and_their_ratio_for_each_encoder(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """bench/bench_layout.py runs end to end on a tiny size: one row per study encoder with both
+    layouts' times, their ratio and the logits' difference (the numbers themselves are not checked)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_layout", Path(__file__).resolve().parents[1] / "bench" / "bench_layout.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--size", "32x64", "--batch", "1", "--repeats", "1"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["resnet50", "efficientnet-b3", "efficientnet-b4"]
+    for row in rows:
+        _, contiguous, channels_last, ratio, diff = row.split()
+        assert contiguous.endswith("ms") and channels_last.endswith("ms") and ratio.endswith("x")
+        assert float(diff) < 1e-3  # the same model in either layout gives the same logits
