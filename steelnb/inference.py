@@ -254,8 +254,8 @@ def predict(
     """Yield ``Batch`` es of probabilities (B, C, *out_size) for a folder or list of images.
 
     ``size`` (H, W) is the model's input size (default: the output size). On CUDA: autocast
-    (bf16, else fp16); channels_last everywhere (the model is converted in place). ``quantize`` returns uint8 x255 probabilities (4x less
-    memory). ``on_error="skip"`` reports bad files in ``Batch.skipped`` and goes on; "raise"
+    (bf16, else fp16); channels_last on every device (the model is converted in place).
+    ``quantize`` returns uint8 x255 probabilities (4x less memory). ``on_error="skip"`` reports bad files in ``Batch.skipped`` and goes on; "raise"
     raises ``InferenceError`` naming the file after the earlier batches were yielded.
     """
     return predict_members(

@@ -70,8 +70,12 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     {
                         "notebook": "03_train",
                         "name": "03_train__gate",
-                        "parameters": {"encoder": "resnet50", "cls_weight": 0.2, "run_name": "gate"}
-                        | {"out_dir": str(variants)},
+                        "parameters": {
+                            "encoder": "resnet50",
+                            "cls_weight": 0.2,
+                            "run_name": "gate",
+                            "out_dir": str(variants),
+                        },
                     },
                 ],
             },
@@ -87,8 +91,13 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     {
                         "notebook": "03_train",
                         "name": "03_train__pseudo",
-                        "parameters": {"encoder": "resnet50", "run_name": "pseudo", "out_dir": str(variants)}
-                        | {"pseudo_labels": "pseudo_labels.csv", "pseudo_share": 0.25},
+                        "parameters": {
+                            "encoder": "resnet50",
+                            "run_name": "pseudo",
+                            "out_dir": str(variants),
+                            "pseudo_labels": "pseudo_labels.csv",
+                            "pseudo_share": 0.25,
+                        },
                     }
                 ],
             },
