@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .config import REFERENCE_ENCODERS, TrainConfig
 from .errors import SteelnbError
 
 
@@ -198,7 +198,11 @@ def _add_run(sub: Any) -> None:
 def _add_weights(sub: Any) -> None:
     """steelnb weights fetch|list|path."""
     p = sub.add_parser("weights", help="pretrained encoder weights cached for offline use ($STEELNB_CACHE)")
-    wsub = p.add_subparsers(dest="weights_command", required=True)
+    wsub = p.add_subparsers(dest="weights_command")  # none: the status of the study's encoders
+    w = wsub.add_parser(
+        "status", help="whether each encoder's ImageNet weights load offline here, and from where"
+    )
+    w.add_argument("encoders", nargs="*", metavar="ENCODER", help="default: the study's encoders")
     w = wsub.add_parser("fetch", help="download encoders' pretrained weights into the cache (online)")
     w.add_argument("encoders", nargs="+", metavar="ENCODER")
     w.add_argument("--weights", default="imagenet", help="pretrained weights name (default imagenet)")
@@ -370,7 +374,14 @@ def _weights(args: argparse.Namespace) -> int:
     """``steelnb weights fetch|list|path``: the offline cache of pretrained encoder weights."""
     from . import models
 
-    if args.weights_command == "fetch":
+    if args.weights_command in (None, "status"):
+        from .pretrained import PACKAGED
+
+        names = getattr(args, "encoders", None) or [*REFERENCE_ENCODERS, *PACKAGED]
+        for name in names:
+            ok, where = models.weights_source(name)
+            print(f"{name}\t{'offline' if ok else 'missing'}\t{where}")
+    elif args.weights_command == "fetch":
         for name in args.encoders:  # every name checked before any network access
             models.check_encoder(name)
         for name in args.encoders:

