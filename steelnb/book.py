@@ -29,7 +29,13 @@ CAPTIONS = {
     "06": "Results",
     "07": "The winners' recipe",
     "08": "The winners' recipe",
+    "09": "Real steel (34 labelled Severstal images)",
 }
+
+
+#: notebooks that are a study of their own (on other data): their page stays in the report after
+#: another plan ran, where an earlier plan's runs of the shared notebooks would be stale
+STANDALONE = ("09_real_sample",)
 
 
 class BookError(SteelnbError):
@@ -41,6 +47,7 @@ def write_toc(book_dir: str | Path, out: str | Path | None = None) -> Path:
 
     Static pages first (intro) and last (performance, reproduce); each executed notebook is
     a chapter under a caption by its number, with a title that tells runs of one notebook apart.
+    A standalone study's page (``STANDALONE``) is kept when it was run, whichever plan ran last.
     """
     book_dir = Path(book_dir)
     runs_dir = book_dir / "runs"
@@ -48,6 +55,7 @@ def write_toc(book_dir: str | Path, out: str | Path | None = None) -> Path:
     slugs = [s for s in status.get("order", []) if (runs_dir / f"{s}.ipynb").is_file()]
     if not slugs:
         slugs = sorted(q.stem for q in runs_dir.glob("*.ipynb"))
+    slugs += [s for s in STANDALONE if s not in slugs and (runs_dir / f"{s}.ipynb").is_file()]
     parts: list[dict[str, Any]] = []
     for slug in sorted(slugs, key=lambda s: (s[:2], slugs.index(s))):
         caption = CAPTIONS.get(slug[:2], "Notebooks")

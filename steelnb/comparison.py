@@ -67,7 +67,7 @@ def test_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "IoU [95% CI]": ci_text(t, "iou"),
         "epochs": m.get("epochs_run"),
         "best epoch": m.get("best_epoch"),
-        "starts from": start_name(m.get("init_from")),
+        "starts from": start_of(m),
         "_path": m.get("_path"),
     }
 
@@ -99,7 +99,7 @@ def comparable(
         """(what is judged: data, test split, size; the start, with ``same_start``, else None)."""
         d = m.get("data") or {}
         judged = (d.get("kind"), d.get("dir"), test_split(m), m.get("height"), m.get("width"))
-        return judged, (m.get("init_from") or "") if same_start else None
+        return judged, start_of(m) if same_start else None
 
     # each evaluated run's key once: an older run's split is read from its test_scores.csv
     keys = {id(m): key(m) for m in runs if (m.get("test") or {}).get("kaggle") is not None}
@@ -136,8 +136,21 @@ def start_name(init_from: str | None) -> str:
     return Path(str(init_from)).name if init_from else ""
 
 
-def _start(init_from: str | None) -> str:
-    return f"from {start_name(init_from)}" if init_from else "from scratch"
+def start_of(m: Mapping[str, Any]) -> str:
+    """What a run's weights started from: the run it fine-tuned (``init_from``), else its encoder
+    weights ("imagenet", or a weights file as ``<folder>/<file>``, e.g. a classification stage's
+    ``last.ckpt``); "" from scratch."""
+    if m.get("init_from"):
+        return start_name(m["init_from"])
+    weights = m.get("encoder_weights")
+    if not weights:
+        return ""
+    path = Path(str(weights))
+    return f"{path.parent.name}/{path.name}" if path.suffix else str(weights)
+
+
+def _start(start: str) -> str:
+    return f"from {start}" if start else "from scratch"
 
 
 def test_split(m: Mapping[str, Any]) -> str | None:
@@ -293,3 +306,56 @@ def plot_test(table: pd.DataFrame, width_in: float = 10.0) -> Figure:
     ax.legend(frameon=False, loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def per_class_table(scored: Mapping[str, pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per scores table (a run's ``test_scores.csv``, or out-of-fold scores, by name) and class: the
+    images holding the class, the Dice over them with its 95% bootstrap interval over those images
+    (NaN where no image holds it), and the class's Kaggle score over all images beside predicting
+    nothing's. Column ``start`` holds the name."""
+    rows = []
+    for name, scores in scored.items():
+        ids = sorted(scores["ImageId"].unique())
+        counts = counts_of(scores, image_ids=ids)
+        dice, empty = dice_of(counts), (counts[..., 0] + counts[..., 2]) == 0
+        for c in range(dice.shape[1]):
+            holds = ~empty[:, c]
+            row: dict[str, Any] = {"start": name, "class": c + 1, "images with the class": int(holds.sum())}
+            if holds.any():
+                est, lo, hi = stats.bootstrap_ci(dice[holds, c], n_boot=n_boot, seed=seed)
+                row.update(dice=est, dice_ci95=[lo, hi])
+            else:
+                row.update(dice=None, dice_ci95=None)
+            row.update(kaggle=float(dice[:, c].mean()), all_empty_kaggle=float(empty[:, c].mean()))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pairs_table(
+    runs: Sequence[Mapping[str, Any]], pairs: Sequence[Sequence[str]], n_boot: int = 2000
+) -> pd.DataFrame:
+    """Named pairs of runs ``[a, b, label]`` (run folder names), each ``a`` minus ``b`` on the test
+    images they share (``paired``): the Kaggle-metric and defect-Dice differences with their
+    paired 95% intervals and verdicts. A pair whose runs are not both among ``runs`` gets a row
+    that says so. Each pair is one training seed of each arm: the interval covers images only."""
+    by_name = {m.get("run"): m for m in runs}
+    rows = []
+    for a, b, label in pairs:
+        row: dict[str, Any] = {"comparison": label, "run": a, "against": b}
+        if a not in by_name or b not in by_name:
+            missing = ", ".join(n for n in (a, b) if n not in by_name)
+            rows.append(row | {"Kaggle difference [95% CI]": f"not compared: {missing} not among the runs"})
+            continue
+        diff = paired(by_name[a], by_name[b], n_boot=n_boot)
+        k, d = diff["kaggle"], diff["defect"]
+        rows.append(
+            row
+            | {
+                "Kaggle difference [95% CI]": stats.format_ci(k["diff"], k["low"], k["high"]),
+                "Kaggle: verdict": verdict(k),
+                "defect Dice difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"]),
+                "test images": diff["images"],
+                "training seeds": "one per arm",
+            }
+        )
+    return pd.DataFrame(rows)

@@ -21,6 +21,7 @@ TITLES = {
     "06_results": "Results",
     "07_pseudo_labels": "Pseudo-labels",
     "08_recipe": "The winners' recipe, step by step",
+    "09_real_sample": "Real steel: the labelled Severstal sample, cross-validated",
 }
 
 #: (message pattern, why it is expected here): warnings a notebook of this study raises on purpose

@@ -44,3 +44,14 @@ def test_toc_without_a_status_file_lists_every_executed_notebook(tmp_path: Path)
     toc = yaml.safe_load(write_toc(book, out=tmp_path / "toc.yml").read_text())
     files = [c["file"] for p in toc["parts"] for c in p["chapters"]]
     assert files == ["runs/01_eda", "runs/05_evaluate", "performance"]
+
+
+def test_the_real_sample_page_stays_when_another_plan_ran_last(tmp_path: Path) -> None:
+    book = _book(tmp_path, ["02_class_balance", "09_real_sample"])
+    write_status(book / "runs", {"plan": "smoke", "order": ["02_class_balance"], "runs": {}})
+    toc = yaml.safe_load(write_toc(book).read_text())
+    captions = [p["caption"] for p in toc["parts"]]
+    assert captions == ["Data", "Real steel (34 labelled Severstal images)", "Notes"]
+    (book / "runs" / "09_real_sample.ipynb").unlink()  # not run: no page
+    toc = yaml.safe_load(write_toc(book).read_text())
+    assert [p["caption"] for p in toc["parts"]] == ["Data", "Notes"]

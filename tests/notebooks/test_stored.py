@@ -21,6 +21,7 @@ NAMES = [
     "06_results",
     "07_pseudo_labels",
     "08_recipe",
+    "09_real_sample",
 ]
 
 
