@@ -81,6 +81,11 @@ class TrainConfig:
     # on its probability: below a class threshold the class is emptied, or needs a larger minimum
     # area (the Kaggle winners' gate). The mask probabilities are the mask head's own
     cls_weight: float = 0.0
+    # weight of the segmentation loss; 0 (with cls_weight > 0) trains the encoder and the
+    # classification head alone on image-level labels, clean images included: the classification
+    # stage whose last.ckpt a segmentation run then takes as its encoder_weights (the reference's
+    # proposed, never-run "classification first")
+    seg_weight: float = 1.0
     # pseudo-labels (``steelnb.pseudo.make_pseudo_labels``): a label CSV of confidently predicted
     # unlabelled images, relative to data_dir unless absolute; "" = none
     pseudo_labels: str = ""
@@ -171,6 +176,11 @@ class TrainConfig:
             raise ConfigError(f"drop_path_rate={self.drop_path_rate}: expected a rate in [0, 1) or None")
         if self.cls_weight < 0:
             raise ConfigError(f"cls_weight={self.cls_weight}: expected >= 0 (0: no classification head)")
+        if self.seg_weight < 0 or (self.seg_weight == 0 and self.cls_weight <= 0):
+            raise ConfigError(
+                f"seg_weight={self.seg_weight}: expected >= 0, and 0 only with cls_weight > 0 "
+                "(a classification stage); nothing would be trained"
+            )
         if not 0 <= self.head_prior < 1:
             raise ConfigError(
                 f"head_prior={self.head_prior}: expected a probability in [0, 1) (0: smp's init)"

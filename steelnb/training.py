@@ -95,7 +95,10 @@ class SegmentationModule(L.LightningModule):
         masks, labels = split_logits(self(x))
         if labels is not None:  # image-level class logits (cls_weight > 0)
             cls_loss = F.binary_cross_entropy_with_logits(labels.float(), y.amax((2, 3)).float())
-            return self.loss(masks, y) + self.config.cls_weight * cls_loss, cls_loss
+            seg = (
+                self.loss(masks, y) if self.config.seg_weight else masks.sum() * 0.0
+            )  # 0: classification stage
+            return self.config.seg_weight * seg + self.config.cls_weight * cls_loss, cls_loss
         return self.loss(masks, y), None
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:

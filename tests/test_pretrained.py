@@ -103,3 +103,34 @@ def test_weights_status_names_each_study_encoder_and_where_its_weights_come_from
     (tmp_path / "resnet50-imagenet.pth").write_bytes(b"x")  # a fetched file counts as offline
     assert main(["weights", "status", "resnet50"]) == 0
     assert capsys.readouterr().out.startswith("resnet50\toffline\tcached file")
+
+
+# --- classification first: a stage with no segmentation loss, whose encoder starts a run ---------
+def test_a_classification_stage_trains_only_the_image_level_head_and_needs_one() -> None:
+    from steelnb.config import ConfigError, TrainConfig
+    from steelnb.training import SegmentationModule
+
+    with pytest.raises(ConfigError, match="seg_weight=0.0: expected >= 0, and 0 only with cls_weight > 0"):
+        TrainConfig(encoder="resnet18", seg_weight=0.0)
+    torch.manual_seed(0)
+    cfg = TrainConfig(
+        encoder="resnet18", encoder_weights=None, cls_weight=0.5, seg_weight=0.0, height=64, width=64
+    )
+    module = SegmentationModule(cfg)
+    x, y = torch.randn(2, 3, 64, 64), torch.zeros(2, 4, 64, 64)
+    y[0, 2, :8, :8] = 1
+    loss, cls_loss = module.training_loss(x, y)
+    assert torch.allclose(loss, 0.5 * cls_loss)  # the segmentation loss counts for nothing
+    loss.backward()
+    head = [p for p in module.model.classification_head.parameters()]
+    assert head and all(p.grad is not None for p in head) and head[0].grad.abs().sum() > 0
+    assert module.model.segmentation_head[0].weight.grad.abs().sum() == 0
+
+
+def test_a_run_starts_from_a_classification_stages_checkpoint_encoder(make_tiny_run, tmp_path) -> None:
+    stage = make_tiny_run(tmp_path / "stage", classifier=True, seed=3)
+    raw = torch.load(stage / "best.ckpt", weights_only=True)["state_dict"]
+    model = models.build_model("Unet", "resnet18", encoder_weights=str(stage / "best.ckpt"))
+    assert torch.equal(model.encoder.conv1.weight, raw["model.encoder.conv1.weight"])
+    assert torch.equal(model.encoder.layer4[1].bn2.running_var, raw["model.encoder.layer4.1.bn2.running_var"])
+    assert not hasattr(model, "classification_head") or model.classification_head is None
