@@ -155,26 +155,29 @@ def test_json_needs_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _smoke_study_and_steps() -> tuple[list[dict], list[dict]]:
-    """The smoke's training runs: (the study's, in weights/smoke; the recipe's steps, each in its
-    own folder under weights/smoke-variants)."""
+    """The smoke's training runs: (the study's, in weights/smoke; the recipe's steps and the
+    classification stage, each in its own folder under weights/smoke-variants)."""
     train = _train_runs("smoke")
     study = [p for p in train if p["out_dir"] == "../weights/smoke"]
     return study, [p for p in train if p not in study]
 
 
+LITE0 = "tu-tf_efficientnet_lite0"
+
+
 def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
-    """The embedded study's training runs: the three encoders with Dice+BCE from scratch, differing
-    only in encoder (and the EfficientNets' third epoch); then the loss ablation, the four losses each
-    starting from the B3 Dice+BCE run's folder and differing only in loss. All share data, split,
-    size and evaluation, so the report may compare them."""
+    """The embedded study's training runs: the reference's three encoders with Dice+BCE from
+    scratch, differing only in encoder (and the EfficientNets' third epoch); EfficientNet-Lite0
+    from ImageNet with each of the four losses, differing only in loss; the same encoder from
+    scratch and from a classification stage, with the ImageNet Dice+BCE run's steps. All share
+    data, split, size and evaluation, so the report may compare them."""
     train, steps = _smoke_study_and_steps()
-    scratch = [p for p in train if not p["init_from"]]
-    ablation = [p for p in train if p["init_from"]]
+    assert not any(p["init_from"] for p in train + steps)  # every start is ImageNet or scratch
+    scratch = [p for p in train if not p["encoder_weights"] and p["encoder"] in ENCODERS]
     assert {(p["encoder"], p["loss"]) for p in scratch} == {(e, "dice_bce") for e in ENCODERS}
+    ablation = [p for p in train if p["encoder_weights"] == "imagenet"]
     assert sorted(p["loss"] for p in ablation) == sorted(["dice_bce", "tversky", "focal", "lovasz"])
-    base = next(p for p in scratch if p["encoder"] == "efficientnet-b3")
-    assert {p["init_from"] for p in ablation} == {_folder(base)}
-    assert all(p["encoder"] == "efficientnet-b3" and not p["run_name"] for p in ablation)  # <...>__ft folders
+    assert all(p["encoder"] == LITE0 and not p["run_name"] for p in ablation)
     judged = (
         "data_dir",
         "subset",
@@ -186,6 +189,7 @@ def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
         "tune_width",
         "seed",
     )
+    base = ablation[0]
     assert all({k: p[k] for k in judged} == {k: base[k] for k in judged} for p in train + steps)
     rest = [{k: v for k, v in p.items() if k not in ("encoder", "epochs")} for p in scratch]
     assert all(r == rest[0] for r in rest)
@@ -198,6 +202,25 @@ def test_smoke_runs_train_on_one_budget_and_are_judged_alike() -> None:
     }
     rest = [{k: v for k, v in p.items() if k != "loss"} for p in ablation]
     assert all(r == rest[0] for r in rest)
+    lite = {p["run_name"]: p for p in train if p["encoder"] == LITE0 and p["run_name"]}
+    dice = next(p for p in ablation if p["loss"] == "dice_bce")
+    twin = lite[f"{LITE0}__dice_bce__64x416__scratch"]  # the same steps from random weights
+    # the scratch twin keeps the scratch recipe's head prior; ImageNet runs start at smp's init
+    assert {k for k in dice if dice[k] != twin[k]} == {"encoder_weights", "head_prior", "run_name"}
+    assert (twin["encoder_weights"], twin["head_prior"], dice["head_prior"]) == ("", 0.01, 0.0)
+    first = lite[f"{LITE0}__dice_bce__64x416__cls-first"]
+    stage = next(p for p in steps if p["seg_weight"] == 0)
+    assert first["encoder_weights"] == f"{_folder(stage)}/last.ckpt"
+    assert {k for k in dice if dice[k] != first[k]} == {"encoder_weights", "run_name"}
+    assert stage["cls_weight"] > 0 and stage["encoder_weights"] == "imagenet" and stage["encoder"] == LITE0
+    plan = pipeline.load_plan("smoke")
+    stage_of = {r.slug: i for i, st in enumerate(plan.stages) for r in st}
+    assert stage_of["03_train__lite0_cls_first"] > stage_of["03_train__lite0_cls_stage"]
+    pairs = next(r for r in pipeline.effective_runs("smoke") if r["notebook"] == "06_results")["parameters"][
+        "pairs"
+    ]
+    names = {_folder(p).rsplit("/", 1)[1] for p in train}
+    assert all(a in names and b in names for a, b, _ in pairs) and len(pairs) == 2
 
 
 def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
@@ -208,6 +231,7 @@ def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
     study, steps = _smoke_study_and_steps()
     base = next(p for p in study if p["encoder"] == "efficientnet-b3" and not p["init_from"])
     changed = {"cls_weight", "pseudo_labels", "pseudo_share", "run_name", "out_dir"}
+    steps = [p for p in steps if p["seg_weight"]]  # the classification stage is the study's
     assert len(steps) == 2
     for p in steps:
         assert {k for k in p if p[k] != base[k]} <= changed, {
@@ -221,7 +245,9 @@ def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
     trained = [
         s for s in stage_of if s.startswith("03_train__") and s not in ("03_train__gate", "03_train__pseudo")
     ]
-    assert len(trained) == 7
-    assert stage_of["07_pseudo_labels"] > max(stage_of[s] for s in trained)
+    assert len(trained) == 10
+    # 07 labels with the ensemble of the three from-scratch encoders: after each of those runs
+    read = [s for s in trained if any(e in s for e in ENCODERS)]
+    assert len(read) == 3 and stage_of["07_pseudo_labels"] > max(stage_of[s] for s in read)
     assert stage_of["03_train__pseudo"] > stage_of["07_pseudo_labels"]
     assert stage_of["08_recipe"] > max(stage_of[s] for s in stage_of if s.startswith(("03_train", "07_")))
