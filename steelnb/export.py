@@ -41,7 +41,11 @@ from .models import has_classifier, split_logits
 from .provenance import code_info
 
 OPSET = 17  # ONNX 1.12+ runtimes; every op of an smp UNet is there since opset 11
-PARITY = 1e-4  # largest probability difference onnxruntime may show against torch
+#: largest probability difference onnxruntime may show against torch on the probe batch of noise
+#: images, a check that the graph is the model (a wrong op is off by far more); on sheets the tests
+#: hold it to 1e-4, but noise drives random or barely trained BatchNorm statistics far out and a
+#: steep head turns float32 rounding there into 3e-4 (the bench's rescaled random ResNet-50)
+PARITY = 1e-3
 #: the test block's keys carried into the metadata: each estimate with its interval, the baseline
 METRIC_KEYS = (
     "split",
@@ -164,7 +168,7 @@ def _write_onnx(graph: _Graph, size: tuple[int, int], path: Path, opset: int) ->
     onnx.checker.check_model(str(path))
 
 
-def _parity(graph: _Graph, path: Path, meta: dict[str, Any], seed: int = 0) -> float:
+def _parity(graph: _Graph, path: Path, meta: dict[str, Any], out: Path, seed: int = 0) -> float:
     """Largest |onnxruntime - torch| over the outputs on a probe batch of two normalised noise
     images; ``ExportError`` above ``PARITY``."""
     size = (meta["input"]["height"], meta["input"]["width"])
@@ -176,7 +180,8 @@ def _parity(graph: _Graph, path: Path, meta: dict[str, Any], seed: int = 0) -> f
     diff = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
     if not diff <= PARITY:
         raise ex.ExportError(
-            f"{path}: onnxruntime's probabilities differ from torch's by {diff:.2e} (> {PARITY})"
+            f"{out}: onnxruntime's probabilities differ from torch's by {diff:.2e} (> {PARITY}) on a probe "
+            "batch; nothing written"
         )
     return diff
 
@@ -198,6 +203,11 @@ def _metadata(
     """``model.json`` but for the graph's SHA-256 (the caller adds it once the file is written)."""
     (h, w), heads = ens.sizes[0], all(has_classifier(m) for m in ens.models)
     test = judged.get("test")
+    if test and not all(test.get(k) is not None for k in ("kaggle", "kaggle_ci95", "all_empty_kaggle")):
+        test, judged = (
+            None,
+            {**judged, "test_note": "its test block has no Kaggle metric with interval and baseline"},
+        )
     gate = [c.cls_threshold for c in params.classes]
     return {
         "format": ex.FORMAT,
@@ -285,7 +295,7 @@ def export_runs(
     meta_file, card = ex.metadata_path(out), out.with_suffix(".md")
     with atomic_path(out) as tmp, atomic_path(meta_file) as tmp_meta, atomic_path(card) as tmp_card:
         _write_onnx(graph, ens.sizes[0], tmp, opset)
-        diff = _parity(graph, tmp, meta)
+        diff = _parity(graph, tmp, meta, out)
         meta = {
             "model_file": out.name,
             "model_sha256": ex.sha256(tmp),
