@@ -197,6 +197,24 @@ def _versions() -> dict[str, Any]:
     return code
 
 
+def _input_block(h: int, w: int) -> dict[str, Any]:
+    """The graph's input as the metadata describes it: shape, layout, resize and normalisation."""
+    return {
+        "name": ex.INPUT,
+        "shape": ["batch", 3, h, w],
+        "height": h,
+        "width": w,
+        "dtype": "float32",
+        "layout": "NCHW, RGB (a grey sheet: its channel three times)",
+        "resize": f"each {HEIGHT}x{WIDTH} sheet to {h}x{w}, bilinear (OpenCV INTER_LINEAR), as uint8",
+        "normalisation": {
+            "mean": [round(m * 255, 4) for m in IMAGENET_MEAN],
+            "std": [round(s * 255, 4) for s in IMAGENET_STD],
+            "formula": "(pixel - mean) / std per channel, pixels 0-255 (ImageNet statistics)",
+        },
+    }
+
+
 def _metadata(
     ens: Ensemble, params: pp.PostParams, where: Path, judged: dict[str, Any], tta: str, opset: int
 ) -> dict[str, Any]:
@@ -216,20 +234,7 @@ def _metadata(
         "classes": N_CLASSES,
         "class_names": ex.CLASS_NAMES,
         "image_size": [HEIGHT, WIDTH],
-        "input": {
-            "name": ex.INPUT,
-            "shape": ["batch", 3, h, w],
-            "height": h,
-            "width": w,
-            "dtype": "float32",
-            "layout": "NCHW, RGB (a grey sheet: its channel three times)",
-            "resize": f"each {HEIGHT}x{WIDTH} sheet to {h}x{w}, bilinear (OpenCV INTER_LINEAR), as uint8",
-            "normalisation": {
-                "mean": [round(m * 255, 4) for m in IMAGENET_MEAN],
-                "std": [round(s * 255, 4) for s in IMAGENET_STD],
-                "formula": "(pixel - mean) / std per channel, pixels 0-255 (ImageNet statistics)",
-            },
-        },
+        "input": _input_block(h, w),
         "outputs": {
             ex.MASKS: f"float32 (batch, {N_CLASSES}, {h}, {w}): per-pixel probability of each class"
             + (" (the members' mean)" if len(ens) > 1 else ""),

@@ -66,17 +66,28 @@ def _data(data: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _model(meta: dict[str, Any], n_members: int) -> list[str]:
+    """The model section: members, input, TTA, post-processing and gate."""
+    inp, gate = meta["input"], meta.get("gate") or {}
+    post = "; ".join(
+        f"class {c}: "
+        + ("off" if not p["enabled"] else f"threshold {p['threshold']}, min area {p['min_area']}")
+        for c, p in meta["postprocess"]["classes"].items()
+    )
+    return [
+        f"- {n_members} member(s), "
+        + ("their probabilities averaged, " if n_members > 1 else "")
+        + f"input {inp['height']}x{inp['width']} ({inp['resize']}), normalised {inp['normalisation']['formula']}",
+        f"- TTA: {meta['tta']['name']}; post-processing (tuned on validation): {post}",
+        f"- classifier gate: {'on' if gate.get('active') else 'off'}"
+        + (f" (thresholds {gate.get('cls_threshold')})" if gate.get("active") else ""),
+    ]
+
+
 def model_card(meta: dict[str, Any]) -> str:
     """``model.md`` from an export's metadata (``export._metadata`` with the file fields)."""
     members = meta.get("members") or []
     what = " + ".join(f"{m.get('arch')}/{m.get('encoder')}" for m in members) or "unknown"
-    inp, pp_ = meta["input"], meta["postprocess"]["classes"]
-    gate = meta.get("gate") or {}
-    post = "; ".join(
-        f"class {c}: "
-        + ("off" if not p["enabled"] else f"threshold {p['threshold']}, min area {p['min_area']}")
-        for c, p in pp_.items()
-    )
     code, train = meta.get("exported_by") or {}, meta.get("training_code") or {}
     lines = [
         f"# Model card: {what}",
@@ -86,12 +97,7 @@ def model_card(meta: dict[str, Any]) -> str:
         f"`{meta.get('model_file', 'model.onnx').rsplit('.', 1)[0]}.json`, which holds everything below.",
         "",
         "## Model",
-        f"- {len(members)} member(s), "
-        + ("their probabilities averaged, " if len(members) > 1 else "")
-        + f"input {inp['height']}x{inp['width']} ({inp['resize']}), normalised {inp['normalisation']['formula']}",
-        f"- TTA: {meta['tta']['name']}; post-processing (tuned on validation): {post}",
-        f"- classifier gate: {'on' if gate.get('active') else 'off'}"
-        + (f" (thresholds {gate.get('cls_threshold')})" if gate.get("active") else ""),
+        *_model(meta, len(members)),
         "",
         "## Trained on",
         *_data(meta.get("trained_on")),
