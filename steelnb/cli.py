@@ -1,4 +1,4 @@
-"""The ``steelnb`` command: synth, balance, train, predict, run, book.
+"""The ``steelnb`` command: synth, balance, train, predict, export, run, book, weights.
 
 Each subcommand is a thin wrapper over one module's function; heavy imports happen lazily so
 that ``steelnb --help`` is instant.
@@ -117,19 +117,29 @@ def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict", help="predict masks, write submission.csv, overlays and (with labels) an evaluation"
     )
-    p.add_argument(
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--weights",
         type=Path,
         nargs="+",
-        required=True,
         metavar="RUN",
         help="run folder or checkpoint file; several: an ensemble averaging their probabilities "
         "(the members are listed in members.json beside the submission)",
     )
+    which.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="MODEL.onnx",
+        help="a model written by steelnb export, run in onnxruntime with the TTA and post-processing "
+        "of the model.json beside it (--postprocess, --class-id and --device do not apply)",
+    )
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--labels", type=Path, default=None, help="label CSV: evaluate against it")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--tta", choices=["none", "h", "hv"], default="none")
+    p.add_argument(
+        "--tta", choices=["none", "h", "hv"], default=None, help="default none; with --model: the export's"
+    )
     p.add_argument("--overlays", type=int, default=0, help="number of overlay pictures to save")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
@@ -195,6 +205,32 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--book-dir", type=Path, default=Path("book"))
 
 
+def _add_export(sub: Any) -> None:
+    """steelnb export."""
+    p = sub.add_parser(
+        "export",
+        help="a run (or an ensemble) with its tuned post-processing as ONNX + model.json + model card",
+    )
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folder(s) or checkpoint(s)")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="MODEL.onnx", help="model.json, model.md beside it"
+    )
+    p.add_argument(
+        "--postprocess",
+        type=Path,
+        default=None,
+        help="postprocess.yaml (or its folder) to export; default: the one run's own (an ensemble's "
+        "evaluation folder for several runs)",
+    )
+    p.add_argument(
+        "--tta",
+        choices=["none", "h", "hv"],
+        default=None,
+        help="default: the TTA the post-processing was tuned with",
+    )
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+
+
 def _add_weights(sub: Any) -> None:
     """steelnb weights fetch|list|path."""
     p = sub.add_parser("weights", help="pretrained encoder weights cached for offline use ($STEELNB_CACHE)")
@@ -228,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steelnb", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data_commands, _add_train, _add_predict, _add_run, _add_weights):
+    for add in (_add_data_commands, _add_train, _add_predict, _add_export, _add_run, _add_weights):
         add(sub)
     return parser
 
@@ -283,8 +319,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        if value not in ("", None):
+            print(f"{key}: {value}")
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict_run import run_predict
+
+    if args.model is not None:
+        return _predict_model(args)
+    args.tta = args.tta or "none"
 
     options = (
         "weights",
@@ -302,10 +348,25 @@ def _predict(args: argparse.Namespace) -> int:
     kwargs = {k: getattr(args, k) for k in options}
     if len(args.weights) == 1:  # one run: exactly as before ensembles
         kwargs["weights"] = args.weights[0]
-    result = run_predict(**kwargs)
-    for key, value in result.items():
-        if value not in ("", None):
-            print(f"{key}: {value}")
+    _print(run_predict(**kwargs))
+    return 0
+
+
+def _predict_model(args: argparse.Namespace) -> int:
+    """``steelnb predict --model MODEL.onnx``: the exported recipe through onnxruntime."""
+    from .exported import predict_exported
+
+    if args.postprocess is not None or args.class_id is not None:
+        raise SteelnbError("--postprocess and --class-id go with --weights; an export carries its own")
+    options = ("images", "out", "labels", "tta", "overlays", "batch_size", "on_error")
+    _print(predict_exported(args.model, **{k: getattr(args, k) for k in options}))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import OPSET, export_runs
+
+    _print(export_runs(args.runs, args.out, args.postprocess, args.tta, args.opset or OPSET))
     return 0
 
 
@@ -363,6 +424,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "balance": _balance,
         "train": _train,
         "predict": _predict,
+        "export": _export,
         "run": _run,
         "book": _book,
         "weights": _weights,

@@ -45,6 +45,8 @@ class Ensemble:
     models: list[nn.Module]
     infos: list[ModelInfo]
     sources: list[Path]
+    #: (H, W) every image must have (an exported model's sheet size); None: any size, resized
+    image_size: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.models)
@@ -115,6 +117,7 @@ class Ensemble:
             quantize=quantize,
             with_plain=with_plain,
             progress=progress,
+            image_size=self.image_size,
         )
 
 

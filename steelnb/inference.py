@@ -81,10 +81,12 @@ def image_paths(images: str | Path | Sequence[str | Path]) -> list[Path]:
 
 class _Images(torch.utils.data.Dataset):
     """uint8 images (H, W, 3), one at each of ``sizes`` (the models' input sizes, (H, W)); a bad
-    file yields its error text instead."""
+    file yields its error text instead. ``expect`` (H, W): an image of another size is a bad file."""
 
-    def __init__(self, paths: Sequence[Path], sizes: Sequence[tuple[int, int]]) -> None:
-        self.paths, self.sizes = list(paths), [tuple(s) for s in sizes]
+    def __init__(
+        self, paths: Sequence[Path], sizes: Sequence[tuple[int, int]], expect: tuple[int, int] | None = None
+    ) -> None:
+        self.paths, self.sizes, self.expect = list(paths), [tuple(s) for s in sizes], expect
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -94,6 +96,9 @@ class _Images(torch.utils.data.Dataset):
             image = read_image(self.paths[i])
         except (ValueError, OSError) as e:
             return i, None, str(e) or f"{self.paths[i]}: unreadable image"
+        if self.expect is not None and image.shape[:2] != tuple(self.expect):
+            (h, w), (eh, ew) = image.shape[:2], self.expect
+            return i, None, f"{self.paths[i]}: image is {h}x{w} (height x width); expected {eh}x{ew}"
         out = []
         for h, w in self.sizes:  # same interpolation as albumentations' Resize
             same = image.shape[:2] == (h, w)
@@ -192,12 +197,14 @@ def predict_tensors(
     flips = TTA_FLIPS[tta]
     with _autocast(images.device):
         masks, labels = split_logits(model(_normalised(images, flips)))
-    probs = torch.sigmoid(masks.float()).chunk(len(flips))
+    # an exported graph (``exported.OnnxModel``) ends in its sigmoid: an ensemble's mean of them
+    prob = (lambda t: t.float()) if getattr(model, "outputs_probabilities", False) else torch.sigmoid
+    probs = prob(masks.float()).chunk(len(flips))
     probs = [p.flip(f) if f else p for p, f in zip(probs, flips)]
     avg = torch.stack(probs).mean(0) if len(probs) > 1 else probs[0]
     out = Probabilities(_resized(avg, out_size), _resized(probs[0], out_size) if with_plain else None)
     if labels is not None:  # image-level: flips change nothing to undo
-        cls = torch.sigmoid(labels.float()).chunk(len(flips))
+        cls = prob(labels.float()).chunk(len(flips))
         out.class_probs = torch.stack(cls).mean(0) if len(cls) > 1 else cls[0]
         out.plain_class_probs = cls[0] if with_plain else None
     return out
@@ -285,12 +292,15 @@ def predict_members(
     with_plain: bool = False,
     num_workers: int | None = None,
     progress: bool = True,
+    image_size: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
     """``predict`` for an ensemble: (model, input size (H, W)) pairs, each image read once and
     resized to every member's size; yields ``Batch`` es of the members' mean probabilities
     (B, C, *out_size), each member with the flips of ``tta`` and resized to ``out_size`` first.
     ``class_probs`` is the members' mean when every member has a classification head, else None.
-    One member gives exactly ``predict``'s numbers. Options as ``predict``'s.
+    One member gives exactly ``predict``'s numbers. Options as ``predict``'s; ``image_size``
+    (H, W): images of another size are bad files (an exported model's sheet size), else any size
+    is resized to the members'.
     """
     if not members:
         raise InferenceError("no model to predict with (an empty list of members)")
@@ -320,6 +330,7 @@ def predict_members(
         with_plain,
         num_workers,
         progress,
+        image_size,
     )
 
 
@@ -337,12 +348,13 @@ def _batches(
     with_plain: bool,
     num_workers: int | None,
     progress: bool,
+    image_size: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
     """The generator behind ``predict_members`` (its arguments checked before the first batch is asked for)."""
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
     loader = torch.utils.data.DataLoader(
-        _Images(paths, sizes),
+        _Images(paths, sizes, image_size),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,

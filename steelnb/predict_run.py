@@ -64,12 +64,47 @@ def run_predict(
     names the file. Returns a summary dict (with ``screened``, the images the classifier gate
     emptied entirely, when the models have classification heads).
     """
-    out = Path(out)
     sources = [weights] if isinstance(weights, (str, Path)) else list(weights)
     ens = load_ensemble(sources, device)
-    info = ens.infos[0]
-    note = check_classes(info, class_id)
+    check_classes(ens.infos[0], class_id)
     loaded, where = _params(ens, postprocess)
+    return predict_with(
+        ens,
+        loaded,
+        where,
+        images,
+        out,
+        labels,
+        tta,
+        overlays,
+        batch_size,
+        device,
+        on_error,
+        class_id,
+        progress,
+    )
+
+
+def predict_with(
+    ens: Ensemble,
+    loaded: pp.PostParams | None,
+    where: str,
+    images: str | Path | Sequence[str | Path],
+    out: str | Path,
+    labels: str | Path | None = None,
+    tta: str = "none",
+    overlays: int = 0,
+    batch_size: int = 8,
+    device: str = "auto",
+    on_error: str = "raise",
+    class_id: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``run_predict`` with the models loaded (``ensemble.Ensemble``, or an exported model's:
+    ``exported.load_exported``) and their post-processing ``loaded`` (None: threshold 0.5), read
+    from ``where`` (a file, or "default"). Writes and returns what ``run_predict`` does."""
+    out = Path(out)
+    note = check_classes(ens.infos[0], class_id)
     table = encodings_by_image(labels) if labels is not None else None
     main, variants = _variants(tta, loaded, table is not None)
     run = _Collector(tta, class_id, loaded or pp.PostParams(), main, variants, table)
@@ -83,7 +118,7 @@ def run_predict(
         first = run.skipped[0][1]
         raise InferenceError(f"{images}: no image could be read ({len(run.skipped)} skipped, first: {first})")
     result = _write_submission(run, out, ens, where, note)
-    if len(sources) > 1:
+    if len(ens) > 1:
         result["members"] = [str(r) for r in ens.run_dirs]
         result["members_json"] = write_members(out, ens, tta=tta, postprocess=where)
     if run.screened is not None:

@@ -176,3 +176,29 @@ def test_bench_layout_prints_both_layouts_and_their_ratio_for_each_encoder(
         _, contiguous, channels_last, ratio, diff = row.split()
         assert contiguous.endswith("ms") and channels_last.endswith("ms") and ratio.endswith("x")
         assert float(diff) < 1e-3  # the same model in either layout gives the same logits
+
+
+def test_bench_serve_writes_torch_and_onnxruntime_side_by_side(tmp_path: Path) -> None:
+    """bench/bench_serve.py end to end on a tiny size (one small encoder, four synthetic sheets):
+    per batch size a row for each runtime, the measures of onnxruntime against torch eager with
+    their ratio, in the results schema the performance page reads (timings not checked)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_serve", Path(__file__).resolve().parents[1] / "bench" / "bench_serve.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "serve.json"
+    args = ["--encoders", "resnet18", "--sheets", "3", "--batch", "2", "--threads", "1", "--out", str(out)]
+    assert bench.main(args) == 0
+    data = json.loads(out.read_text())
+    assert [(r["runtime"], r["batch"]) for r in data["rows"]] == [
+        ("torch eager", 1),
+        ("onnxruntime", 1),
+        ("torch eager", 2),
+        ("onnxruntime", 2),
+    ]
+    assert all(r["images/s"] > 0 and r["p99 ms"] >= r["median ms"] > 0 for r in data["rows"])
+    assert len(data["measures"]) == 6 and all(m["baseline_is"] == "torch eager" for m in data["measures"])
+    assert "onnxruntime p99 latency: resnet18, batch 2" in bench_markdown(tmp_path)
