@@ -5,6 +5,14 @@ Run folder ``config.run_dir`` (weights/<name>/): ``best.ckpt`` (the best epoch b
 ``ckpt_every_n_steps`` optimizer steps), ``config.yaml``, ``metrics.json`` and ``logs/``
 (TensorBoard, CSV). Checkpoints are written atomically by ``AtomicCheckpointIO``. Plateau
 scheduling and early stopping follow ``val_loss``.
+
+One writer per run folder: ``fit`` holds the folder's lock (``steelnb.locks``; rank 0 of a DDP
+run), so a second training into it is refused before it changes anything. A checkpoint that
+cannot fit on the disk is not written (``AtomicCheckpointIO``: its size is estimated from its
+tensors before writing) and stops the run with ``DiskFullError``, the earlier checkpoints intact
+and the message saying how to resume. ``last.ckpt`` carries the random states (``RandomStates``),
+so a run resumed from an epoch's end draws the same batches and augmentations as one that never
+stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import subprocess
 import sys
 import time
@@ -23,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
@@ -31,7 +41,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import ConfigError, TrainConfig
 from .errors import SteelnbError
-from .fileio import atomic_path, write_json
+from .fileio import DiskFullError, atomic_path, disk_full, free_space, write_json
+from .locks import hold
 from .losses import loss_from_config
 from .metrics import SegmentationMetrics
 from .models import build_model, split_logits
@@ -220,16 +231,92 @@ def set_drop_path(encoder: torch.nn.Module, rate: float, name: str = "encoder") 
         raise ConfigError(f"drop_path_rate={rate}: encoder {name} has no stochastic depth to set")
 
 
+def checkpoint_size(checkpoint: Any) -> int:
+    """An upper estimate of the bytes ``torch.save`` writes for ``checkpoint``: its tensors' storages
+    (each counted once), a zip record of 4 KB each at most, and 1 MB for the pickled rest."""
+    seen: dict[int, int] = {}
+    stack = [checkpoint]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            seen[storage.data_ptr() or id(storage)] = storage.nbytes()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return sum(seen.values()) + 4096 * len(seen) + 2**20
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic: each checkpoint goes to a temporary file beside
     its target and is renamed onto it once written (``fileio.atomic_path``), so a process killed
-    or failing mid-write leaves the previous checkpoint whole. Lightning calls it on rank 0 only."""
+    or failing mid-write leaves the previous checkpoint whole. Lightning calls it on rank 0 only.
+
+    A checkpoint is written only when its estimated size (``checkpoint_size``) is free on the
+    disk, beside the one it replaces; otherwise, or when the disk fills while it is written (torch
+    reports that as a RuntimeError), ``DiskFullError`` names the checkpoint, the free space and
+    the size."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
     ) -> None:
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, str(tmp), storage_options)
+        size = checkpoint_size(checkpoint)
+        with atomic_path(path, size=size) as tmp:
+            try:
+                super().save_checkpoint(checkpoint, str(tmp), storage_options)
+            except RuntimeError as e:  # torch's writer says "file write failed", or less
+                if free_space(Path(path).parent) >= size - tmp.stat().st_size:
+                    raise
+                raise disk_full(path, size) from e
+
+
+class RandomStates(Callback):
+    """The random states (Python, NumPy, torch and the training augmentation's) in ``last.ckpt``,
+    restored when a run resumes: an epoch resumed from its start draws the same shuffle and
+    augmentations as the run that never stopped (a mid-epoch resume still sees other ones)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    @staticmethod
+    def _augmentation(trainer: L.Trainer) -> Any:
+        loader = trainer.train_dataloader
+        transform = getattr(getattr(loader, "dataset", None), "transform", None)
+        return transform if hasattr(transform, "py_random") else None
+
+    def state_dict(self) -> dict[str, Any]:
+        _, key, pos, has_gauss, gauss = np.random.get_state()  # plain values: weights_only loads them
+        numpy = {"key": key.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss}
+        state = {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
+        aug = self._augmentation(self._trainer) if getattr(self, "_trainer", None) else None
+        if aug is not None:
+            state["augmentation"] = (aug.py_random.getstate(), aug.random_generator.bit_generator.state)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # the global states at once: on a resume Lightning makes the loader's iterator (which draws
+        # its base seed) before any hook that runs after the restore; the augmentation's once the
+        # loaders exist (on_train_start)
+        random.setstate(state["python"])
+        n = state["numpy"]
+        np.random.set_state(
+            ("MT19937", np.array(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+        )
+        torch.set_rng_state(state["torch"])
+        self._pending = state
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if state is None:
+            return
+        aug = self._augmentation(trainer)
+        if aug is not None and "augmentation" in state:
+            aug.py_random.setstate(state["augmentation"][0])
+            aug.random_generator.bit_generator.state = state["augmentation"][1]
 
 
 class RunRecorder(Callback):
@@ -490,8 +577,7 @@ def fit(
     """
     cfg, run_dir = config, config.run_dir
     last = run_dir / "last.ckpt"
-    ckpt_path = str(last) if cfg.resume and last.is_file() else None
-    with quiet():
+    with quiet(), contextlib.ExitStack() as stack:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         if resolve_accelerator(cfg.device) == "gpu":
             torch.set_float32_matmul_precision("high")
@@ -500,20 +586,43 @@ def fit(
 
             datamodule = SteelDataModule(cfg)
         recorder = RunRecorder(cfg, _data_block(cfg, datamodule))
-        cbs = [recorder, *_checkpoints(cfg, run_dir, ckpt_every_n_steps), *callbacks]
+        cbs = [recorder, RandomStates(), *_checkpoints(cfg, run_dir, ckpt_every_n_steps), *callbacks]
         if cfg.early_stopping_patience > 0:
             cbs.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience))
         trainer = _trainer(cfg, run_dir, cbs, progress_bar)
         if trainer.is_global_zero:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(hold(run_dir, f"training run {cfg.name}", RUN_ADVICE))
+        ckpt_path = str(last) if cfg.resume and last.is_file() else None  # read under the lock
+        if trainer.is_global_zero:
             if ckpt_path is None:  # a fresh run replaces what an earlier run of this name left
                 for name in ("best.ckpt", "last.ckpt", "metrics.json", "postprocess.yaml"):
                     (run_dir / name).unlink(missing_ok=True)
             cfg.to_yaml(run_dir / "config.yaml")
-        trainer.fit(SegmentationModule(cfg), datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(
+                SegmentationModule(cfg), datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
+            )
+        except DiskFullError as e:
+            raise DiskFullError(f"{e}. Training {cfg.name} stopped; {_resume_advice(cfg)}") from None
         if trainer.is_global_zero:
             recorder.write(trainer)
     return run_dir
+
+
+#: what a user refused by a run folder's lock can do besides waiting
+RUN_ADVICE = "to train beside it, give this run another name (run_name) or out_dir"
+
+
+def _resume_advice(cfg: TrainConfig) -> str:
+    """How to continue a run stopped by a full disk (or what it keeps when nothing was saved)."""
+    last = cfg.run_dir / "last.ckpt"
+    if not last.is_file():
+        return "no last.ckpt was written yet: once there is room, train it again"
+    step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    return (
+        f"{last} (step {step}) is intact: once there is room, continue it with "
+        f"steelnb train --config {cfg.run_dir / 'config.yaml'} --resume"
+    )
 
 
 class TrainingError(SteelnbError):
