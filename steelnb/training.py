@@ -280,18 +280,27 @@ class RandomStates(Callback):
         self._pending: dict[str, Any] | None = None
 
     @staticmethod
-    def _augmentation(trainer: L.Trainer) -> Any:
+    def _augmentation(trainer: L.Trainer) -> list[Any]:
+        """The training augmentation and every transform in it: albumentations gives each its
+        own generators (seeded alike), so each one's state is kept."""
         loader = trainer.train_dataloader
-        transform = getattr(getattr(loader, "dataset", None), "transform", None)
-        return transform if hasattr(transform, "py_random") else None
+        stack = [getattr(getattr(loader, "dataset", None), "transform", None)]
+        found = []
+        while stack:
+            t = stack.pop(0)
+            if hasattr(t, "py_random") and hasattr(t, "random_generator"):
+                found.append(t)
+            stack.extend(getattr(t, "transforms", None) or [])
+        return found
 
     def state_dict(self) -> dict[str, Any]:
         _, key, pos, has_gauss, gauss = np.random.get_state()  # plain values: weights_only loads them
         numpy = {"key": key.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss}
         state = {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
-        aug = self._augmentation(self._trainer) if getattr(self, "_trainer", None) else None
-        if aug is not None:
-            state["augmentation"] = (aug.py_random.getstate(), aug.random_generator.bit_generator.state)
+        augs = self._augmentation(self._trainer) if getattr(self, "_trainer", None) else []
+        state["augmentation"] = [
+            (t.py_random.getstate(), t.random_generator.bit_generator.state) for t in augs
+        ]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -313,10 +322,11 @@ class RandomStates(Callback):
         state, self._pending = self._pending, None
         if state is None:
             return
-        aug = self._augmentation(trainer)
-        if aug is not None and "augmentation" in state:
-            aug.py_random.setstate(state["augmentation"][0])
-            aug.random_generator.bit_generator.state = state["augmentation"][1]
+        augs, saved = self._augmentation(trainer), state.get("augmentation") or []
+        if len(augs) == len(saved):  # the same augmentation as when it was saved
+            for t, (py, gen) in zip(augs, saved):
+                t.py_random.setstate(py)
+                t.random_generator.bit_generator.state = gen
 
 
 class RunRecorder(Callback):
