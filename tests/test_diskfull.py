@@ -221,3 +221,26 @@ def test_a_real_small_filesystem(tmp_path: Path) -> None:
     assert lines[1].startswith(f"stream: {mnt}/overlay.png: no room to write it: ")
     assert "written when the disk filled" in lines[1] and ".tmp" not in lines[1]
     assert lines[2] == "step 1 ['last.ckpt']"
+
+
+def test_a_book_build_the_disk_stopped_names_the_book_and_what_it_needs(tmp_path: Path, monkeypatch) -> None:
+    """jupyter-book runs in its own process: its "No space left on device" becomes the clear
+    error, and the executed runs and status.json are left as they were."""
+    from steelnb import book
+
+    book_dir = tmp_path / "book"
+    (book_dir / "runs").mkdir(parents=True)
+    (book_dir / "_config.yml").write_text("title: t\n")
+    (book_dir / "runs" / "03_train.ipynb").write_bytes(b"x" * 2**20)
+    (book_dir / "runs" / "status.json").write_text('{"plan": "p", "order": ["03_train"], "runs": {}}')
+    before = _files(book_dir / "runs")
+    log = "Traceback (most recent call last):\nOSError: [Errno 28] No space left on device: '_build/html/x.html'\n"
+    monkeypatch.setattr(book.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 2, log, ""))
+    with pytest.raises(DiskFullError) as err:
+        book.build_book(book_dir)
+    message = str(err.value)
+    index = book_dir.resolve() / "_build" / "html" / "index.html"
+    assert message.startswith(f"{index}: no room to build the book: ")
+    assert "it needs about 22 MB (twice the executed notebooks' 1 MB, and 20 MB for the theme)" in message
+    assert message.endswith("free space there and run steelnb book again")
+    assert {k: v for k, v in _files(book_dir / "runs").items() if k != ".steelnb.lock"} == before
