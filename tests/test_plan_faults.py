@@ -24,7 +24,7 @@ from tinydata import TINY_TRAIN
 from steelnb import pipeline
 
 TESTS = Path(__file__).resolve().parent
-RUN = "resnet18__dice_bce__64x320"
+RUN = "resnet18__dice_bce__32x160"
 KEYS = ("epoch", "train_loss", "val_loss", "val_dice", "val_kaggle")
 ENV = {**os.environ, "PYTHONPATH": str(TESTS.parent), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -79,13 +79,15 @@ def twice(tmp_path_factory: pytest.TempPathFactory) -> FirstOfTwo:
 
 
 def _plan(root: Path, name: str) -> Path:
-    """A one-run plan: 03_train on ResNet-18, 2 epochs, its own book and weights folders."""
+    """A one-run plan: 03_train on ResNet-18 at 32x160, 2 epochs, its own book and weights folders."""
     params = {
         **TINY_TRAIN,
         "encoder": "resnet18",
         "data_dir": str(root / "data"),
         "out_dir": str(root / f"weights-{name}"),
-        "max_images": 24,
+        "height": 32,
+        "width": 160,
+        "max_images": 16,
         "epochs": 2,
     }
     plan = {
