@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from steelnb import fileio, training
+from steelnb import checkpoints, fileio, training
 from steelnb.benchmarks import Measure, write_result
 from steelnb.fileio import DiskFullError, atomic_path, write_csv, write_json, write_text
 from steelnb.submission import mask_rows, write_submission
@@ -26,7 +26,7 @@ from steelnb.submission import mask_rows, write_submission
 
 def _no_room(monkeypatch, free: int = 1000) -> None:
     monkeypatch.setattr(fileio, "free_space", lambda folder: free)
-    monkeypatch.setattr(training, "free_space", lambda folder: free)
+    monkeypatch.setattr(checkpoints, "free_space", lambda folder: free)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -97,12 +97,12 @@ def test_checkpoint_size_estimate_covers_what_torch_writes(tmp_path: Path) -> No
     ckpt = {"state_dict": model.state_dict(), "optimizer_states": [opt.state_dict()], "epoch": 1}
     torch.save(ckpt, tmp_path / "c.ckpt")
     written = (tmp_path / "c.ckpt").stat().st_size
-    estimate = training.checkpoint_size(ckpt)
+    estimate = checkpoints.checkpoint_size(ckpt)
     assert written <= estimate <= written * 1.02 + 2 * 2**20  # enough, and not much more
 
 
 def test_a_checkpoint_that_cannot_fit_is_not_written(tmp_path: Path, monkeypatch) -> None:
-    io, path = training.AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io, path = checkpoints.AtomicCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"global_step": 1, "w": torch.zeros(10)}, path)
     _no_room(monkeypatch, free=2**20)
     with pytest.raises(DiskFullError) as err:
@@ -115,17 +115,17 @@ def test_a_checkpoint_that_cannot_fit_is_not_written(tmp_path: Path, monkeypatch
 def test_torchs_failed_write_on_a_full_disk_becomes_the_clear_error(tmp_path: Path, monkeypatch) -> None:
     """torch.save reports a full disk as a RuntimeError ("unexpected pos ..."): with the room gone
     it is a DiskFullError; with room left it stays what it was (some other fault)."""
-    io, path = training.AtomicCheckpointIO(), tmp_path / "best.ckpt"
+    io, path = checkpoints.AtomicCheckpointIO(), tmp_path / "best.ckpt"
 
     def fails(self, checkpoint, p, storage_options=None):
         Path(p).write_bytes(b"part")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
 
-    monkeypatch.setattr(training.TorchCheckpointIO, "save_checkpoint", fails)
+    monkeypatch.setattr(checkpoints.TorchCheckpointIO, "save_checkpoint", fails)
     with pytest.raises(RuntimeError, match="unexpected pos") as err:
         io.save_checkpoint({"w": torch.zeros(4)}, path)
     assert not isinstance(err.value, DiskFullError)
-    monkeypatch.setattr(training, "free_space", lambda folder: 100)
+    monkeypatch.setattr(checkpoints, "free_space", lambda folder: 100)
     with pytest.raises(DiskFullError, match=f"^{path}: no room to write it"):
         io.save_checkpoint({"w": torch.zeros(4)}, path)
     assert os.listdir(tmp_path) == []
@@ -173,7 +173,7 @@ SMALL_FS = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
     from steelnb.fileio import DiskFullError, atomic_path, write_text
-    from steelnb.training import AtomicCheckpointIO
+    from steelnb.checkpoints import AtomicCheckpointIO
     d = Path(sys.argv[1])
     io = AtomicCheckpointIO()
     io.save_checkpoint({"step": 1, "w": torch.zeros(1000)}, d / "last.ckpt")
