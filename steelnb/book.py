@@ -17,6 +17,8 @@ import yaml
 
 from .benchmarks import bench_markdown
 from .errors import SteelnbError
+from .fileio import DiskFullError, free_space, human_size, write_text
+from .locks import hold
 from .notebook import TITLES
 from .status import read_status
 
@@ -96,12 +98,18 @@ def build_book(book_dir: str | Path = "book") -> Path:
     book_dir = Path(book_dir).resolve()
     if not (book_dir / "_config.yml").is_file():
         raise BookError(f"{book_dir}: no _config.yml; expected the Jupyter Book sources (book/)")
+    with hold(book_dir / "runs", "steelnb book"):  # held already when a plan builds its book
+        return _build(book_dir)
+
+
+def _build(book_dir: Path) -> Path:
     toc = write_toc(book_dir)
     bench = bench_markdown(book_dir.parent / "bench" / "results")
-    (book_dir / "_build" / "bench_results.md").write_text(
-        bench or "No benchmark results yet: run the commands below, then `steelnb book`.\n"
+    write_text(
+        book_dir / "_build" / "bench_results.md",
+        bench or "No benchmark results yet: run the commands below, then `steelnb book`.\n",
     )
-    (book_dir / "_build" / "colab_install.md").write_text(colab_install_markdown())
+    write_text(book_dir / "_build" / "colab_install.md", colab_install_markdown())
     cmd = [
         sys.executable,
         "-c",
@@ -114,12 +122,13 @@ def build_book(book_dir: str | Path = "book") -> Path:
     env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     log = proc.stdout + proc.stderr
-    (book_dir / "_build").mkdir(exist_ok=True)
-    (book_dir / "_build" / "build.log").write_text(log)
+    index = book_dir / "_build" / "html" / "index.html"
+    if "No space left on device" in log or "Disk quota exceeded" in log:
+        raise _no_room(book_dir, index)
+    write_text(book_dir / "_build" / "build.log", log)
     errors = [
         ln for ln in log.splitlines() if "ERROR" in ln or "CRITICAL" in ln or ln.startswith("Traceback")
     ]
-    index = book_dir / "_build" / "html" / "index.html"
     if proc.returncode != 0 or errors or not index.is_file():
         shown = "\n".join(errors[:20]) or log[-2000:]
         raise BookError(
@@ -127,3 +136,17 @@ def build_book(book_dir: str | Path = "book") -> Path:
             f"full log in {book_dir / '_build' / 'build.log'}:\n{shown}"
         )
     return index
+
+
+def _no_room(book_dir: Path, index: Path) -> DiskFullError:
+    """The error of a build the disk stopped: free space and an estimate of what the book needs
+    (its pages embed the executed notebooks' outputs, Sphinx keeps a second copy in its doctrees,
+    the theme's files take a few MB)."""
+    runs = sum(p.stat().st_size for p in (book_dir / "runs").glob("*.ipynb"))
+    needed = 2 * runs + 20 * 2**20
+    return DiskFullError(
+        f"{index}: no room to build the book: {human_size(free_space(index.parent))} free on "
+        f"{book_dir / '_build'}, it needs about {human_size(needed)} (twice the executed notebooks' "
+        f"{human_size(runs)}, and 20 MB for the theme); the executed runs and status.json are intact, "
+        "the pages may be partly from this build: free space there and run steelnb book again"
+    )

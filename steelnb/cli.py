@@ -7,6 +7,7 @@ that ``steelnb --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -270,12 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .interrupts import PlanInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
     except SteelnbError as e:  # bad input: one clear line; anything else is a bug and keeps its traceback
         print(f"steelnb {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except PlanInterrupted as e:  # Ctrl-C or SIGTERM: what was stopped, and exit as the signal says
+        print(f"steelnb {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -302,20 +308,19 @@ def _balance(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .training import fit
+    from .locks import hold
+    from .training import RUN_ADVICE, fit
 
     config = config_from_args(args)
-    run_dir = fit(config, progress_bar=args.progress_bar)
-    print(f"run folder: {run_dir}")
-    if args.evaluate and (config.test_share > 0 or config.folds):
-        from .evaluation import evaluate_run
-        from .stats import format_ci
-
-        t = evaluate_run(run_dir, tta=args.eval_tta, batch_size=config.batch_size, device=config.device)
-        print(
-            f"test split ({t['images']} images): Kaggle metric {format_ci(t['kaggle'], *t['kaggle_ci95'])}, "
-            f"all-empty {t['all_empty_kaggle']:.3f}, gain {format_ci(t['kaggle_gain'], *t['kaggle_gain_ci95'])}"
-        )
+    # the run folder is this command's from training to its scores; a DDP run's other processes
+    # (copies of this command that Lightning or srun starts) leave the lock to rank 0
+    rank0 = all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    lock = hold(config.run_dir, f"steelnb train {config.name}", RUN_ADVICE) if rank0 else None
+    with lock or contextlib.nullcontext():
+        run_dir = fit(config, progress_bar=args.progress_bar)
+        print(f"run folder: {run_dir}")
+        if args.evaluate and (config.test_share > 0 or config.folds):
+            _evaluate(args, config, run_dir)
     return 0
 
 
@@ -323,6 +328,17 @@ def _print(result: dict[str, Any]) -> None:
     for key, value in result.items():
         if value not in ("", None):
             print(f"{key}: {value}")
+
+
+def _evaluate(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> None:
+    from .evaluation import evaluate_run
+    from .stats import format_ci
+
+    t = evaluate_run(run_dir, tta=args.eval_tta, batch_size=config.batch_size, device=config.device)
+    print(
+        f"test split ({t['images']} images): Kaggle metric {format_ci(t['kaggle'], *t['kaggle_ci95'])}, "
+        f"all-empty {t['all_empty_kaggle']:.3f}, gain {format_ci(t['kaggle_gain'], *t['kaggle_gain_ci95'])}"
+    )
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -7,6 +7,11 @@ same in JupyterLab and in batch) into ``book/runs/<notebook>__<slug>.ipynb``. A 
 succeeds leaves ``<slug>.done`` holding the hash of its parameters and notebook; a re-run
 skips it unless ``force``, the hash changed, or a run of an earlier stage ran again. A failed run keeps its executed notebook (with
 the traceback), is marked failed in ``book/runs/status.json``, and the batch goes on.
+One plan at a time writes a book: ``run_plan`` holds ``book/runs``' lock (``steelnb.locks``) from
+its start to the built book, and a second start is refused before it writes anything. Ctrl-C or
+SIGTERM ends the running runs' kernels, marks those runs "interrupted" and raises
+``PlanInterrupted``; the next run of the plan runs them again, with ``resume=True`` where their
+notebook declares ``resume`` (a training run continues from ``last.ckpt``).
 The runs of a ``parallel`` stage go side by side: one worker per GPU with ``--gpus``, or, on a
 CPU, the plan's ``cpu_workers`` processes sharing the cores (each gets cores / workers threads:
 two one-thread trainings do about 1.35x the work of one two-thread training on two cores).
@@ -37,8 +42,10 @@ import yaml
 from .benchmarks import run_benchmarks
 from .book import build_book
 from .errors import SteelnbError
+from .interrupts import PlanInterrupted, install_sigterm, signal_of, sigterm_as_interrupt
+from .locks import hold
 from .notebook import TITLES
-from .status import read_status, write_status
+from .status import update_status
 from .synthetic import ensure_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,6 +310,7 @@ def execute_run(
         run,
         effective=effective_parameters(run, notebooks_dir),
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        run_hash=run_hash(run, notebooks_dir),
     )
     start = time.time()
     try:
@@ -328,7 +336,9 @@ def execute_run(
 
 def _init_worker(queue: Any) -> None:
     """Pin this worker process (and the kernels it starts) to one GPU, or to its share of the
-    CPU cores ("cpu:<threads>": no GPU, that many threads)."""
+    CPU cores ("cpu:<threads>": no GPU, that many threads). SIGTERM (the batch stopping) ends
+    its run as Ctrl-C does: papermill shuts the kernel down."""
+    install_sigterm()
     slot = str(queue.get())
     if slot.startswith("cpu:"):
         threads = slot.split(":", 1)[1]
@@ -337,8 +347,25 @@ def _init_worker(queue: Any) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot
 
 
-def _execute_in_worker(run: Run, notebooks_dir: Path, runs_dir: Path) -> dict[str, Any]:
-    return execute_run(run, notebooks_dir, runs_dir, progress=False)
+def _execute_in_worker(
+    run: Run, notebooks_dir: Path, runs_dir: Path, inject: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return execute_run(run, notebooks_dir, runs_dir, progress=False, inject=inject)
+
+
+def resume_inject(run: Run, notebooks_dir: Path) -> dict[str, Any] | None:
+    """``{"resume": True}`` when the run's notebook declares ``resume`` and the plan does not set it."""
+    if "resume" in run.parameters or "resume" not in _declared(notebooks_dir / f"{run.notebook}.ipynb"):
+        return None
+    return {"resume": True}
+
+
+def _after_interrupt(run: Run, p: Plan, previous: Mapping[str, Any], restart: bool) -> dict[str, Any] | None:
+    """``resume_inject`` for a run an interrupt stopped, with the same parameters and notebook."""
+    rec = previous.get(run.slug) or {}
+    if restart or rec.get("status") != "interrupted" or rec.get("run_hash") != run_hash(run, p.notebooks_dir):
+        return None
+    return resume_inject(run, p.notebooks_dir)
 
 
 def _prepare_data(p: Plan) -> None:
@@ -390,8 +417,18 @@ def _worker_slots(p: Plan, gpus: Sequence[int] | None) -> list[Any]:
     return []
 
 
-def _run_parallel(todo: list[Run], slots: list[Any], p: Plan, runs_dir: Path, finish: Any) -> None:
-    """The runs side by side, one worker process per slot; a worker that dies fails its run only."""
+def _run_parallel(
+    todo: list[Run],
+    slots: list[Any],
+    p: Plan,
+    runs_dir: Path,
+    finish: Any,
+    injects: Mapping[str, Any],
+    started: dict[str, Run],
+) -> None:
+    """The runs side by side, one worker process per slot; a worker that dies fails its run only.
+    On an interrupt the runs that were executing go into ``started``, and every worker gets
+    SIGTERM (its kernel is shut down) before the interrupt goes on."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     for slot in slots:
@@ -399,12 +436,23 @@ def _run_parallel(todo: list[Run], slots: list[Any], p: Plan, runs_dir: Path, fi
     with cf.ProcessPoolExecutor(
         len(slots), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
     ) as pool:
-        futures = {pool.submit(_execute_in_worker, r, p.notebooks_dir, runs_dir): r for r in todo}
-        for fut in cf.as_completed(futures):
-            try:
-                finish(fut.result())
-            except Exception as e:  # a worker died (killed, out of memory): that run failed
-                finish(_record(futures[fut], status="failed", error=f"worker process failed: {e!r}"[:300]))
+        nb = p.notebooks_dir
+        futures = {pool.submit(_execute_in_worker, r, nb, runs_dir, injects.get(r.slug)): r for r in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                try:
+                    finish(fut.result())
+                except Exception as e:  # a worker died (killed, out of memory): that run failed
+                    error = f"worker process failed: {e!r}"[:300]
+                    finish(_record(futures[fut], status="failed", error=error))
+        except KeyboardInterrupt:
+            started.update({r.slug: r for f, r in futures.items() if f.running()})
+            for f in futures:
+                f.cancel()
+            for proc in list(getattr(pool, "_processes", {}).values()):  # no public handle on them
+                if proc.is_alive():
+                    proc.terminate()
+            raise
 
 
 class StageExecutor(Protocol):
@@ -445,53 +493,113 @@ def run_plan(
     With ``executor`` (e.g. ``steelnb.slurm.SlurmExecutor``) each stage's runs and the plan's
     benchmarks run there instead, after ``executor.check`` passed.
     """
-    from tqdm.auto import tqdm
-
     p = load_plan(plan)
     if executor is not None:
         executor.check(p)  # bad requests fail before any file is written or job submitted
-    _prepare_data(p)
     runs_dir = p.book_dir / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    status = read_status(runs_dir)
-    status.update(plan=p.name, order=[r.slug for r in p.runs])
+    advice = "a second plan at the same time needs its own book_dir in its plan file"
+    with hold(runs_dir, f"steelnb run {p.name}", advice), sigterm_as_interrupt():
+        _prepare_data(p)
+        recs = _run_stages(p, runs_dir, force, gpus, executor)
+        return _finish_plan(p, recs, runs_dir, force, build, executor)
+
+
+def _put(runs_dir: Path, rec: dict[str, Any]) -> None:
+    """Record one run in status.json (read-modify-write under its lock)."""
+    update_status(runs_dir, lambda status: status["runs"].__setitem__(rec["slug"], rec))
+
+
+def _run_stages(
+    p: Plan, runs_dir: Path, force: bool, gpus: Sequence[int] | None, executor: StageExecutor | None
+) -> list[dict[str, Any]]:
+    """Every stage of the plan in order; the runs' records in the plan's order."""
+    from tqdm.auto import tqdm
+
+    order = [r.slug for r in p.runs]
+    previous = update_status(runs_dir, lambda status: status.update(plan=p.name, order=order))["runs"]
     records: dict[str, dict[str, Any]] = {}
+    started: dict[str, Run] = {}  # the runs executing now, for an interrupt to mark
     bar = tqdm(total=len(p.runs), desc=f"plan {p.name}", unit="run")
 
     def finish(rec: dict[str, Any]) -> None:
-        records[rec["slug"]] = status["runs"][rec["slug"]] = rec
-        write_status(runs_dir, status)
+        records[rec["slug"]] = rec
+        started.pop(rec["slug"], None)
+        _put(runs_dir, rec)
         bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
         bar.update(1)
 
-    def note(rec: dict[str, Any]) -> None:
-        status["runs"][rec["slug"]] = rec
-        write_status(runs_dir, status)
-
     upstream_ran = False  # a later stage reads what an earlier one wrote: re-run it after a change
     slots = _worker_slots(p, gpus)
-    for stage in p.stages:
-        todo = []
-        for run in stage:
-            if _is_fresh(run, p, runs_dir) and not force and not upstream_ran:
-                finish({**status["runs"].get(run.slug, {}), **_record(run, status="skipped", error="")})
+    try:
+        for stage in p.stages:
+            todo, restart = [], force or upstream_ran
+            for run in stage:
+                if _is_fresh(run, p, runs_dir) and not restart:
+                    finish({**previous.get(run.slug, {}), **_record(run, status="skipped", error="")})
+                else:
+                    todo.append(run)
+            injects = {r.slug: _after_interrupt(r, p, previous, restart) for r in todo}
+            if executor is not None:
+                executor.run_stage(
+                    todo, p, runs_dir, finish, lambda rec: _put(runs_dir, rec), restart=restart
+                )
+            elif slots and todo and all(r.parallel for r in todo):
+                _run_parallel(todo, slots, p, runs_dir, finish, injects, started)
             else:
-                todo.append(run)
-        if executor is not None:
-            try:
-                executor.run_stage(todo, p, runs_dir, finish, note, restart=force or upstream_ran)
-            except BaseException:
-                bar.close()
-                raise
-        elif slots and todo and all(r.parallel for r in todo):
-            _run_parallel(todo, slots, p, runs_dir, finish)
-        else:
-            for run in todo:
-                bar.set_description(f"plan {p.name}: {run.slug}")
-                finish(execute_run(run, p.notebooks_dir, runs_dir, progress=bar.disable is False))
-        upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
-    bar.close()
-    return _finish_plan(p, [records[r.slug] for r in p.runs], runs_dir, force, build, executor)
+                for run in todo:
+                    bar.set_description(f"plan {p.name}: {run.slug}")
+                    started[run.slug] = run
+                    show = bar.disable is False
+                    finish(
+                        execute_run(run, p.notebooks_dir, runs_dir, progress=show, inject=injects[run.slug])
+                    )
+            upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
+    except KeyboardInterrupt as e:
+        raise _interrupted(e, p, runs_dir, started) from None
+    finally:
+        bar.close()
+    return [records[r.slug] for r in p.runs]
+
+
+def _interrupted(
+    e: KeyboardInterrupt, p: Plan, runs_dir: Path, started: Mapping[str, Run]
+) -> PlanInterrupted:
+    """Mark the runs that were executing (here, or as Slurm jobs: "submitted") as interrupted;
+    the error to end the plan with, naming them and what to do."""
+    import signal
+
+    name = signal.Signals(signal_of(e)).name
+    slugs = {r.slug for r in p.runs}
+
+    def mark(status: dict[str, Any]) -> None:
+        for slug, rec in status["runs"].items():
+            if slug in slugs and rec.get("status") == "submitted" and slug not in started:
+                started_run = next(r for r in p.runs if r.slug == slug)
+                status["runs"][slug] = {**rec, **_stopped(started_run, p, name)}
+        for run in started.values():
+            status["runs"][run.slug] = {**status["runs"].get(run.slug, {}), **_stopped(run, p, name)}
+
+    status = update_status(runs_dir, mark)
+    stopped = [
+        s for s in (r.slug for r in p.runs) if status["runs"].get(s, {}).get("status") == "interrupted"
+    ]
+    what = f"run(s) {', '.join(stopped)} marked interrupted" if stopped else "no run was executing"
+    return PlanInterrupted(
+        f"plan {p.name} stopped by {name}: {what} in {runs_dir / 'status.json'}; run the same command "
+        "again to run them again (a training run resumes from its last.ckpt) and the rest of the plan",
+        signal_of(e),
+    )
+
+
+def _stopped(run: Run, p: Plan, signame: str) -> dict[str, Any]:
+    """The fields of an interrupted run's record."""
+    return _record(
+        run,
+        status="interrupted",
+        error=f"stopped by {signame} while it ran; the next run of the plan runs it again",
+        run_hash=run_hash(run, p.notebooks_dir),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
 
 
 def _finish_plan(

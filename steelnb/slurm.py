@@ -61,7 +61,8 @@ from submitit.core.utils import JobPaths, pickle_load
 
 from .errors import SteelnbError
 from .fileio import atomic_path
-from .pipeline import Plan, Run, _declared, _record, effective_parameters, execute_run, run_hash
+from .pipeline import Plan, Run, _record, effective_parameters, execute_run, run_hash
+from .pipeline import resume_inject as _resume_inject
 
 COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "srun")
 # states after which Slurm runs nothing more for the job (anything else: wait)
@@ -171,13 +172,6 @@ def _task_threads() -> str:
     cpus = int(os.environ.get("SLURM_CPUS_ON_NODE", "1"))
     tasks = int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0] or 1)
     return str(max(1, cpus // max(1, tasks)))
-
-
-def _resume_inject(run: Run, notebooks_dir: Path) -> dict[str, Any] | None:
-    """``{"resume": True}`` when the run's notebook declares ``resume`` and the plan does not set it."""
-    if "resume" in run.parameters or "resume" not in _declared(notebooks_dir / f"{run.notebook}.ipynb"):
-        return None
-    return {"resume": True}
 
 
 class SlurmRun(submitit.helpers.Checkpointable):
@@ -479,7 +473,8 @@ class SlurmExecutor:
         rec = previous.get(run.slug, {})
         slurm = rec.get("slurm") or {}
         # "submitted" and not adopted: the job ended without this process seeing it (cancelled on ^C)
-        stopped = rec.get("status") == "submitted" or (
+        # "interrupted": Ctrl-C or SIGTERM stopped the plan, which cancelled the job
+        stopped = rec.get("status") in ("submitted", "interrupted") or (
             rec.get("status") == "failed" and slurm.get("state") not in (None, "COMPLETED")
         )
         same = slurm.get("run_hash") == run_hash(run, p.notebooks_dir)

@@ -3,21 +3,29 @@ and how each ended.
 
 ``{"plan": name, "order": [slug], "runs": {slug: record}}``; a record carries at least
 slug, notebook, stage, title, parameters, status ("done", "skipped", "failed"; "submitted"
-while a Slurm job is queued or running), error; a run sent to Slurm also has a ``slurm`` block. The batch
-runner writes it after every run (atomically); the book's table of contents and the reports read
-it through here.
+while a Slurm job is queued or running; "interrupted" when Ctrl-C or SIGTERM stopped the batch
+while it ran: the next ``steelnb run`` runs it again, resuming where the notebook declares
+``resume``), error; a run sent to Slurm also has a ``slurm`` block. The batch runner changes it
+after every run by read-modify-write under a lock beside it (``update_status``), so two writers
+lose none of each other's records; the book's table of contents and the reports read it through here.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from .errors import SteelnbError
 from .fileio import write_json
 
 STATUS_FILE = "status.json"
+STATUS_LOCK = ".status.json.lock"
+#: how long a change waits for another writer's (each holds the lock for one read and one write)
+LOCK_WAIT_S = 120.0
 
 
 class StatusError(SteelnbError):
@@ -43,6 +51,26 @@ def read_status(runs_dir: str | Path) -> dict[str, Any]:
 def write_status(runs_dir: str | Path, status: dict[str, Any]) -> Path:
     """Write the record atomically (a reader never sees half a file)."""
     return write_json(Path(runs_dir) / STATUS_FILE, status, indent=1)
+
+
+def update_status(runs_dir: str | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read the record, apply ``change`` to it (in place) and write it back, all under the
+    status lock: a writer between this one's read and write cannot be overwritten. Returns the
+    record as written."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(runs_dir / STATUS_LOCK), timeout=LOCK_WAIT_S, thread_local=False)
+    try:
+        with lock:
+            status = read_status(runs_dir)
+            change(status)
+            write_status(runs_dir, status)
+    except Timeout:
+        raise StatusError(
+            f"{runs_dir / STATUS_FILE}: another process held {runs_dir / STATUS_LOCK} for more than "
+            f"{LOCK_WAIT_S:.0f} s; is a steelnb process hanging?"
+        ) from None
+    return status
 
 
 def records(runs_dir: str | Path, notebook: str | None = None, state: str | None = None) -> list[dict]:

@@ -31,8 +31,9 @@ def write_submission(
     """Write (ImageId, EncodedPixels, ClassId) rows to a temporary file, re-read and validate it,
     then rename it into place: an invalid submission never replaces ``path``."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        pd.DataFrame(list(rows), columns=SUBMISSION_COLUMNS).to_csv(tmp, index=False)
+    text = pd.DataFrame(list(rows), columns=SUBMISSION_COLUMNS).to_csv(index=False).encode()
+    with atomic_path(path, size=len(text)) as tmp:  # refused whole when it cannot fit
+        tmp.write_bytes(text)
         try:
             validate_submission(tmp, image_ids)
         except SubmissionError as e:

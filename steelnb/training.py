@@ -5,6 +5,14 @@ Run folder ``config.run_dir`` (weights/<name>/): ``best.ckpt`` (the best epoch b
 ``ckpt_every_n_steps`` optimizer steps), ``config.yaml``, ``metrics.json`` and ``logs/``
 (TensorBoard, CSV). Checkpoints are written atomically by ``AtomicCheckpointIO``. Plateau
 scheduling and early stopping follow ``val_loss``.
+
+One writer per run folder: ``fit`` holds the folder's lock (``steelnb.locks``; rank 0 of a DDP
+run), so a second training into it is refused before it changes anything. A checkpoint that
+cannot fit on the disk is not written (``AtomicCheckpointIO``: its size is estimated from its
+tensors before writing) and stops the run with ``DiskFullError``, the earlier checkpoints intact
+and the message saying how to resume. ``last.ckpt`` carries the random states (``RandomStates``),
+so a run resumed from an epoch's end draws the same batches and augmentations as one that never
+stopped.
 """
 
 from __future__ import annotations
@@ -12,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import subprocess
 import sys
 import time
@@ -27,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from .checkpoints import AtomicCheckpointIO, RandomStates
 from .config import ConfigError, TrainConfig
 from .errors import SteelnbError
-from .fileio import atomic_path, write_json
+from .fileio import DiskFullError, write_json
+from .locks import hold
 from .losses import loss_from_config
 from .metrics import SegmentationMetrics
 from .models import build_model, split_logits
@@ -221,18 +229,6 @@ def set_drop_path(encoder: torch.nn.Module, rate: float, name: str = "encoder") 
         encoder._drop_connect_rate = float(rate)
     elif rate > 0:
         raise ConfigError(f"drop_path_rate={rate}: encoder {name} has no stochastic depth to set")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic: each checkpoint goes to a temporary file beside
-    its target and is renamed onto it once written (``fileio.atomic_path``), so a process killed
-    or failing mid-write leaves the previous checkpoint whole. Lightning calls it on rank 0 only."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
-    ) -> None:
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, str(tmp), storage_options)
 
 
 class RunRecorder(Callback):
@@ -493,8 +489,7 @@ def fit(
     """
     cfg, run_dir = config, config.run_dir
     last = run_dir / "last.ckpt"
-    ckpt_path = str(last) if cfg.resume and last.is_file() else None
-    with quiet():
+    with quiet(), contextlib.ExitStack() as stack:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         if resolve_accelerator(cfg.device) == "gpu":
             torch.set_float32_matmul_precision("high")
@@ -503,20 +498,43 @@ def fit(
 
             datamodule = SteelDataModule(cfg)
         recorder = RunRecorder(cfg, _data_block(cfg, datamodule))
-        cbs = [recorder, *_checkpoints(cfg, run_dir, ckpt_every_n_steps), *callbacks]
+        cbs = [recorder, RandomStates(), *_checkpoints(cfg, run_dir, ckpt_every_n_steps), *callbacks]
         if cfg.early_stopping_patience > 0:
             cbs.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience))
         trainer = _trainer(cfg, run_dir, cbs, progress_bar)
         if trainer.is_global_zero:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(hold(run_dir, f"training run {cfg.name}", RUN_ADVICE))
+        ckpt_path = str(last) if cfg.resume and last.is_file() else None  # read under the lock
+        if trainer.is_global_zero:
             if ckpt_path is None:  # a fresh run replaces what an earlier run of this name left
                 for name in ("best.ckpt", "last.ckpt", "metrics.json", "postprocess.yaml"):
                     (run_dir / name).unlink(missing_ok=True)
             cfg.to_yaml(run_dir / "config.yaml")
-        trainer.fit(SegmentationModule(cfg), datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(
+                SegmentationModule(cfg), datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
+            )
+        except DiskFullError as e:
+            raise DiskFullError(f"{e}. Training {cfg.name} stopped; {_resume_advice(cfg)}") from None
         if trainer.is_global_zero:
             recorder.write(trainer)
     return run_dir
+
+
+#: what a user refused by a run folder's lock can do besides waiting
+RUN_ADVICE = "to train beside it, give this run another name (run_name) or out_dir"
+
+
+def _resume_advice(cfg: TrainConfig) -> str:
+    """How to continue a run stopped by a full disk (or what it keeps when nothing was saved)."""
+    last = cfg.run_dir / "last.ckpt"
+    if not last.is_file():
+        return "no last.ckpt was written yet: once there is room, train it again"
+    step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    return (
+        f"{last} (step {step}) is intact: once there is room, continue it with "
+        f"steelnb train --config {cfg.run_dir / 'config.yaml'} --resume"
+    )
 
 
 class TrainingError(SteelnbError):
