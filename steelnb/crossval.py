@@ -7,7 +7,7 @@ validation) and trains on the other K-2 folds, so its test images never select a
 runs' test scores (``test_scores.csv``) cover every image exactly once: the out-of-fold scores,
 summarised as one held-out split is (``evaluation.summarize``: the Kaggle metric, predicting
 nothing, the paired gain, each with its 95% bootstrap interval over images), per class over the
-images that hold the class, and paired between two starts (ImageNet against scratch) on the
+images that hold the class (``comparison.per_class_table``), and paired between two starts (ImageNet against scratch) on the
 same images.
 
 Folds files are written beside the runs (the data folder may be read-only), one per run, as
@@ -112,9 +112,9 @@ def out_of_fold(run_dirs: Sequence[str | Path], images: Sequence[str] | None = N
     return joined
 
 
-def _dice(scores: pd.DataFrame, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    counts = counts_of(scores, image_ids=ids)
-    return dice_of(counts), (counts[..., 0] + counts[..., 2]) == 0
+def _dice(scores: pd.DataFrame, ids: list[str]) -> np.ndarray:
+    """Dice (N, C) of the images ``ids`` in that order."""
+    return dice_of(counts_of(scores, image_ids=ids))
 
 
 def oof_table(oof: Mapping[str, pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -147,7 +147,7 @@ def paired_starts(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: in
     ids = sorted(a["ImageId"].unique())
     if ids != sorted(b["ImageId"].unique()):
         raise CrossValError("the two starts were judged on different images; not a paired comparison")
-    return stats.paired_bootstrap(_dice(a, ids)[0], _dice(b, ids)[0], n_boot=n_boot, seed=seed)
+    return stats.paired_bootstrap(_dice(a, ids), _dice(b, ids), n_boot=n_boot, seed=seed)
 
 
 def choose_start(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[str, Mapping[str, Any]]:
