@@ -79,6 +79,18 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument(
         "--old-format", action="store_true", help="write train.csv in the old ImageId_ClassId format"
     )
+    p.add_argument(
+        "--class-mix",
+        choices=["kaggle", "study"],
+        default="kaggle",
+        help="masks per class: the Kaggle set's shares, or equal ones as the study subset draws them",
+    )
+    p.add_argument(
+        "--sealed",
+        type=int,
+        default=0,
+        help="of the train images, this many from their own stream (sealed_test.csv)",
+    )
 
     p = sub.add_parser("balance", help="class-balanced subset of a label file (the reference's sampling)")
     p.add_argument("labels", type=Path)
@@ -288,7 +300,13 @@ def _synth(args: argparse.Namespace) -> int:
     from .synthetic import generate
 
     out = generate(
-        args.out, n_images=args.images, n_test=args.test_images, seed=args.seed, old_format=args.old_format
+        args.out,
+        n_images=args.images,
+        n_test=args.test_images,
+        seed=args.seed,
+        old_format=args.old_format,
+        class_mix=args.class_mix,
+        sealed=args.sealed,
     )
     print(f"wrote synthetic data set to {out}")
     return 0

@@ -46,7 +46,7 @@ from .interrupts import PlanInterrupted, install_sigterm, signal_of, sigterm_as_
 from .locks import hold
 from .notebook import TITLES
 from .status import update_status
-from .synthetic import ensure_data
+from .synthetic import DEFAULT_SET, ensure_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -376,12 +376,15 @@ def _prepare_data(p: Plan) -> None:
     if p.synthetic is None and not (p.data_dir / "train.csv").is_file():
         ensure_data(p.data_dir)  # raises with the Kaggle download command
         return
-    syn = dict(p.synthetic or {})
+    syn = {**DEFAULT_SET, **(p.synthetic or {})}
     ensure_data(
         p.data_dir,
-        n_images=int(syn.get("n_images", 512)),
-        seed=int(syn.get("seed", 0)),
-        n_test=syn.get("n_test", 16),
+        n_images=int(syn["n_images"]),
+        seed=int(syn["seed"]),
+        n_test=syn["n_test"],
+        class_mix=str(syn["class_mix"]),
+        sealed=int(syn["sealed"]),
+        refresh=True,
     )
 
 

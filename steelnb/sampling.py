@@ -166,6 +166,21 @@ def assign_folds(
     return pd.DataFrame({"ImageId": frame["ImageId"], "fold": fold})
 
 
+def sealed_folds(table: pd.DataFrame, sealed: list[str], n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Folds whose test split is the given ``sealed`` images: DataFrame[ImageId, fold] by ImageId.
+
+    The images of ``table`` listed in ``sealed`` (a generated set's own test stream) get
+    ``TEST_FOLD``; the others are dealt to K folds by ``assign_folds`` (stratified, no test share).
+    """
+    _require(table, ["ImageId", "classes"], "sealed_folds table")
+    is_sealed = table["ImageId"].astype(str).isin(set(sealed))
+    if not is_sealed.any():
+        raise SamplingError("sealed_folds: none of the sealed test images is in the table")
+    dev = assign_folds(table[~is_sealed], n_folds=n_folds, seed=seed)
+    test = pd.DataFrame({"ImageId": table.loc[is_sealed, "ImageId"].astype(str), "fold": TEST_FOLD})
+    return pd.concat([dev, test]).sort_values("ImageId", kind="stable").reset_index(drop=True)
+
+
 def split_ids(folds: pd.DataFrame, fold: int = 0) -> dict[str, list[str]]:
     """Folds (ImageId, fold) -> {"train": ids, "val": ids of fold ``fold``, "test": ids of TEST_FOLD}."""
     _require(folds, ["ImageId", "fold"], "split_ids folds")

@@ -7,10 +7,19 @@ defect-free; per-class mask shares, median areas and shapes follow the real data
 bright vertical strips, class 3 dark elongated bands with diagonal scratches (heavy-tailed
 area, often full height), class 4 large dark mottled blobs. Each mask is exactly the drawn
 shape, minus pixels already taken by another class, so no pixel carries two classes.
+
+``class_mix="study"`` draws the defective images' classes in equal shares instead, as the study
+subset (``sampling.study_subset``, about 250 images of each class and the Kaggle share of clean
+images) draws them from the Kaggle set: the smoke's set, so that the rare classes 1, 2 and 4 have
+enough images to be learned, tuned and judged. ``sealed`` of the labelled images come from a
+generator stream of their own and are listed in ``sealed_test.csv``: 02 makes them the test split,
+and nothing that chooses a setting (a probe, a benchmark) ever sees an image drawn like them
+before the report does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -39,6 +48,12 @@ DARK_MARGIN_SHARE = 0.3  # images with a dark area beyond the edge of the sheet
 JPEG_QUALITY = 90
 #: File that marks a folder as a synthetic data set (its generation parameters), for provenance.
 MARKER = "synthetic.json"
+#: The sealed test images' ids (ImageId), when a set has them: 02 puts exactly these in the test split.
+SEALED = "sealed_test.csv"
+#: Class shares of the defective images' masks: the Kaggle set's, or the study subset's (equal).
+CLASS_MIXES = {"kaggle": MASK_SHARE, "study": {c: 0.25 for c in MASK_SHARE}}
+#: Entropy mixed into the seed of the sealed stream, so it shares no draw with the development images.
+SEALED_STREAM = 0x5EA1ED
 
 
 class SyntheticError(SteelnbError):
@@ -189,12 +204,15 @@ def render(rng: np.random.Generator, classes: list[int]) -> tuple[np.ndarray, di
     return np.clip(img, 0, 255).astype(np.uint8), masks
 
 
-def _allocate(rng: np.random.Generator, n_images: int) -> list[list[int]]:
-    """Classes per image: ~53% defective, ~6% of those with two classes, mask shares as real."""
+def _allocate(
+    rng: np.random.Generator, n_images: int, shares: dict[int, float] = MASK_SHARE
+) -> list[list[int]]:
+    """Classes per image: ~53% defective, ~6% of those with two classes, masks per class at ``shares``
+    (the real ones by default)."""
     n_defect = int(round(n_images * DEFECT_SHARE))
     n_two = int(round(n_defect * TWO_CLASS_SHARE))
     total = n_defect + n_two
-    exact = np.array([MASK_SHARE[c] for c in CLASS_IDS]) * total
+    exact = np.array([shares[c] for c in CLASS_IDS]) * total
     counts = np.floor(exact).astype(int)
     counts[np.argsort(counts - exact)[: total - counts.sum()]] += 1  # largest remainders
     pool = list(rng.permutation(np.repeat(CLASS_IDS, counts)))
@@ -254,32 +272,52 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 
 def generate(
-    out: str | Path, n_images: int = 200, n_test: int | None = None, seed: int = 0, old_format: bool = False
+    out: str | Path,
+    n_images: int = 200,
+    n_test: int | None = None,
+    seed: int = 0,
+    old_format: bool = False,
+    class_mix: str = "kaggle",
+    sealed: int = 0,
 ) -> Path:
     """Write a synthetic data set in the Kaggle layout into ``out`` and return ``out``.
 
-    ``n_test`` defaults to ``n_images // 4``. The same seed gives the same bytes. The set is
-    built in a temporary folder beside ``out`` and renamed into place when complete; an
-    earlier data set in ``out`` is replaced, any other non-empty folder is left alone (error).
+    ``n_images`` labelled images (train.csv), ``sealed`` of them from their own generator stream
+    (listed in ``sealed_test.csv``; 0: none), and ``n_test`` unlabelled test images (default
+    ``n_images // 4``). ``class_mix``: "kaggle" (the real mask shares) or "study" (equal shares,
+    as the study subset draws them). The same arguments give the same bytes. The set is built
+    in a temporary folder beside ``out`` and renamed into place when complete; an earlier data
+    set in ``out`` is replaced, any other non-empty folder is left alone (error).
     """
-    if n_images < 0 or (n_test is not None and n_test < 0):
-        raise SyntheticError(f"n_images={n_images}, n_test={n_test}: expected counts >= 0")
+    if n_images < 0 or (n_test is not None and n_test < 0) or not 0 <= sealed <= n_images:
+        raise SyntheticError(
+            f"n_images={n_images}, n_test={n_test}, sealed={sealed}: expected counts >= 0, sealed <= n_images"
+        )
+    if class_mix not in CLASS_MIXES:
+        raise SyntheticError(f"class_mix={class_mix!r}: expected one of {sorted(CLASS_MIXES)}")
+    shares = CLASS_MIXES[class_mix]
     n_test = n_images // 4 if n_test is None else n_test
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    n_dev = n_images - sealed
     seeds = np.random.SeedSequence(seed).spawn(n_images + n_test + 1)
     rng = np.random.default_rng(seeds[-1])
     ids = _image_ids(rng, n_images + n_test)
     train_ids, test_ids = ids[:n_images], sorted(ids[n_images:])
-    per_image = _allocate(rng, n_images)
+    per_image = _allocate(rng, n_dev, shares)
+    # the sealed images: their own stream (classes and pixels), so no draw of the development set's
+    # generator, whatever its seed, reproduces one of them
+    sealed_seeds = np.random.SeedSequence([seed, SEALED_STREAM]).spawn(sealed + 1)
+    per_image += _allocate(np.random.default_rng(sealed_seeds[-1]), sealed, shares)
+    image_seeds = seeds[:n_dev] + sealed_seeds[:sealed]
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp."))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the data set is an ordinary folder
         (tmp / "train_images").mkdir()
         (tmp / "test_images").mkdir()
         rows = []
-        for i, (image_id, classes) in enumerate(zip(train_ids, per_image)):
-            img, masks = render(np.random.default_rng(seeds[i]), classes)
+        for image_id, classes, s in zip(train_ids, per_image, image_seeds):
+            img, masks = render(np.random.default_rng(s), classes)
             _write_jpeg(tmp / "train_images" / image_id, img)
             rows += [(image_id, c, rle.encode(m)) for c, m in masks.items()]
         for j, image_id in enumerate(test_ids):
@@ -288,19 +326,12 @@ def generate(
             _write_jpeg(tmp / "test_images" / image_id, render(r, classes)[0])
         submission = pd.DataFrame({"ImageId": test_ids, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0})
         write_csv(tmp / "sample_submission.csv", submission)
+        if sealed:
+            write_csv(tmp / SEALED, pd.DataFrame({"ImageId": sorted(train_ids[n_dev:])}))
         labels = (
             pd.DataFrame(rows, columns=COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
         )
-        write_json(
-            tmp / MARKER,
-            {
-                "generator": "steelnb.synthetic",
-                "n_images": n_images,
-                "n_test": n_test,
-                "seed": seed,
-                "format": "old" if old_format else "new",
-            },
-        )
+        write_json(tmp / MARKER, _marker(n_images, n_test, seed, old_format, class_mix, sealed))
         # train.csv last: a folder holding it was written completely
         write_labels(
             labels,
@@ -315,18 +346,65 @@ def generate(
     return out
 
 
-def ensure_data(data_dir: str | Path, n_images: int = 512, seed: int = 0, n_test: int | None = 16) -> Path:
+def _marker(n_images: int, n_test: int, seed: int, old_format: bool, class_mix: str, sealed: int) -> dict:
+    """The generation parameters written to ``MARKER`` (the defaults' keys as before, for provenance)."""
+    marker = {
+        "generator": "steelnb.synthetic",
+        "n_images": n_images,
+        "n_test": n_test,
+        "seed": seed,
+        "format": "old" if old_format else "new",
+    }
+    if class_mix != "kaggle" or sealed:
+        marker |= {"class_mix": class_mix, "sealed": sealed}
+    return marker
+
+
+def sealed_ids(data_dir: str | Path) -> list[str] | None:
+    """The ids of a set's sealed test images (``sealed_test.csv``), or None when it has none."""
+    path = Path(data_dir) / SEALED
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "ImageId" not in frame.columns:
+        raise SyntheticError(f"{path}: no ImageId column; found {list(frame.columns)}")
+    return frame["ImageId"].str.strip().tolist()
+
+
+#: The embedded data set every notebook, the main command and the tests default to: 512 labelled
+#: images in the study's class mix, the 256 of the test split sealed, and 16 unlabelled test images.
+DEFAULT_SET = {"n_images": 512, "n_test": 16, "seed": 0, "class_mix": "study", "sealed": 256}
+
+
+def ensure_data(
+    data_dir: str | Path,
+    n_images: int = DEFAULT_SET["n_images"],
+    seed: int = DEFAULT_SET["seed"],
+    n_test: int | None = DEFAULT_SET["n_test"],
+    class_mix: str = DEFAULT_SET["class_mix"],
+    sealed: int = DEFAULT_SET["sealed"],
+    refresh: bool = False,
+) -> Path:
     """Return ``data_dir``; generate the synthetic set there when it has no ``train.csv``.
 
-    Only folders whose name contains ``synthetic`` are generated; another missing folder
+    ``refresh``: also when the set there is a generated one with other parameters (a plan that
+    declares its data set, run over a set from an earlier steelnb or another plan). A folder
+    without the generator's marker (the Kaggle data) is never replaced. Only folders whose name contains ``synthetic`` are generated; another missing folder
     raises with the command that downloads the Kaggle data.
     """
     data_dir = Path(data_dir)
+    n_test = n_images // 4 if n_test is None else n_test
+    wanted = _marker(n_images, n_test, seed, False, class_mix, sealed)
     if (data_dir / "train.csv").is_file():
-        return data_dir
-    if "synthetic" not in data_dir.name and "smoke" not in data_dir.name:
+        marker = data_dir / MARKER
+        if not refresh or not marker.is_file() or json.loads(marker.read_text()) == wanted:
+            return data_dir  # the Kaggle data, or a generated set kept as it is
+        print(f"{data_dir}: generated with other parameters than {wanted}; generating it again")
+    elif "synthetic" not in data_dir.name and "smoke" not in data_dir.name:
         raise MissingDataError(
             f"{data_dir}: no train.csv. Get the Kaggle data with `kaggle competitions download "
             f"-c severstal-steel-defect-detection` and unzip it into {data_dir}"
         )
-    return Path(generate(data_dir, n_images=n_images, n_test=n_test, seed=seed))
+    return Path(
+        generate(data_dir, n_images=n_images, n_test=n_test, seed=seed, class_mix=class_mix, sealed=sealed)
+    )

@@ -216,3 +216,21 @@ def test_missing_columns_raise() -> None:
         assign_folds(pd.DataFrame({"ImageId": ["a.jpg"]}))
     with pytest.raises(lb.LabelError, match="EncodedPixels"):
         balanced_subset(pd.DataFrame({"ImageId": ["a.jpg"], "ClassId": [1]}))
+
+
+def test_sealed_folds_make_exactly_the_sealed_images_the_test_split() -> None:
+    from steelnb.sampling import TEST_FOLD, sealed_folds
+
+    table = pd.DataFrame(
+        {"ImageId": [f"{i:03d}.jpg" for i in range(40)], "classes": ["", "1", "3", "2 4"] * 10}
+    )
+    sealed = [f"{i:03d}.jpg" for i in range(0, 40, 3)] + ["not-in-table.jpg"]
+    folds = sealed_folds(table, sealed, n_folds=4, seed=1)
+    assert list(folds["ImageId"]) == sorted(table["ImageId"])
+    test = set(folds.loc[folds["fold"] == TEST_FOLD, "ImageId"])
+    assert test == set(sealed) & set(table["ImageId"])
+    dev = folds[folds["fold"] != TEST_FOLD]
+    assert sorted(dev["fold"].unique()) == [0, 1, 2, 3]
+    assert dev["fold"].value_counts().max() - dev["fold"].value_counts().min() <= 1
+    with pytest.raises(ValueError, match="none of the sealed"):
+        sealed_folds(table, ["x.jpg"])

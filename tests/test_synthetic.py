@@ -152,6 +152,8 @@ def test_cli_synth(tmp_path, capsys) -> None:
     assert len(list_images(tmp_path / "cli" / "train_images")) == 8
     assert len(list_images(tmp_path / "cli" / "test_images")) == 2
     assert "wrote synthetic data set" in capsys.readouterr().out
+    assert main(["synth", str(tmp_path / "s"), "--images", "8", "--class-mix", "study", "--sealed", "3"]) == 0
+    assert len(pd.read_csv(tmp_path / "s" / "sealed_test.csv")) == 3
 
 
 def test_mask_areas_span_the_real_range(shared_data) -> None:
@@ -173,3 +175,58 @@ def test_test_images_carry_two_classes_at_the_train_share() -> None:
     assert abs(len(defective) / len(draws) - DEFECT_SHARE) < 0.015
     assert abs(len(two) / len(defective) - TWO_CLASS_SHARE) < 0.01
     assert all(d[0] != d[1] for d in two) and max(len(d) for d in draws) == 2
+
+
+def test_study_mix_and_sealed_stream(tmp_path) -> None:
+    """The study mix gives each class its quarter of the masks; the sealed images come from their own
+    stream: the same pixels and masks whatever the development images, listed in sealed_test.csv."""
+    from steelnb.synthetic import sealed_ids
+
+    a = generate(tmp_path / "a", n_images=60, n_test=0, seed=3, class_mix="study", sealed=24)
+    b = generate(tmp_path / "b", n_images=90, n_test=0, seed=3, class_mix="study", sealed=24)
+    counts = lb.read_labels(a / "train.csv")["ClassId"].value_counts()
+    assert counts.max() - counts.min() <= 1 + 1  # equal shares, two-class images drawn at random
+    ids_a, ids_b = sealed_ids(a), sealed_ids(b)
+    assert len(ids_a) == len(ids_b) == 24 and set(ids_a) <= set(list_images(a / "train_images"))
+
+    def sealed_content(root: Path, ids: list[str]) -> list[tuple[bytes, tuple]]:
+        tidy = lb.read_labels(root / "train.csv").set_index("ImageId")
+        out = []
+        for i in ids:
+            masks = tidy.loc[[i]] if i in tidy.index else tidy.iloc[:0]
+            out.append(((root / "train_images" / i).read_bytes(), tuple(masks["EncodedPixels"])))
+        return out
+
+    # the ids are drawn with the development ids; the content is the stream's
+    by_stream_a = sorted(sealed_content(a, ids_a))
+    by_stream_b = sorted(sealed_content(b, ids_b))
+    assert by_stream_a == by_stream_b
+    dev_a = sorted(set(list_images(a / "train_images")) - set(ids_a))
+    assert not {(a / "train_images" / i).read_bytes() for i in dev_a} & {c for c, _ in by_stream_a}
+    assert json.loads((a / "synthetic.json").read_text())["sealed"] == 24
+    assert sealed_ids(generate(tmp_path / "c", n_images=8, n_test=0)) is None  # the default: none sealed
+    with pytest.raises(ValueError, match="class_mix"):
+        generate(tmp_path / "d", n_images=8, class_mix="even")
+    with pytest.raises(ValueError, match="sealed"):
+        generate(tmp_path / "d", n_images=8, sealed=9)
+
+
+def test_ensure_data_refresh_regenerates_only_a_stale_generated_set(tmp_path) -> None:
+    from steelnb.synthetic import ensure_data
+
+    out = tmp_path / "synthetic"
+    generate(out, n_images=8, n_test=0, seed=0)  # an earlier steelnb's set, other parameters
+    kept = ensure_data(out, n_images=12, n_test=0, sealed=4)  # a notebook: keeps what is there
+    assert len(list_images(kept / "train_images")) == 8
+    ensure_data(out, n_images=12, n_test=0, sealed=4, refresh=True)  # a plan: its own set
+    assert len(list_images(out / "train_images")) == 12 and len(
+        json.loads((out / "synthetic.json").read_text())
+    )
+    before = (out / "train.csv").stat().st_mtime_ns
+    ensure_data(out, n_images=12, n_test=0, sealed=4, refresh=True)  # the same parameters: untouched
+    assert (out / "train.csv").stat().st_mtime_ns == before
+    kaggle = tmp_path / "kaggle_synthetic"
+    kaggle.mkdir()
+    (kaggle / "train.csv").write_text("ImageId,ClassId,EncodedPixels\n")  # no marker: never replaced
+    ensure_data(kaggle, n_images=12, refresh=True)
+    assert (kaggle / "train.csv").read_text() == "ImageId,ClassId,EncodedPixels\n"
