@@ -585,7 +585,8 @@ def compare_variants(
     post-processed, go to ``<run_dir>/evaluation/worst.csv`` (``worst_images``), so that showing
     them needs no second prediction of the whole split (``predict_run.overlay_images``).
     Returns (table: one row per (tta, postprocess) with the test block's numbers and the
-    all-empty row; paired: each variant against the first one, raw, with its paired interval).
+    all-empty row; paired: each variant against the first one, raw, with its paired interval, its
+    Holm p over the variants and ``stats.verdict``'s words).
     """
     cfg, data = _run_data(run_dir)
     dice: dict[tuple[str, str], np.ndarray] = {}
@@ -620,19 +621,20 @@ def compare_variants(
     }
     table = pd.concat([table, pd.DataFrame([base])], ignore_index=True)
     first = next(iter(dice))
-    paired = []
-    for variant, d in dice.items():
-        if variant == first:
-            continue
-        g = stats.paired_bootstrap(d, dice[first], n_boot=n_boot, seed=cfg.seed)
-        paired.append(
-            {
-                "variant": f"{variant[0]} TTA, {variant[1]}",
-                "against": f"{first[0]} TTA, {first[1]}",
-                "Kaggle difference [95% CI]": stats.format_ci(g["diff"], g["low"], g["high"]),
-                "real": "real" if g["real"] else "not separable from noise",
-            }
-        )
+    others = [v for v in dice if v != first]
+    diffs = stats.adjust(
+        [stats.paired_bootstrap(dice[v], dice[first], n_boot=n_boot, seed=cfg.seed) for v in others]
+    )
+    paired = [
+        {
+            "variant": f"{variant[0]} TTA, {variant[1]}",
+            "against": f"{first[0]} TTA, {first[1]}",
+            "Kaggle difference [95% CI]": stats.format_ci(g["diff"], g["low"], g["high"]),
+            "Holm p": g["p_holm"],
+            "verdict": stats.verdict(g),
+        }
+        for variant, g in zip(others, diffs)
+    ]
     return table, pd.DataFrame(paired)
 
 

@@ -15,6 +15,8 @@ image). The bootstrap always resamples whole images with replacement, because im
   per arm is ``paired_bootstrap`` exactly, and the result says it is single-seed.
 - ``bootstrap_p`` / ``holm``: a two-sided bootstrap p-value of a difference from its replicates,
   and the Holm adjustment of a table's family of them (statsmodels' ``multipletests``).
+- ``adjust`` / ``verdict``: a table's family of differences Holm-adjusted, and the words that say
+  what was computed ("gain: excludes 0 after Holm adjustment over 7 comparisons; single seed").
 - ``defect_values`` / ``defect_mean``: Dice restricted to pairs whose truth is not empty.
 
 Why not ``scipy.stats.bootstrap``: it resamples one observation axis (jointly across samples with
@@ -27,12 +29,15 @@ interval here is scipy's ``method="percentile"``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .errors import SteelnbError
 
+#: The family-wise level of the Holm-adjusted verdicts (``verdict``).
+ALPHA = 0.05
 _CHUNK_ELEMENTS = 4_000_000  # bounds memory of the (n_boot, N) index matrix
 
 
@@ -290,3 +295,26 @@ def defect_mean(dice: Any, truth_empty: Any) -> float:
     v = defect_values(dice, truth_empty)
     ok = ~np.isnan(v)
     return float(v[ok].mean()) if ok.any() else float("nan")
+
+
+def adjust(diffs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A table's family of differences (``stats`` results with "p"), each with "p_holm" (Holm over
+    the family, ``holm``) and "family" (its size) added, for ``verdict``."""
+    p_holm = holm([d["p"] for d in diffs])
+    return [dict(d, p_holm=float(p), family=len(diffs)) for d, p in zip(diffs, p_holm)]
+
+
+def verdict(diff: Mapping[str, Any]) -> str:
+    """What was computed, in words: whether the difference's p-value, Holm-adjusted over its
+    family when ``adjust`` added one, lies below ``ALPHA``, and on how many seeds it rests, e.g.
+    "gain: excludes 0 after Holm adjustment over 7 comparisons; single seed". Without a family
+    (one comparison) the unadjusted 95% interval decides."""
+    k = int(diff.get("family", 1))
+    if k > 1:
+        excludes = diff["p_holm"] < ALPHA
+        how = f"after Holm adjustment over {k} comparisons"
+    else:
+        excludes = bool(diff["low"] > 0 or diff["high"] < 0)
+        how = "(one comparison, unadjusted)"
+    words = (f"{'gain' if diff['diff'] > 0 else 'loss'}: excludes 0 " if excludes else "includes 0 ") + how
+    return words + ("; single seed" if diff.get("single_seed", True) else "")

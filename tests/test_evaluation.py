@@ -120,8 +120,11 @@ def test_run_records_data_code_and_test(
     calls = []
     real = evaluation._tuned_scores
     monkeypatch.setattr(evaluation, "_tuned_scores", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    table, _ = evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
+    table, paired = evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
     assert calls == ["h"]
+    # the three variants against the first are one family: Holm-adjusted, one training run
+    assert len(paired) == 3 and (paired["Holm p"].between(0, 1)).all()
+    assert paired["verdict"].str.endswith("after Holm adjustment over 3 comparisons; single seed").all()
     # the worst test images of the last TTA (the run's own evaluation here), for 05's overlays
     worst = pd.read_csv(run / "evaluation" / "worst.csv", dtype={"ImageId": str})
     ids = sorted(scores["ImageId"].unique())
