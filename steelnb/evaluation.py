@@ -47,6 +47,7 @@ from .errors import SteelnbError
 from .fileio import write_csv, write_json
 from .inference import InferenceError, check_classes, four_classes, load
 from .labels import encodings_by_image, image_masks
+from .sampling import sealed
 
 SCORES_FILE = "test_scores.csv"
 COUNT_COLUMNS = ["tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"]
@@ -332,6 +333,51 @@ def _tuned_scores(
         run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device, progress
     )
     return params, scores
+
+
+def judge_on_validation(
+    run_dir: str | Path,
+    tta: str = "none",
+    tune_size: tuple[int, int] = (128, 800),
+    batch_size: int = 8,
+    device: str = "auto",
+    n_boot: int = 2000,
+    who: str = "a probe",
+) -> dict[str, Any]:
+    """How a run does on its validation images only, for probes and bench tools (which must never
+    read the sealed test split: ``sampling.sealed`` checks the ids): post-processing tuned on the
+    validation images as ``evaluate_run`` tunes it, then those images scored with it.
+
+    Tuned and scored on the same images, the number is optimistic (an upper bound of what tuning
+    reaches there), and it is what chooses the best run (``val_tuned_kaggle``), so a probe and the
+    study's choice read alike. Returns ``summarize``'s block of the validation images (interval,
+    all-empty baseline, paired gain) with split "validation"; writes nothing.
+    """
+    cfg, data = _run_data(run_dir)
+    ids = sealed(data.val_ids, data.test_ids, who)
+    labels_csv = cfg.resolve(cfg.labels)
+    params = tune(
+        run_dir,
+        images=data.images_dir,
+        labels=labels_csv,
+        image_ids=ids,
+        tta=tta,
+        size=tune_size,
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+        save=False,
+    )
+    scores = score_images(run_dir, data.images_dir, labels_csv, ids, params, tta, batch_size, device)
+    block = summarize(counts_of(scores, image_ids=sorted(ids)), n_boot=n_boot, seed=cfg.seed)
+    block.update(
+        split="validation",
+        tta=tta,
+        postprocess="tuned on these validation images (optimistic)",
+        val_tuned_kaggle=params.score,
+        tune_size=list(tune_size),
+    )
+    return block
 
 
 def _stored_scores(
