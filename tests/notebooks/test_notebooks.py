@@ -264,3 +264,55 @@ def test_train_over_two_processes_from_the_notebook(batch: dict, tmp_path: Path)
     assert metrics["world_size"] == 2 and metrics["epochs_run"] == 1
     assert metrics["test"]["split"] == "test"  # evaluated in the kernel after the child's training
     assert (run / "launch.yaml").is_file()
+
+
+def test_results_compare_arms_over_their_seeds(tmp_path: Path) -> None:
+    """06 on scored runs with no training behind them: two arms of three seeds (<arm>__seed<N>)
+    and one single run. The pairs table rests on 3 vs 3 seeds and is Holm-adjusted; the single run
+    is labelled single seed; the summary names validation's choice, not the best test score."""
+    import papermill as pm
+    from scored import scored_run
+
+    weights = tmp_path / "weights"
+    data = {"kind": "synthetic", "n_test": 12, "clean_test": 6}
+    for arm, found, val in (("good", (0.9, 0.85, 0.8), 0.70), ("poor", (0.2, 0.25, 0.3), 0.60)):
+        for seed, f in enumerate(found):
+            folder = weights / f"{arm}__seed{seed}"
+            m = scored_run(folder, f)
+            extra = {
+                "data": data,
+                "seed": seed,
+                "best": {"kaggle": 0.5},
+                "test": {**m["test"], "val_tuned_kaggle": val + seed / 100},
+            }
+            (folder / "metrics.json").write_text(json.dumps({"run": folder.name, **extra}))
+    lone = scored_run(weights / "lone", 0.95)  # the best test score, but validation prefers good
+    (weights / "lone" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "run": "lone",
+                "data": data,
+                "best": {"kaggle": 0.9},
+                "test": {**lone["test"], "val_tuned_kaggle": 0.5},
+            }
+        )
+    )
+    out = tmp_path / "06.ipynb"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "06_results.ipynb"),
+        str(out),
+        parameters={
+            "weights_dir": str(weights),
+            "runs_dir": str(tmp_path / "runs"),
+            "pairs": [["good", "poor", "good against poor"], ["lone", "poor", "lone against poor"]],
+        },
+        cwd=str(REPO / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    text = " ".join(re.sub(r"<[^>]+>", " ", outputs(out)[0]).split())
+    assert "7 run(s): 7 compared here" in text
+    assert "3 vs 3 seeds" in text and "gain: excludes 0 after Holm adjustment over 2 comparisons" in text
+    assert "Holm p adjusted over the 3 comparisons" in text  # three arms against predicting nothing
+    assert "single seed" in text and "3 seeds" in text
+    assert "Validation chose **good__seed2**" in outputs(out)[0] and "lone**" not in outputs(out)[0]
