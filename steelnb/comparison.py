@@ -43,7 +43,7 @@ SEED_SUFFIX = re.compile(r"__seed(\d+)$")
 
 
 #: a table's family and its verdict words live with the bootstrap (evaluation uses them too)
-adjust, verdict, ALPHA = stats.adjust, stats.verdict, stats.ALPHA
+adjust, verdict, family_text, ALPHA = stats.adjust, stats.verdict, stats.family_text, stats.ALPHA
 
 
 class ComparisonError(SteelnbError):

@@ -304,17 +304,19 @@ def adjust(diffs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [dict(d, p_holm=float(p), family=len(diffs)) for d, p in zip(diffs, p_holm)]
 
 
+def family_text(k: int) -> str:
+    """How a family of ``k`` comparisons was adjusted, in words ("after Holm adjustment over 7
+    comparisons"; one comparison: "(one comparison, unadjusted)")."""
+    return f"after Holm adjustment over {k} comparisons" if k > 1 else "(one comparison, unadjusted)"
+
+
 def verdict(diff: Mapping[str, Any]) -> str:
     """What was computed, in words: whether the difference's p-value, Holm-adjusted over its
     family when ``adjust`` added one, lies below ``ALPHA``, and on how many seeds it rests, e.g.
     "gain: excludes 0 after Holm adjustment over 7 comparisons; single seed". Without a family
     (one comparison) the unadjusted 95% interval decides."""
     k = int(diff.get("family", 1))
-    if k > 1:
-        excludes = diff["p_holm"] < ALPHA
-        how = f"after Holm adjustment over {k} comparisons"
-    else:
-        excludes = bool(diff["low"] > 0 or diff["high"] < 0)
-        how = "(one comparison, unadjusted)"
+    excludes = diff["p_holm"] < ALPHA if k > 1 else bool(diff["low"] > 0 or diff["high"] < 0)
+    how = family_text(k)
     words = (f"{'gain' if diff['diff'] > 0 else 'loss'}: excludes 0 " if excludes else "includes 0 ") + how
     return words + ("; single seed" if diff.get("single_seed", True) else "")

@@ -186,6 +186,13 @@ def test_train_writes_metrics_and_shows_curves(batch: dict) -> None:
 def test_loss_ablation_compares_both_losses(batch: dict) -> None:
     text, pngs = _done(batch, "04_loss_ablation")
     assert "resnet50__dice_bce__64x320" in text and "resnet50__tversky__64x320" in text and pngs >= 2
+    # the loss family is Holm-adjusted, one seed says so, and each per-class view names its split
+    assert "after Holm adjustment over 1 comparisons" not in text  # one comparison is not a family
+    assert "(one comparison, unadjusted); single seed" in text
+    assert (
+        "validation split, best epoch, raw" in text
+        and "test split, post-processed, per class and run" in text
+    )
 
 
 def test_evaluate_tunes_and_writes_submission(batch: dict) -> None:
@@ -204,9 +211,9 @@ def test_results_has_a_row_per_run(batch: dict) -> None:
     assert "2 run(s): 2 compared here, 0 left out, 0 failed" in text
     for loss in ("dice_bce", "tversky"):
         assert (
-            f"resnet50__{loss}__64x320 resnet50 {loss} 64x320 synthetic" in text
-        )  # run, encoder, loss, size, data
-    assert "each run minus the all-empty prediction" in text
+            f"resnet50__{loss}__64x320 0 resnet50 {loss} 64x320 synthetic" in text
+        )  # run, seed, encoder, loss, size, data
+    assert "each arm minus the all-empty prediction" in text and "Validation chose" in text
     # synthetic runs: the reference's Severstal numbers are not set beside them
     assert "not Severstal numbers" in text and "0.513" not in text  # (outputs only; the caveat is markdown)
 
@@ -313,6 +320,8 @@ def test_results_compare_arms_over_their_seeds(tmp_path: Path) -> None:
     text = " ".join(re.sub(r"<[^>]+>", " ", outputs(out)[0]).split())
     assert "7 run(s): 7 compared here" in text
     assert "3 vs 3 seeds" in text and "gain: excludes 0 after Holm adjustment over 2 comparisons" in text
-    assert "Holm p adjusted over the 3 comparisons" in text  # three arms against predicting nothing
+    assert "Holm p and verdict: after Holm adjustment over 3 comparisons" in text  # 3 arms against nothing
+    # the per-class test table shows every seed of the chosen arm and of each pair's first arm
+    assert all(f"good__seed{s} 1" in text for s in range(3)) and "lone 1" in text
     assert "single seed" in text and "3 seeds" in text
     assert "Validation chose **good__seed2**" in outputs(out)[0] and "lone**" not in outputs(out)[0]
