@@ -1,8 +1,9 @@
 """What post-processing and TTA gain on a small trained model: the evaluation table, end to end.
 
 Trains a small UNet on a synthetic set (CPU, a few minutes), tunes post-processing on its
-validation fold, then evaluates on a second synthetic set generated with another seed (images
-used neither to train nor to tune): Dice, IoU and the Kaggle metric per class, raw and
+validation fold, then evaluates on a second synthetic set generated here with another seed (images
+used neither to train nor to tune, and not the study's sealed test split, which it never reads;
+it chooses no setting, only reports): Dice, IoU and the Kaggle metric per class, raw and
 post-processed, without and with TTA, beside the all-empty prediction's score.
 
     python bench/eval_synthetic.py                       # resnet18, 64x320, 96 images, 10 epochs

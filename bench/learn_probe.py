@@ -1,6 +1,8 @@
 """What a training setting buys on the embedded study: one run of the smoke plan's recipe with
 some settings changed, trained on one CPU thread as the smoke plan's workers are, then judged on
-the held-out test split exactly as 03_train judges it (post-processing tuned on validation).
+its validation images only (``evaluation.judge_on_validation``: post-processing tuned there, as
+03_train tunes it, and those images scored). A probe chooses settings, so it never reads the
+sealed test split, which only reports (``sampling.sealed`` refuses it; tests/test_sealed.py).
 
     python bench/learn_probe.py                                  # the smoke recipe, EfficientNet-B3
     python bench/learn_probe.py encoder=resnet50 head_prior=0    # ... without the head prior
@@ -9,9 +11,11 @@ the held-out test split exactly as 03_train judges it (post-processing tuned on 
 Needs the smoke plan's data and split (``steelnb run smoke`` writes them; so does running
 02_class_balance). Settings are TrainConfig fields as KEY=VALUE (JSON values: lists, numbers);
 the rest come from ``plans/smoke.yaml``. Prints one line and appends it as JSON to
-``bench/results/learning.jsonl``: training seconds, the test Kaggle metric, its all-empty baseline,
+``bench/results/learning.jsonl``: training seconds, the validation Kaggle metric (post-processing
+tuned on those images: optimistic, and what chooses the study's best run), its all-empty baseline,
 the paired 95% interval of the gain and the defect Dice. One seed per line: a single run, not a
-distribution; read differences smaller than the intervals as noise.
+distribution; read differences smaller than the intervals as noise. Lines before 2026-12-02 have
+no "split" key: they were judged on the test split (bench/learning.md marks them).
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def judge(run: Path, tta: str, tune_size: tuple[int, int], batch_size: int) -> dict:
+    """The probe's verdict on a trained run: its validation images only (never the test split)."""
+    from steelnb import evaluation
+
+    return evaluation.judge_on_validation(
+        run, tta=tta, tune_size=tune_size, batch_size=batch_size, device="cpu", who="bench/learn_probe.py"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("settings", nargs="*", help="KEY=VALUE TrainConfig fields (over the smoke plan's)")
@@ -40,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     torch.set_num_threads(args.threads)
-    from steelnb import evaluation, report, training
+    from steelnb import report, training
     from steelnb.config import TrainConfig
 
     plan = yaml.safe_load((ROOT / "plans" / "smoke.yaml").read_text())
@@ -75,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     run = training.fit(cfg, progress_bar=False)
     train_s = time.time() - start
-    test = evaluation.evaluate_run(
-        run, tta=tta, tune_size=(cfg.height, cfg.width), batch_size=cfg.batch_size, device="cpu"
-    )
+    val = judge(run, tta, (cfg.height, cfg.width), cfg.batch_size)
     metrics = report.read_metrics(run)[0]
     row = {
         "settings": changed,
@@ -86,17 +97,18 @@ def main(argv: list[str] | None = None) -> int:
         "tta": tta,
         "train_s": round(train_s, 1),
         "epochs": metrics["epochs_run"],
-        "test_images": test["images"],
-        "kaggle": round(test["kaggle"], 4),
-        "all_empty": round(test["all_empty_kaggle"], 4),
-        "gain_ci95": [round(v, 4) for v in test["kaggle_gain_ci95"]],
-        "gain_real": test["gain_real"],
-        "defect_dice": None if test["defect_dice"] is None else round(test["defect_dice"], 4),
+        "split": "validation",
+        "val_images": val["images"],
+        "kaggle": round(val["kaggle"], 4),
+        "all_empty": round(val["all_empty_kaggle"], 4),
+        "gain_ci95": [round(v, 4) for v in val["kaggle_gain_ci95"]],
+        "gain_excludes_0": val["gain_real"],
+        "defect_dice": None if val["defect_dice"] is None else round(val["defect_dice"], 4),
     }
     print(
-        f"{cfg.encoder} {cfg.loss} {changed or '(smoke recipe)'}: train {train_s:.0f} s, test Kaggle "
+        f"{cfg.encoder} {cfg.loss} {changed or '(smoke recipe)'}: train {train_s:.0f} s, validation Kaggle "
         f"{row['kaggle']:.3f} (all-empty {row['all_empty']:.3f}), gain [{row['gain_ci95'][0]:+.3f}, "
-        f"{row['gain_ci95'][1]:+.3f}] {'real' if row['gain_real'] else 'not separable from zero'}, "
+        f"{row['gain_ci95'][1]:+.3f}] {'excludes 0' if row['gain_excludes_0'] else 'includes 0'} (one seed), "
         f"defect Dice {row['defect_dice']}"
     )
     out = Path(args.out)

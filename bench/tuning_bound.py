@@ -1,11 +1,13 @@
-"""How far post-processing could lift each run: tuned on the test images themselves.
+"""How far post-processing could lift each run, on validation: tuned on the images it scores.
 
 For every run folder under ``weights_dir`` (each evaluated by 03_train), post-processing is tuned
-on its held-out test images, with the TTA and tuning size its evaluation used, and the score it
-reaches there is printed beside the study's own (tuned on validation, scored on test) and what
-predicting nothing scores. No tuning on validation can pass that bound, so a run whose bound is
-close to predicting nothing falls short in its model, not in its tuning. A probe, not a result:
-tuning on the test images is what the study never does.
+on its validation images, with the TTA and tuning size its evaluation used, and scored on those
+same images (``evaluation.judge_on_validation``): no tuning can pass that number on those images,
+so a run whose bound is close to predicting nothing there falls short in its model, not in its
+tuning. It is printed beside the raw validation metric (threshold 0.5, the best epoch's) and what
+predicting nothing scores on validation. A tool that informs choices, so it never reads the sealed
+test split (``sampling.sealed`` refuses it; tests/test_sealed.py). Before 2026-12-02 this tool tuned on
+the test images (bench/learning.md marks the rows it gave).
 
     cd notebooks && python ../bench/tuning_bound.py ../weights/smoke      (after steelnb run smoke)
 
@@ -24,30 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights_dir", type=Path, help="folder of evaluated run folders")
     args = parser.parse_args(argv)
     from steelnb import evaluation, report
-    from steelnb.config import TrainConfig
-    from steelnb.dataset import SteelDataModule
 
     evaluated = [m for m in report.read_metrics(args.weights_dir) if "test" in m]
     if not evaluated:
-        print(f"{args.weights_dir}: no run folder with a test-split evaluation", file=sys.stderr)
+        print(f"{args.weights_dir}: no run folder with an evaluation", file=sys.stderr)
         return 1
-    print("run | all-empty | tuned on validation (test) | tuned on test (bound)")
+    print("run | validation all-empty | validation raw (0.5) | tuned on validation, scored there (bound)")
     for m in evaluated:
-        run, test = Path(m["_path"]), m["test"]
-        cfg = TrainConfig.from_yaml(run / "config.yaml")
-        dm = SteelDataModule(cfg)
-        bound = evaluation.tune(
-            run,
-            images=dm.images_dir,
-            labels=cfg.resolve(cfg.labels),
-            image_ids=dm.test_ids,
-            tta=test["tta"],
-            size=tuple(test["tune_size"]),
-            save=False,
-            progress=False,
+        run, done = Path(m["_path"]), m["test"]
+        bound = evaluation.judge_on_validation(
+            run, tta=done["tta"], tune_size=tuple(done["tune_size"]), who="bench/tuning_bound.py"
         )
+        raw = (m.get("best") or {}).get("kaggle")
         print(
-            f"{run.name} | {test['all_empty_kaggle']:.3f} | {test['kaggle']:.3f} | {bound.score:.3f}",
+            f"{run.name} | {bound['all_empty_kaggle']:.3f} | "
+            f"{'–' if raw is None else f'{raw:.3f}'} | {bound['kaggle']:.3f}",
             flush=True,
         )
     return 0

@@ -1,12 +1,27 @@
 """Test-split tables and paired comparisons of runs, for the ablation, evaluation and results pages.
 
 A number is shown with its split, the all-empty baseline and its 95% bootstrap interval; a
-difference between two runs is the paired bootstrap of their per-image scores on the same test
-images (``test_scores.csv``), and it is called real only when its interval excludes zero.
+difference between two arms is the bootstrap of their per-image scores on the same test images
+(``test_scores.csv``).
+
+- **An arm** is a configuration trained with one or more seeds: its runs are the folders whose
+  name is the arm's name with a ``__seed<N>`` suffix (``arm_of``; a run without the suffix is an
+  arm of its own). Plans vary the seed by writing that suffix (``plans/seeds.yaml``); the name is
+  the identity because it is what a plan controls and a reader sees (the config minus ``seed``
+  would also merge runs that differ only in a path). A difference of two arms is
+  ``stats.seed_bootstrap`` over their seeds and the shared test images; with one seed per arm it
+  is the paired image bootstrap, and the table says "single seed".
+- **A table is a family**: its comparisons' bootstrap p-values are Holm-adjusted together
+  (``adjust``), and the verdict says what was computed ("excludes 0 after Holm adjustment over 7
+  comparisons"), never "real".
+- **Best is chosen on validation**: ``choose_run`` takes the post-processed validation Kaggle
+  metric (``val_tuned_kaggle``, stored in each run's test block by ``evaluation.evaluate_run``),
+  averaged over an arm's seeds; the test split then only reports on that choice.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +38,12 @@ from .provenance import split_fingerprint
 
 #: What makes two runs comparable: the same data, test split and mask size.
 COMPARABLE = ("data", "test split", "mask size")
+#: The suffix that names a run's training seed within its arm (``arm_of``).
+SEED_SUFFIX = re.compile(r"__seed(\d+)$")
+
+
+#: a table's family and its verdict words live with the bootstrap (evaluation uses them too)
+adjust, verdict, family_text, ALPHA = stats.adjust, stats.verdict, stats.family_text, stats.ALPHA
 
 
 class ComparisonError(SteelnbError):
@@ -46,6 +67,8 @@ def test_row(m: Mapping[str, Any]) -> dict[str, Any]:
     t, d = m.get("test") or {}, m.get("data") or {}
     return {
         "run": m.get("run"),
+        "arm": arm_of(m),
+        "seed": m.get("seed"),
         "encoder": m.get("encoder"),
         "loss": m.get("loss"),
         "mask size": f"{m.get('height')}x{m.get('width')}",
@@ -67,6 +90,7 @@ def test_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "IoU [95% CI]": ci_text(t, "iou"),
         "epochs": m.get("epochs_run"),
         "best epoch": m.get("best_epoch"),
+        "validation Kaggle (tuned)": validation_score(m),
         "starts from": start_of(m),
         "_path": m.get("_path"),
     }
@@ -176,11 +200,37 @@ def find_run(
     raise ComparisonError(f"{prefix}run {name!r} not found under {where}; runs: {', '.join(names)}")
 
 
+def validation_score(m: Mapping[str, Any]) -> float | None:
+    """The post-processed validation Kaggle metric of a run (``test.val_tuned_kaggle``: the score
+    its post-processing was tuned to on validation), which chooses the best run; None when the
+    run was not evaluated. Not the raw threshold-0.5 ``best.kaggle``: the reported numbers are
+    post-processed, so the choice is too."""
+    value = (m.get("test") or {}).get("val_tuned_kaggle")
+    return None if value is None else float(value)
+
+
+def arm_of(m: Mapping[str, Any] | str) -> str:
+    """The arm of a run (its metrics, or its folder name): the name without a ``__seed<N>`` suffix."""
+    name = m if isinstance(m, str) else str(m.get("run") or Path(str(m.get("_path", ""))).name)
+    return SEED_SUFFIX.sub("", name)
+
+
+def group_arms(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs by arm (``arm_of``), arms in the order of their first run, each arm's runs by seed."""
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for m in runs:
+        arms.setdefault(arm_of(m), []).append(dict(m))
+    return {
+        a: sorted(ms, key=lambda m: (m.get("seed") is None, m.get("seed") or 0)) for a, ms in arms.items()
+    }
+
+
 def choose_run(
     runs: Sequence[Mapping[str, Any]], name: str = "", where: str | Path = "weights"
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The run to evaluate: the one named ``name`` (its folder name), else the comparable run with
-    the best validation Kaggle metric (a selection on validation, never on test).
+    """The run to evaluate: the one named ``name`` (its folder name), else, among the comparable
+    runs, the arm with the best mean post-processed validation Kaggle metric (``validation_score``)
+    over its seeds and of it the seed that scores best there (a selection on validation, never on test).
 
     Returns (its metrics, the runs left out with the reason). Raises ``ComparisonError`` naming
     ``where`` and the runs when there is none, when ``name`` is not among them, or when the run
@@ -198,11 +248,17 @@ def choose_run(
     kept = [m for m in kept if (m.get("best") or {}).get("kaggle") is not None]
     if named:
         return dict(named[0]), left_out
-    if not kept:
+    scored = [m for m in kept if validation_score(m) is not None]
+    for m in kept:
+        if validation_score(m) is None:
+            left_out.loc[len(left_out)] = [m.get("run"), "no post-processed validation score (evaluate it)"]
+    if not scored:
         raise ComparisonError(
             f"no evaluated run with a best epoch under {where}; left out:\n{left_out.to_string(index=False)}"
         )
-    return dict(max(kept, key=lambda m: m["best"]["kaggle"])), left_out
+    arms = group_arms(scored)
+    best_arm = max(arms.values(), key=lambda ms: float(np.mean([validation_score(m) for m in ms])))
+    return dict(max(best_arm, key=validation_score)), left_out
 
 
 def per_image(m: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -217,46 +273,96 @@ def per_image(m: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
     return ids, dice_of(counts), (counts[..., 0] + counts[..., 2]) == 0
 
 
+def arm_scores(arm: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(test image ids, Dice (S, N, C), truth empty (N, C)) of an arm's S seeds, which must have
+    been scored on the same test images."""
+    ids, first, truth_empty = per_image(arm[0])
+    dice = [first]
+    for m in arm[1:]:
+        ids_m, d, _ = per_image(m)
+        if ids_m != ids:
+            raise ComparisonError(
+                f"{arm[0]['_path']} and {m['_path']}: seeds of one arm scored on different test images "
+                f"({len(ids)} and {len(ids_m)})"
+            )
+        dice.append(d)
+    return ids, np.stack(dice), truth_empty
+
+
+def paired_arms(
+    a: Sequence[Mapping[str, Any]],
+    b: Sequence[Mapping[str, Any]] | None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Arm ``a`` (its seeds' runs) minus arm ``b`` (None: the all-empty prediction) on the test
+    images they share: {"kaggle": difference of the Kaggle metric, "defect": of the Dice on the
+    pairs whose truth is not empty (None against the all-empty prediction, which scores 0 there),
+    "images": N, "seeds": [S_a, S_b]}; each difference as ``stats.seed_bootstrap`` gives it
+    (its "p" is what ``adjust`` adjusts)."""
+    ids, da, truth_empty = arm_scores(a)
+    if b is None:
+        db = truth_empty.astype(float)[None]
+    else:
+        ids_b, db, _ = arm_scores(b)
+        if ids != ids_b:
+            raise ComparisonError(
+                f"{a[0]['_path']} and {b[0]['_path']}: scored on different test images "
+                f"({len(ids)} and {len(ids_b)}); not a paired comparison"
+            )
+    kaggle = stats.seed_bootstrap(da, db, n_boot=n_boot, seed=seed, fixed_b=b is None)
+    defect = (
+        None
+        if b is None
+        else stats.seed_bootstrap(
+            *(np.stack([stats.defect_values(d, truth_empty) for d in arm]) for arm in (da, db)),
+            n_boot=n_boot,
+            seed=seed,
+            pooled=True,
+        )
+    )
+    return {"kaggle": kaggle, "defect": defect, "images": len(ids), "seeds": kaggle["seeds"]}
+
+
 def paired(
     a: Mapping[str, Any],
     b: Mapping[str, Any] | None,
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Paired bootstrap of run ``a`` minus run ``b`` (None: the all-empty prediction) on the test
-    images they share: {"kaggle": difference of the Kaggle metric, "defect": of the Dice on the
-    pairs whose truth is not empty (None against the all-empty prediction, which scores 0 there),
-    "images": N}; each difference as ``stats.paired_bootstrap`` gives it."""
-    ids, da, truth_empty = per_image(a)
-    if b is None:
-        db = truth_empty.astype(float)
-    else:
-        ids_b, db, _ = per_image(b)
-        if ids != ids_b:
-            raise ComparisonError(
-                f"{a['_path']} and {b['_path']}: scored on different test images "
-                f"({len(ids)} and {len(ids_b)}); not a paired comparison"
+    """Run ``a`` minus run ``b`` (None: the all-empty prediction): ``paired_arms`` of one seed each,
+    the paired image bootstrap (``stats.paired_bootstrap``)."""
+    return paired_arms([a], None if b is None else [b], n_boot=n_boot, seed=seed)
+
+
+def seeds_text(diff: Mapping[str, Any], against_rule: bool = False) -> str:
+    """How many training seeds a difference rests on: "3 vs 3 seeds", "3 seeds", "single seed"."""
+    sa, sb = diff.get("seeds", [1, 1])
+    if diff.get("single_seed", True):
+        return "single seed"
+    return f"{sa} seeds" if against_rule else f"{sa} vs {sb} seeds"
+
+
+def _diff_columns(prefix: str, diffs: Sequence[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """The interval, Holm p and verdict columns of one family of differences (None: "–")."""
+    fam = adjust([d for d in diffs if d is not None])
+    it = iter(fam)
+    out = []
+    for d in diffs:
+        if d is None:
+            out.append(
+                {f"{prefix} difference [95% CI]": "–", f"{prefix}: Holm p": np.nan, f"{prefix}: verdict": "–"}
             )
-    kaggle = stats.paired_bootstrap(da, db, n_boot=n_boot, seed=seed)
-    defect = (
-        None
-        if b is None
-        else stats.paired_bootstrap(
-            stats.defect_values(da, truth_empty),
-            stats.defect_values(db, truth_empty),
-            n_boot=n_boot,
-            seed=seed,
-            pooled=True,
+            continue
+        d = next(it)
+        out.append(
+            {
+                f"{prefix} difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"]),
+                f"{prefix}: Holm p": d["p_holm"],
+                f"{prefix}: verdict": verdict(d),
+            }
         )
-    )
-    return {"kaggle": kaggle, "defect": defect, "images": len(ids)}
-
-
-def verdict(diff: Mapping[str, Any]) -> str:
-    """ "real gain" / "real loss" when the paired interval lies above / below zero, else noise."""
-    if diff["low"] > 0:
-        return "real gain"
-    return "real loss" if diff["high"] < 0 else "not separable from noise"
+    return out
 
 
 def paired_table(
@@ -265,27 +371,34 @@ def paired_table(
     label: str = "run",
     n_boot: int = 2000,
 ) -> pd.DataFrame:
-    """Each run against ``against`` (a run, or None for the all-empty prediction): the Kaggle-metric
-    and defect-Dice differences with their paired 95% intervals, and whether each is real."""
-    rows = []
-    for m in runs:
-        if against is not None and m.get("_path") == against.get("_path"):
+    """Each arm of ``runs`` (``group_arms``) against the arm of ``against`` (a run: all the seeds of
+    its arm among ``runs``; None: the all-empty prediction): the Kaggle-metric and defect-Dice
+    differences with their 95% intervals over seeds and images (``paired_arms``), each column's
+    family Holm-adjusted (``adjust``) and its verdict. ``label``: the run field shown (the arm's
+    name for "run")."""
+    arms = group_arms(runs)
+    base = None
+    if against is not None:
+        base = arms.get(arm_of(against)) or [dict(against)]
+    rows, kaggle, defect = [], [], []
+    for name, arm in arms.items():
+        if base is not None and name == arm_of(base[0]):
             continue
-        diff = paired(m, against, n_boot=n_boot)
-        k, d = diff["kaggle"], diff["defect"]
+        diff = paired_arms(arm, base, n_boot=n_boot)
+        kaggle.append(diff["kaggle"])
+        defect.append(diff["defect"])
         rows.append(
             {
-                label: m.get(label),
-                "against": "all-empty" if against is None else against.get(label),
-                "Kaggle difference [95% CI]": stats.format_ci(k["diff"], k["low"], k["high"]),
-                "Kaggle: real?": verdict(k),
-                "defect Dice difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"])
-                if d
-                else "–",
-                "defect Dice: real?": verdict(d) if d else "–",
+                label: name if label == "run" else arm[0].get(label),
+                "against": "all-empty"
+                if base is None
+                else (arm_of(base[0]) if label == "run" else base[0].get(label)),
+                "training seeds": seeds_text(diff["kaggle"], against_rule=base is None),
                 "test images": diff["images"],
             }
         )
+    for row, k, d in zip(rows, _diff_columns("Kaggle", kaggle), _diff_columns("defect Dice", defect)):
+        row.update(k | d)
     return pd.DataFrame(rows)
 
 
@@ -334,28 +447,26 @@ def per_class_table(scored: Mapping[str, pd.DataFrame], n_boot: int = 2000, seed
 def pairs_table(
     runs: Sequence[Mapping[str, Any]], pairs: Sequence[Sequence[str]], n_boot: int = 2000
 ) -> pd.DataFrame:
-    """Named pairs of runs ``[a, b, label]`` (run folder names), each ``a`` minus ``b`` on the test
-    images they share (``paired``): the Kaggle-metric and defect-Dice differences with their
-    paired 95% intervals and verdicts. A pair whose runs are not both among ``runs`` gets a row
-    that says so. Each pair is one training seed of each arm: the interval covers images only."""
-    by_name = {m.get("run"): m for m in runs}
-    rows = []
+    """Named pairs of arms ``[a, b, label]`` (arm names, ``arm_of``: a run folder name, or one
+    without its ``__seed<N>`` suffix), each ``a`` minus ``b`` over their seeds and the test images
+    they share (``paired_arms``): the Kaggle-metric and defect-Dice differences with their 95%
+    intervals, Holm-adjusted over the pairs compared, and verdicts; the seeds each rests on. A pair
+    whose arms are not both among ``runs`` gets a row that says so."""
+    arms = group_arms(runs)
+    rows, kaggle, defect, compared = [], [], [], []
     for a, b, label in pairs:
-        row: dict[str, Any] = {"comparison": label, "run": a, "against": b}
-        if a not in by_name or b not in by_name:
-            missing = ", ".join(n for n in (a, b) if n not in by_name)
-            rows.append(row | {"Kaggle difference [95% CI]": f"not compared: {missing} not among the runs"})
+        row: dict[str, Any] = {"comparison": label, "run": arm_of(a), "against": arm_of(b)}
+        missing = [n for n in (a, b) if arm_of(n) not in arms]
+        if missing:
+            rows.append(
+                row | {"Kaggle difference [95% CI]": f"not compared: {', '.join(missing)} not among the runs"}
+            )
             continue
-        diff = paired(by_name[a], by_name[b], n_boot=n_boot)
-        k, d = diff["kaggle"], diff["defect"]
-        rows.append(
-            row
-            | {
-                "Kaggle difference [95% CI]": stats.format_ci(k["diff"], k["low"], k["high"]),
-                "Kaggle: verdict": verdict(k),
-                "defect Dice difference [95% CI]": stats.format_ci(d["diff"], d["low"], d["high"]),
-                "test images": diff["images"],
-                "training seeds": "one per arm",
-            }
-        )
+        diff = paired_arms(arms[arm_of(a)], arms[arm_of(b)], n_boot=n_boot)
+        kaggle.append(diff["kaggle"])
+        defect.append(diff["defect"])
+        compared.append(len(rows))
+        rows.append(row | {"training seeds": seeds_text(diff["kaggle"]), "test images": diff["images"]})
+    for i, k, d in zip(compared, _diff_columns("Kaggle", kaggle), _diff_columns("defect Dice", defect)):
+        rows[i].update(k | d)
     return pd.DataFrame(rows)

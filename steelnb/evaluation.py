@@ -47,6 +47,7 @@ from .errors import SteelnbError
 from .fileio import write_csv, write_json
 from .inference import InferenceError, check_classes, four_classes, load
 from .labels import encodings_by_image, image_masks
+from .sampling import sealed
 
 SCORES_FILE = "test_scores.csv"
 COUNT_COLUMNS = ["tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"]
@@ -334,6 +335,51 @@ def _tuned_scores(
     return params, scores
 
 
+def judge_on_validation(
+    run_dir: str | Path,
+    tta: str = "none",
+    tune_size: tuple[int, int] = (128, 800),
+    batch_size: int = 8,
+    device: str = "auto",
+    n_boot: int = 2000,
+    who: str = "a probe",
+) -> dict[str, Any]:
+    """How a run does on its validation images only, for probes and bench tools (which must never
+    read the sealed test split: ``sampling.sealed`` checks the ids): post-processing tuned on the
+    validation images as ``evaluate_run`` tunes it, then those images scored with it.
+
+    Tuned and scored on the same images, the number is optimistic (an upper bound of what tuning
+    reaches there), and it is what chooses the best run (``val_tuned_kaggle``), so a probe and the
+    study's choice read alike. Returns ``summarize``'s block of the validation images (interval,
+    all-empty baseline, paired gain) with split "validation"; writes nothing.
+    """
+    cfg, data = _run_data(run_dir)
+    ids = sealed(data.val_ids, data.test_ids, who)
+    labels_csv = cfg.resolve(cfg.labels)
+    params = tune(
+        run_dir,
+        images=data.images_dir,
+        labels=labels_csv,
+        image_ids=ids,
+        tta=tta,
+        size=tune_size,
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+        save=False,
+    )
+    scores = score_images(run_dir, data.images_dir, labels_csv, ids, params, tta, batch_size, device)
+    block = summarize(counts_of(scores, image_ids=sorted(ids)), n_boot=n_boot, seed=cfg.seed)
+    block.update(
+        split="validation",
+        tta=tta,
+        postprocess="tuned on these validation images (optimistic)",
+        val_tuned_kaggle=params.score,
+        tune_size=list(tune_size),
+    )
+    return block
+
+
 def _stored_scores(
     run_dir: str | Path,
     data: Any,
@@ -585,7 +631,8 @@ def compare_variants(
     post-processed, go to ``<run_dir>/evaluation/worst.csv`` (``worst_images``), so that showing
     them needs no second prediction of the whole split (``predict_run.overlay_images``).
     Returns (table: one row per (tta, postprocess) with the test block's numbers and the
-    all-empty row; paired: each variant against the first one, raw, with its paired interval).
+    all-empty row; paired: each variant against the first one, raw, with its paired interval, its
+    Holm p over the variants and ``stats.verdict``'s words).
     """
     cfg, data = _run_data(run_dir)
     dice: dict[tuple[str, str], np.ndarray] = {}
@@ -620,46 +667,110 @@ def compare_variants(
     }
     table = pd.concat([table, pd.DataFrame([base])], ignore_index=True)
     first = next(iter(dice))
-    paired = []
-    for variant, d in dice.items():
-        if variant == first:
-            continue
-        g = stats.paired_bootstrap(d, dice[first], n_boot=n_boot, seed=cfg.seed)
-        paired.append(
-            {
-                "variant": f"{variant[0]} TTA, {variant[1]}",
-                "against": f"{first[0]} TTA, {first[1]}",
-                "Kaggle difference [95% CI]": stats.format_ci(g["diff"], g["low"], g["high"]),
-                "real": "real" if g["real"] else "not separable from noise",
-            }
-        )
+    others = [v for v in dice if v != first]
+    diffs = stats.adjust(
+        [stats.paired_bootstrap(dice[v], dice[first], n_boot=n_boot, seed=cfg.seed) for v in others]
+    )
+    paired = [
+        {
+            "variant": f"{variant[0]} TTA, {variant[1]}",
+            "against": f"{first[0]} TTA, {first[1]}",
+            "Kaggle difference [95% CI]": stats.format_ci(g["diff"], g["low"], g["high"]),
+            "Holm p": g["p_holm"],
+            "verdict": stats.verdict(g),
+        }
+        for variant, g in zip(others, diffs)
+    ]
     return table, pd.DataFrame(paired)
 
 
 # --- tables of a prediction run (steelnb predict --labels) -------------------------------------
-def evaluation_table(
-    counts: dict[tuple[str, str], np.ndarray], classes: Sequence[int] = range(N_CLASSES)
-) -> pd.DataFrame:
-    """Per-class and mean Dice, IoU, Kaggle metric for each variant.
-
-    ``counts[(tta, postprocess)]``: int array (N, 4, 3) of tp, fp, fn per (image, class).
-    Dice and IoU sum pixels over images (1 when a class is empty in both, as ``metrics.iou_dice``);
-    ``kaggle`` averages per-image Dice (the competition metric). Columns: tta, postprocess,
-    class ("1".."4", "mean"), dice, iou, kaggle, images.
-    """
+def _scored_rows(
+    per_image: np.ndarray, empty: np.ndarray, n_boot: int, seed: int
+) -> tuple[list[tuple[float, ...]], dict[str, Any]]:
+    """Per class of per-image Dice (N, C), then their mean: (kaggle, its 95% interval, the all-empty
+    score, the paired gain over it with its interval), and the mean's paired difference."""
     rows = []
+    for j in range(per_image.shape[1]):
+        est, low, high = stats.bootstrap_ci(per_image[:, j], n_boot=n_boot, seed=seed)
+        g = stats.paired_bootstrap(per_image[:, j], empty[:, j], n_boot=n_boot, seed=seed)
+        rows.append((est, low, high, float(empty[:, j].mean()), g["diff"], g["low"], g["high"]))
+    est, low, high = stats.bootstrap_ci(per_image, n_boot=n_boot, seed=seed)
+    g = stats.paired_bootstrap(per_image, empty, n_boot=n_boot, seed=seed)
+    rows.append((est, low, high, float(empty.mean()), g["diff"], g["low"], g["high"]))
+    return rows, g
+
+
+EVALUATION_COLUMNS = [
+    "tta",
+    "postprocess",
+    "class",
+    "dice",
+    "iou",
+    "kaggle",
+    "kaggle_low",
+    "kaggle_high",
+    "all_empty_kaggle",
+    "gain",
+    "gain_low",
+    "gain_high",
+    "gain_holm_p",
+    "verdict",
+    "images",
+]
+
+
+def evaluation_table(
+    counts: dict[tuple[str, str], np.ndarray],
+    classes: Sequence[int] = range(N_CLASSES),
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per-class and mean Dice, IoU, Kaggle metric for each variant, beside predicting nothing.
+
+    ``counts[(tta, postprocess)]``: int array (N, 4, 3) of tp, fp, fn per (image, class), the same
+    images for every variant. Dice and IoU sum pixels over images (1 when a class is empty in both,
+    as ``metrics.iou_dice``); ``kaggle`` averages per-image Dice (the competition metric), with its
+    95% bootstrap interval over images (``kaggle_low``, ``kaggle_high``); ``all_empty_kaggle`` is
+    what predicting nothing scores on the same images and ``gain`` the paired bootstrap of the
+    difference (``gain_low``, ``gain_high``). The mean rows' gains are one family: ``gain_holm_p``
+    and ``verdict`` (``stats.verdict``; a prediction run is one training seed). The last rows
+    (tta "–", postprocess "all-empty prediction") are the baseline itself.
+    """
+    cls = list(classes)
+    rows, gains = [], []
     for (tta, post), cnt in counts.items():
-        cls = list(classes)
         tp, fp, fn = (cnt[:, cls, k].astype(np.float64) for k in range(3))
         per_image = metrics.dice_from_counts(tp, fp, fn)  # (N, C)
+        empty = ((tp + fn) == 0).astype(np.float64)  # predicting nothing: 1 where the truth is empty
         stp, sfp, sfn = tp.sum(0), fp.sum(0), fn.sum(0)
-        dice = metrics.dice_from_counts(stp, sfp, sfn)
-        iou = metrics.iou_from_counts(stp, sfp, sfn)
-        kaggle = per_image.mean(0)
+        dice, iou = metrics.dice_from_counts(stp, sfp, sfn), metrics.iou_from_counts(stp, sfp, sfn)
+        scored, gain = _scored_rows(per_image, empty, n_boot, seed)
+        gains.append(gain)
         for j, c in enumerate(cls):
-            rows.append((tta, post, str(c + 1), dice[j], iou[j], kaggle[j], len(cnt)))
-        rows.append((tta, post, "mean", dice.mean(), iou.mean(), per_image.mean(), len(cnt)))
-    return pd.DataFrame(rows, columns=["tta", "postprocess", "class", "dice", "iou", "kaggle", "images"])
+            rows.append([tta, post, str(c + 1), dice[j], iou[j], *scored[j], np.nan, "", len(cnt)])
+        rows.append([tta, post, "mean", dice.mean(), iou.mean(), *scored[-1], np.nan, "", len(cnt)])
+    if not rows:
+        return pd.DataFrame(columns=EVALUATION_COLUMNS)
+    mean_rows = [i for i, r in enumerate(rows) if r[2] == "mean"]
+    for i, g in zip(mean_rows, stats.adjust(gains)):
+        rows[i][12], rows[i][13] = g["p_holm"], stats.verdict(g)
+    # the baseline's own rows: pooled Dice and IoU of an empty mask (1 only where no image holds the class)
+    zeros = np.zeros_like(sfn)
+    truth = stp + sfn
+    b_dice, b_iou = (
+        metrics.dice_from_counts(zeros, zeros, truth),
+        metrics.iou_from_counts(zeros, zeros, truth),
+    )
+    base, _ = _scored_rows(empty, empty, n_boot, seed)
+    for j, c in enumerate(cls):
+        rows.append(
+            ["–", "all-empty prediction", str(c + 1), b_dice[j], b_iou[j], *base[j], np.nan, "", len(empty)]
+        )
+    rows.append(
+        ["–", "all-empty prediction", "mean", b_dice.mean(), b_iou.mean(), *base[-1], np.nan, "", len(empty)]
+    )
+    return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
 
 
 def presence_table(counts: np.ndarray, classes: Sequence[int] = range(N_CLASSES)) -> pd.DataFrame:
@@ -698,9 +809,12 @@ def write_evaluation(
     classes: Sequence[int] = range(N_CLASSES),
     k: int = 20,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Write ``evaluation.csv`` (all variants), ``presence.csv`` and ``worst.csv`` (variant ``main``).
+    """Write ``evaluation.csv`` (all variants and the all-empty baseline, ``evaluation_table``),
+    ``presence.csv`` and ``worst.csv`` (variant ``main``).
 
-    Returns ({"evaluation": path, "presence": path, "worst": path, "kaggle": main's metric}, worst).
+    Returns ({"evaluation": path, "presence": path, "worst": path, "kaggle": main's metric,
+    "all_empty_kaggle": predicting nothing's, "gain_over_all_empty": main's gain with its 95%
+    interval and verdict, as text}, worst).
     """
     out = Path(out)
     evaluation = evaluation_table(counts, classes)
@@ -714,5 +828,10 @@ def write_evaluation(
         write_csv(out / f"{name}.csv", frame)
         files[name] = out / f"{name}.csv"
     mean = evaluation[evaluation["class"] == "mean"].set_index(["tta", "postprocess"])
-    files["kaggle"] = float(mean.loc[main, "kaggle"])
+    row = mean.loc[main]
+    files["kaggle"] = float(row["kaggle"])
+    files["all_empty_kaggle"] = float(row["all_empty_kaggle"])
+    files["gain_over_all_empty"] = (
+        f"{stats.format_ci(row['gain'], row['gain_low'], row['gain_high'])} ({row['verdict']})"
+    )
     return files, worst

@@ -1,7 +1,9 @@
 """Batch runs: execute the notebooks of a plan with papermill, then build the Jupyter Book.
 
 A plan (``plans/<name>.yaml``) names notebooks and parameter sets, in stages that run in
-order (data preparation, training, evaluation, results). Each run is executed with the
+order (data preparation, training, evaluation, results). An entry's ``matrix`` makes one run per
+combination of its values; a string parameter may name a matrix parameter as ``{name}`` (a
+matrix over ``seed`` with ``run_name: x__seed{seed}`` writes one folder per seed). Each run is executed with the
 working directory ``notebooks/`` (so relative defaults such as ``../data/synthetic`` mean the
 same in JupyterLab and in batch) into ``book/runs/<notebook>__<slug>.ipynb``. A run that
 succeeds leaves ``<slug>.done`` holding the hash of its parameters and notebook; a re-run
@@ -163,6 +165,15 @@ def _named(entry: Mapping[str, Any], field: str, given: Mapping[str, Any], where
         ) from None
 
 
+def _filled(value: Any, combo: Mapping[str, Any]) -> Any:
+    """A string parameter with the ``{name}`` placeholders of the matrix's parameters filled from
+    one combination (so that a matrix over ``seed`` names each run's folder: ``x__seed{seed}``);
+    other braces and other values pass through."""
+    if not isinstance(value, str) or not combo:
+        return value
+    return re.sub(r"\{(\w+)\}", lambda g: str(combo[g[1]]) if g[1] in combo else g[0], value)
+
+
 def _entry_runs(
     entry: Mapping[str, Any], where: str, nb_dir: Path, defaults: Mapping[str, Any], several: bool, stage: Any
 ) -> list[Run]:
@@ -182,7 +193,8 @@ def _entry_runs(
     merged = {k: v for k, v in defaults.items() if k in declared}
     runs = []
     for combo in product(*matrix.values()) if matrix else [()]:
-        given = {**params, **dict(zip(matrix, combo))}
+        point = dict(zip(matrix, combo))
+        given = {**{k: _filled(v, point) for k, v in params.items()}, **point}
         explicit = {k: given[k] for k in declared if k in given}  # the notebook's order
         named = several and explicit
         slug = _named(entry, "name", given, where) or (

@@ -58,7 +58,9 @@ def run_predict(
     in the summary's ``members``. Post-processing: the file (or folder holding
     ``postprocess.yaml``) ``postprocess`` when given, else for one run ``postprocess.yaml`` beside
     its checkpoint when present, else threshold 0.5. With ``labels``: ``evaluation.csv`` (Dice,
-    IoU, Kaggle metric per class; raw and post-processed; without and with TTA), ``presence.csv``
+    IoU, Kaggle metric per class with its 95% interval; raw and post-processed; without and with
+    TTA; each variant's paired gain over predicting nothing, and that baseline's own rows:
+    ``evaluation.evaluation_table``), ``presence.csv``
     and ``worst.csv``; overlays then show the worst images. With ``on_error="raise"`` a bad image
     stops the run, the masks made so far are kept in ``submission.partial.csv`` and the error
     names the file. Returns a summary dict (with ``screened``, the images the classifier gate

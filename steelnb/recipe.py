@@ -4,8 +4,9 @@ A step is a configuration (a run, a run with its classifier gate, an ensemble of
 retrained with pseudo-labels or with per-class BCE weights) scored on the held-out test split,
 and the step it builds on. ``step_table`` gives one row per step: the test Kaggle metric and
 defect Dice with their 95% intervals, the paired bootstrap of the Kaggle metric against the step
-it builds on (on the same test images), a verdict (real only when that interval excludes zero)
-and the inference speed of the configuration (``throughput``, measured side by side on one
+it builds on (on the same test images), its Holm-adjusted p-value over the table's steps (one
+family) and a verdict that says what was computed (``stats.verdict``: each step is one training
+seed, so it says "single seed"), and the inference speed of the configuration (``throughput``, measured side by side on one
 machine). Steps are read from the run folders' ``metrics.json`` and ``test_scores.csv``; an
 ensemble's come from ``evaluation.evaluate_ensemble``.
 """
@@ -52,6 +53,7 @@ COLUMNS = [
     "defect Dice [95% CI]",
     "against",
     "gain [95% CI]",
+    "Holm p",
     "verdict",
     "images/s",
     "note",
@@ -59,7 +61,7 @@ COLUMNS = [
 
 
 def _gain(step: Step, by_name: Mapping[str, Step], n_boot: int, seed: int) -> tuple[str, str, Any]:
-    """(against, "gain [low, high]", verdict) of a step against the one it builds on."""
+    """(against, "gain [low, high]", the paired difference) of a step against the one it builds on."""
     base = by_name.get(step.against) if step.against else None
     if step.against and base is None:
         raise RecipeError(f"step {step.name!r}: measured against {step.against!r}, which is not a step")
@@ -69,21 +71,23 @@ def _gain(step: Step, by_name: Mapping[str, Step], n_boot: int, seed: int) -> tu
         raise RecipeError(f"step {step.name!r}: {e}") from None
     k = diff["kaggle"]
     text = format_ci(k["diff"], k["low"], k["high"], digits=4)
-    return step.against or "predicting nothing", text, comparison.verdict(k)
+    return step.against or "predicting nothing", text, k
 
 
 def step_table(
     steps: Sequence[Step], speeds: Mapping[str, float] | None = None, n_boot: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
     """One row per step (``COLUMNS``), in the order given; ``speeds`` maps step name -> images/s.
-    "all-empty" is the Kaggle metric of predicting nothing on the same test images."""
+    "all-empty" is the Kaggle metric of predicting nothing on the same test images; the table's
+    comparisons are one family for the Holm adjustment."""
     by_name = {s.name: s for s in steps}
-    rows = []
+    rows, diffs = [], []
     for s in steps:
         t = s.metrics.get("test") or {}
         if t.get("kaggle") is None:
             raise RecipeError(f"step {s.name!r}: {s.metrics.get('_path')} has no test-split evaluation")
-        against, gain, verdict = _gain(s, by_name, n_boot, seed)
+        against, gain, diff = _gain(s, by_name, n_boot, seed)
+        diffs.append(diff)
         rows.append(
             {
                 "step": s.name,
@@ -93,12 +97,13 @@ def step_table(
                 "defect Dice [95% CI]": comparison.ci_text(t, "defect_dice"),
                 "against": against,
                 "gain [95% CI]": gain,
-                "verdict": verdict,
                 "images/s": (speeds or {}).get(s.name, float("nan")),
                 "note": s.note,
                 "kaggle": t["kaggle"],
             }
         )
+    for row, d in zip(rows, comparison.adjust(diffs)):
+        row.update({"Holm p": d["p_holm"], "verdict": comparison.verdict(d)})
     return pd.DataFrame(rows, columns=[*COLUMNS, "kaggle"])
 
 

@@ -150,7 +150,9 @@ def plot_history(
 def plot_per_class(
     metrics: Sequence[Mapping[str, Any]], metric: str = "dice", label: str = "run", width_in: float = 10.0
 ) -> Figure:
-    """Grouped bars: ``metric`` per class (best epoch), one bar per run labelled by ``label``."""
+    """Grouped bars: ``metric`` per class on the validation split at the best epoch, raw (threshold
+    0.5, no post-processing), one bar per ``label`` (the mean of runs sharing it, e.g. seeds); the
+    title says so, since the test split's per-class numbers are ``comparison.per_class_table``'s."""
     frame = per_class_frame(metrics, label=label)
     fig = Figure(figsize=(width_in, 3.2))
     ax = fig.subplots()
@@ -163,5 +165,6 @@ def plot_per_class(
         ax.legend(fontsize=8, frameon=False, ncol=min(k, 4))
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"validation {metric}")
+    ax.set_title("validation split, best epoch, raw (threshold 0.5, not post-processed)", fontsize=9)
     fig.tight_layout()
     return fig

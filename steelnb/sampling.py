@@ -11,7 +11,7 @@ Everything is deterministic for a seed and independent of the row order of the i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,26 @@ KAGGLE_CLEAN_SHARE = 5902 / 12568
 
 class SamplingError(SteelnbError):
     """A sampling or split option out of range; names the option and the range."""
+
+
+class SealedSplitError(SamplingError):
+    """A probe, tuning tool or benchmark asked to score images of the sealed test split."""
+
+
+def sealed(image_ids: Sequence[str], test_ids: Sequence[str], who: str) -> list[str]:
+    """``image_ids``, checked to hold no image of the test split ``test_ids``: what a probe, a
+    tuning tool or anything used to choose a setting may score (validation, or a development part
+    of the training images). The test split only reports, in the notebooks' evaluation; a chooser
+    that read it would turn the report into a selection. Raises ``SealedSplitError`` naming
+    ``who`` and the test images asked for."""
+    test = set(test_ids)
+    seen = [i for i in image_ids if i in test]
+    if seen:
+        raise SealedSplitError(
+            f"{who}: asked to score {len(seen)} image(s) of the sealed test split (e.g. {seen[0]}); "
+            "probes and bench tools judge on validation only (evaluation.judge_on_validation)"
+        )
+    return list(image_ids)
 
 
 def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:

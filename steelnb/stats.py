@@ -10,17 +10,34 @@ image). The bootstrap always resamples whole images with replacement, because im
   e.g. defect Dice matches the mean over (image, class) pairs.
 - ``paired_bootstrap``: two methods on the same images; bootstraps the difference with the
   same resampled images for both.
+- ``seed_bootstrap``: two arms with several training seeds each, scored on the same images: the
+  two-level bootstrap of the difference (seeds within each arm and images, crossed); one seed
+  per arm is ``paired_bootstrap`` exactly, and the result says it is single-seed.
+- ``bootstrap_p`` / ``holm``: a two-sided bootstrap p-value of a difference from its replicates,
+  and the Holm adjustment of a table's family of them (statsmodels' ``multipletests``).
+- ``adjust`` / ``verdict``: a table's family of differences Holm-adjusted, and the words that say
+  what was computed ("gain: excludes 0 after Holm adjustment over 7 comparisons; single seed").
 - ``defect_values`` / ``defect_mean``: Dice restricted to pairs whose truth is not empty.
+
+Why not ``scipy.stats.bootstrap``: it resamples one observation axis (jointly across samples with
+``paired=True``), which is the image bootstrap, but not two crossed factors (seeds drawn per arm,
+images drawn once for both arms) as ``seed_bootstrap`` needs; and the ratio-of-sums estimates of
+``pooled`` and one shared index matrix for several statistics (so that a difference's two means see
+the same images) are cheaper by hand than as a vectorised scipy statistic. The percentile
+interval here is scipy's ``method="percentile"``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .errors import SteelnbError
 
+#: The family-wise level of the Holm-adjusted verdicts (``verdict``).
+ALPHA = 0.05
 _CHUNK_ELEMENTS = 4_000_000  # bounds memory of the (n_boot, N) index matrix
 
 
@@ -110,7 +127,8 @@ def paired_bootstrap(
 
     a, b: (N,) or (N, C) scores of the same shape; an image is dropped when its row is all NaN
     in a or in b. Both means use the same resampled images; ``pooled`` as in ``bootstrap_ci``.
-    Returns {"diff", "low", "high", "real" (interval excludes 0), "n" (images used)}.
+    Returns {"diff", "low", "high", "real" (interval excludes 0), "n" (images used), "p" (two-sided
+    bootstrap p-value, ``bootstrap_p``; 1.0 for a single image)}.
     """
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a_arr.shape != b_arr.shape:
@@ -128,10 +146,125 @@ def paired_bootstrap(
     diff = float(na.sum() / da.sum() - nb.sum() / db.sum())
     if n == 1:
         low = high = diff
+        p = 1.0
     else:
         ra, rb = _replicates(n, n_boot, seed, [(na, da), (nb, db)])
         low, high = _interval(ra - rb, level)
-    return {"diff": diff, "low": low, "high": high, "real": bool(low > 0 or high < 0), "n": n}
+        p = bootstrap_p(ra - rb)
+    return {"diff": diff, "low": low, "high": high, "real": bool(low > 0 or high < 0), "n": n, "p": p}
+
+
+def bootstrap_p(replicates: Any) -> float:
+    """Two-sided bootstrap p-value of "the difference is 0" from its replicates (B,).
+
+    Twice the smaller share of replicates on either side of 0, each share counted as
+    (1 + k) / (B + 1) so that it is never 0, capped at 1. It inverts the percentile interval: the
+    (1 - alpha) interval excludes 0 where p is below alpha (up to the replicates' resolution, 2 / (B + 1)).
+    """
+    r = np.asarray(replicates, dtype=float)
+    if r.ndim != 1 or len(r) == 0:
+        raise StatsError(f"replicates: expected shape (B,) with B >= 1, got {r.shape}")
+    below, above = (1 + np.sum(r <= 0)) / (len(r) + 1), (1 + np.sum(r >= 0)) / (len(r) + 1)
+    return float(min(1.0, 2.0 * min(below, above)))
+
+
+def holm(pvalues: Any, alpha: float = 0.05) -> np.ndarray:
+    """Holm-adjusted p-values (k,) of a family of k comparisons (statsmodels' ``multipletests``).
+
+    Holm controls the family-wise error rate at ``alpha`` under any dependence between the
+    comparisons (a table's rows share an arm, or the test images, so they are dependent) and rejects
+    at least what Bonferroni does. Chosen over simultaneous max-statistic intervals because a
+    table's rows come from separate bootstraps (each pair its own images and seeds) rather than one
+    replicate matrix; the intervals shown stay the unadjusted 95% ones, and the verdict reads the
+    adjusted p-value. An empty family gives an empty array.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1 or np.isnan(p).any() or ((p < 0) | (p > 1)).any():
+        raise StatsError(f"pvalues: expected shape (k,) of values in [0, 1], got {p!r}")
+    if len(p) == 0:
+        return p
+    from statsmodels.stats.multitest import multipletests  # imported here: a second to import
+
+    return np.asarray(multipletests(p, alpha=alpha, method="holm")[1], dtype=float)
+
+
+def _arm(values: Any, name: str) -> np.ndarray:
+    """Scores of one arm as (S, N, C) floats: (N,) is one seed of (N, 1), (S, N) S seeds of (N, 1)."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 1:
+        v = v[None, :, None]
+    elif v.ndim == 2:
+        v = v[:, :, None]
+    if v.ndim != 3 or v.shape[0] == 0:
+        raise StatsError(f"{name}: expected shape (N,), (S, N) or (S, N, C) with S >= 1, got {v.shape}")
+    return v
+
+
+def seed_bootstrap(
+    a: Any,
+    b: Any,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    pooled: bool = False,
+    fixed_b: bool = False,
+) -> dict[str, Any]:
+    """Two-level bootstrap of mean(a) - mean(b): S_a and S_b training seeds of two arms, every seed
+    scored on the same N images in the same order.
+
+    a: (S_a, N) or (S_a, N, C); b: (S_b, N) or (S_b, N, C); (N,) is one seed. An arm's mean is the
+    mean over its seeds of each seed's mean over images (``pooled`` as in ``bootstrap_ci``). An image
+    is dropped when its row is all NaN for any seed of either arm. ``fixed_b``: b is no trained arm
+    but a fixed rule (the all-empty prediction, one row): it has no seed to lack.
+
+    The scheme: a finding must hold for another draw of the training (seed) and of the images, and
+    here the two factors are crossed (every seed scores every image), so a replicate draws both, as
+    the bootstrap of a crossed design does (Owen 2007, "the pigeonhole bootstrap"): the N images once
+    with replacement, shared by both arms (the pairing that removes the images' common difficulty),
+    and independently S_a seeds of arm a and S_b of arm b with replacement (the seeds of two arms are
+    unrelated draws of the training). The replicate is the difference of the two resampled means.
+    Resampling both factors counts their interaction in both, so the interval leans conservative;
+    with three seeds the seed level's bootstrap variance is (S - 1) / S of the usual estimate, which
+    leans the other way: read an interval from three seeds as approximate. With one seed per arm the
+    seed draw is the identity and the result is ``paired_bootstrap``'s (same replicates).
+
+    Returns {"diff", "low", "high", "real", "n" (images), "p" (``bootstrap_p``), "seeds" ([S_a, S_b]),
+    "single_seed" (an arm has one seed: the interval covers the images, not the training)}.
+    """
+    va, vb = _arm(a, "a"), _arm(b, "b")
+    if va.shape[1:] != vb.shape[1:]:
+        raise StatsError(
+            f"a and b: expected the same images and classes (N, C), got a {va.shape} and b {vb.shape}"
+        )
+    seeds = [int(va.shape[0]), int(vb.shape[0])]
+    if seeds == [1, 1]:
+        out = paired_bootstrap(va[0], vb[0], n_boot=n_boot, level=level, seed=seed, pooled=pooled)
+        return out | {"seeds": seeds, "single_seed": True}
+    single = seeds[0] == 1 or (seeds[1] == 1 and not fixed_b)
+    parts = [_sums(v, name) for v, name in [*((x, "a") for x in va), *((x, "b") for x in vb)]]
+    keep = np.logical_and.reduce([c > 0 for _, c in parts])
+    n = int(keep.sum())
+    _check(n, n_boot, level, "a and b")
+    ratios = [_weights(s[keep], c[keep], pooled) for s, c in parts]
+    means = np.array([num.sum() / den.sum() for num, den in ratios])
+    diff = float(means[: seeds[0]].mean() - means[seeds[0] :].mean())
+    rng = np.random.default_rng([seed, 1])  # a stream apart from the images' (default_rng(seed))
+    per_seed = np.stack(_replicates(n, n_boot, seed, ratios))  # (S_a + S_b, B): images drawn once
+    pick_a = rng.integers(0, seeds[0], size=(n_boot, seeds[0]))
+    pick_b = seeds[0] + rng.integers(0, seeds[1], size=(n_boot, seeds[1]))
+    cols = np.arange(n_boot)[:, None]
+    reps = per_seed[pick_a, cols].mean(axis=1) - per_seed[pick_b, cols].mean(axis=1)
+    low, high = _interval(reps, level)
+    return {
+        "diff": diff,
+        "low": low,
+        "high": high,
+        "real": bool(low > 0 or high < 0),
+        "n": n,
+        "p": bootstrap_p(reps),
+        "seeds": seeds,
+        "single_seed": single,
+    }
 
 
 def format_ci(est: float, low: float, high: float, digits: int = 3) -> str:
@@ -162,3 +295,28 @@ def defect_mean(dice: Any, truth_empty: Any) -> float:
     v = defect_values(dice, truth_empty)
     ok = ~np.isnan(v)
     return float(v[ok].mean()) if ok.any() else float("nan")
+
+
+def adjust(diffs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A table's family of differences (``stats`` results with "p"), each with "p_holm" (Holm over
+    the family, ``holm``) and "family" (its size) added, for ``verdict``."""
+    p_holm = holm([d["p"] for d in diffs])
+    return [dict(d, p_holm=float(p), family=len(diffs)) for d, p in zip(diffs, p_holm)]
+
+
+def family_text(k: int) -> str:
+    """How a family of ``k`` comparisons was adjusted, in words ("after Holm adjustment over 7
+    comparisons"; one comparison: "(one comparison, unadjusted)")."""
+    return f"after Holm adjustment over {k} comparisons" if k > 1 else "(one comparison, unadjusted)"
+
+
+def verdict(diff: Mapping[str, Any]) -> str:
+    """What was computed, in words: whether the difference's p-value, Holm-adjusted over its
+    family when ``adjust`` added one, lies below ``ALPHA``, and on how many seeds it rests, e.g.
+    "gain: excludes 0 after Holm adjustment over 7 comparisons; single seed". Without a family
+    (one comparison) the unadjusted 95% interval decides."""
+    k = int(diff.get("family", 1))
+    excludes = diff["p_holm"] < ALPHA if k > 1 else bool(diff["low"] > 0 or diff["high"] < 0)
+    how = family_text(k)
+    words = (f"{'gain' if diff['diff'] > 0 else 'loss'}: excludes 0 " if excludes else "includes 0 ") + how
+    return words + ("; single seed" if diff.get("single_seed", True) else "")

@@ -24,22 +24,34 @@ def test_paired_table_verdicts(tmp_path: Path) -> None:
     table = comparison.paired_table([good, poor], poor).set_index("run")
     assert list(table.index) == ["good"]  # a run is not compared with itself
     assert (
-        table.loc["good", "Kaggle: real?"] == "real gain"
-        and table.loc["good", "defect Dice: real?"] == "real gain"
+        table.loc["good", "Kaggle: verdict"] == "gain: excludes 0 (one comparison, unadjusted); single seed"
     )
+    assert table.loc["good", "defect Dice: verdict"].startswith("gain: excludes 0")
+    assert table.loc["good", "training seeds"] == "single seed"
     same = comparison.paired(good, scored_run(tmp_path / "twin", 0.9), n_boot=200)
-    assert same["kaggle"]["diff"] == 0 and comparison.verdict(same["kaggle"]) == "not separable from noise"
+    assert same["kaggle"]["diff"] == 0
+    assert comparison.verdict(same["kaggle"]) == "includes 0 (one comparison, unadjusted); single seed"
     with pytest.raises(ValueError, match="scored on different test images"):
         comparison.paired(good, scored_run(tmp_path / "other", 0.9, images=10))
+
+
+def _validated(folder: Path, found: float, val: float) -> dict:
+    """A scored run whose post-processed validation Kaggle metric is ``val``."""
+    m = scored_run(folder, found)
+    return {**m, "best": {"kaggle": val}, "test": {**m["test"], "val_tuned_kaggle": val}}
 
 
 def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> None:
     """05's choice: the best validation Kaggle metric (never test); a named run; clear errors for
     no runs, an unknown name and a run without a best epoch (it used to be a bare TypeError)."""
-    good = {**scored_run(tmp_path / "good", 0.9), "best": {"kaggle": 0.80}}
-    better_val = {**scored_run(tmp_path / "better_val", 0.5), "best": {"kaggle": 0.85}}
+    good, better_val = (
+        _validated(tmp_path / "good", 0.9, 0.80),
+        _validated(tmp_path / "better_val", 0.5, 0.85),
+    )
+    # the raw threshold-0.5 validation metric (best.kaggle) does not choose: the post-processed one does
+    raw_best = {**_validated(tmp_path / "raw_best", 0.7, 0.70), "best": {"kaggle": 0.99}}
     broken = {**scored_run(tmp_path / "broken", 0.7), "best": None}
-    chosen, _ = comparison.choose_run([good, better_val, broken])
+    chosen, _ = comparison.choose_run([good, better_val, raw_best, broken])
     assert chosen["run"] == "better_val"  # chosen on validation although its test scores are lower
     assert comparison.choose_run([good, better_val], "good")[0]["run"] == "good"
     with pytest.raises(comparison.ComparisonError, match=r"'broken' under w has no best epoch"):
@@ -49,6 +61,7 @@ def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> No
     with pytest.raises(comparison.ComparisonError, match=r"^gate: run 'x' not found under w; runs: good$"):
         comparison.find_run([good], "x", "w", "gate")
     assert comparison.find_run([good, better_val], "better_val")["run"] == "better_val"
+    assert comparison.choose_run([good, broken], "good")[0]["run"] == "good"
     with pytest.raises(comparison.ComparisonError, match="no training runs"):
         comparison.choose_run([], where="w")
     with pytest.raises(comparison.ComparisonError, match="no evaluated run with a best epoch"):
@@ -81,3 +94,61 @@ def test_an_ablation_compares_runs_from_one_start_only(tmp_path: Path) -> None:
     assert len(comparison.comparable([*tuned, scratch])[0]) == 3
     assert list(comparison.test_table(kept)["starts from"]) == ["b3__dice_bce"] * 2
     assert comparison.test_table([scratch])["starts from"].iloc[0] == ""
+
+
+def test_arms_group_seeds_and_choose_on_their_mean_validation(tmp_path: Path) -> None:
+    """Runs named <arm>__seed<N> form one arm; the arm with the best mean validation score is
+    chosen (here the arm whose best seed is lower, but whose mean is higher)."""
+    runs = [
+        {**_validated(tmp_path / "a__seed0", 0.9, 0.80), "seed": 0},
+        {**_validated(tmp_path / "a__seed1", 0.8, 0.82), "seed": 1},
+        {**_validated(tmp_path / "b", 0.5, 0.84)},
+        {**_validated(tmp_path / "c__seed0", 0.5, 0.60), "seed": 0},
+        {**_validated(tmp_path / "c__seed1", 0.5, 0.86), "seed": 1},
+    ]
+    assert comparison.arm_of(runs[0]) == "a" and comparison.arm_of("c__seed12") == "c"
+    assert comparison.arm_of("b__seeds") == "b__seeds"  # only the exact suffix
+    arms = comparison.group_arms(runs)
+    assert {k: [m["run"] for m in v] for k, v in arms.items()} == {
+        "a": ["a__seed0", "a__seed1"],
+        "b": ["b"],
+        "c": ["c__seed0", "c__seed1"],
+    }
+    assert comparison.choose_run(runs)[0]["run"] == "b"  # 0.84 against a's 0.81 and c's 0.73
+
+
+def test_seed_aware_tables_say_the_seeds_and_adjust_their_family(tmp_path: Path) -> None:
+    """Two seeds per arm: the interval comes from the two-level bootstrap, the table says the seeds
+    and the verdict names the Holm family; a pair on one seed says single seed; a missing arm says so."""
+    good = [{**scored_run(tmp_path / f"good__seed{s}", f), "seed": s} for s, f in ((0, 0.9), (1, 0.8))]
+    poor = [{**scored_run(tmp_path / f"poor__seed{s}", f), "seed": s} for s, f in ((0, 0.1), (1, 0.2))]
+    lone = scored_run(tmp_path / "lone", 0.5)
+    runs = [*good, *poor, lone]
+    diff = comparison.paired_arms(good, poor, n_boot=300)
+    assert diff["seeds"] == [2, 2] and not diff["kaggle"]["single_seed"]
+    by_hand = (
+        comparison.paired(good[0], poor[0])["kaggle"]["diff"]
+        + comparison.paired(good[1], poor[1])["kaggle"]["diff"]
+    )
+    assert diff["kaggle"]["diff"] == pytest.approx(by_hand / 2)
+    table = comparison.pairs_table(
+        runs,
+        [["good__seed0", "poor", "good vs poor"], ["lone", "poor", "lone vs poor"], ["x", "poor", "gone"]],
+    ).set_index("comparison")
+    assert table.loc["good vs poor", "training seeds"] == "2 vs 2 seeds"
+    assert (
+        table.loc["good vs poor", "Kaggle: verdict"]
+        == "gain: excludes 0 after Holm adjustment over 2 comparisons"
+    )
+    assert table.loc["lone vs poor", "Kaggle: verdict"].endswith(
+        "after Holm adjustment over 2 comparisons; single seed"
+    )
+    assert table.loc["gone", "Kaggle difference [95% CI]"] == "not compared: x not among the runs"
+    against_empty = comparison.paired_table(runs, None).set_index("run")
+    assert list(against_empty.index) == ["good", "poor", "lone"]
+    assert against_empty.loc["good", "training seeds"] == "2 seeds"
+    assert against_empty.loc["lone", "training seeds"] == "single seed"
+    assert against_empty["Kaggle: verdict"].str.contains("over 3 comparisons").all()
+    against_good = comparison.paired_table(runs, good[1]).set_index("run")
+    assert list(against_good.index) == ["poor", "lone"] and set(against_good["against"]) == {"good"}
+    assert against_good.loc["poor", "Kaggle: verdict"].startswith("loss: excludes 0")

@@ -120,8 +120,11 @@ def test_run_records_data_code_and_test(
     calls = []
     real = evaluation._tuned_scores
     monkeypatch.setattr(evaluation, "_tuned_scores", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    table, _ = evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
+    table, paired = evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
     assert calls == ["h"]
+    # the three variants against the first are one family: Holm-adjusted, one training run
+    assert len(paired) == 3 and (paired["Holm p"].between(0, 1)).all()
+    assert paired["verdict"].str.endswith("after Holm adjustment over 3 comparisons; single seed").all()
     # the worst test images of the last TTA (the run's own evaluation here), for 05's overlays
     worst = pd.read_csv(run / "evaluation" / "worst.csv", dtype={"ImageId": str})
     ids = sorted(scores["ImageId"].unique())
@@ -146,8 +149,9 @@ def test_run_records_data_code_and_test(
         progress=False,
     )
     assert PostParams.from_yaml(run) == h
-    # bench/tuning_bound.py: tuned on the test images themselves, a run reaches at least what
-    # predicting nothing scores (switching every class off is one of the settings tried)
+    # bench/tuning_bound.py: tuned on the validation images and scored there (never the test
+    # split), a run reaches at least what predicting nothing scores on them (switching every
+    # class off is one of the settings tried)
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("tuning_bound", REPO / "bench" / "tuning_bound.py")
@@ -156,7 +160,7 @@ def test_run_records_data_code_and_test(
     capsys.readouterr()
     assert bound.main([str(run.parent)]) == 0
     row = capsys.readouterr().out.splitlines()[-1].split(" | ")
-    assert row[0] == run.name and float(row[1]) == pytest.approx(m["test"]["all_empty_kaggle"], abs=5e-4)
+    assert row[0] == run.name and float(row[1]) == pytest.approx(m["all_empty_kaggle"], abs=5e-4)
     assert float(row[3]) >= float(row[1])
     assert bound.main([str(tmp_path / "nothing")]) == 1
 

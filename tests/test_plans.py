@@ -50,6 +50,13 @@ def test_effective_runs_merge_notebook_defaults_with_the_plan(tmp_path: Path) ->
     assert [r["parameters"] for r in runs] == [{"a": 1, "b": "p", "c": 2.0}, {"a": 1, "b": "q", "c": 2.0}]
     assert [set(r) for r in runs] == [{"slug", "notebook", "stage", "parameters"}] * 2
     assert [(r["notebook"], r["stage"]) for r in runs] == [("01_x", "s")] * 2
+    # a string parameter names a matrix parameter as {name}: one value per combination; other braces stay
+    plan["stages"][0]["runs"][0]["parameters"] = {"b": "run__seed{c}_{other}"}
+    plan["stages"][0]["runs"][0]["matrix"] = {"c": [0, 1]}
+    assert [r["parameters"]["b"] for r in pipeline.effective_runs(plan)] == [
+        "run__seed0_{other}",
+        "run__seed1_{other}",
+    ]
 
 
 @pytest.mark.parametrize("plan", REAL_PLANS)
@@ -257,3 +264,41 @@ def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
     assert stage_of["07_pseudo_labels"] > stage_of["03_train__lite0_imagenet_dice_bce"]
     assert stage_of["03_train__pseudo"] > stage_of["07_pseudo_labels"]
     assert stage_of["08_recipe"] > max(stage_of[s] for s in stage_of if s.startswith(("03_train", "07_")))
+
+
+def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    """plans/seeds.yaml: each arm the smoke compares (Lite0 from ImageNet with each loss, from
+    scratch, classification first, and its classification stage) at seeds 0, 1, 2, the three
+    runs of an arm alike but for the seed and a __seed<N> run name (comparison.arm_of groups them),
+    each arm the smoke's run but for the seed, name and folder; the pairs of its results page name
+    arms it trains; and ``steelnb run seeds --dry-run`` lists every run."""
+    from steelnb.comparison import arm_of
+
+    assert cli.main(["run", "seeds", "--dry-run", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["slug"] for r in runs] == [r.slug for r in pipeline.load_plan("seeds").runs]
+    train = _train_runs("seeds")
+    names = [p["run_name"] for p in train]
+    assert len(set(names)) == len(names) == 21 and all(re.search(r"__seed[012]$", n) for n in names)
+    arms: dict[str, list[dict]] = {}
+    for p in train:
+        arms.setdefault(arm_of(p["run_name"]), []).append(p)
+    assert all(sorted(p["seed"] for p in ps) == [0, 1, 2] for ps in arms.values()) and len(arms) == 7
+    for ps in arms.values():
+        rest = [{k: v for k, v in p.items() if k not in ("seed", "run_name", "encoder_weights")} for p in ps]
+        assert all(r == rest[0] for r in rest)
+    # the same arms as the smoke's, differing only in seed, name and folder
+    smoke = {_folder(p).rsplit("/", 1)[1]: p for p in _train_runs("smoke")}
+    other = {"seed", "run_name", "out_dir", "encoder_weights"}
+    for arm, ps in arms.items():
+        twin = smoke[arm]
+        assert {k for k in twin if twin[k] != ps[0][k]} <= other, arm
+        if twin["encoder_weights"] in ("", "imagenet"):
+            assert all(p["encoder_weights"] == twin["encoder_weights"] for p in ps)
+    first = arms[f"{LITE0}__dice_bce__64x416__cls-first"]
+    assert all(p["encoder_weights"].endswith(f"cls-stage__seed{p['seed']}/last.ckpt") for p in first)
+    results = next(r for r in runs if r["notebook"] == "06_results")
+    assert (
+        results["slug"] == "06_results__seeds" and results["parameters"]["weights_dir"] == "../weights/seeds"
+    )
+    assert all(a in arms and b in arms for a, b, _ in results["parameters"]["pairs"])

@@ -89,11 +89,19 @@ def _check_round_trip(images: Path, labels: Path, ids: list[str], run_dir: Path,
         ("none", "postprocessed"),
         ("h", "raw"),
         ("h", "postprocessed"),
+        ("–", "all-empty prediction"),
     }
     truth = _truth(labels, ids)
     main = table[(table.tta == "h") & (table.postprocess == "postprocessed")].set_index("class")
     assert main.loc["mean", "kaggle"] == pytest.approx(kaggle_metric(masks, truth))
     assert res["kaggle"] == pytest.approx(kaggle_metric(masks, truth))
+    # predicting nothing beside it: its row, and the paired gain of each variant over it
+    empty_share = (~truth.any((2, 3))).mean()
+    base = table[table.postprocess == "all-empty prediction"].set_index("class")
+    assert base.loc["mean", "kaggle"] == pytest.approx(empty_share) == res["all_empty_kaggle"]
+    assert main.loc["mean", "gain"] == pytest.approx(kaggle_metric(masks, truth) - empty_share)
+    assert table[table["class"] == "mean"]["verdict"].fillna("").str.contains("over 4 comparisons").sum() == 4
+    assert res["gain_over_all_empty"].startswith(f"{main.loc['mean', 'gain']:.3f} [")
     ref = iou_dice(masks, truth)
     assert main.loc[["1", "2", "3", "4"], "dice"].tolist() == pytest.approx(ref["dice"])
     assert main.loc[["1", "2", "3", "4"], "iou"].tolist() == pytest.approx(ref["iou"])
@@ -222,13 +230,27 @@ def test_evaluation_table_matches_metrics() -> None:
     truth = (rng.random((6, 4, 16, 40)) > 0.8).astype(np.uint8)
     truth[0] = pred[0] = 0  # an empty image: Dice 1 for all its pairs
     counts = np.stack([pixel_counts(p, t) for p, t in zip(pred, truth)])
-    table = evaluation_table({("none", "raw"): counts}).set_index("class")
+    full = evaluation_table({("none", "raw"): counts}, n_boot=500)
+    table = full[full.postprocess == "raw"].set_index("class")
     ref = iou_dice(pred, truth)
     assert table.loc[["1", "2", "3", "4"], "dice"].tolist() == pytest.approx(ref["dice"])
     assert table.loc["mean", "iou"] == pytest.approx(ref["iou_mean"])
     assert table.loc["mean", "kaggle"] == pytest.approx(kaggle_metric(pred, truth))
     presence = presence_table(counts)
     assert presence["recall"].tolist() == [1.0] * 4  # every image with a defect also has predictions
+    # the all-empty baseline by hand: Dice 1 on the (image, class) pairs without truth, 0 elsewhere
+    clean = ~truth.any((2, 3))  # (N, C)
+    base = full[full.postprocess == "all-empty prediction"].set_index("class")
+    assert list(base.index) == ["1", "2", "3", "4", "mean"] and set(base.tta) == {"–"}
+    assert base.loc["mean", "kaggle"] == pytest.approx(clean.mean()) == pytest.approx(1 / 6)  # image 0 only
+    assert base.loc["1", "kaggle"] == pytest.approx(clean[:, 0].mean())
+    assert base.loc["mean", "dice"] == 0.0 and base.loc["mean", "gain"] == 0.0
+    mean = table.loc["mean"]
+    assert mean["all_empty_kaggle"] == pytest.approx(clean.mean())
+    assert mean["gain"] == pytest.approx(kaggle_metric(pred, truth) - clean.mean())
+    assert mean["kaggle_low"] <= mean["kaggle"] <= mean["kaggle_high"]
+    assert mean["gain_low"] <= mean["gain"] <= mean["gain_high"]
+    assert mean["verdict"].endswith("(one comparison, unadjusted); single seed")
 
 
 def test_cli_predict(sample, tiny_run, tmp_path, capsys) -> None:

@@ -1,5 +1,5 @@
 """The recipe table: each step against the one it builds on, paired on the same test images,
-with verdicts that follow the interval; and the images/s of a configuration."""
+with Holm-adjusted verdicts over the table's steps; and the images/s of a configuration."""
 
 from __future__ import annotations
 
@@ -28,10 +28,13 @@ def test_each_step_is_paired_with_the_one_it_builds_on(tmp_path: Path) -> None:
     table = recipe.step_table(steps, speeds={"single run": 2.0}, n_boot=300).set_index("step")
     assert table.loc["single run", "against"] == "predicting nothing"
     assert table["all-empty"].tolist() == [base["test"]["all_empty_kaggle"]] * 3  # the same test images
-    assert table.loc["single run", "verdict"] == "real gain"  # 30 % of every defect beats nothing
-    assert table.loc["ensemble", "verdict"] == "real gain"
+    gain = "gain: excludes 0 after Holm adjustment over 3 comparisons; single seed"
+    assert table.loc["single run", "verdict"] == gain  # 30 % of every defect beats nothing
+    assert table.loc["ensemble", "verdict"] == gain
+    assert table.loc["ensemble", "Holm p"] < 0.05
     assert table.loc["ensemble", "gain [95% CI]"].startswith("0.")  # Dice 0.95 vs 0.46 on half the pairs
-    assert table.loc["pseudo-labels", "verdict"] == "not separable from noise"  # identical scores
+    assert table.loc["pseudo-labels", "verdict"].startswith("includes 0 after Holm")  # identical scores
+    assert table.loc["pseudo-labels", "Holm p"] == 1.0
     assert table.loc["pseudo-labels", "gain [95% CI]"] == "0.0000 [0.0000, 0.0000]"
     assert table.loc["single run", "images/s"] == 2.0 and pd.isna(table.loc["ensemble", "images/s"])
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steelnb.stats import StatsError, bootstrap_ci, defect_mean, defect_values, format_ci, paired_bootstrap
+from steelnb.stats import (
+    StatsError,
+    bootstrap_ci,
+    bootstrap_p,
+    defect_mean,
+    defect_values,
+    format_ci,
+    holm,
+    paired_bootstrap,
+    seed_bootstrap,
+)
 
 SIMS, N, BOOT = 300, 60, 1000
 
@@ -174,3 +184,89 @@ def test_chunked_draws_cover_every_replicate(monkeypatch: pytest.MonkeyPatch) ->
 def test_format_ci() -> None:
     assert format_ci(0.8123, 0.79, 0.8334) == "0.812 [0.790, 0.833]"
     assert format_ci(1.0, 0.5, 1.5, digits=1) == "1.0 [0.5, 1.5]"
+
+
+def _arms(rng: np.random.Generator, delta: float, seeds: int = 3, sig_seed: float = 0.02) -> tuple:
+    """Two arms of ``seeds`` training seeds on the same N images: a shared per-image difficulty, a
+    per-seed offset (what another training draw moves) and per-(seed, image) noise; a - b = delta."""
+    x = rng.beta(2.0, 2.0, size=N)
+    a = x + delta + rng.normal(0.0, sig_seed, size=(seeds, 1)) + rng.normal(0.0, 0.1, size=(seeds, N))
+    b = x + rng.normal(0.0, sig_seed, size=(seeds, 1)) + rng.normal(0.0, 0.1, size=(seeds, N))
+    return a, b
+
+
+def test_seed_bootstrap_covers_a_known_difference_where_the_image_bootstrap_does_not() -> None:
+    """With a seed effect, the image-only interval of one seed per arm misses the true difference
+    far more often than 5 %; the two-level interval over three seeds covers it."""
+    rng = np.random.default_rng(6)
+    delta, sims = 0.03, 200
+    two_level = image_only = 0
+    for k in range(sims):
+        a, b = _arms(rng, delta)
+        r = seed_bootstrap(a, b, n_boot=BOOT, seed=k)
+        assert r["seeds"] == [3, 3] and r["single_seed"] is False and r["n"] == N
+        assert r["diff"] == pytest.approx(a.mean() - b.mean())
+        two_level += r["low"] <= delta <= r["high"]
+        one = paired_bootstrap(a[0], b[0], n_boot=BOOT, seed=k)
+        image_only += one["low"] <= delta <= one["high"]
+    print(f"coverage: two-level {two_level / sims:.3f}, image-only one seed {image_only / sims:.3f}")
+    assert two_level / sims >= 0.9
+    assert image_only / sims <= two_level / sims - 0.08
+
+
+def test_seed_bootstrap_with_one_seed_per_arm_is_the_paired_image_bootstrap() -> None:
+    rng = np.random.default_rng(7)
+    a, b = _arms(rng, 0.05, seeds=1)
+    r = seed_bootstrap(a, b, n_boot=BOOT, seed=3)
+    assert r["single_seed"] is True and r["seeds"] == [1, 1]
+    assert close_dict(r, paired_bootstrap(a[0], b[0], n_boot=BOOT, seed=3))
+    assert r["p"] == paired_bootstrap(a[0], b[0], n_boot=BOOT, seed=3)["p"]
+    # three seeds against the all-empty rule (one fixed row) is not single-seed; against one trained seed it is
+    three, _ = _arms(rng, 0.05)
+    assert seed_bootstrap(three, b, n_boot=200, fixed_b=True)["single_seed"] is False
+    assert seed_bootstrap(three, b, n_boot=200)["single_seed"] is True
+    with pytest.raises(StatsError, match=r"same images and classes"):
+        seed_bootstrap(three, b[:, :10], n_boot=200)
+
+
+def test_bootstrap_p_by_hand_and_against_the_interval() -> None:
+    # 1 of 4 replicates <= 0, 3 >= 0: twice (1 + 1) / 5
+    assert bootstrap_p(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(0.8)
+    assert bootstrap_p(np.ones(999)) == pytest.approx(2 / 1000)
+    rng = np.random.default_rng(8)
+    for shift in (0.0, 0.02, 0.05):
+        a, b = _arms(rng, shift, seeds=1, sig_seed=0.0)
+        r = paired_bootstrap(a[0], b[0], n_boot=4000, seed=1)
+        if abs(r["p"] - 0.05) > 0.01:  # away from the boundary the two agree
+            assert r["real"] == (r["p"] < 0.05)
+
+
+def test_holm_against_a_hand_computation() -> None:
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.2]) == pytest.approx([0.2]) and len(holm([])) == 0
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    with pytest.raises(StatsError, match="pvalues"):
+        holm([0.1, 1.5])
+
+
+def test_a_family_of_zero_differences_is_not_flagged_after_holm() -> None:
+    """Seven comparisons with no true difference: unadjusted, some family often shows an interval
+    excluding 0; after Holm, at most about 5 % of families flag anything."""
+    rng = np.random.default_rng(9)
+    families, k = 60, 7
+    raw = adjusted = 0
+    for f in range(families):
+        p = []
+        for j in range(k):
+            a, b = _arms(rng, 0.0, seeds=1, sig_seed=0.0)
+            p.append(paired_bootstrap(a[0], b[0], n_boot=BOOT, seed=f * k + j)["p"])
+        raw += min(p) < 0.05
+        adjusted += holm(p).min() < 0.05
+    print(f"families flagged: unadjusted {raw}, Holm {adjusted} of {families}")
+    assert adjusted <= 0.1 * families and adjusted < raw
+    # a family with one real difference keeps it
+    a, b = _arms(rng, 0.15, seeds=3)
+    real = seed_bootstrap(a, b, n_boot=BOOT)["p"]
+    nulls = [seed_bootstrap(*_arms(rng, 0.0, seeds=3), n_boot=BOOT, seed=s)["p"] for s in range(6)]
+    assert holm([real, *nulls])[0] < 0.05

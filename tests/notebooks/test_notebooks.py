@@ -186,6 +186,13 @@ def test_train_writes_metrics_and_shows_curves(batch: dict) -> None:
 def test_loss_ablation_compares_both_losses(batch: dict) -> None:
     text, pngs = _done(batch, "04_loss_ablation")
     assert "resnet50__dice_bce__64x320" in text and "resnet50__tversky__64x320" in text and pngs >= 2
+    # the loss family is Holm-adjusted, one seed says so, and each per-class view names its split
+    assert "after Holm adjustment over 1 comparisons" not in text  # one comparison is not a family
+    assert "(one comparison, unadjusted); single seed" in text
+    assert (
+        "validation split, best epoch, raw" in text
+        and "test split, post-processed, per class and run" in text
+    )
 
 
 def test_evaluate_tunes_and_writes_submission(batch: dict) -> None:
@@ -204,9 +211,9 @@ def test_results_has_a_row_per_run(batch: dict) -> None:
     assert "2 run(s): 2 compared here, 0 left out, 0 failed" in text
     for loss in ("dice_bce", "tversky"):
         assert (
-            f"resnet50__{loss}__64x320 resnet50 {loss} 64x320 synthetic" in text
-        )  # run, encoder, loss, size, data
-    assert "each run minus the all-empty prediction" in text
+            f"resnet50__{loss}__64x320 0 resnet50 {loss} 64x320 synthetic" in text
+        )  # run, seed, encoder, loss, size, data
+    assert "each arm minus the all-empty prediction" in text and "Validation chose" in text
     # synthetic runs: the reference's Severstal numbers are not set beside them
     assert "not Severstal numbers" in text and "0.513" not in text  # (outputs only; the caveat is markdown)
 
@@ -225,7 +232,7 @@ def test_recipe_notebooks_label_retrain_and_table_the_steps(batch: dict) -> None
     assert list(table["step"]) == ["single run", "classifier gate", "ensemble of 2", "pseudo-labels"]
     assert list(table["against"]) == ["predicting nothing"] + ["single run"] * 3
     assert (
-        all(v.startswith(("real", "not separable")) for v in table["verdict"])
+        all(v.endswith("after Holm adjustment over 4 comparisons; single seed") for v in table["verdict"])
         and (table["images/s"] > 0).all()
     )
     assert "defect-free test images screened" in text  # the gate's own table
@@ -264,3 +271,57 @@ def test_train_over_two_processes_from_the_notebook(batch: dict, tmp_path: Path)
     assert metrics["world_size"] == 2 and metrics["epochs_run"] == 1
     assert metrics["test"]["split"] == "test"  # evaluated in the kernel after the child's training
     assert (run / "launch.yaml").is_file()
+
+
+def test_results_compare_arms_over_their_seeds(tmp_path: Path) -> None:
+    """06 on scored runs with no training behind them: two arms of three seeds (<arm>__seed<N>)
+    and one single run. The pairs table rests on 3 vs 3 seeds and is Holm-adjusted; the single run
+    is labelled single seed; the summary names validation's choice, not the best test score."""
+    import papermill as pm
+    from scored import scored_run
+
+    weights = tmp_path / "weights"
+    data = {"kind": "synthetic", "n_test": 12, "clean_test": 6}
+    for arm, found, val in (("good", (0.9, 0.85, 0.8), 0.70), ("poor", (0.2, 0.25, 0.3), 0.60)):
+        for seed, f in enumerate(found):
+            folder = weights / f"{arm}__seed{seed}"
+            m = scored_run(folder, f)
+            extra = {
+                "data": data,
+                "seed": seed,
+                "best": {"kaggle": 0.5},
+                "test": {**m["test"], "val_tuned_kaggle": val + seed / 100},
+            }
+            (folder / "metrics.json").write_text(json.dumps({"run": folder.name, **extra}))
+    lone = scored_run(weights / "lone", 0.95)  # the best test score, but validation prefers good
+    (weights / "lone" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "run": "lone",
+                "data": data,
+                "best": {"kaggle": 0.9},
+                "test": {**lone["test"], "val_tuned_kaggle": 0.5},
+            }
+        )
+    )
+    out = tmp_path / "06.ipynb"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "06_results.ipynb"),
+        str(out),
+        parameters={
+            "weights_dir": str(weights),
+            "runs_dir": str(tmp_path / "runs"),
+            "pairs": [["good", "poor", "good against poor"], ["lone", "poor", "lone against poor"]],
+        },
+        cwd=str(REPO / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    text = " ".join(re.sub(r"<[^>]+>", " ", outputs(out)[0]).split())
+    assert "7 run(s): 7 compared here" in text
+    assert "3 vs 3 seeds" in text and "gain: excludes 0 after Holm adjustment over 2 comparisons" in text
+    assert "Holm p and verdict: after Holm adjustment over 3 comparisons" in text  # 3 arms against nothing
+    # the per-class test table shows every seed of the chosen arm and of each pair's first arm
+    assert all(f"good__seed{s} 1" in text for s in range(3)) and "lone 1" in text
+    assert "single seed" in text and "3 seeds" in text
+    assert "Validation chose **good__seed2**" in outputs(out)[0] and "lone**" not in outputs(out)[0]
