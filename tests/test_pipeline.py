@@ -6,20 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
-from nbformat.v4 import new_code_cell, new_notebook
+from nbout import write_notebook
 
 from steelnb import pipeline
-
-
-def _notebook(path: Path, params: str, body: str) -> None:
-    cell = new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[cell, new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
 
 
 @pytest.fixture()
@@ -27,7 +18,7 @@ def project(tmp_path: Path) -> Path:
     """A project folder: notebooks/ with a notebook that fails on request and records its GPU."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(
+    write_notebook(
         nbs / "01_work.ipynb",
         "value: int = 1  # a number\nfail: bool = False  # raise on purpose\nnap: float = 0.0  # seconds to sleep",
         "import os, time, json\ntime.sleep(nap)\n"
@@ -36,7 +27,7 @@ def project(tmp_path: Path) -> Path:
         "'threads': os.environ.get('OMP_NUM_THREADS'), 'pid': os.getppid(), 'start': time.time(), "
         "'hf_offline': os.environ.get('HF_HUB_OFFLINE'), 'curve': __import__('ipykernel.kernelapp').kernelapp.IPKernelApp.instance().curve_secretkey is not None}))",
     )
-    _notebook(
+    write_notebook(
         nbs / "02_after.ipynb",
         'tag: str = "x"  # a label',
         "print(sorted(os.listdir('.')) if False else tag)",
