@@ -175,10 +175,8 @@ SCRIPT = textwrap.dedent("""
 
     torch.set_num_threads(1)
     out, mode, stop_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    ddp = mode == "ddp"
-    cfg = tiny_config(out, epochs=2, resume=mode == "resume", devices=2 if ddp else 1, strategy="ddp" if ddp else "auto")
-    n = 8 if ddp else 24
-    fit(cfg, datamodule=TinyData(n=n), progress_bar=False, callbacks=[StopAt(stop_at)], ckpt_every_n_steps=3)
+    cfg = tiny_config(out, epochs=2, resume=mode == "resume")
+    fit(cfg, datamodule=TinyData(n=24), progress_bar=False, callbacks=[StopAt(stop_at)], ckpt_every_n_steps=3)
 """)
 
 
@@ -217,51 +215,39 @@ def test_killed_run_resumes_mid_epoch(tmp_path: Path) -> None:
     assert torch.load(last, weights_only=True)["global_step"] == 24  # 2 epochs x 12 batches, none repeated
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), "ddp", "0", str(Path(__file__).parent)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert m["world_size"] == 2 and m["epochs_run"] == 2
-    # 8 images, 2 per batch, split over 2 processes -> 2 steps per epoch
-    assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["global_step"] == 4
-
-
-DDP_VAL = textwrap.dedent("""
+DDP = textwrap.dedent("""
     import sys, torch
-    from steelnb.config import TrainConfig
+    sys.path.insert(0, sys.argv[3])  # tests/, for factories
+    from factories import data_config
     from steelnb.training import fit
     torch.set_num_threads(1)
-    cfg = TrainConfig(data_dir=sys.argv[1], subset="all", encoder="resnet18", epochs=1, batch_size=2, height=64,
-                      width=320, n_folds=4, out_dir=sys.argv[2], run_name="ddp", device="cpu", devices=2,
-                      strategy="ddp", early_stopping_patience=0)
+    cfg = data_config(sys.argv[1], batch_size=2, epochs=2, n_folds=4, out_dir=sys.argv[2], run_name="ddp",
+                      device="cpu", devices=2, strategy="ddp", early_stopping_patience=0)
     fit(cfg, progress_bar=False)
 """)
 
 
 @pytest.mark.slow
-def test_ddp_validation_counts_each_image_once(tmp_path: Path) -> None:
-    """An odd validation fold over two processes: torch's DistributedSampler would pad it with a
-    repeated image, which the summed metric state would count twice."""
+def test_ddp_over_two_cpu_processes_splits_the_batches_and_counts_each_image_once(tmp_path: Path) -> None:
+    """One run of two processes (one DDP start for both checks): each rank trains on its half of
+    the training images, and an odd validation fold is counted image by image (torch's
+    DistributedSampler would pad it with a repeated image, which the summed metric state would
+    count twice)."""
     from steelnb.dataset import SteelDataModule
     from steelnb.synthetic import generate
 
     data = generate(tmp_path / "synthetic", n_images=23, n_test=0, seed=2)
-    cfg = TrainConfig(data_dir=str(data), subset="all", n_folds=4, height=64, width=320)
-    n_val = len(SteelDataModule(cfg).val_ids)
+    split = SteelDataModule(data_config(data, n_folds=4))
+    n_train, n_val = len(split.train_ids), len(split.val_ids)
     assert n_val % 2 == 1
-    script = tmp_path / "ddp_val.py"
-    script.write_text(DDP_VAL)
+    per_epoch = (
+        -(-n_train // 2) // 2
+    )  # each rank: half the images (padded), 2 a batch, the last partial dropped
+    assert per_epoch != n_train // 2  # one process alone would take more steps
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP)
     done = subprocess.run(
-        [sys.executable, str(script), str(data), str(tmp_path / "w")],
+        [sys.executable, str(script), str(data), str(tmp_path / "w"), str(Path(__file__).parent)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -269,7 +255,9 @@ def test_ddp_validation_counts_each_image_once(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads((tmp_path / "w" / "ddp" / "metrics.json").read_text())
-    assert m["world_size"] == 2 and m["history"][0]["val_images"] == n_val
+    assert m["world_size"] == 2 and m["epochs_run"] == 2
+    assert [h["val_images"] for h in m["history"]] == [n_val, n_val]
+    assert torch.load(tmp_path / "w" / "ddp" / "last.ckpt", weights_only=True)["global_step"] == 2 * per_epoch
 
 
 @pytest.mark.slow
