@@ -82,6 +82,7 @@ def test_a_matrix_entry_names_its_runs_from_their_parameters(project: Path) -> N
         pipeline.load_plan(_plan(project, [{**entry, "name": "01_work__same"}]))
 
 
+@pytest.mark.slow  # a plan end to end five times over: a dozen kernels
 def test_failed_run_is_kept_and_batch_goes_on_then_rerun_skips(project: Path) -> None:
     runs = [
         {"notebook": "01_work", "parameters": {"value": 1, "fail": True}},
@@ -165,6 +166,7 @@ def test_progress_label_names_the_stage_and_the_runs_not_finished() -> None:
         bar.close()
 
 
+@pytest.mark.slow  # a plan end to end: spawned workers, three kernels, 3 s naps
 def test_parallel_stage_gives_each_worker_one_gpu(project: Path) -> None:
     runs = [{"notebook": "01_work", "matrix": {"value": [1, 2]}, "parameters": {"nap": 3.0}}]
     path = _plan(project, runs, parallel=True)
@@ -177,6 +179,7 @@ def test_parallel_stage_gives_each_worker_one_gpu(project: Path) -> None:
     assert status["02_after"]["finished_at"] >= max(status[s]["finished_at"] for s in table["slug"][:2])
 
 
+@pytest.mark.slow  # a plan end to end: spawned workers, three kernels, 3 s naps
 def test_cpu_workers_share_the_cores(project: Path, monkeypatch) -> None:
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 4)
     runs = [{"notebook": "01_work", "matrix": {"value": [1, 2]}, "parameters": {"nap": 3.0}}]
