@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -335,8 +335,48 @@ class TrainConfig:
                     data[name] = _relative(folder / data[name], Path.cwd())
         return cls.from_dict(data, source=str(path))
 
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> TrainConfig:
+        """The config of a notebook's parameters (``03_train``'s cell tagged ``parameters``, with
+        papermill's overrides): ``TrainConfig.from_parameters(globals())``.
+
+        Takes the keys of ``parameters`` that are config fields (others, such as a notebook's own
+        ``n_show``, and the kernel's globals are ignored; absent fields keep their defaults) and
+        reads the literals that stand for None in a parameters cell (``PARAMETER_NONE``), which holds
+        literals only. A bad value raises ``ConfigError`` naming the field, as ``from_dict``.
+        """
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in parameters.items() if k in known}
+        for name, is_none in PARAMETER_NONE.items():
+            if name in values and values[name] is not None and is_none(values[name]):
+                values[name] = None
+        return cls.from_dict(values, source="notebook parameters")
+
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: the literal that stands for None in a notebook's parameters cell (papermill parameters are
+#: literals, and a typed ``float`` cannot hold None), per config field, as a test of the value
+PARAMETER_NONE: dict[str, Callable[[Any], bool]] = {
+    "encoder_weights": lambda v: v == "",  # empty: random initialisation
+    "bn_momentum": lambda v: v == 0,  # 0: the library's own momentum
+    "drop_path_rate": lambda v: v < 0,  # -1 (any negative): the encoder's own rate
+}
+
+#: where ``03_train``'s parameters cell starts from other defaults than ``TrainConfig``, and why
+#: (a test compares the two and fails on a difference not listed here, or listed wrong)
+NOTEBOOK_DEFAULTS: dict[str, tuple[Any, str]] = {
+    "data_dir": ("../data/synthetic", "a notebook runs in notebooks/, one folder below the repository"),
+    "out_dir": ("../weights", "a notebook runs in notebooks/, one folder below the repository"),
+    "max_images": (64, "the defaults run in a few minutes on a CPU (DESIGN.md); 0 would train on all"),
+    "min_test": (256, "at least as many test images as 02_class_balance holds out, so 03 alone matches it"),
+    "height": (64, "64x416 is a quarter of 256x1600, small enough for a CPU run"),
+    "width": (416, "64x416 is a quarter of 256x1600, small enough for a CPU run"),
+    "epochs": (2, "a few minutes on a CPU; real runs override it"),
+    "batch_size": (4, "64 images at 4 a batch: enough steps in two epochs on a CPU"),
+    "head_prior": (0.01, "a short run from random weights learns from a 1 % head prior (plans/smoke.yaml)"),
+}
 
 
 #: the config fields that are paths of their own (the other data paths are relative to data_dir)

@@ -332,6 +332,7 @@ def execute_run(
             parameters={**run.parameters, **(inject or {})},
             cwd=str(notebooks_dir),
             progress_bar=progress,
+            **kernel_options(),
         )
         record.update(status="done", error="")
         done.write_text(run_hash(run, notebooks_dir) + "\n")
@@ -344,6 +345,29 @@ def execute_run(
     if inject:
         record["injected"] = dict(inject)
     return record
+
+
+def kernel_options() -> dict[str, Any]:
+    """papermill's engine options for the kernels a plan starts: jupyter_client provisions CurveZMQ
+    keys (``transport_encryption="auto"``, for kernelspecs that declare it, as ipykernel's does) where
+    pyzmq has curve. The kernel then talks over an encrypted transport instead of warning, once per
+    notebook, that it runs over TCP without encryption; nothing else it logs is hidden. Empty (the
+    warning stays) where jupyter_client predates the option or pyzmq lacks curve."""
+    import zmq
+    from jupyter_client import KernelManager
+    from traitlets.config import Config
+
+    if not (zmq.has("curve") and "transport_encryption" in KernelManager.class_trait_names()):
+        return {}
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+
+
+def progress_label(plan: str, stage: str, runs: Sequence[str], shown: int = 2) -> str:
+    """The plan's progress-bar label: the plan, the stage and the runs it is on (of a stage running
+    side by side, the first ``shown`` of those not finished and how many more), e.g.
+    ``plan smoke, train: 03_train__a, 03_train__b +3 more``."""
+    names = ", ".join(runs[:shown]) + (f" +{len(runs) - shown} more" if len(runs) > shown else "")
+    return f"plan {plan}, {stage}" + (f": {names}" if names else "")
 
 
 def _init_worker(queue: Any) -> None:
@@ -528,20 +552,17 @@ def _run_stages(
     p: Plan, runs_dir: Path, force: bool, gpus: Sequence[int] | None, executor: StageExecutor | None
 ) -> list[dict[str, Any]]:
     """Every stage of the plan in order; the runs' records in the plan's order."""
-    from tqdm.auto import tqdm
-
     order = [r.slug for r in p.runs]
     previous = update_status(runs_dir, lambda status: status.update(plan=p.name, order=order))["runs"]
     records: dict[str, dict[str, Any]] = {}
     started: dict[str, Run] = {}  # the runs executing now, for an interrupt to mark
-    bar = tqdm(total=len(p.runs), desc=f"plan {p.name}", unit="run")
+    bar = _Progress(p)
 
     def finish(rec: dict[str, Any]) -> None:
         records[rec["slug"]] = rec
         started.pop(rec["slug"], None)
         _put(runs_dir, rec)
-        bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
-        bar.update(1)
+        bar.done(rec)
 
     upstream_ran = False  # a later stage reads what an earlier one wrote: re-run it after a change
     slots = _worker_slots(p, gpus)
@@ -554,6 +575,7 @@ def _run_stages(
                 else:
                     todo.append(run)
             injects = {r.slug: _after_interrupt(r, p, previous, restart) for r in todo}
+            bar.on(stage[0].stage if stage else "", [r.slug for r in todo])
             if executor is not None:
                 executor.run_stage(
                     todo, p, runs_dir, finish, lambda rec: _put(runs_dir, rec), restart=restart
@@ -562,9 +584,9 @@ def _run_stages(
                 _run_parallel(todo, slots, p, runs_dir, finish, injects, started)
             else:
                 for run in todo:
-                    bar.set_description(f"plan {p.name}: {run.slug}")
+                    bar.on(run.stage, [run.slug])  # one at a time: the bar names the one running
                     started[run.slug] = run
-                    show = bar.disable is False
+                    show = bar.bar.disable is False
                     finish(
                         execute_run(run, p.notebooks_dir, runs_dir, progress=show, inject=injects[run.slug])
                     )
@@ -574,6 +596,30 @@ def _run_stages(
     finally:
         bar.close()
     return [records[r.slug] for r in p.runs]
+
+
+class _Progress:
+    """The plan's progress bar: a step per run, labelled with the stage and the runs it is on
+    (``progress_label``), the last run finished and its status beside it."""
+
+    def __init__(self, p: Plan) -> None:
+        from tqdm.auto import tqdm
+
+        self.plan, self.stage, self.runs = p.name, "", []
+        self.bar = tqdm(total=len(p.runs), desc=f"plan {p.name}", unit="run")
+
+    def on(self, stage: str, slugs: list[str]) -> None:
+        self.stage, self.runs = stage, list(slugs)
+        self.bar.set_description(progress_label(self.plan, stage, self.runs))
+
+    def done(self, rec: Mapping[str, Any]) -> None:
+        if rec["slug"] in self.runs:
+            self.on(self.stage, [s for s in self.runs if s != rec["slug"]])
+        self.bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _interrupted(

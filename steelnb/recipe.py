@@ -60,6 +60,49 @@ COLUMNS = [
 ]
 
 
+#: the steps a study may add to its single run, in the table's order: (step, the 08_recipe
+#: parameter naming its run, note). The ensemble (``build_steps``' ``ensemble``) comes after the
+#: steps that change how one run is trained or gated and before those that retrain it on more data
+RUN_STEPS = (
+    ("classifier gate", "gate_run", "head trained jointly; gate tuned on validation"),
+    ("whole resized images (no crops)", "resize_run", "the same budget on resized sheets"),
+    (None, "ensemble", "probabilities averaged"),
+    ("pseudo-labels", "pseudo_run", "unlabelled test images at a fixed share of each batch"),
+    ("per-class BCE pos_weight", "pos_weight_run", "defect pixels weighted per class"),
+)
+
+
+def build_steps(
+    base: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]],
+    step_runs: Mapping[str, str],
+    ensemble: Mapping[str, Any] | None = None,
+    members: Sequence[str | Path] = (),
+    where: str | Path = "weights",
+) -> list[Step]:
+    """The recipe's steps in ``RUN_STEPS`` order: the single run ``base`` (metrics with ``_path``),
+    then each step whose run ``step_runs`` names (parameter -> run folder name, "" for none; found
+    in ``runs``, else a ``ComparisonError`` naming the step and ``where``) and the ensemble of
+    ``members`` when its metrics ``ensemble`` are given; each measured against the single run."""
+    steps = [Step("single run", base, weights=[base["_path"]], note="crops, TTA and tuned post-processing")]
+    for step, parameter, note in RUN_STEPS:
+        if step is None:
+            if ensemble is not None:
+                steps.append(
+                    Step(
+                        f"ensemble of {len(members)}",
+                        ensemble,
+                        "single run",
+                        weights=list(members),
+                        note=note,
+                    )
+                )
+        elif step_runs.get(parameter):
+            m = comparison.find_run(runs, step_runs[parameter], where, step)
+            steps.append(Step(step, m, against="single run", weights=[m["_path"]], note=note))
+    return steps
+
+
 def _gain(step: Step, by_name: Mapping[str, Step], n_boot: int, seed: int) -> tuple[str, str, Any]:
     """(against, "gain [low, high]", the paired difference) of a step against the one it builds on."""
     base = by_name.get(step.against) if step.against else None

@@ -67,6 +67,27 @@ def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, An
     return sorted(out, key=lambda m: str(m["run"]))
 
 
+def latest_by(
+    runs: Sequence[Mapping[str, Any]], key: str | Sequence[str]
+) -> tuple[dict[Any, Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """One run per value of ``key`` (e.g. "loss"; several keys, e.g. ("loss", "seed"): per tuple of
+    their values, a missing one None): the one whose ``metrics.json`` was written last (runs from
+    ``read_metrics``, with ``_path``; equal times keep the later of ``runs``).
+
+    Returns ({value: its latest run}, the older runs in the order they were superseded)."""
+
+    def value(m: Mapping[str, Any]) -> Any:
+        return m[key] if isinstance(key, str) else tuple(m.get(k) for k in key)
+
+    latest: dict[Any, Mapping[str, Any]] = {}
+    older: list[Mapping[str, Any]] = []
+    for m in sorted(runs, key=lambda m: Path(m["_path"], "metrics.json").stat().st_mtime):
+        if value(m) in latest:
+            older.append(latest[value(m)])
+        latest[value(m)] = m
+    return latest, older
+
+
 def failed_runs(runs_dir: str | Path | None, notebook: str = "03_train") -> pd.DataFrame:
     """Rows for the training runs that failed in the last batch (``status.json``)."""
     if runs_dir is None:

@@ -1,10 +1,20 @@
-"""What an executed notebook shows, for the tests that run notebooks."""
+"""Notebooks for the tests: tiny stand-ins to execute, and what an executed notebook shows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+
+def write_notebook(path: Path, params: str, body: str) -> None:
+    """A two-cell notebook at ``path``: ``params`` in the cell tagged ``parameters``, then ``body``."""
+    cell = new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[cell, new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
 
 
 def outputs(path: Path) -> tuple[str, int]:

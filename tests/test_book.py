@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import papermill as pm
 import pytest
+from browser import CHROMIUM_FLAGS
 
 from steelnb import notebook, pipeline
 
@@ -157,19 +158,6 @@ def test_no_network_assets(built: Path) -> None:
     for page in built.rglob("*.html"):
         remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text())
         assert not [u for u in remote if "stylesheet" in u or u.endswith((".js", ".css"))], (page, remote)
-
-
-#: headless Chromium on a machine with no network: no sandbox as root, no GPU, and none of the
-#: background connections it would otherwise keep trying
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_results_page_in_chromium(built: Path, tmp_path: Path) -> None:

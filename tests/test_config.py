@@ -114,3 +114,74 @@ def test_train_from_the_root_with_a_config_a_notebook_wrote(
     again = TrainConfig.from_yaml(repo / "weights" / "again" / "config.yaml")
     assert Path(again.data_dir).resolve() == (repo / "data" / "synthetic").resolve()
     assert (repo / "weights" / "again" / "best.ckpt").is_file()
+
+
+def _parameters_cell(notebook: Path) -> dict[str, tuple[str, object]]:
+    """{name: (type hint, literal)} of a stored notebook's cell tagged ``parameters``."""
+    import ast
+    import json
+
+    cells = json.loads(notebook.read_text())["cells"]
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    tree = ast.parse("".join(cell["source"]))
+    return {
+        node.target.id: (ast.unparse(node.annotation), ast.literal_eval(node.value))
+        for node in tree.body
+        if isinstance(node, ast.AnnAssign)
+    }
+
+
+TRAIN_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_train.ipynb"
+
+
+def test_03_parameters_are_config_fields_of_the_same_type() -> None:
+    """Each 03 parameter named like a config field has the field's type (a list for a tuple or
+    list field: papermill's literals; the type beside None for a field PARAMETER_NONE reads)."""
+    import types
+    import typing
+
+    from steelnb.config import PARAMETER_NONE
+
+    hints = typing.get_type_hints(TrainConfig)
+    params = _parameters_cell(TRAIN_NOTEBOOK)
+    shared = [name for name in params if name in hints]
+    assert len(shared) >= 40  # the cell is found and read
+    for name in shared:
+        hint, value = params[name]
+        field_type = hints[name]
+        union = typing.get_origin(field_type) in (typing.Union, types.UnionType)
+        options = [t for t in typing.get_args(field_type) if t is not type(None)] if union else [field_type]
+        # a field that may be None is one PARAMETER_NONE reads, and the other way round
+        assert (name in PARAMETER_NONE) == (union and type(None) in typing.get_args(field_type)), name
+        bases = {typing.get_origin(t) or t for t in options}
+        bases = {list if b in (list, tuple) else b for b in bases}
+        assert bases == {eval(hint)}, f"03's {name}: {hint}, the config field: {field_type}"
+        assert isinstance(value, eval(hint)), f"03's {name} = {value!r} is not a {hint}"
+
+
+def test_03_defaults_differ_from_the_config_only_where_declared() -> None:
+    """Every default of 03's parameters cell that differs from TrainConfig's (after the literals
+    that stand for None) is in NOTEBOOK_DEFAULTS with that value and a reason, and nothing else is."""
+    from steelnb.config import NOTEBOOK_DEFAULTS
+
+    params = {name: value for name, (_, value) in _parameters_cell(TRAIN_NOTEBOOK).items()}
+    from_notebook = TrainConfig.from_parameters(params).to_dict()
+    defaults = TrainConfig().to_dict()
+    differ = {k: v for k, v in from_notebook.items() if v != defaults[k]}
+    assert differ == {k: value for k, (value, _) in NOTEBOOK_DEFAULTS.items()}
+    assert all(len(reason) > 20 for _, reason in NOTEBOOK_DEFAULTS.values())
+
+
+def test_from_parameters_reads_the_none_literals_and_ignores_other_names() -> None:
+    cfg = TrainConfig.from_parameters(
+        {"encoder_weights": "", "bn_momentum": 0.0, "drop_path_rate": -1.0, "n_show": 3, "epochs": 3}
+    )
+    assert (cfg.encoder_weights, cfg.bn_momentum, cfg.drop_path_rate, cfg.epochs) == (None, None, None, 3)
+    cfg = TrainConfig.from_parameters(
+        {"encoder_weights": "imagenet", "bn_momentum": 0.1, "drop_path_rate": 0.0}
+    )
+    assert (cfg.encoder_weights, cfg.bn_momentum, cfg.drop_path_rate) == ("imagenet", 0.1, 0.0)
+    widths = TrainConfig.from_parameters({"decoder_channels": [64, 32, 16, 8, 4]}).decoder_channels
+    assert widths == (64, 32, 16, 8, 4)  # a list in the cell, a tuple in the config
+    with pytest.raises(ConfigError, match="notebook parameters.*loss='hinge'"):
+        TrainConfig.from_parameters({"loss": "hinge"})

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from factories import data_config
 
 from steelnb import labels as lb
 from steelnb import rle
@@ -138,8 +139,7 @@ def test_bad_rle_names_the_image(small_set) -> None:
 
 
 def config(data_dir: Path, **kw) -> TrainConfig:
-    base = dict(data_dir=str(data_dir), subset="all", height=64, width=320, batch_size=4, n_folds=4, fold=1)
-    return TrainConfig(**{**base, **kw})
+    return data_config(data_dir, **{"n_folds": 4, "fold": 1, **kw})
 
 
 def test_datamodule_split(small_set) -> None:

@@ -137,7 +137,7 @@ def test_training_stopped_by_a_full_disk_resumes_to_the_same_numbers(tmp_path: P
     how to resume, epoch 1's last.ckpt is intact; resumed once there is room, it ends with the
     numbers of a run that never stopped (the random states ride in last.ckpt)."""
     import lightning as L
-    from test_training import tiny_config
+    from factories import tiny_config
     from tinydata import TinyData
 
     torch.set_num_threads(1)

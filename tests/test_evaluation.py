@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from factories import data_config
 
 from steelnb import evaluation
-from steelnb.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,18 +68,8 @@ def test_run_records_data_code_and_test(
     from steelnb.training import fit
 
     data = generate(tmp_path / "synthetic", n_images=40, n_test=0, seed=1)
-    cfg = TrainConfig(
-        data_dir=str(data),
-        subset="all",
-        encoder="resnet18",
-        epochs=1,
-        batch_size=4,
-        height=64,
-        width=320,
-        device="cpu",
-        out_dir=str(tmp_path / "weights"),
-        run_name="tiny",
-        seed=3,
+    cfg = data_config(
+        data, epochs=1, device="cpu", out_dir=str(tmp_path / "weights"), run_name="tiny", seed=3
     )
     run = fit(cfg, progress_bar=False)
     m = json.loads((run / "metrics.json").read_text())

@@ -56,3 +56,17 @@ def test_the_walk_sees_imports_of_every_kind() -> None:
 
 def test_no_import_cycle_in_steelnb() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """What tests share lives in helper modules (conftest, factories, tinydata, nbout, browser,
+    scored), so that running one test file never runs or depends on another's module."""
+    tests = Path(__file__).resolve().parent
+    modules = {p.stem for p in tests.rglob("test_*.py")}
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path.relative_to(tests)} imports {n}" for n in names if n.split(".")[0] in modules]
+    assert not found, found

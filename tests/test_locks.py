@@ -129,7 +129,7 @@ def test_a_second_training_into_a_run_folder_is_refused_and_the_first_is_as_alon
     file; the first ends with the numbers of a run trained alone."""
     import lightning as L
     import torch
-    from test_training import tiny_config
+    from factories import tiny_config
     from tinydata import TinyData
 
     from steelnb.training import fit

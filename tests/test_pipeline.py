@@ -6,20 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
-from nbformat.v4 import new_code_cell, new_notebook
+from nbout import write_notebook
 
 from steelnb import pipeline
-
-
-def _notebook(path: Path, params: str, body: str) -> None:
-    cell = new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[cell, new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
 
 
 @pytest.fixture()
@@ -27,16 +18,16 @@ def project(tmp_path: Path) -> Path:
     """A project folder: notebooks/ with a notebook that fails on request and records its GPU."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(
+    write_notebook(
         nbs / "01_work.ipynb",
         "value: int = 1  # a number\nfail: bool = False  # raise on purpose\nnap: float = 0.0  # seconds to sleep",
         "import os, time, json\ntime.sleep(nap)\n"
         "if fail:\n    raise RuntimeError(f'failing on purpose with value {value}')\n"
         "open(f'out_{value}.json', 'w').write(json.dumps({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 'cwd': os.getcwd(), "
         "'threads': os.environ.get('OMP_NUM_THREADS'), 'pid': os.getppid(), 'start': time.time(), "
-        "'hf_offline': os.environ.get('HF_HUB_OFFLINE')}))",
+        "'hf_offline': os.environ.get('HF_HUB_OFFLINE'), 'curve': __import__('ipykernel.kernelapp').kernelapp.IPKernelApp.instance().curve_secretkey is not None}))",
     )
-    _notebook(
+    write_notebook(
         nbs / "02_after.ipynb",
         'tag: str = "x"  # a label',
         "print(sorted(os.listdir('.')) if False else tag)",
@@ -91,6 +82,7 @@ def test_a_matrix_entry_names_its_runs_from_their_parameters(project: Path) -> N
         pipeline.load_plan(_plan(project, [{**entry, "name": "01_work__same"}]))
 
 
+@pytest.mark.slow  # a plan end to end five times over: a dozen kernels
 def test_failed_run_is_kept_and_batch_goes_on_then_rerun_skips(project: Path) -> None:
     runs = [
         {"notebook": "01_work", "parameters": {"value": 1, "fail": True}},
@@ -123,6 +115,58 @@ def test_failed_run_is_kept_and_batch_goes_on_then_rerun_skips(project: Path) ->
     assert list(forced["status"]) == ["failed", "done", "done"]
 
 
+def test_kernels_run_encrypted_without_the_tcp_warning_and_the_bar_names_the_run(
+    project: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`steelnb run` printed ipykernel's "running over TCP without encryption" once per notebook:
+    its kernels now get CurveZMQ keys (the kernel reports one). While each run executes, the
+    progress bar names its stage and the run."""
+    labels: list[str] = []
+    during: dict[str, str] = {}
+    on, execute = pipeline._Progress.on, pipeline.execute_run
+
+    def record(self, stage: str, slugs: list[str]) -> None:
+        on(self, stage, slugs)
+        labels.append(self.bar.desc.rstrip(": "))
+
+    def execute_and_note(run, *args, **kw):
+        during[run.slug] = labels[-1]
+        return execute(run, *args, **kw)
+
+    monkeypatch.setattr(pipeline._Progress, "on", record)
+    monkeypatch.setattr(pipeline, "execute_run", execute_and_note)
+    table = pipeline.run_plan(
+        _plan(project, [{"notebook": "01_work", "parameters": {"value": 4}}]), build=False
+    )
+    assert list(table["status"]) == ["done", "done"]
+    assert during == {"01_work": "plan p, work: 01_work", "02_after": "plan p, after: 02_after"}
+    assert json.loads((project / "notebooks" / "out_4.json").read_text())["curve"] is True
+    err = capfd.readouterr().err
+    assert "without encryption" not in err
+
+
+def test_progress_label_names_the_stage_and_the_runs_not_finished() -> None:
+    from types import SimpleNamespace
+
+    assert (
+        pipeline.progress_label("smoke", "data", ["02_class_balance"]) == "plan smoke, data: 02_class_balance"
+    )
+    assert (
+        pipeline.progress_label("smoke", "train", ["a", "b", "c", "d"]) == "plan smoke, train: a, b +2 more"
+    )
+    assert pipeline.progress_label("smoke", "train", []) == "plan smoke, train"
+    bar = pipeline._Progress(SimpleNamespace(name="smoke", runs=[1, 2, 3]))
+    try:
+        bar.on("train", ["a", "b", "c"])  # a stage side by side
+        bar.done({"slug": "b", "status": "done"})
+        assert bar.bar.desc.rstrip(": ") == "plan smoke, train: a, c"
+        bar.done({"slug": "elsewhere", "status": "skipped"})  # a run not of the stage leaves the label
+        assert bar.bar.desc.rstrip(": ") == "plan smoke, train: a, c" and bar.bar.n == 2
+    finally:
+        bar.close()
+
+
+@pytest.mark.slow  # a plan end to end: spawned workers, three kernels, 3 s naps
 def test_parallel_stage_gives_each_worker_one_gpu(project: Path) -> None:
     runs = [{"notebook": "01_work", "matrix": {"value": [1, 2]}, "parameters": {"nap": 3.0}}]
     path = _plan(project, runs, parallel=True)
@@ -135,6 +179,7 @@ def test_parallel_stage_gives_each_worker_one_gpu(project: Path) -> None:
     assert status["02_after"]["finished_at"] >= max(status[s]["finished_at"] for s in table["slug"][:2])
 
 
+@pytest.mark.slow  # a plan end to end: spawned workers, three kernels, 3 s naps
 def test_cpu_workers_share_the_cores(project: Path, monkeypatch) -> None:
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 4)
     runs = [{"notebook": "01_work", "matrix": {"value": [1, 2]}, "parameters": {"nap": 3.0}}]

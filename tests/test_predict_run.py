@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from factories import data_config
 
 from steelnb import inference as inf
 from steelnb import postprocess as pp
 from steelnb import rle
 from steelnb import submission as sub
-from steelnb.config import TrainConfig
 from steelnb.evaluation import evaluation_table, presence_table, tune
 from steelnb.labels import encodings_by_image, image_masks, read_labels
 from steelnb.metrics import iou_dice, kaggle_metric, pixel_counts
@@ -276,12 +276,8 @@ def test_tuning_a_trained_synthetic_run(tmp_path) -> None:
     from steelnb.training import fit
 
     data = generate(tmp_path / "data", n_images=32, n_test=0, seed=0)
-    cfg = TrainConfig(
-        data_dir=str(data),
-        subset="all",
-        height=64,
-        width=320,
-        encoder="resnet18",
+    cfg = data_config(
+        data,
         epochs=2,
         batch_size=8,
         out_dir=str(tmp_path / "weights"),

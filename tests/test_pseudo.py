@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from factories import data_config
 
 from steelnb import labels as lb
 from steelnb import rle
@@ -40,16 +41,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def run_config(data_dir: Path, **kw) -> TrainConfig:
-    base = dict(
-        data_dir=str(data_dir),
-        subset="all",
-        encoder="resnet18",
-        height=64,
-        width=320,
-        n_folds=3,
-        batch_size=4,
-    )
-    return TrainConfig(**{**base, **kw})
+    return data_config(data_dir, **{"n_folds": 3, **kw})
 
 
 def tiny_run(folder: Path, data_dir: Path, bias: list[float]) -> Path:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scored import scored_run
 
-from steelnb import recipe
+from steelnb import comparison, recipe
 from steelnb.images import list_images
 
 
@@ -57,3 +57,34 @@ def test_throughput_of_a_run_and_of_an_ensemble(tiny_run: Path, synthetic_data: 
     assert one > 0 and two > 0  # measured, not compared: timings belong in bench/, not in tests
     with pytest.raises(recipe.RecipeError, match="no images"):
         recipe.throughput([tiny_run], [])
+
+
+def test_build_steps_keeps_the_named_steps_in_the_recipe_order() -> None:
+    """The single run first; then gate and resize, the ensemble, pseudo-labels and pos_weight, each
+    only where its run is named (or the ensemble given), each against the single run."""
+    runs = [{"run": n, "_path": f"w/{n}"} for n in ("base", "gate", "resize", "pseudo", "posw")]
+    named = {"gate_run": "gate", "resize_run": "resize", "pseudo_run": "pseudo", "pos_weight_run": "posw"}
+    ens = {"run": "ensemble__a+b"}
+    steps = recipe.build_steps(runs[0], runs, named, ensemble=ens, members=["w/a", "w/b"])
+    assert [s.name for s in steps] == [
+        "single run",
+        "classifier gate",
+        "whole resized images (no crops)",
+        "ensemble of 2",
+        "pseudo-labels",
+        "per-class BCE pos_weight",
+    ]
+    assert [s.against for s in steps] == [None] + ["single run"] * 5
+    assert [list(s.weights) for s in steps] == [
+        ["w/base"],
+        ["w/gate"],
+        ["w/resize"],
+        ["w/a", "w/b"],
+        ["w/pseudo"],
+        ["w/posw"],
+    ]
+    assert steps[3].metrics is ens and steps[1].note.startswith("head trained jointly")
+    few = recipe.build_steps(runs[0], runs, {"pseudo_run": "pseudo", "gate_run": ""})
+    assert [s.name for s in few] == ["single run", "pseudo-labels"]  # no ensemble metrics: no ensemble step
+    with pytest.raises(comparison.ComparisonError, match="classifier gate: run 'absent' not found under w"):
+        recipe.build_steps(runs[0], runs, {"gate_run": "absent"}, where="w")

@@ -57,3 +57,29 @@ def test_runs_below_a_plan_folder_are_named_by_their_path(tmp_path: Path) -> Non
     assert [Path(m["_path"]).name for m in runs] == ["b4", "b3", "b4"]
     assert [m["run"] for m in report.read_metrics(tmp_path / "smoke")] == ["b3", "b4"]  # as before
     assert [m["run"] for m in report.read_metrics([tmp_path / "smoke" / "b4"])] == ["b4"]
+
+
+def test_latest_by_keeps_the_last_written_run_of_each_value(tmp_path: Path) -> None:
+    """04's one run per loss: the newest metrics.json wins (by mtime, not by name), and the older
+    runs come back in the order they were superseded."""
+    import os
+
+    for i, (name, loss) in enumerate(
+        [("b_old", "dice_bce"), ("a_mid", "dice_bce"), ("t", "tversky"), ("z", "dice_bce")]
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"loss": loss}))
+        os.utime(tmp_path / name / "metrics.json", (1000 + i, 1000 + i))
+    os.utime(tmp_path / "z" / "metrics.json", (990, 990))  # written first, though its name sorts last
+    latest, older = report.latest_by(report.read_metrics(tmp_path), "loss")
+    assert {loss: m["run"] for loss, m in latest.items()} == {"dice_bce": "a_mid", "tversky": "t"}
+    assert [m["run"] for m in older] == ["z", "b_old"]
+    # by loss and seed (the seeds plan): a run per pair, a run without a seed keyed as None
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "s1" / "metrics.json").write_text(json.dumps({"loss": "tversky", "seed": 1}))
+    latest, older = report.latest_by(report.read_metrics(tmp_path), ("loss", "seed"))
+    assert {k: m["run"] for k, m in latest.items()} == {
+        ("dice_bce", None): "a_mid",
+        ("tversky", None): "t",
+        ("tversky", 1): "s1",
+    }

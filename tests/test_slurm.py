@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import _notebook
+from nbout import write_notebook
 from tinydata import TINY_TRAIN
 
 from steelnb import pipeline
@@ -66,7 +66,7 @@ def project(tmp_path: Path) -> Path:
     03_tiny (a tiny training that continues from last.ckpt with resume=True)."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(
+    write_notebook(
         nbs / "01_work.ipynb",
         "value: int = 1  # a number\nfail: bool = False  # raise on purpose",
         "import os, json\n"
@@ -76,8 +76,8 @@ def project(tmp_path: Path) -> Path:
         "open(f'out_{value}.json', 'w').write(json.dumps({'job': job, 'cwd': os.getcwd(), "
         "'threads': os.environ.get('OMP_NUM_THREADS')}))",
     )
-    _notebook(nbs / "02_after.ipynb", 'tag: str = "x"  # a label', "print(tag)")
-    _notebook(
+    write_notebook(nbs / "02_after.ipynb", 'tag: str = "x"  # a label', "print(tag)")
+    write_notebook(
         nbs / "03_tiny.ipynb",
         'out: str = "runs"  # run folders\nnap: float = 0.0  # seconds per batch\n'
         'resume: bool = False  # continue from last.ckpt\ntests_dir: str = ""  # where tinydata.py is',
@@ -147,7 +147,7 @@ def test_slurm_options_go_with_the_slurm_executor_only(project: Path, capsys) ->
 
 
 def test_a_run_asks_for_its_devices_and_nodes(project: Path) -> None:
-    _notebook(project / "notebooks" / "07_ddp.ipynb", "devices: int = 1\nnum_nodes: int = 1", "pass")
+    write_notebook(project / "notebooks" / "07_ddp.ipynb", "devices: int = 1\nnum_nodes: int = 1", "pass")
     path = _write_plan(
         project,
         [{"name": "s", "runs": [{"notebook": "07_ddp", "parameters": {"devices": 4, "num_nodes": 2}}]}],

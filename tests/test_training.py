@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from factories import data_config, tiny_config
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tinydata import TinyData
 
@@ -24,21 +25,6 @@ from steelnb.models import load_model
 from steelnb.training import AtomicCheckpointIO, SegmentationModule, fit
 
 torch.set_num_threads(1)
-
-
-def tiny_config(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(
-        encoder="resnet18",
-        epochs=1,
-        batch_size=2,
-        height=64,
-        width=64,
-        out_dir=str(tmp_path),
-        run_name="run",
-        early_stopping_patience=0,
-        device="cpu",
-    )
-    return TrainConfig(**{**base, **kw})
 
 
 def read_back(path: Path) -> TrainConfig:
@@ -168,47 +154,55 @@ def test_fit_writes_checkpoints_through_the_atomic_plugin_every_epoch(tmp_path: 
 
 SCRIPT = textwrap.dedent("""
     import sys, time
-    sys.path.insert(0, sys.argv[4])  # tests/, for tinydata
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[4])  # tests/, for tinydata and factories
+    from factories import tiny_config
     from tinydata import TinyData
     import torch
     from lightning.pytorch.callbacks import Callback
-    from steelnb.config import TrainConfig
     from steelnb.training import fit
 
-    class Slow(Callback):
-        def on_train_batch_end(self, *args, **kw):
-            time.sleep(float(sys.argv[3]))
+    class StopAt(Callback):
+        # at the start of the batch after optimizer step `step` (whose checkpoint is written by
+        # then): say so in a file, then wait for the SIGKILL
+        def __init__(self, step):
+            self.step = step
+
+        def on_train_batch_start(self, trainer, *args, **kw):
+            if self.step and trainer.global_step == self.step:
+                Path(sys.argv[1], "stopped_at").write_text(str(trainer.global_step))
+                time.sleep(600)
 
     torch.set_num_threads(1)
-    out, mode = sys.argv[1], sys.argv[2]
-    cfg = TrainConfig(encoder="resnet18", epochs=2, batch_size=2, height=64, width=64, out_dir=out,
-                      run_name="run", early_stopping_patience=0, device="cpu", resume=mode == "resume",
-                      devices=2 if mode == "ddp" else 1, strategy="ddp" if mode == "ddp" else "auto")
-    n = 8 if mode == "ddp" else 24
-    fit(cfg, datamodule=TinyData(n=n), progress_bar=False, callbacks=[Slow()], ckpt_every_n_steps=3)
+    out, mode, stop_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    cfg = tiny_config(out, epochs=2, resume=mode == "resume")
+    fit(cfg, datamodule=TinyData(n=24), progress_bar=False, callbacks=[StopAt(stop_at)], ckpt_every_n_steps=3)
 """)
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_mid_epoch(tmp_path: Path) -> None:
+    """SIGKILL at a point the run itself signals (step 6 of 12 in epoch 0, its checkpoint of step 6
+    written), then --resume: the run ends after 24 steps, none repeated, with both epochs' history."""
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    last = tmp_path / "run" / "last.ckpt"
+    last, stopped = tmp_path / "run" / "last.ckpt", tmp_path / "stopped_at"
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path), "fresh", "0.4", str(Path(__file__).parent)],
+        [sys.executable, str(script), str(tmp_path), "fresh", "6", str(Path(__file__).parent)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 300
-        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not stopped.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert stopped.read_text() == "6"
     killed = torch.load(last, weights_only=True)
-    assert killed["epoch"] == 0 and 0 < killed["global_step"] < 12, "not a mid-epoch checkpoint"
+    assert (killed["epoch"], killed["global_step"]) == (0, 6), "not the mid-epoch checkpoint of step 6"
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path), "resume", "0", str(Path(__file__).parent)],
         capture_output=True,
@@ -221,51 +215,39 @@ def test_killed_run_resumes_mid_epoch(tmp_path: Path) -> None:
     assert torch.load(last, weights_only=True)["global_step"] == 24  # 2 epochs x 12 batches, none repeated
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), "ddp", "0", str(Path(__file__).parent)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert m["world_size"] == 2 and m["epochs_run"] == 2
-    # 8 images, 2 per batch, split over 2 processes -> 2 steps per epoch
-    assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["global_step"] == 4
-
-
-DDP_VAL = textwrap.dedent("""
+DDP = textwrap.dedent("""
     import sys, torch
-    from steelnb.config import TrainConfig
+    sys.path.insert(0, sys.argv[3])  # tests/, for factories
+    from factories import data_config
     from steelnb.training import fit
     torch.set_num_threads(1)
-    cfg = TrainConfig(data_dir=sys.argv[1], subset="all", encoder="resnet18", epochs=1, batch_size=2, height=64,
-                      width=320, n_folds=4, out_dir=sys.argv[2], run_name="ddp", device="cpu", devices=2,
-                      strategy="ddp", early_stopping_patience=0)
+    cfg = data_config(sys.argv[1], batch_size=2, epochs=2, n_folds=4, out_dir=sys.argv[2], run_name="ddp",
+                      device="cpu", devices=2, strategy="ddp", early_stopping_patience=0)
     fit(cfg, progress_bar=False)
 """)
 
 
 @pytest.mark.slow
-def test_ddp_validation_counts_each_image_once(tmp_path: Path) -> None:
-    """An odd validation fold over two processes: torch's DistributedSampler would pad it with a
-    repeated image, which the summed metric state would count twice."""
+def test_ddp_over_two_cpu_processes_splits_the_batches_and_counts_each_image_once(tmp_path: Path) -> None:
+    """One run of two processes (one DDP start for both checks): each rank trains on its half of
+    the training images, and an odd validation fold is counted image by image (torch's
+    DistributedSampler would pad it with a repeated image, which the summed metric state would
+    count twice)."""
     from steelnb.dataset import SteelDataModule
     from steelnb.synthetic import generate
 
     data = generate(tmp_path / "synthetic", n_images=23, n_test=0, seed=2)
-    cfg = TrainConfig(data_dir=str(data), subset="all", n_folds=4, height=64, width=320)
-    n_val = len(SteelDataModule(cfg).val_ids)
+    split = SteelDataModule(data_config(data, n_folds=4))
+    n_train, n_val = len(split.train_ids), len(split.val_ids)
     assert n_val % 2 == 1
-    script = tmp_path / "ddp_val.py"
-    script.write_text(DDP_VAL)
+    per_epoch = (
+        -(-n_train // 2) // 2
+    )  # each rank: half the images (padded), 2 a batch, the last partial dropped
+    assert per_epoch != n_train // 2  # one process alone would take more steps
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP)
     done = subprocess.run(
-        [sys.executable, str(script), str(data), str(tmp_path / "w")],
+        [sys.executable, str(script), str(data), str(tmp_path / "w"), str(Path(__file__).parent)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -273,7 +255,9 @@ def test_ddp_validation_counts_each_image_once(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads((tmp_path / "w" / "ddp" / "metrics.json").read_text())
-    assert m["world_size"] == 2 and m["history"][0]["val_images"] == n_val
+    assert m["world_size"] == 2 and m["epochs_run"] == 2
+    assert [h["val_images"] for h in m["history"]] == [n_val, n_val]
+    assert torch.load(tmp_path / "w" / "ddp" / "last.ckpt", weights_only=True)["global_step"] == 2 * per_epoch
 
 
 @pytest.mark.slow
@@ -339,14 +323,9 @@ def test_channels_last_only_where_cuda_runs_it(monkeypatch) -> None:
 def test_trains_on_the_real_kaggle_layout_sample(shared_data: Path, tmp_path: Path) -> None:
     """The real path end to end: real train.csv (new format), real JPEGs, defect-free images
     included (subset "all"), one short epoch, a run folder that loads back."""
-    cfg = TrainConfig(
-        data_dir=str(shared_data / "severstal-sample"),
-        subset="all",
-        encoder="resnet18",
+    cfg = data_config(
+        shared_data / "severstal-sample",
         epochs=1,
-        batch_size=4,
-        height=64,
-        width=320,
         limit_train_batches=2,
         n_folds=3,
         early_stopping_patience=0,

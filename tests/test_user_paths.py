@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM_FLAGS
 from nbout import outputs
-from test_book import CHROMIUM_FLAGS
 
 from steelnb import book, notebook
 
