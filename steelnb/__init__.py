@@ -2,7 +2,7 @@
 
 A flat package, one concept per module, in data-flow order:
 
-- data: ``config``, ``rle``, ``images``, ``labels``, ``sampling``, ``synthetic``, ``eda``,
+- data: ``config``, ``rle``, ``images``, ``labels``, ``sampling``, ``synthetic``, ``twin``, ``eda``,
   ``contrast``, ``dataset``
 - models: ``models``, ``losses``, ``metrics``, ``training``, ``provenance``
 - judging: ``inference`` (model in, probabilities out), ``ensemble``, ``postprocess``,

@@ -79,6 +79,20 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument(
         "--old-format", action="store_true", help="write train.csv in the old ImageId_ClassId format"
     )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a twin of a real label table (e.g. ../shared/data/severstal-labels): its image ids, masks, "
+        "class sets and areas, and its test ids (--images and --test-images are then unused)",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="with --labels: keep this share of the images (by class set)",
+    )
 
     p = sub.add_parser("balance", help="class-balanced subset of a label file (the reference's sampling)")
     p.add_argument("labels", type=Path)
@@ -287,6 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from .synthetic import generate
 
+    if args.labels is not None:
+        from .twin import generate_twin
+
+        if args.old_format:
+            raise SteelnbError("--old-format: a twin writes the new format only")
+        out = generate_twin(args.labels, args.out, fraction=args.fraction, seed=args.seed)
+        print(f"wrote the twin of {args.labels} (fraction {args.fraction}) to {out}")
+        return 0
     out = generate(
         args.out, n_images=args.images, n_test=args.test_images, seed=args.seed, old_format=args.old_format
     )
