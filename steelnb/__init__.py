@@ -6,7 +6,7 @@ A flat package, one concept per module, in data-flow order:
   ``contrast``, ``dataset``
 - models: ``models``, ``losses``, ``metrics``, ``training``, ``provenance``
 - judging: ``inference`` (model in, probabilities out), ``ensemble``, ``postprocess``,
-  ``evaluation``, ``stats``, ``comparison``, ``submission``, ``predict_run`` (the ``steelnb
+  ``evaluation``, ``stats``, ``comparison``, ``reference``, ``submission``, ``predict_run`` (the ``steelnb
   predict`` command), ``viz``
 - the winners' recipe: ``pseudo`` (pseudo-labels), ``recipe`` (steps measured against a run)
 - batch and report: ``notebook``, ``status``, ``report``, ``pipeline``, ``slurm`` (stages as Slurm
