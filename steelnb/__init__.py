@@ -10,7 +10,7 @@ A flat package, one concept per module, in data-flow order:
   predict`` command), ``viz``
 - the winners' recipe: ``pseudo`` (pseudo-labels), ``recipe`` (steps measured against a run)
 - batch and report: ``notebook``, ``status``, ``report``, ``pipeline``, ``slurm`` (stages as Slurm
-  jobs), ``benchmarks``, ``book``, ``cli``
+  jobs), ``benchmarks``, ``estimate`` (a plan's time from measured parts), ``book``, ``cli``
 
 Imports point one way (``tests/test_imports.py``). Import the module you need, e.g.
 ``from steelnb import rle``.

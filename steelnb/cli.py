@@ -416,11 +416,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:  # reads the plan and the notebooks' parameters; writes nothing
         import json
 
-        print(
-            json.dumps(effective_runs(args.plan), indent=1, default=str)
-            if args.json
-            else describe_plan(args.plan)
-        )
+        if args.json:
+            print(json.dumps(effective_runs(args.plan), indent=1, default=str))
+            return 0
+        from .estimate import estimate_text
+        from .pipeline import load_plan
+
+        plan = load_plan(args.plan)
+        print(describe_plan(plan))
+        print(estimate_text(effective_runs(plan), plan.data_dir))  # from measured parts, or says unmeasured
         return 0
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     slurm_opts = {
