@@ -3,6 +3,8 @@ with only what a CPU cannot do replaced."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -108,3 +110,51 @@ def test_rehearsal_is_the_full_plan_but_for_what_a_cpu_cannot_do() -> None:
     ]
     assert len(set(folders)) == len(folders) == 8  # no two runs write one folder
     assert pipeline.load_plan("rehearsal").benchmarks == []
+
+
+@pytest.mark.slow
+def test_rehearsal_runs_end_to_end_on_a_small_twin(shared_data, tmp_path: Path) -> None:
+    """The rehearsal's data stage, one training run and 05 through the batch runner on 1/512 of the
+    twin (24 train images, 10 test images): the folds hold the Kaggle share of clean images, the run
+    is judged at 256x1600 with hv TTA, and 05 writes a validated submission of 4 rows per test image."""
+    import pandas as pd
+
+    from steelnb.twin import generate_twin
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "notebooks", project / "notebooks")
+    generate_twin(shared_data / "severstal-labels", project / "data" / "twin", fraction=1 / 512)
+    full = yaml.safe_load((REPO / "plans" / "full.yaml").read_text())
+    by_name = {s["name"]: s for s in full["stages"]}
+    plan = {
+        "extends": "rehearsal",
+        "name": "rehearsal-ci",
+        "notebooks_dir": str(project / "notebooks"),
+        "book_dir": str(project / "book"),
+        "defaults": {"runs_dir": "../book/runs"},
+        "stages": [
+            {
+                "name": "data",
+                "runs": [r for r in by_name["data"]["runs"] if r["notebook"] == "02_class_balance"],
+            },
+            {
+                "name": "train",
+                "runs": [{"notebook": "03_train", "parameters": {"encoder": "resnet50", "loss": "dice_bce"}}],
+            },
+            {
+                "name": "compare",
+                "runs": [r for r in by_name["compare"]["runs"] if r["notebook"] == "05_evaluate"],
+            },
+        ],
+    }
+    results = pipeline.run_plan(plan, build=False)
+    assert (results["status"] == "done").all(), results[["slug", "status", "error"]].to_string()
+    twin = project / "data" / "twin"
+    folds = pd.read_csv(twin / "folds.csv")
+    assert len(folds) > 0
+    run = project / "weights" / "rehearsal" / "resnet18__dice_bce__64x192"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["kind"] == "synthetic" and metrics["encoder"] == "resnet18"
+    sub = pd.read_csv(run / "submission" / "submission.csv", keep_default_na=False)
+    n_test = len(list((twin / "test_images").iterdir()))
+    assert n_test == 10 and len(sub) == 4 * n_test
