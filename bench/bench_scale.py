@@ -129,59 +129,92 @@ def one_fraction(fraction: float, labels: Path, work: Path) -> tuple[int, list[d
     return n_images, rows
 
 
-def exponents(sizes: list[int], tables: list[list[dict]], key: str) -> dict[str, float]:
+def exponents(rows: list[dict], key: str) -> dict[str, float]:
     """Per stage, the log-log slope of ``key`` against the images (NaN with fewer than two sizes)."""
     out = {}
-    for stage in [r["stage"] for r in tables[0]]:
-        ys = [next((r[key] for r in t if r["stage"] == stage), np.nan) for t in tables]
-        ok = [(n, y) for n, y in zip(sizes, ys) if y and y > 0 and np.isfinite(y)]
-        out[stage] = float(np.polyfit(*np.log(np.array(ok)).T, 1)[0]) if len(ok) >= 2 else float("nan")
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        ok = [
+            (r["images"], r[key]) for r in rows if r["stage"] == stage and r[key] > 0 and np.isfinite(r[key])
+        ]
+        out[stage] = (
+            float(np.polyfit(*np.log(np.array(ok, float)).T, 1)[0])
+            if len({n for n, _ in ok}) >= 2
+            else float("nan")
+        )
     return out
+
+
+def earlier_rows(path: Path) -> list[dict]:
+    """The rows of an earlier result of this script (``write_result``'s schema, or the raw form
+    {"images": [...], "stages": [[{stage, wall_s, peak_mb}]]})."""
+    data = json.loads(path.read_text())
+    if "rows" in data:
+        return list(data["rows"])
+    return [{"images": n, **r} for n, table in zip(data["images"], data["stages"]) for r in table]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25])
+    p.add_argument("--fractions", type=float, nargs="*", default=[0.125, 0.25])
     p.add_argument("--labels", type=Path, default=LABELS)
     p.add_argument(
         "--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)"
     )
+    p.add_argument(
+        "--merge", type=Path, nargs="*", default=[], help="earlier results of this script to fit with"
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bench_scale.json")
     a = p.parse_args(argv)
     work = a.work or Path(tempfile.mkdtemp(prefix="bench_scale."))
-    sizes, tables = [], []
+    rows = [r for path in a.merge for r in earlier_rows(path)]
     try:
         for f in sorted(a.fractions):
-            n, rows = one_fraction(f, a.labels, work)
-            sizes.append(n)
-            tables.append(rows)
+            n, table = one_fraction(f, a.labels, work)
+            rows += [{"images": n, **r} for r in table]
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    t_exp, m_exp = exponents(sizes, tables, "wall_s"), exponents(sizes, tables, "peak_mb")
-    head = "stage    " + "".join(f"{n:>9} img s  {'MB':>6}" for n in sizes) + "   time exp  mem exp"
-    print(head)
+    rows.sort(key=lambda r: r["images"])
+    t_exp, m_exp = exponents(rows, "wall_s"), exponents(rows, "peak_mb")
+    sizes = sorted({r["images"] for r in rows})
+    print("stage    " + "".join(f"{n:>8} img: s, MB" for n in sizes) + "   time exp  mem exp")
     for stage in t_exp:
         cells = "".join(
-            f"{r['wall_s']:>15.1f}  {r['peak_mb']:>6.0f}" for t in tables for r in t if r["stage"] == stage
+            f"{r['wall_s']:>9.1f} {r['peak_mb']:>6.0f}"
+            for n in sizes
+            for r in rows
+            if r["stage"] == stage and r["images"] == n
         )
         print(f"{stage:<9}{cells}   {t_exp[stage]:>8.2f}  {m_exp[stage]:>7.2f}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "cpus": os.cpu_count(),
-                "load_average": os.getloadavg(),
-                "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-                "fractions": sorted(a.fractions),
-                "images": sizes,
-                "stages": tables,
-                "time_exponent": t_exp,
-                "memory_exponent": m_exp,
-            },
-            indent=1,
+    from steelnb.benchmarks import Measure, cpu_name, write_result
+
+    why = "fitted over fewer than two sizes" if len(sizes) < 2 else ""
+    measures = [
+        Measure(
+            f"{stage}: growth exponent of {what} against train images ({', '.join(map(str, sizes))})",
+            "",
+            None if not np.isfinite(exp[stage]) else exp[stage],
+            baseline_is="no baseline: 1 is linear",
+            better="lower",
+            target=1.2,
+            target_on="value",
+            reason=why,
         )
+        for stage in t_exp
+        for what, exp in (("wall time", t_exp), ("peak memory", m_exp))
+    ]
+    write_result(
+        a.out,
+        benchmark="Rehearsal of the full plan at fractions of the Kaggle-size twin (CPU)",
+        device=f"CPU ({cpu_name()}), {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
+        setting={
+            "plan": "plans/rehearsal.yaml (plans/full.yaml: CPU encoders at 64x192 / 64x416, 1 epoch)",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "train images": sizes,
+            "memory": "peak summed RSS of the runner's process tree",
+        },
+        measures=measures,
+        rows=[{k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
     )
     print(f"wrote {a.out}")
     return 0
