@@ -2,15 +2,15 @@
 
 A flat package, one concept per module, in data-flow order:
 
-- data: ``config``, ``rle``, ``images``, ``labels``, ``sampling``, ``synthetic``, ``eda``,
+- data: ``config``, ``rle``, ``images``, ``labels``, ``sampling``, ``synthetic``, ``twin``, ``eda``,
   ``contrast``, ``dataset``
 - models: ``models``, ``losses``, ``metrics``, ``training``, ``provenance``
 - judging: ``inference`` (model in, probabilities out), ``ensemble``, ``postprocess``,
-  ``evaluation``, ``stats``, ``comparison``, ``submission``, ``predict_run`` (the ``steelnb
+  ``evaluation``, ``stats``, ``comparison``, ``reference``, ``submission``, ``predict_run`` (the ``steelnb
   predict`` command), ``viz``
 - the winners' recipe: ``pseudo`` (pseudo-labels), ``recipe`` (steps measured against a run)
 - batch and report: ``notebook``, ``status``, ``report``, ``pipeline``, ``slurm`` (stages as Slurm
-  jobs), ``benchmarks``, ``book``, ``cli``
+  jobs), ``benchmarks``, ``estimate`` (a plan's time from measured parts), ``book``, ``cli``
 
 Imports point one way (``tests/test_imports.py``). Import the module you need, e.g.
 ``from steelnb import rle``.

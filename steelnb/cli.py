@@ -91,6 +91,20 @@ def _add_data_commands(sub: Any) -> None:
         default=0,
         help="of the train images, this many from their own stream (sealed_test.csv)",
     )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a twin of a real label table (e.g. ../shared/data/severstal-labels): its image ids, masks, "
+        "class sets and areas, and its test ids (--images and --test-images are then unused)",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="with --labels: keep this share of the images (by class set)",
+    )
 
     p = sub.add_parser("balance", help="class-balanced subset of a label file (the reference's sampling)")
     p.add_argument("labels", type=Path)
@@ -299,6 +313,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from .synthetic import generate
 
+    if args.labels is not None:
+        from .twin import generate_twin
+
+        if args.old_format:
+            raise SteelnbError("--old-format: a twin writes the new format only")
+        out = generate_twin(args.labels, args.out, fraction=args.fraction, seed=args.seed)
+        print(f"wrote the twin of {args.labels} (fraction {args.fraction}) to {out}")
+        return 0
     out = generate(
         args.out,
         n_images=args.images,
@@ -412,11 +434,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:  # reads the plan and the notebooks' parameters; writes nothing
         import json
 
-        print(
-            json.dumps(effective_runs(args.plan), indent=1, default=str)
-            if args.json
-            else describe_plan(args.plan)
-        )
+        if args.json:
+            print(json.dumps(effective_runs(args.plan), indent=1, default=str))
+            return 0
+        from .estimate import estimate_text
+        from .pipeline import load_plan
+
+        plan = load_plan(args.plan)
+        print(describe_plan(plan))
+        print(estimate_text(effective_runs(plan), plan.data_dir))  # from measured parts, or says unmeasured
         return 0
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     slurm_opts = {

@@ -124,19 +124,40 @@ def find_plan(plan: str | Path) -> Path:
     raise PlanError(f"no plan named {plan!r}: expected plans/{plan}.yaml; known plans: {', '.join(names)}")
 
 
-def _read_spec(plan: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str, Path]:
-    """(plan mapping, its source for messages, the project root its paths are relative to)."""
+def _read_spec(
+    plan: str | Path | Mapping[str, Any], _seen: tuple[Path, ...] = ()
+) -> tuple[dict[str, Any], str, Path]:
+    """(plan mapping, its source for messages, the project root its paths are relative to).
+
+    A plan with ``extends: NAME`` (a plan beside it, or any name ``find_plan`` knows) is that plan
+    with its own keys on top: ``defaults`` and ``data`` merged key by key, every other key
+    (``stages``, ``benchmarks``, ``replace``, ...) replaced whole; ``name`` is its own."""
     if isinstance(plan, Mapping):
-        return dict(plan), "<plan>", Path.cwd()
-    path = find_plan(plan)
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise PlanError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(spec, dict):
-        raise PlanError(f"{path}: expected a mapping with 'stages'")
-    spec.setdefault("name", path.stem)
-    return spec, str(path), path.parent.parent if path.parent.name == "plans" else path.parent
+        spec, src, root, here = dict(plan), "<plan>", Path.cwd(), None
+    else:
+        path = find_plan(plan)
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise PlanError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(spec, dict):
+            raise PlanError(f"{path}: expected a mapping with 'stages'")
+        spec.setdefault("name", path.stem)
+        src, root, here = str(path), path.parent.parent if path.parent.name == "plans" else path.parent, path
+    parent = spec.pop("extends", None)
+    if parent is None:
+        return spec, src, root
+    near = here.parent / f"{parent}.yaml" if here is not None else None
+    ppath = near if near is not None and near.is_file() else find_plan(str(parent))
+    if ppath in _seen or ppath == here:
+        raise PlanError(
+            f"{src}: extends {parent!r} comes back to itself ({' -> '.join(map(str, _seen + (ppath,)))})"
+        )
+    base, _, _ = _read_spec(ppath, _seen + ((here,) if here else ()) + (ppath,))
+    merged = {**base, **spec}
+    for key in ("defaults", "data"):
+        merged[key] = {**(base.get(key) or {}), **(spec.get(key) or {})}
+    return merged, src, root
 
 
 def _runs_per_notebook(stages: list[Any]) -> dict[str, int]:
@@ -174,16 +195,36 @@ def _filled(value: Any, combo: Mapping[str, Any]) -> Any:
     return re.sub(r"\{(\w+)\}", lambda g: str(combo[g[1]]) if g[1] in combo else g[0], value)
 
 
+def _swap(replace: Mapping[str, Mapping[Any, Any]], key: str, value: Any) -> Any:
+    """``value`` of parameter ``key`` after the plan's ``replace`` ({parameter: {old: new}})."""
+    table = replace.get(key) or {}
+    try:
+        return table.get(value, value)
+    except TypeError:  # an unhashable value (a list) is never replaced
+        return value
+
+
 def _entry_runs(
-    entry: Mapping[str, Any], where: str, nb_dir: Path, defaults: Mapping[str, Any], several: bool, stage: Any
+    entry: Mapping[str, Any],
+    where: str,
+    nb_dir: Path,
+    defaults: Mapping[str, Any],
+    several: bool,
+    stage: Any,
+    replace: Mapping[str, Mapping[Any, Any]] | None = None,
 ) -> list[Run]:
-    """The runs of one plan entry (one notebook, its parameters and matrix), checked."""
+    """The runs of one plan entry (one notebook, its parameters and matrix), checked; ``replace``
+    ({parameter: {old value: new value}}) swaps values of the defaults, parameters and matrix."""
+    replace = replace or {}
     nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
     nb_path = nb_dir / f"{nb}.ipynb"
     if not nb_path.is_file():
         raise PlanError(f"{where}: notebook {nb_path} not found")
     declared = _declared(nb_path)
     params, matrix = dict(entry.get("parameters") or {}), dict(entry.get("matrix") or {})
+    params = {k: _swap(replace, k, v) for k, v in params.items()}
+    matrix = {k: [_swap(replace, k, v) for v in vs] for k, vs in matrix.items()}
+    defaults = {k: _swap(replace, k, v) for k, v in defaults.items()}
     unknown = sorted((set(params) | set(matrix)) - set(declared))
     if unknown:
         raise PlanError(
@@ -228,6 +269,9 @@ def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
         cpu_workers=int(spec.get("cpu_workers", 1)),
     )
     defaults = dict(spec.get("defaults") or {})
+    replace = spec.get("replace") or {}
+    if not isinstance(replace, dict) or not all(isinstance(v, dict) for v in replace.values()):
+        raise PlanError(f"{src}: 'replace' must map a parameter to {{old value: new value}}, got {replace!r}")
     per_notebook = _runs_per_notebook(spec["stages"])
     seen: set[str] = set()
     for i, stage in enumerate(spec["stages"]):
@@ -236,7 +280,9 @@ def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
         runs = []
         for entry in stage.get("runs") or []:
             nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
-            for run in _entry_runs(entry, where, nb_dir, defaults, per_notebook.get(nb, 0) > 1, stage):
+            for run in _entry_runs(
+                entry, where, nb_dir, defaults, per_notebook.get(nb, 0) > 1, stage, replace
+            ):
                 if run.slug in seen:
                     raise PlanError(f"{where}: two runs named {run.slug!r}; give one a 'name'")
                 seen.add(run.slug)

@@ -11,7 +11,7 @@ Everything is deterministic for a seed and independent of the row order of the i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +199,47 @@ def sealed_folds(table: pd.DataFrame, sealed: list[str], n_folds: int = 5, seed:
     dev = assign_folds(table[~is_sealed], n_folds=n_folds, seed=seed)
     test = pd.DataFrame({"ImageId": table.loc[is_sealed, "ImageId"].astype(str), "fold": TEST_FOLD})
     return pd.concat([dev, test]).sort_values("ImageId", kind="stable").reset_index(drop=True)
+
+
+def fold_images(
+    table: pd.DataFrame,
+    subsets: Sequence[Iterable[str]],
+    clean_share: float = KAGGLE_CLEAN_SHARE,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The images to cut the folds on: the union of ``subsets`` (image ids), topped up with
+    defect-free images of the image ``table`` (drawn at random, seeded) until they are
+    ``clean_share`` of it, or all of them when fewer exist. Folds stratified by class set then
+    give validation and test that share of clean images whatever subsets the runs train on (the
+    mask-level subset has none: the bare union of it and the study subset holds about 34 % on
+    the real labels where the Kaggle set holds 47 %). Returns ``table`` rows sorted by ImageId.
+    """
+    _require(table, ["ImageId", "classes"], "fold_images table")
+    if not 0 <= clean_share < 1:
+        raise SamplingError(f"clean_share={clean_share}: expected 0 <= clean_share < 1")
+    table = table.sort_values("ImageId", kind="stable").reset_index(drop=True)
+    wanted: set[str] = set().union(*(set(map(str, s)) for s in subsets)) if subsets else set()
+    chosen = table["ImageId"].astype(str).isin(wanted).to_numpy().copy()
+    clean = (table["classes"].fillna("").astype(str) == "").to_numpy()
+    n_defect, n_clean = int((chosen & ~clean).sum()), int((chosen & clean).sum())
+    need = int(round(n_defect * clean_share / (1 - clean_share))) - n_clean
+    pool = np.flatnonzero(clean & ~chosen)
+    if need > 0 and pool.size:
+        chosen[np.random.default_rng(seed).choice(pool, size=min(need, pool.size), replace=False)] = True
+    return table[chosen].reset_index(drop=True)
+
+
+def split_shares(folds: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Images and defect-free share per split of a folds table (ImageId, fold): DataFrame indexed
+    by split ("fold 0".., "test") with columns images, defect_free, clean_share."""
+    _require(folds, ["ImageId", "fold"], "split_shares folds")
+    _require(table, ["ImageId", "classes"], "split_shares table")
+    classes = table.set_index(table["ImageId"].astype(str))["classes"].fillna("").astype(str)
+    f = folds.assign(clean=folds["ImageId"].astype(str).map(classes).eq("").to_numpy())
+    f["split"] = [("test" if k == TEST_FOLD else f"fold {k}") for k in f["fold"]]
+    out = f.groupby("split").agg(images=("clean", "size"), defect_free=("clean", "sum"))
+    out["clean_share"] = out["defect_free"] / out["images"]
+    return out.reindex(sorted(out.index, key=lambda s: (s == "test", s)))
 
 
 def split_ids(folds: pd.DataFrame, fold: int = 0) -> dict[str, list[str]]:

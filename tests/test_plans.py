@@ -302,3 +302,42 @@ def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFi
         results["slug"] == "06_results__seeds" and results["parameters"]["weights_dir"] == "../weights/seeds"
     )
     assert all(a in arms and b in arms for a, b, _ in results["parameters"]["pairs"])
+
+
+#: What every real training run sets explicitly (not 03's CPU defaults), with its value: smp's
+#: head initialisation, the reference's optimiser and schedule, and the evaluation of 05 (both
+#: flips, post-processing tuned at full resolution, the size every run is scored at).
+EXPLICIT = {
+    "head_prior": 0.0,
+    "schedule": "plateau",
+    "lr_encoder": 0.001,
+    "lr_decoder": 0.01,
+    "early_stopping_patience": 5,
+    "eval_tta": "hv",
+    "tune_height": 256,
+    "tune_width": 1600,
+}
+
+
+@pytest.mark.parametrize("plan", REAL_PLANS)
+def test_real_plans_set_every_departure_explicitly(plan: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """In the dry run (text: ``*`` marks what the plan sets; JSON: the values), every training run
+    of a real plan takes the settings of EXPLICIT from the plan, none from 03's CPU defaults; 05
+    evaluates with the TTA and tuning size the runs were tuned with."""
+    assert cli.main(["run", plan, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert cli.main(["run", plan, "--dry-run", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    blocks = {b.split("  (", 1)[0].split("] ", 1)[1]: b for b in text.split("\n\n[")[1:]}
+    train = [r for r in runs if r["notebook"] == "03_train"]
+    assert train
+    declared = pipeline._declared(REPO / "notebooks" / "03_train.ipynb")
+    for r in train:
+        assert {k: r["parameters"][k] for k in EXPLICIT} == EXPLICIT, r["slug"]
+        for k, v in EXPLICIT.items():
+            assert re.search(rf"^  \* {k} *= {re.escape(repr(v))}$", blocks[r["slug"]], re.M), (r["slug"], k)
+    # the notebook's own defaults are the CPU ones: the plan is what changes them
+    assert (declared["head_prior"], declared["eval_tta"], declared["tune_height"]) != (0.0, "hv", 256)
+    for r in (r for r in runs if r["notebook"] == "05_evaluate"):
+        p = r["parameters"]
+        assert (p["tta"], p["tune_height"], p["tune_width"]) == ("hv", 256, 1600)

@@ -14,8 +14,10 @@ from steelnb.sampling import (
     assign_folds,
     balanced_subset,
     class_quotas,
+    fold_images,
     image_subset,
     split_ids,
+    split_shares,
     study_subset,
     train_val_split,
 )
@@ -234,3 +236,56 @@ def test_sealed_folds_make_exactly_the_sealed_images_the_test_split() -> None:
     assert dev["fold"].value_counts().max() - dev["fold"].value_counts().min() <= 1
     with pytest.raises(ValueError, match="none of the sealed"):
         sealed_folds(table, ["x.jpg"])
+
+
+def _defect_types_table(shared_data) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(image table ImageId,classes; tidy rows, one per mask) of all 12,568 real train images."""
+    dt = pd.read_csv(shared_data / "severstal-labels" / "defect_types.csv").rename(
+        columns={"ImageId_ClassId": "ImageId"}
+    )
+    has = dt[["1", "2", "3", "4"]].to_numpy() > 0
+    table = pd.DataFrame(
+        {
+            "ImageId": dt["ImageId"],
+            "classes": [" ".join(str(c) for c in (1, 2, 3, 4) if h[c - 1]) for h in has],
+        }
+    )
+    rows, cols = np.nonzero(has)
+    tidy = pd.DataFrame(
+        {"ImageId": dt["ImageId"].to_numpy()[rows], "ClassId": cols + 1, "EncodedPixels": "1 1"}
+    )
+    return table, tidy
+
+
+def test_folds_hold_the_kaggle_clean_share_on_the_real_labels(shared_data) -> None:
+    """02's folds on the real defect_types.csv: the union of the study and the mask-level subsets
+    alone gives validation and test about 34 % clean images; fold_images tops it up to 47 %."""
+    table, tidy = _defect_types_table(shared_data)
+    assert len(table) == 12568 and (table["classes"] == "").sum() == 5902
+    balanced = balanced_subset(tidy, per_class=250, seed=0)
+    study = study_subset(table, per_class=250, seed=0)
+    union = table[table["ImageId"].isin(set(balanced["ImageId"]) | set(study["ImageId"]))]
+    before = split_shares(assign_folds(union, 5, 0, test_share=0.2, min_test=256), table)
+    assert (before["clean_share"] < 0.36).all()  # the defect the reading found
+    chosen = fold_images(table, [balanced["ImageId"], study["ImageId"]], seed=0)
+    assert set(union["ImageId"]) <= set(chosen["ImageId"])
+    after = split_shares(assign_folds(chosen, 5, 0, test_share=0.2, min_test=256), table)
+    assert list(after.index) == ["fold 0", "fold 1", "fold 2", "fold 3", "fold 4", "test"]
+    assert np.allclose(after["clean_share"], KAGGLE_CLEAN_SHARE, atol=0.005), after
+    assert after["images"].sum() == len(chosen)
+
+
+def test_fold_images_tops_up_only_with_clean_images_and_never_removes() -> None:
+    table = toy_table(400)
+    clean = table["ImageId"][table["classes"] == ""]
+    defective = table["ImageId"][table["classes"] != ""]
+    out = fold_images(table, [defective[:60], defective[40:100]], clean_share=0.4, seed=0)
+    assert len(out) == 167 and (out["classes"] == "").sum() == 67  # 100 defective, 67 clean: 40 %
+    assert set(defective[:100]) <= set(out["ImageId"])
+    assert fold_images(table, [defective[:60]], 0.5, seed=0).equals(
+        fold_images(table, [defective[:60]], 0.5, 0)
+    )
+    many = fold_images(table, [clean, defective[:10]], clean_share=0.5)  # already above: nothing added
+    assert len(many) == len(clean) + 10
+    with pytest.raises(SamplingError, match="clean_share=1"):
+        fold_images(table, [], clean_share=1)
