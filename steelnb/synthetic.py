@@ -220,10 +220,22 @@ def _allocate(
     defective = rng.choice(n_images, size=n_defect, replace=False)
     for i, c in zip(defective, pool[:n_defect]):
         per_image[i].append(int(c))
+    # a second class goes to a random image that shows one other class so far: drawn by rejection
+    # from the list of single-class images (swap-removed once taken), so the loop is linear
+    singles = [int(i) for i in defective]
+    left = {k: sum(per_image[i][0] == k for i in singles) for k in CLASS_IDS}
     for c in pool[n_defect:]:
-        single = [i for i in defective if len(per_image[i]) == 1 and per_image[i][0] != c]
-        if single:
-            per_image[single[int(rng.integers(len(single)))]].append(int(c))
+        if len(singles) == left[int(c)]:  # every single-class image shows c already
+            continue
+        while True:
+            j = int(rng.integers(len(singles)))
+            if per_image[singles[j]][0] != c:
+                break
+        i = singles[j]
+        per_image[i].append(int(c))
+        left[per_image[i][0]] -= 1
+        singles[j] = singles[-1]
+        singles.pop()
     return per_image
 
 
