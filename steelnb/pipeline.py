@@ -48,7 +48,7 @@ from .interrupts import PlanInterrupted, install_sigterm, signal_of, sigterm_as_
 from .locks import hold
 from .notebook import TITLES
 from .status import update_status
-from .synthetic import DEFAULT_SET, ensure_data
+from .synthetic import ensure_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -455,10 +455,12 @@ def _prepare_data(p: Plan) -> None:
     download command."""
     if p.data_dir is None:
         return
-    if p.synthetic is None and not (p.data_dir / "train.csv").is_file():
-        ensure_data(p.data_dir)  # raises with the Kaggle download command
+    if p.synthetic is None:  # the Kaggle data (raises with the download command when missing), or
+        ensure_data(p.data_dir)  # the embedded set every notebook defaults to, kept as it is
         return
-    syn = {**DEFAULT_SET, **(p.synthetic or {})}
+    # a plan's synthetic block says what it sets, and what it leaves out is generate()'s (the
+    # Kaggle mix, nothing sealed); a generated set made otherwise is generated again
+    syn = {"n_images": 512, "n_test": 16, "seed": 0, "class_mix": "kaggle", "sealed": 0, **p.synthetic}
     ensure_data(
         p.data_dir,
         n_images=int(syn["n_images"]),

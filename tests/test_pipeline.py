@@ -240,3 +240,23 @@ def test_smoke_plan_lists_benchmark_scripts_that_exist() -> None:
     assert plan.benchmarks, "the report's performance page needs the smoke plan to run the benchmarks"
     for command in plan.benchmarks:
         assert (plan.root / command.split()[0]).is_file(), command
+
+
+def test_a_plans_synthetic_block_makes_its_own_set(project: Path) -> None:
+    """A plan's data.synthetic block is the set it runs on: what it leaves out is generate()'s (the
+    Kaggle mix, nothing sealed); the same block keeps the set, another one generates it again."""
+    import dataclasses
+
+    from steelnb.synthetic import sealed_ids
+
+    plan = pipeline.load_plan(_plan(project, [{"notebook": "01_work"}]))
+    data = project / "data" / "synthetic"
+    small = dataclasses.replace(plan, data_dir=data, synthetic={"n_images": 10, "n_test": 0})
+    pipeline._prepare_data(small)
+    assert len(list((data / "train_images").iterdir())) == 10 and sealed_ids(data) is None
+    before = (data / "train.csv").stat().st_mtime_ns
+    pipeline._prepare_data(small)
+    assert (data / "train.csv").stat().st_mtime_ns == before
+    sealed = {"n_images": 12, "n_test": 0, "class_mix": "study", "sealed": 4}
+    pipeline._prepare_data(dataclasses.replace(plan, data_dir=data, synthetic=sealed))
+    assert len(list((data / "train_images").iterdir())) == 12 and len(sealed_ids(data)) == 4
