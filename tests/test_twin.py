@@ -82,7 +82,7 @@ def test_twin_carries_the_real_label_table(shared_data, tmp_path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the temp folder was renamed
 
 
-@pytest.mark.slow
+@pytest.mark.scale  # the checks above at 1/64 run everywhere; this one renders all 18,074 images
 def test_twin_at_full_size(shared_data, tmp_path) -> None:
     from steelnb.twin import generate_twin
 
