@@ -296,7 +296,7 @@ def test_notebooks_in_order_with_defaults_then_again_beside_the_smoke_runs(tmp_p
     assert again == found, f"second: 03_train with its defaults wrote another run folder: {again}"
     # 04 compares one run per loss: of the two comparable B4 Dice+BCE runs it keeps the newer and says so
     assert "left out of the comparison" in shown["04_loss_ablation"]
-    assert "an older run with the loss dice_bce" in shown["04_loss_ablation"]
+    assert "an older run with the loss dice_bce" in shown["04_loss_ablation"], shown["04_loss_ablation"]
     for name in ("04_loss_ablation", "05_evaluate", "06_results"):
         assert "left out of the" in shown[name], f"{name} does not say which runs it left out"
     # 05 chooses among the comparable runs and names the two it left out, with the reason

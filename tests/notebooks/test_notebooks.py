@@ -158,7 +158,12 @@ def test_class_balance_writes_subsets_and_the_three_splits(batch: dict) -> None:
     study = pd.read_csv(batch["data"] / "subset_study.csv", keep_default_na=False)
     folds = pd.read_csv(batch["data"] / "folds.csv")
     assert list(folds.columns) == ["ImageId", "fold"] and set(folds["fold"]) == {-1, 0, 1, 2}  # -1: test
-    assert set(subset["ImageId"]) | set(study["ImageId"]) == set(folds["ImageId"])
+    # the folds: both subsets' images, topped up with defect-free ones to the Kaggle share (fold_images)
+    union = set(subset["ImageId"]) | set(study["ImageId"])
+    extra = set(folds["ImageId"]) - union
+    assert union <= set(folds["ImageId"]) and not extra & set(subset["ImageId"])
+    labelled = set(pd.read_csv(batch["data"] / "train.csv")["ImageId"])
+    assert not extra & labelled  # every image added is defect-free (no mask row)
     assert not folds["ImageId"].duplicated().any()
     assert len(subset) <= 4 * 6  # per_class=6: a short class's shortfall goes to the others
     assert (study["classes"] == "").sum() > 0  # the study subset keeps defect-free images
