@@ -26,7 +26,8 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 from .config import ConfigError, TrainConfig
 from .images import IMAGENET_MEAN, IMAGENET_STD, read_image
 from .labels import COLUMNS, LabelError, image_masks, image_table, read_labels
-from .sampling import assign_folds, read_folds, select_subset, split_ids
+from .sampling import assign_folds, read_folds, sealed_folds, select_subset, split_ids
+from .synthetic import sealed_ids
 
 
 def _to_tensor() -> ToTensorV2:
@@ -244,7 +245,8 @@ class SteelDataModule(L.LightningDataModule):
     ``balanced_subset`` with all their masks; "images": ``image_subset`` with ``clean_images``;
     "all"; or a CSV whose ImageId column is used). The split comes from ``config.folds`` (CSV
     ImageId,fold; fold -1 is the held-out test split, fold ``config.fold`` validation) or, when
-    none is given, from ``assign_folds`` on the subset with ``config.test_share``. With a folds
+    none is given, from ``assign_folds`` on the subset with ``config.test_share`` (a generated set's
+    sealed images, where it has them, are then the test split: ``sampling.sealed_folds``). With a folds
     file the validation and test images are those of the file, whatever the subset, so runs on
     different subsets are judged on the same images. ``max_images`` caps the training images only.
     Attributes: ``labels`` (tidy, the images of all three splits), ``table``, ``train_ids``,
@@ -302,6 +304,10 @@ class SteelDataModule(L.LightningDataModule):
         """ImageId,fold for the run: the folds file (checked) or folds computed on the subset."""
         cfg = self.config
         if not cfg.folds:
+            # a generated set's sealed test images are its test split whoever cuts the folds (02 or here)
+            sealed = sealed_ids(cfg.data_dir)
+            if sealed and subset["ImageId"].isin(set(sealed)).any():
+                return sealed_folds(subset, sealed, n_folds=cfg.n_folds, seed=cfg.seed)
             return assign_folds(
                 subset, n_folds=cfg.n_folds, seed=cfg.seed, test_share=cfg.test_share, min_test=cfg.min_test
             )

@@ -392,3 +392,16 @@ def test_pseudo_options_are_checked(pseudo_set, tmp_path) -> None:
     )
     with pytest.raises(lb.LabelError, match="absent.csv: 1 pseudo-labelled image.s. absent from"):
         _ = SteelDataModule(pseudo_config(pseudo_set, pseudo_labels=str(tmp_path / "absent.csv"))).pseudo_ids
+
+
+def test_without_a_folds_file_the_sealed_images_are_the_test_split(tmp_path) -> None:
+    """A run that cuts its own folds (no folds file) tests on a generated set's sealed images, as
+    02's folds do, so its test split is the one every other run of that set reports on."""
+    from steelnb.config import TrainConfig
+    from steelnb.dataset import SteelDataModule
+    from steelnb.synthetic import generate, sealed_ids
+
+    data = generate(tmp_path / "synthetic", n_images=30, n_test=0, seed=2, class_mix="study", sealed=10)
+    dm = SteelDataModule(TrainConfig(data_dir=str(data), subset="all", folds="", height=32, width=192))
+    assert sorted(dm.test_ids) == sorted(sealed_ids(data))
+    assert not set(dm.train_ids) & set(dm.test_ids) and not set(dm.val_ids) & set(dm.test_ids)
