@@ -313,9 +313,10 @@ def _tuned_scores(
     device: str,
     progress: bool,
     save: bool = True,
+    score_ids: Sequence[str] | None = None,
 ) -> tuple[pp.PostParams, pd.DataFrame]:
-    """Post-processing tuned on the validation images (saved beside the checkpoint), then the
-    test images scored with it: (parameters, scores table)."""
+    """Post-processing tuned on the validation images (saved beside the checkpoint unless not
+    ``save``), then ``score_ids`` (default: the test images) scored with it: (parameters, scores)."""
     labels_csv = data.config.resolve(data.config.labels)
     params = tune(
         run_dir,
@@ -329,8 +330,9 @@ def _tuned_scores(
         progress=progress,
         save=save,
     )
+    ids = data.test_ids if score_ids is None else score_ids
     scores = score_images(
-        run_dir, data.images_dir, labels_csv, data.test_ids, params, tta, batch_size, device, progress
+        run_dir, data.images_dir, labels_csv, ids, params, tta, batch_size, device, progress
     )
     return params, scores
 
@@ -355,20 +357,8 @@ def judge_on_validation(
     """
     cfg, data = _run_data(run_dir)
     ids = sealed(data.val_ids, data.test_ids, who)
-    labels_csv = cfg.resolve(cfg.labels)
-    params = tune(
-        run_dir,
-        images=data.images_dir,
-        labels=labels_csv,
-        image_ids=ids,
-        tta=tta,
-        size=tune_size,
-        batch_size=batch_size,
-        device=device,
-        progress=False,
-        save=False,
-    )
-    scores = score_images(run_dir, data.images_dir, labels_csv, ids, params, tta, batch_size, device)
+    # tuned as evaluate_run tunes (on the validation images, not saved), then those images scored
+    params, scores = _tuned_scores(run_dir, data, tta, tune_size, batch_size, device, False, False, ids)
     block = summarize(counts_of(scores, image_ids=sorted(ids)), n_boot=n_boot, seed=cfg.seed)
     block.update(
         split="validation",
