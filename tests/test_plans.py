@@ -267,8 +267,9 @@ def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
 
 
 def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFixture[str]) -> None:
-    """plans/seeds.yaml: each arm the smoke compares (Lite0 from ImageNet with each loss, from
-    scratch, classification first, and its classification stage) at seeds 0, 1, 2, the three
+    """plans/seeds.yaml: each arm the smoke compares (the mission's three encoders from scratch,
+    Lite0 from ImageNet with each loss, from scratch, classification first, and its classification
+    stage) at seeds 0, 1, 2, the three
     runs of an arm alike but for the seed and a __seed<N> run name (comparison.arm_of groups them),
     each arm the smoke's run but for the seed, name and folder; the pairs of its results page name
     arms it trains; and ``steelnb run seeds --dry-run`` lists every run."""
@@ -279,11 +280,11 @@ def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFi
     assert [r["slug"] for r in runs] == [r.slug for r in pipeline.load_plan("seeds").runs]
     train = _train_runs("seeds")
     names = [p["run_name"] for p in train]
-    assert len(set(names)) == len(names) == 21 and all(re.search(r"__seed[012]$", n) for n in names)
+    assert len(set(names)) == len(names) == 30 and all(re.search(r"__seed[012]$", n) for n in names)
     arms: dict[str, list[dict]] = {}
     for p in train:
         arms.setdefault(arm_of(p["run_name"]), []).append(p)
-    assert all(sorted(p["seed"] for p in ps) == [0, 1, 2] for ps in arms.values()) and len(arms) == 7
+    assert all(sorted(p["seed"] for p in ps) == [0, 1, 2] for ps in arms.values()) and len(arms) == 10
     for ps in arms.values():
         rest = [{k: v for k, v in p.items() if k not in ("seed", "run_name", "encoder_weights")} for p in ps]
         assert all(r == rest[0] for r in rest)
