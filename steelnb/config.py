@@ -141,110 +141,13 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss={self.loss!r}: expected one of {', '.join(LOSSES)}")
-        if self.height % 32 or self.width % 32:
-            raise ConfigError(
-                f"height/width {self.height}x{self.width}: both must be multiples of 32 for a UNet"
-            )
-        if self.n_folds < 2 or not 0 <= self.fold < self.n_folds:
-            raise ConfigError(
-                f"fold={self.fold} of n_folds={self.n_folds}: need n_folds >= 2 and 0 <= fold < n_folds"
-            )
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ConfigError("batch_size and epochs must be at least 1")
-        if 0 < self.early_stopping_patience <= self.plateau_patience:
-            raise ConfigError(
-                f"early_stopping_patience={self.early_stopping_patience} <= plateau_patience={self.plateau_patience}: "
-                "early stopping would end the run in the same epoch as the learning rate drops; make it larger"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule={self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
-        if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
-            raise ConfigError(f"bn_momentum={self.bn_momentum}: expected a value in (0, 1] or None")
-        if self.select_by not in SELECT_BY:
-            raise ConfigError(f"select_by={self.select_by!r}: expected one of {', '.join(SELECT_BY)}")
-        if not 0 <= self.test_share < 1:
-            raise ConfigError(f"test_share={self.test_share}: expected 0 <= test_share < 1")
-        if self.min_test < 0:
-            raise ConfigError(f"min_test={self.min_test}: expected >= 0")
-        if self.crop_width and (self.crop_width % 32 or not 0 < self.crop_width <= self.width):
-            raise ConfigError(
-                f"crop_width={self.crop_width}: expected a multiple of 32 up to width={self.width}"
-            )
-        if self.drop_path_rate is not None and not 0 <= self.drop_path_rate < 1:
-            raise ConfigError(f"drop_path_rate={self.drop_path_rate}: expected a rate in [0, 1) or None")
-        if self.cls_weight < 0:
-            raise ConfigError(f"cls_weight={self.cls_weight}: expected >= 0 (0: no classification head)")
-        if self.seg_weight < 0 or (self.seg_weight == 0 and self.cls_weight <= 0):
-            raise ConfigError(
-                f"seg_weight={self.seg_weight}: expected >= 0, and 0 only with cls_weight > 0 "
-                "(a classification stage); nothing would be trained"
-            )
-        if not 0 <= self.head_prior < 1:
-            raise ConfigError(
-                f"head_prior={self.head_prior}: expected a probability in [0, 1) (0: smp's init)"
-            )
-        if self.encoder_depth not in (3, 4, 5):
-            raise ConfigError(f"encoder_depth={self.encoder_depth}: expected 3, 4 or 5 encoder stages")
-        channels = tuple(int(c) for c in (self.decoder_channels or ()))
-        if channels and (len(channels) != self.encoder_depth or min(channels) < 1):
-            raise ConfigError(
-                f"decoder_channels={list(self.decoder_channels)}: expected {self.encoder_depth} positive "
-                f"widths (one per decoder block, deepest first, encoder_depth={self.encoder_depth}) or "
-                "empty for smp's default"
-            )
-        object.__setattr__(self, "decoder_channels", channels)
-        self._check_pseudo()
-        object.__setattr__(self, "pos_weight", self._check_pos_weight())
+        _check_training(self)
+        _check_split_and_model(self)
+        object.__setattr__(self, "decoder_channels", _decoder_channels(self))
+        _check_pseudo(self)
+        object.__setattr__(self, "pos_weight", _pos_weight(self))
         # loss_params arrives from YAML/CLI as a plain dict; keep it immutable-ish by copying
         object.__setattr__(self, "loss_params", dict(self.loss_params or {}))
-
-    def _check_pseudo(self) -> None:
-        """pseudo_share in [0, 1), a whole number of pseudo images per batch, and a CSV to draw from."""
-        if not 0 <= self.pseudo_share < 1:
-            raise ConfigError(
-                f"pseudo_share={self.pseudo_share}: expected a share of each batch in [0, 1) (0: no pseudo-labels)"
-            )
-        if self.pseudo_share == 0:
-            return
-        if not self.pseudo_labels:
-            raise ConfigError(
-                f"pseudo_share={self.pseudo_share} needs pseudo_labels: the CSV written by "
-                "steelnb.pseudo.make_pseudo_labels"
-            )
-        if not self.pseudo_images:
-            raise ConfigError("pseudo_images is empty: name the folder of the pseudo-labelled images")
-        k = round(self.pseudo_share * self.batch_size)
-        if not 0 < k < self.batch_size:
-            raise ConfigError(
-                f"pseudo_share={self.pseudo_share} with batch_size={self.batch_size} gives {k} pseudo-labelled "
-                "image(s) per batch; expected at least 1 and at least one real image"
-            )
-
-    def _check_pos_weight(self) -> list[float]:
-        """``pos_weight`` as a list of ``classes`` positive floats (or empty)."""
-        raw: Any = self.pos_weight
-        if isinstance(raw, str):
-            raw = raw.replace(",", " ").strip("[]() ").split()
-        try:
-            weights = [float(w) for w in (raw or ())]
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"pos_weight={self.pos_weight!r}: expected {self.classes} positive numbers, one per class"
-            ) from None
-        if not weights:
-            return []
-        if len(weights) != self.classes or not all(0 < w < float("inf") for w in weights):
-            raise ConfigError(
-                f"pos_weight={self.pos_weight!r}: expected {self.classes} positive numbers, one per class "
-                "(e.g. 2, 2, 1, 1.5), or empty for none"
-            )
-        if self.loss != "dice_bce":
-            raise ConfigError(f"pos_weight is a BCE weight: it needs loss='dice_bce', not {self.loss!r}")
-        if "pos_weight" in (self.loss_params or {}):
-            raise ConfigError("pos_weight is given twice, as a field and in loss_params; keep the field")
-        return weights
 
     # -- derived values ---------------------------------------------------------------------
     @property
@@ -290,12 +193,7 @@ class TrainConfig:
         so a run folder's ``config.yaml`` works from the repository root, from ``notebooks/`` and
         after the whole project has moved.
         """
-        data = self.to_dict()
-        folder = Path(path).resolve().parent
-        for name in PATH_FIELDS:
-            data[name] = _relative(Path(data[name]).resolve(), folder)
-        data[PATHS_KEY] = PATHS_FROM_FILE
-        return write_text(path, yaml.safe_dump(data, sort_keys=False))
+        return write_text(path, yaml.safe_dump(_file_fields(self.to_dict(), path), sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
@@ -320,20 +218,7 @@ class TrainConfig:
         relative to the working folder.
         """
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
-        folder = path.resolve().parent
-        if data.pop(PATHS_KEY, None) == PATHS_FROM_FILE:
-            for name in PATH_FIELDS:
-                if isinstance(data.get(name), str) and not Path(data[name]).is_absolute():
-                    data[name] = _relative(folder / data[name], Path.cwd())
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(_read_fields(path), source=str(path))
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> TrainConfig:
@@ -354,6 +239,117 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+# -- checks of a config's fields (``TrainConfig.__post_init__``, in this order) ---------------------
+def _check_training(cfg: TrainConfig) -> None:
+    """The loss, image size, folds, batch and epochs, early stopping, schedule, BatchNorm momentum and
+    the measure that selects the best epoch."""
+    if cfg.loss not in LOSSES:
+        raise ConfigError(f"loss={cfg.loss!r}: expected one of {', '.join(LOSSES)}")
+    if cfg.height % 32 or cfg.width % 32:
+        raise ConfigError(f"height/width {cfg.height}x{cfg.width}: both must be multiples of 32 for a UNet")
+    if cfg.n_folds < 2 or not 0 <= cfg.fold < cfg.n_folds:
+        raise ConfigError(
+            f"fold={cfg.fold} of n_folds={cfg.n_folds}: need n_folds >= 2 and 0 <= fold < n_folds"
+        )
+    if cfg.batch_size < 1 or cfg.epochs < 1:
+        raise ConfigError("batch_size and epochs must be at least 1")
+    if 0 < cfg.early_stopping_patience <= cfg.plateau_patience:
+        raise ConfigError(
+            f"early_stopping_patience={cfg.early_stopping_patience} <= plateau_patience={cfg.plateau_patience}: "
+            "early stopping would end the run in the same epoch as the learning rate drops; make it larger"
+        )
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule={cfg.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    if cfg.bn_momentum is not None and not 0 < cfg.bn_momentum <= 1:
+        raise ConfigError(f"bn_momentum={cfg.bn_momentum}: expected a value in (0, 1] or None")
+    if cfg.select_by not in SELECT_BY:
+        raise ConfigError(f"select_by={cfg.select_by!r}: expected one of {', '.join(SELECT_BY)}")
+
+
+def _check_split_and_model(cfg: TrainConfig) -> None:
+    """The test split, the crops and the model's options: stochastic depth, the classification and
+    segmentation weights, the head prior and the encoder depth."""
+    if not 0 <= cfg.test_share < 1:
+        raise ConfigError(f"test_share={cfg.test_share}: expected 0 <= test_share < 1")
+    if cfg.min_test < 0:
+        raise ConfigError(f"min_test={cfg.min_test}: expected >= 0")
+    if cfg.crop_width and (cfg.crop_width % 32 or not 0 < cfg.crop_width <= cfg.width):
+        raise ConfigError(f"crop_width={cfg.crop_width}: expected a multiple of 32 up to width={cfg.width}")
+    if cfg.drop_path_rate is not None and not 0 <= cfg.drop_path_rate < 1:
+        raise ConfigError(f"drop_path_rate={cfg.drop_path_rate}: expected a rate in [0, 1) or None")
+    if cfg.cls_weight < 0:
+        raise ConfigError(f"cls_weight={cfg.cls_weight}: expected >= 0 (0: no classification head)")
+    if cfg.seg_weight < 0 or (cfg.seg_weight == 0 and cfg.cls_weight <= 0):
+        raise ConfigError(
+            f"seg_weight={cfg.seg_weight}: expected >= 0, and 0 only with cls_weight > 0 "
+            "(a classification stage); nothing would be trained"
+        )
+    if not 0 <= cfg.head_prior < 1:
+        raise ConfigError(f"head_prior={cfg.head_prior}: expected a probability in [0, 1) (0: smp's init)")
+    if cfg.encoder_depth not in (3, 4, 5):
+        raise ConfigError(f"encoder_depth={cfg.encoder_depth}: expected 3, 4 or 5 encoder stages")
+
+
+def _decoder_channels(cfg: TrainConfig) -> tuple[int, ...]:
+    """``decoder_channels`` as a tuple of ``encoder_depth`` positive widths (or empty)."""
+    channels = tuple(int(c) for c in (cfg.decoder_channels or ()))
+    if channels and (len(channels) != cfg.encoder_depth or min(channels) < 1):
+        raise ConfigError(
+            f"decoder_channels={list(cfg.decoder_channels)}: expected {cfg.encoder_depth} positive "
+            f"widths (one per decoder block, deepest first, encoder_depth={cfg.encoder_depth}) or "
+            "empty for smp's default"
+        )
+    return channels
+
+
+def _check_pseudo(cfg: TrainConfig) -> None:
+    """pseudo_share in [0, 1), a whole number of pseudo images per batch, and a CSV to draw from."""
+    if not 0 <= cfg.pseudo_share < 1:
+        raise ConfigError(
+            f"pseudo_share={cfg.pseudo_share}: expected a share of each batch in [0, 1) (0: no pseudo-labels)"
+        )
+    if cfg.pseudo_share == 0:
+        return
+    if not cfg.pseudo_labels:
+        raise ConfigError(
+            f"pseudo_share={cfg.pseudo_share} needs pseudo_labels: the CSV written by "
+            "steelnb.pseudo.make_pseudo_labels"
+        )
+    if not cfg.pseudo_images:
+        raise ConfigError("pseudo_images is empty: name the folder of the pseudo-labelled images")
+    k = round(cfg.pseudo_share * cfg.batch_size)
+    if not 0 < k < cfg.batch_size:
+        raise ConfigError(
+            f"pseudo_share={cfg.pseudo_share} with batch_size={cfg.batch_size} gives {k} pseudo-labelled "
+            "image(s) per batch; expected at least 1 and at least one real image"
+        )
+
+
+def _pos_weight(cfg: TrainConfig) -> list[float]:
+    """``pos_weight`` as a list of ``classes`` positive floats (or empty)."""
+    raw: Any = cfg.pos_weight
+    if isinstance(raw, str):
+        raw = raw.replace(",", " ").strip("[]() ").split()
+    try:
+        weights = [float(w) for w in (raw or ())]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"pos_weight={cfg.pos_weight!r}: expected {cfg.classes} positive numbers, one per class"
+        ) from None
+    if not weights:
+        return []
+    if len(weights) != cfg.classes or not all(0 < w < float("inf") for w in weights):
+        raise ConfigError(
+            f"pos_weight={cfg.pos_weight!r}: expected {cfg.classes} positive numbers, one per class "
+            "(e.g. 2, 2, 1, 1.5), or empty for none"
+        )
+    if cfg.loss != "dice_bce":
+        raise ConfigError(f"pos_weight is a BCE weight: it needs loss='dice_bce', not {cfg.loss!r}")
+    if "pos_weight" in (cfg.loss_params or {}):
+        raise ConfigError("pos_weight is given twice, as a field and in loss_params; keep the field")
+    return weights
 
 
 #: the literal that stands for None in a notebook's parameters cell (papermill parameters are
@@ -383,6 +379,34 @@ NOTEBOOK_DEFAULTS: dict[str, tuple[Any, str]] = {
 PATH_FIELDS = ("data_dir", "out_dir")
 #: the key by which a saved config says its paths are relative to the file's folder
 PATHS_KEY, PATHS_FROM_FILE = "_paths", "relative to this file"
+
+
+def _file_fields(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A config's fields as ``to_yaml`` writes them to ``path``: ``PATH_FIELDS`` relative to the
+    file's folder, and ``PATHS_KEY`` saying so."""
+    folder = Path(path).resolve().parent
+    for name in PATH_FIELDS:
+        data[name] = _relative(Path(data[name]).resolve(), folder)
+    data[PATHS_KEY] = PATHS_FROM_FILE
+    return data
+
+
+def _read_fields(path: Path) -> dict[str, Any]:
+    """The fields of a config file, ``PATH_FIELDS`` relative to the working folder (``from_yaml``)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    folder = path.resolve().parent
+    if data.pop(PATHS_KEY, None) == PATHS_FROM_FILE:
+        for name in PATH_FIELDS:
+            if isinstance(data.get(name), str) and not Path(data[name]).is_absolute():
+                data[name] = _relative(folder / data[name], Path.cwd())
+    return data
 
 
 def _relative(path: Path, start: Path) -> str:

@@ -328,34 +328,8 @@ class SteelDataModule(L.LightningDataModule):
         if cfg.pseudo_share <= 0:
             self._pseudo = ([], self.labels.iloc[:0])
             return self._pseudo
-        from .pseudo import read_pseudo_labels
-
-        csv, folder = cfg.resolve(cfg.pseudo_labels), cfg.resolve(cfg.pseudo_images)
-        if not csv.is_file():
-            raise ConfigError(f"pseudo_labels={cfg.pseudo_labels!r}: {csv}: pseudo-label file not found")
-        if not folder.is_dir():
-            raise ConfigError(f"pseudo_images={cfg.pseudo_images!r}: {folder}: image folder not found")
-        if folder.resolve() == self.images_dir.resolve():
-            raise ConfigError(
-                f"pseudo_images={cfg.pseudo_images!r}: {folder} is the labelled image folder; pseudo-labels "
-                "come from unlabelled images (test_images)"
-            )
-        ids, labels = read_pseudo_labels(csv, folder)
         splits = {"train": self.train_ids, "validation": self.val_ids, "test": self.test_ids}
-        for name, split in splits.items():
-            leak = sorted(set(ids) & set(split))
-            if leak:
-                raise LabelError(
-                    f"{csv}: {len(leak)} pseudo-labelled image(s) are in the {name} split, first {leak[0]}; "
-                    "a pseudo-label set takes unlabelled images only"
-                )
-        leak = sorted(set(ids) & set(self.full_table["ImageId"]))
-        if leak:
-            raise LabelError(
-                f"{csv}: {len(leak)} pseudo-labelled image(s) are labelled images of {self.images_dir}, "
-                f"first {leak[0]}; a pseudo-label set takes unlabelled images only"
-            )
-        self._pseudo = (ids, labels)
+        self._pseudo = _read_pseudo_set(cfg, self.images_dir, splits, set(self.full_table["ImageId"]))
         return self._pseudo
 
     @property
@@ -371,15 +345,7 @@ class SteelDataModule(L.LightningDataModule):
         ids, labels = self._load_pseudo()
         if not ids:
             return None
-        from .pseudo import summary_path
-
         csv = cfg.resolve(cfg.pseudo_labels)
-        made: Any = None
-        if summary_path(csv).is_file():
-            try:
-                made = json.loads(summary_path(csv).read_text()).get("runs")
-            except (ValueError, AttributeError):
-                made = None
         return {
             "labels": str(csv.resolve()),
             "images": str(cfg.resolve(cfg.pseudo_images).resolve()),
@@ -387,7 +353,7 @@ class SteelDataModule(L.LightningDataModule):
             "per_batch": round(cfg.pseudo_share * cfg.batch_size),
             "n_images": len(ids),
             "clean": len(set(ids) - set(labels["ImageId"])),
-            "runs": made,
+            "runs": _made_by(csv),
         }
 
     def dataset(self, split: str) -> SteelDataset:
@@ -465,3 +431,51 @@ class SteelDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
+
+
+# -- the pseudo-label set of a run ------------------------------------------------------------------
+def _read_pseudo_set(
+    cfg: TrainConfig, images_dir: Path, splits: dict[str, list[str]], labelled: set[str]
+) -> tuple[list[str], pd.DataFrame]:
+    """(pseudo-labelled image ids, their tidy labels) of ``cfg.pseudo_labels``, checked: the file and
+    its folder exist, the folder is not the labelled ``images_dir``, and no id is in one of the
+    run's ``splits`` ({name: ids}) or among the ``labelled`` images of the folder."""
+    from .pseudo import read_pseudo_labels
+
+    csv, folder = cfg.resolve(cfg.pseudo_labels), cfg.resolve(cfg.pseudo_images)
+    if not csv.is_file():
+        raise ConfigError(f"pseudo_labels={cfg.pseudo_labels!r}: {csv}: pseudo-label file not found")
+    if not folder.is_dir():
+        raise ConfigError(f"pseudo_images={cfg.pseudo_images!r}: {folder}: image folder not found")
+    if folder.resolve() == images_dir.resolve():
+        raise ConfigError(
+            f"pseudo_images={cfg.pseudo_images!r}: {folder} is the labelled image folder; pseudo-labels "
+            "come from unlabelled images (test_images)"
+        )
+    ids, labels = read_pseudo_labels(csv, folder)
+    for name, split in splits.items():
+        leak = sorted(set(ids) & set(split))
+        if leak:
+            raise LabelError(
+                f"{csv}: {len(leak)} pseudo-labelled image(s) are in the {name} split, first {leak[0]}; "
+                "a pseudo-label set takes unlabelled images only"
+            )
+    leak = sorted(set(ids) & labelled)
+    if leak:
+        raise LabelError(
+            f"{csv}: {len(leak)} pseudo-labelled image(s) are labelled images of {images_dir}, "
+            f"first {leak[0]}; a pseudo-label set takes unlabelled images only"
+        )
+    return ids, labels
+
+
+def _made_by(csv: Path) -> Any:
+    """The runs that made a pseudo-label set, from its JSON summary (None without a readable one)."""
+    from .pseudo import summary_path
+
+    if summary_path(csv).is_file():
+        try:
+            return json.loads(summary_path(csv).read_text()).get("runs")
+        except (ValueError, AttributeError):
+            return None
+    return None

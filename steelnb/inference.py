@@ -310,28 +310,25 @@ def predict_members(
         raise InferenceError(f"tta={tta!r}: expected one of {', '.join(TTA_FLIPS)}")
     paths = image_paths(images)
     dev = resolve_device(device)
-    models = []
-    for model, _ in members:
-        model = model.to(dev).eval()
-        models.append(model.to(memory_format=torch.channels_last))
+    models = [model.to(dev).eval().to(memory_format=torch.channels_last) for model, _ in members]
     sizes = list(dict.fromkeys(tuple(size) for _, size in members))
     which = [sizes.index(tuple(size)) for _, size in members]
-    return _batches(
-        paths,
-        models,
-        sizes,
-        which,
-        tta,
-        batch_size,
-        dev,
-        on_error,
-        out_size,
-        quantize,
-        with_plain,
-        num_workers,
-        progress,
-        image_size,
-    )
+    options = _Options(tta, batch_size, on_error, out_size, quantize, with_plain, num_workers, image_size)
+    return _batches(paths, models, sizes, which, dev, options, progress)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How ``predict_members`` predicts (its arguments of the same names)."""
+
+    tta: str
+    batch_size: int
+    on_error: str
+    out_size: tuple[int, int]
+    quantize: bool
+    with_plain: bool
+    num_workers: int | None
+    image_size: tuple[int, int] | None
 
 
 def _batches(
@@ -339,55 +336,73 @@ def _batches(
     models: list[nn.Module],
     sizes: list[tuple[int, int]],
     which: list[int],
-    tta: str,
-    batch_size: int,
     dev: torch.device,
-    on_error: str,
-    out_size: tuple[int, int],
-    quantize: bool,
-    with_plain: bool,
-    num_workers: int | None,
+    options: _Options,
     progress: bool,
-    image_size: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
-    """The generator behind ``predict_members`` (its arguments checked before the first batch is asked for)."""
+    """The generator behind ``predict_members`` (its arguments checked before the first batch is
+    asked for): batches of ``paths``, member k predicting the images at ``sizes[which[k]]``."""
+    num_workers = options.num_workers
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
     loader = torch.utils.data.DataLoader(
-        _Images(paths, sizes, image_size),
-        batch_size=batch_size,
+        _Images(paths, sizes, options.image_size),
+        batch_size=options.batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
         pin_memory=dev.type == "cuda",
     )
-    conv = (lambda t: (t * 255).round_().to(torch.uint8)) if quantize else (lambda t: t)
-
-    def out(t: torch.Tensor | None) -> np.ndarray | None:
-        return None if t is None else conv(t / len(models)).cpu().numpy()
-
-    def classes(t: torch.Tensor | None) -> np.ndarray | None:
-        return None if t is None else (t / len(models)).float().cpu().numpy()
-
-    with tqdm(total=len(paths), desc=f"predict (tta={tta})", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(paths), desc=f"predict (tta={options.tta})", unit="img", disable=not progress) as bar:
         for index, xs, errors in loader:
             skipped = [(paths[i].name, reason) for i, reason in errors]
-            ids = [paths[i].name for i in index]
-            empty = np.zeros((0, N_CLASSES, *out_size), np.uint8 if quantize else np.float32)
-            batch = Batch(ids, empty, empty if with_plain else None, [] if on_error == "raise" else skipped)
-            if xs is not None:
-                xs = [x.to(dev, non_blocking=True) for x in xs]
-                total = None
-                for model, k in zip(models, which):
-                    total = _accumulate(total, predict_tensors(model, xs[k], tta, out_size, with_plain))
-                batch.probs, batch.plain = out(total.probs), out(total.plain) if with_plain else None
-                batch.class_probs = classes(total.class_probs)
-                batch.plain_class_probs = classes(total.plain_class_probs) if with_plain else None
+            batch = _predicted([paths[i].name for i in index], xs, models, which, dev, options)
+            batch.skipped = [] if options.on_error == "raise" else skipped
             bar.update(len(index) + len(errors))
             # the good images of a batch are yielded before its first bad file raises
             yield batch
-            if skipped and on_error == "raise":
+            if skipped and options.on_error == "raise":
                 name, reason = skipped[0]
                 raise InferenceError(reason if name in reason else f"{name}: {reason}")
+
+
+def _predicted(
+    ids: list[str],
+    xs: list[torch.Tensor] | None,
+    models: list[nn.Module],
+    which: list[int],
+    dev: torch.device,
+    options: _Options,
+) -> Batch:
+    """One ``Batch`` of the members' mean probabilities of the good images ``xs`` (one uint8
+    (B, H, W, 3) tensor per input size; None: no good image, an empty batch)."""
+    out_size, with_plain = options.out_size, options.with_plain
+    empty = np.zeros((0, N_CLASSES, *out_size), np.uint8 if options.quantize else np.float32)
+    batch = Batch(ids, empty, empty if with_plain else None)
+    if xs is None:
+        return batch
+    xs = [x.to(dev, non_blocking=True) for x in xs]
+    total = None
+    for model, k in zip(models, which):
+        total = _accumulate(total, predict_tensors(model, xs[k], options.tta, out_size, with_plain))
+    n, quantize = len(models), options.quantize
+    batch.probs = _mean_probs(total.probs, n, quantize)
+    batch.plain = _mean_probs(total.plain, n, quantize) if with_plain else None
+    batch.class_probs = _mean_class_probs(total.class_probs, n)
+    batch.plain_class_probs = _mean_class_probs(total.plain_class_probs, n) if with_plain else None
+    return batch
+
+
+def _mean_probs(total: torch.Tensor | None, n: int, quantize: bool) -> np.ndarray | None:
+    """The members' summed probabilities -> their mean as float32, or uint8 x255 with ``quantize``."""
+    if total is None:
+        return None
+    mean = total / n
+    return (mean * 255).round_().to(torch.uint8).cpu().numpy() if quantize else mean.cpu().numpy()
+
+
+def _mean_class_probs(total: torch.Tensor | None, n: int) -> np.ndarray | None:
+    """The members' summed class probabilities (B, C) -> their mean, float32."""
+    return None if total is None else (total / n).float().cpu().numpy()
 
 
 def load(weights: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:

@@ -616,12 +616,8 @@ def _run_stages(
     slots = _worker_slots(p, gpus)
     try:
         for stage in p.stages:
-            todo, restart = [], force or upstream_ran
-            for run in stage:
-                if _is_fresh(run, p, runs_dir) and not restart:
-                    finish({**previous.get(run.slug, {}), **_record(run, status="skipped", error="")})
-                else:
-                    todo.append(run)
+            restart = force or upstream_ran
+            todo = _to_run(stage, p, runs_dir, previous, restart, finish)
             injects = {r.slug: _after_interrupt(r, p, previous, restart) for r in todo}
             bar.on(stage[0].stage if stage else "", [r.slug for r in todo])
             if executor is not None:
@@ -631,19 +627,50 @@ def _run_stages(
             elif slots and todo and all(r.parallel for r in todo):
                 _run_parallel(todo, slots, p, runs_dir, finish, injects, started)
             else:
-                for run in todo:
-                    bar.on(run.stage, [run.slug])  # one at a time: the bar names the one running
-                    started[run.slug] = run
-                    show = bar.bar.disable is False
-                    finish(
-                        execute_run(run, p.notebooks_dir, runs_dir, progress=show, inject=injects[run.slug])
-                    )
+                _run_serial(todo, p, runs_dir, finish, injects, started, bar)
             upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
     except KeyboardInterrupt as e:
         raise _interrupted(e, p, runs_dir, started) from None
     finally:
         bar.close()
     return [records[r.slug] for r in p.runs]
+
+
+def _to_run(
+    stage: list[Run],
+    p: Plan,
+    runs_dir: Path,
+    previous: Mapping[str, Any],
+    restart: bool,
+    finish: Callable[[dict[str, Any]], None],
+) -> list[Run]:
+    """The runs of ``stage`` to execute; a run finished earlier with the same parameters and
+    notebook (and nothing upstream ran again: not ``restart``) is recorded "skipped" instead."""
+    todo = []
+    for run in stage:
+        if _is_fresh(run, p, runs_dir) and not restart:
+            finish({**previous.get(run.slug, {}), **_record(run, status="skipped", error="")})
+        else:
+            todo.append(run)
+    return todo
+
+
+def _run_serial(
+    todo: list[Run],
+    p: Plan,
+    runs_dir: Path,
+    finish: Callable[[dict[str, Any]], None],
+    injects: Mapping[str, Any],
+    started: dict[str, Run],
+    bar: _Progress,
+) -> None:
+    """The runs one after another in this process, the bar naming the one running; each is in
+    ``started`` while it executes, for an interrupt to mark."""
+    for run in todo:
+        bar.on(run.stage, [run.slug])  # one at a time: the bar names the one running
+        started[run.slug] = run
+        show = bar.bar.disable is False
+        finish(execute_run(run, p.notebooks_dir, runs_dir, progress=show, inject=injects[run.slug]))
 
 
 class _Progress:

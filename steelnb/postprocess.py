@@ -261,6 +261,44 @@ def _gates(
     return [(0.0, 0)] + [(float(t), int(a)) for t in cls_thresholds if t > 0 for a in gate_min_areas]
 
 
+def _gated(
+    all_area: np.ndarray,
+    all_inter: np.ndarray,
+    at: dict[int, int],
+    min_areas: Sequence[int],
+    class_probs: np.ndarray | None,
+    cls_thr: float,
+    gate_area: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The counts each image keeps under one gate setting, per minimum area: from the counts at
+    every area (A', N) (row ``at[area]``) -> (area (A, N), intersection (A, N)). A gated image
+    (class probability below ``cls_thr``) keeps nothing (``gate_area`` 0) or what the larger
+    minimum area ``gate_area`` keeps."""
+    rows = [at[int(a)] for a in min_areas]
+    kept_area, kept_inter = all_area[rows], all_inter[rows]  # (A, N)
+    if cls_thr > 0:
+        hit = class_probs < cls_thr  # (N,)
+        if gate_area == 0:
+            kept_area, kept_inter = np.where(hit, 0.0, kept_area), np.where(hit, 0.0, kept_inter)
+        else:
+            raised = [at[max(int(a), gate_area)] for a in min_areas]
+            kept_area = np.where(hit, all_area[raised], kept_area)
+            kept_inter = np.where(hit, all_inter[raised], kept_inter)
+    return kept_area, kept_inter
+
+
+def _grid_dice(
+    kept_area: np.ndarray, kept_inter: np.ndarray, top_ok: np.ndarray, tot_a: np.ndarray, t_area: np.ndarray
+) -> np.ndarray:
+    """Mean Dice over the images of every (top probability, minimum area, total area) setting:
+    (P, A, T), from the kept counts (A, N), which images pass each top probability (P, N) and the
+    total areas (T,) in pixels of this size. An image whose class is gated out predicts nothing."""
+    on = top_ok[:, None, None, :] & (kept_area[None, :, None, :] >= tot_a[None, None, :, None])
+    inter = np.where(on, kept_inter[None, :, None, :], 0.0)
+    area = np.where(on, kept_area[None, :, None, :], 0.0)
+    return dice_from_counts(inter, area - inter, t_area - inter).mean(-1)
+
+
 def _tune_class(
     probs: np.ndarray,
     truth: np.ndarray,
@@ -289,23 +327,8 @@ def _tune_class(
     for thr in sorted(thresholds, key=lambda t: abs(t - 0.5)):  # ties go to the plainest setting
         all_area, all_inter = _kept_counts(probs, truth, thr, all_a)  # (A', N)
         for cls_thr, gate_area in gates:
-            # per (min area, image): the counts the image keeps under this gate
-            rows = [at[int(a)] for a in min_areas]
-            kept_area, kept_inter = all_area[rows], all_inter[rows]  # (A, N)
-            if cls_thr > 0:
-                hit = class_probs < cls_thr  # (N,)
-                if gate_area == 0:
-                    kept_area, kept_inter = np.where(hit, 0.0, kept_area), np.where(hit, 0.0, kept_inter)
-                else:
-                    raised = [at[max(int(a), gate_area)] for a in min_areas]
-                    kept_area = np.where(hit, all_area[raised], kept_area)
-                    kept_inter = np.where(hit, all_inter[raised], kept_inter)
-            # gates: (P, A, T, N) -- an image whose class is gated out predicts nothing
-            on = top_ok[:, None, None, :] & (kept_area[None, :, None, :] >= tot_a[None, None, :, None])
-            inter = np.where(on, kept_inter[None, :, None, :], 0.0)
-            area = np.where(on, kept_area[None, :, None, :], 0.0)
-            dice = dice_from_counts(inter, area - inter, t_area - inter)
-            score = dice.mean(-1)
+            kept = _gated(all_area, all_inter, at, min_areas, class_probs, cls_thr, gate_area)
+            score = _grid_dice(*kept, top_ok, tot_a, t_area)
             j = np.unravel_index(int(np.argmax(score)), score.shape)
             if score[j] > best_score + 1e-12:
                 best_score = float(score[j])

@@ -21,9 +21,9 @@ defect-free ones included.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -230,18 +230,46 @@ def make_pseudo_labels(
     atomically, and returns the summary: runs, folder, thresholds, images seen / kept, per-class
     counts of the kept images, images left out.
     """
-    from .inference import image_paths, predict
-
-    if on_labelled not in ("raise", "skip"):
-        raise PseudoLabelError(f"on_labelled={on_labelled!r}: expected 'raise' or 'skip'")
-    if not 0 <= lo < hi <= 1:
-        raise PseudoLabelError(f"hi={hi}, lo={lo}: expected 0 <= lo < hi <= 1")
+    _check_options(on_labelled, hi, lo)
     folder, out_csv = Path(images), Path(out_csv)
     loaded = _load_runs(runs, device)
     known, labelled_folders = _labelled([(n, c) for _, _, n, c in loaded], labelled_ids, labelled_dirs)
     names, overlap, unlabelled = _unlabelled(folder, known, labelled_folders, on_labelled)
-    paths = image_paths([folder / n for n in unlabelled])
-    streams = [
+    files = [folder / n for n in unlabelled]
+    streams = _prediction_streams(
+        loaded, files, tta=tta, batch_size=batch_size, device=device, progress=progress
+    )
+    kept = _confident_rows(streams, folder, hi, lo, threshold, min_area)
+    write_csv(out_csv, pd.DataFrame(kept.rows, columns=COLUMNS))
+    rule = {"hi": hi, "lo": lo, "threshold": threshold, "min_area": min_area, "tta": tta}
+    summary = _summary(out_csv, folder, [n for _, _, n, _ in loaded], rule, names, overlap, known, kept)
+    write_json(summary_path(out_csv), summary)
+    return summary
+
+
+def _check_options(on_labelled: str, hi: float, lo: float) -> None:
+    """``make_pseudo_labels``' own options, checked before any run is loaded."""
+    if on_labelled not in ("raise", "skip"):
+        raise PseudoLabelError(f"on_labelled={on_labelled!r}: expected 'raise' or 'skip'")
+    if not 0 <= lo < hi <= 1:
+        raise PseudoLabelError(f"hi={hi}, lo={lo}: expected 0 <= lo < hi <= 1")
+
+
+def _prediction_streams(
+    loaded: Sequence[tuple[nn.Module, Any, str, TrainConfig | None]],
+    files: Sequence[Path],
+    *,
+    tta: str,
+    batch_size: int,
+    device: str,
+    progress: bool,
+) -> list[Iterator[Any]]:
+    """One ``inference.predict`` stream per run over the same ``files`` (each at its run's input
+    size, resized to 256 x 1600; unreadable files skipped), the first with the progress bar."""
+    from .inference import image_paths, predict
+
+    paths = image_paths(files)
+    return [
         predict(
             model,
             paths,
@@ -255,6 +283,22 @@ def make_pseudo_labels(
         )
         for i, (model, info, _, _) in enumerate(loaded)
     ]
+
+
+class _Kept(NamedTuple):
+    """What the confidence rule kept of the predicted images."""
+
+    rows: list[tuple[str, int, str]]  # four label rows (ImageId, ClassId, RLE or "") per kept image
+    seen: int  # images predicted
+    skipped: list[tuple[str, str]]  # (file name, reason) of the unreadable files
+    heads: int  # the most runs with a classification head in one batch
+
+
+def _confident_rows(
+    streams: Sequence[Iterator[Any]], folder: Path, hi: float, lo: float, threshold: float, min_area: int
+) -> _Kept:
+    """The runs' batches side by side, averaged (``_averaged``), the confident images kept
+    (``select_confident``) with their label rows (``_label_rows``)."""
     rows: list[tuple[str, int, str]] = []
     seen, skipped, heads = 0, [], 0
     for batches in zip(*streams):
@@ -264,34 +308,42 @@ def make_pseudo_labels(
         if ids:
             keep = select_confident(class_probs, probs, hi=hi, lo=lo, threshold=threshold, min_area=min_area)
             rows += _label_rows(ids, probs, class_probs, keep, hi, threshold)
-    write_csv(out_csv, pd.DataFrame(rows, columns=COLUMNS))
-    kept = len(rows) // N_CLASSES
-    summary: dict[str, Any] = {
+    return _Kept(rows, seen, skipped, heads)
+
+
+def _summary(
+    out_csv: Path,
+    folder: Path,
+    run_names: list[str],
+    rule: dict[str, Any],
+    names: Sequence[str],
+    overlap: Sequence[str],
+    known: set[str],
+    kept: _Kept,
+) -> dict[str, Any]:
+    """The JSON summary of a pseudo-label set: its files, runs, what stood for the image-level
+    probability, the rule's settings, and the counts of images seen, kept and left out."""
+    heads, rows, n_kept = kept.heads, kept.rows, len(kept.rows) // N_CLASSES
+    if heads == len(run_names):
+        confidence = "classification head"
+    else:
+        confidence = "largest pixel probability" if heads == 0 else "head where present, else pixels"
+    return {
         "labels": str(out_csv),
         "images_dir": str(folder.resolve()),
-        "runs": [name for _, _, name, _ in loaded],
-        "confidence": (
-            "classification head"
-            if heads == len(loaded)
-            else ("largest pixel probability" if heads == 0 else "head where present, else pixels")
-        ),
-        "hi": hi,
-        "lo": lo,
-        "threshold": threshold,
-        "min_area": min_area,
-        "tta": tta,
+        "runs": run_names,
+        "confidence": confidence,
+        **rule,
         "images_in_folder": len(names),
         "labelled_left_out": len(overlap),
-        "seen": seen,
-        "kept": kept,
-        "kept_share": kept / seen if seen else 0.0,
+        "seen": kept.seen,
+        "kept": n_kept,
+        "kept_share": n_kept / kept.seen if kept.seen else 0.0,
         "per_class": {str(c): sum(1 for r in rows if r[1] == c and r[2]) for c in CLASS_IDS},
-        "clean": kept - len({r[0] for r in rows if r[2]}),
-        "unreadable": [f"{name}: {reason}" for name, reason in skipped],
+        "clean": n_kept - len({r[0] for r in rows if r[2]}),
+        "unreadable": [f"{name}: {reason}" for name, reason in kept.skipped],
         "labelled_ids_checked": len(known),
     }
-    write_json(summary_path(out_csv), summary)
-    return summary
 
 
 def _unlabelled(

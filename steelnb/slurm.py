@@ -386,13 +386,13 @@ class SlurmExecutor:
 
         groups = [todo] if all(r.parallel for r in todo) else [[r] for r in todo]
         for group in groups:
-            waiting = self._adopt(group, p, previous, restart)
+            waiting = _adopt(group, p, previous, restart)
             fresh = [r for r in group if r.slug not in {s.run.slug for s in waiting}]
             try:
                 waiting += self._submit(fresh, p, runs_dir, previous, restart, note)
-                self._wait(waiting, lambda sub, info: done(self._harvest(sub, info, runs_dir)))
+                _wait(waiting, lambda sub, info: done(_harvest(sub, info, runs_dir)), self.options.poll_s)
             except KeyboardInterrupt:  # the user stops the plan: stop its jobs too
-                self._cancel(waiting)
+                _cancel(waiting)
                 raise
         failed = [r for r in ended if r["status"] == "failed"]
         stage = next(s for s in p.stages if todo[0] in s)
@@ -403,31 +403,6 @@ class SlurmExecutor:
                 f"Runs that finished are kept ({runs_dir}/status.json); fix the cause and run the plan "
                 "again: only what did not finish is submitted"
             )
-
-    def _adopt(
-        self, group: list[Run], p: Plan, previous: Mapping[str, Any], restart: bool
-    ) -> list[_Submitted]:
-        """Jobs an earlier ``steelnb run`` submitted for these runs that Slurm still runs: wait for
-        them rather than submit the runs twice (the earlier process was killed)."""
-        candidates = {
-            r.slug: (r, previous[r.slug]["slurm"])
-            for r in group
-            if not restart
-            and previous.get(r.slug, {}).get("status") == "submitted"
-            and previous[r.slug].get("slurm", {}).get("run_hash") == run_hash(r, p.notebooks_dir)
-        }
-        if not candidates:
-            return []
-        states = job_states([s["job_id"] for _, s in candidates.values()]) or {}
-        adopted = []
-        for run, s in candidates.values():
-            info = states.get(s["job_id"])
-            if info is not None and info.state not in FINAL:
-                _say(f"{run.slug}: waiting for Slurm job {s['job_id']} ({info.state}), submitted earlier")
-                adopted.append(
-                    _Submitted(run, s["job_id"], Path(s["folder"]), bool(s.get("resumed")), s["run_hash"])
-                )
-        return adopted
 
     def _submit(
         self,
@@ -444,7 +419,7 @@ class SlurmExecutor:
         for run in runs:
             by_shape.setdefault(tuple(sorted(self.shape(run, p.notebooks_dir).items())), []).append(run)
         for shape, group in by_shape.items():
-            injects = [self._inject(r, p, previous, restart) for r in group]
+            injects = [_resume_after_stop(r, p, previous, restart) for r in group]
             ex = self._executor(runs_dir, dict(shape), f"steelnb-{p.name}-{group[0].stage}")
             call = SlurmRun()
             try:
@@ -462,111 +437,11 @@ class SlurmExecutor:
                     run, str(job.job_id), job.paths.folder, bool(inject), run_hash(run, p.notebooks_dir)
                 )
                 submitted.append(sub)
-                note(_record(run, status="submitted", error="", slurm=self._slurm_block(sub, runs_dir)))
+                note(_record(run, status="submitted", error="", slurm=_slurm_block(sub, runs_dir)))
             ids = jobs[0].job_id.split("_")[0]
             what = f"job array {ids} ({len(jobs)} runs)" if len(jobs) > 1 else f"job {ids}"
             _say(f"stage {group[0].stage}: submitted {what}; logs in {runs_dir / 'slurm'}")
         return submitted
-
-    def _inject(self, run: Run, p: Plan, previous: Mapping[str, Any], restart: bool) -> dict[str, Any] | None:
-        """``{"resume": True}`` for a run whose last job Slurm stopped (same parameters and notebook)."""
-        rec = previous.get(run.slug, {})
-        slurm = rec.get("slurm") or {}
-        # "submitted" and not adopted: the job ended without this process seeing it (cancelled on ^C)
-        # "interrupted": Ctrl-C or SIGTERM stopped the plan, which cancelled the job
-        stopped = rec.get("status") in ("submitted", "interrupted") or (
-            rec.get("status") == "failed" and slurm.get("state") not in (None, "COMPLETED")
-        )
-        same = slurm.get("run_hash") == run_hash(run, p.notebooks_dir)
-        return _resume_inject(run, p.notebooks_dir) if stopped and same and not restart else None
-
-    def _wait(self, waiting: list[_Submitted], ended: Callable[[_Submitted, JobInfo], None]) -> None:
-        """Look at the queue (every second while something changes, then less often, up to
-        ``poll_s``) until every job ended; call ``ended(job, what Slurm says)`` as each one does."""
-        pending = {s.job_id: s for s in waiting}
-        failures, delay = 0, 1.0
-        while pending:
-            changed = False
-            states = job_states(list(pending))
-            if states is None:
-                failures += 1
-                if failures >= 20:
-                    raise SlurmUnavailableError(
-                        f"squeue failed {failures} times in a row; jobs {', '.join(pending)} may still run: "
-                        "run the plan again to wait for them"
-                    )
-            else:
-                failures = 0
-                for job_id, sub in list(pending.items()):
-                    info = states.get(job_id)
-                    sub.missing = 0 if info else sub.missing + 1
-                    if info is None and sub.missing < 3:
-                        continue
-                    info = info or JobInfo(job_id, "UNKNOWN")
-                    if info.state != sub.state:
-                        _say(f"{sub.run.slug}: Slurm job {job_id} {info.state} {info.node}".rstrip())
-                        changed = True
-                    sub.state, sub.node = info.state, info.node or sub.node
-                    if info.state in FINAL:
-                        ended(sub, info)
-                        del pending[job_id]
-            if pending:
-                delay = 1.0 if changed else min(delay * 1.5, self.options.poll_s)
-                time.sleep(min(delay, self.options.poll_s))
-
-    def _slurm_block(self, sub: _Submitted, runs_dir: Path, info: JobInfo | None = None) -> dict[str, Any]:
-        paths = _task0_paths(sub)
-        fields = _job_fields(sub.job_id) if info else {}
-        return {
-            "job_id": sub.job_id,
-            "node": (info.node if info else "") or sub.node,
-            "state": info.state if info else "PENDING",
-            "exit_code": fields.get("ExitCode", "") if info and info.state != "COMPLETED" else "",
-            "restarts": int(fields.get("Restarts", "0") or 0),
-            "log": _relative(paths.stdout, runs_dir),
-            "err": _relative(paths.stderr, runs_dir),
-            "folder": str(sub.folder),
-            "run_hash": sub.run_hash,
-            "resumed": sub.resumed,
-        }
-
-    def _harvest(self, sub: _Submitted, info: JobInfo, runs_dir: Path) -> dict[str, Any]:
-        """The run's record once its job ended: what execute_run returned on the node, or, when
-        Slurm stopped the job, a failed record naming the state and the log."""
-        slurm = self._slurm_block(sub, runs_dir, info)
-        outcome = _result(sub, wait_s=30 if info.state == "COMPLETED" else 2)
-        if outcome is not None and outcome[0] == "success" and isinstance(outcome[1], dict):
-            # a requeued job (preemption, time limit) ran with resume=True: say so
-            slurm["resumed"] = slurm["resumed"] or bool((outcome[1].get("injected") or {}).get("resume"))
-            rec = {**outcome[1], "slurm": slurm}
-            if info.state == "COMPLETED" or rec.get("status") == "done":
-                return rec
-            error = rec.get("error", "")
-        elif outcome is not None:  # the job's Python raised outside the notebook (submitit's traceback)
-            error = str(outcome[1]).strip().splitlines()[-1] if str(outcome[1]).strip() else "error"
-            rec = _record(sub.run, slurm=slurm)
-        else:
-            error = _last_line(_task0_paths(sub).stderr)
-            rec = _record(sub.run, slurm=slurm)
-        stopped = f"Slurm job {sub.job_id} {info.state}" + (f" on {slurm['node']}" if slurm["node"] else "")
-        if slurm["exit_code"]:
-            stopped += f" (exit code {slurm['exit_code']}{', ' + info.reason if info.reason not in ('', 'None') else ''})"
-        message = f"{stopped}; log {slurm['err']}" + (f": {error}" if error else "")
-        rec.update(status="failed", error=message[:300])
-        rec.setdefault(
-            "wall_s", info.elapsed_s if info.elapsed_s is not None else round(time.time() - sub.started, 1)
-        )
-        rec.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if info.state != "COMPLETED":
-            _annotate(runs_dir / f"{sub.run.slug}.ipynb", sub.run, stopped, _task0_paths(sub))
-        return rec
-
-    def _cancel(self, waiting: list[_Submitted]) -> None:
-        """scancel the jobs of an interrupted stage (by id)."""
-        ids = [s.job_id for s in waiting]
-        if ids:
-            _call(["scancel", *ids], timeout=60)
-            _say(f"interrupted: cancelled Slurm job(s) {', '.join(ids)}")
 
     def run_benchmarks(self, p: Plan, runs_dir: Path, force: bool) -> list[dict[str, Any]]:
         """The plan's benchmarks as one Slurm job of the runs' shape (GPU benchmarks need the
@@ -587,13 +462,160 @@ class SlurmExecutor:
         run = Run("benchmarks", {}, "benchmarks", "benchmarks")
         sub = _Submitted(run, str(job.job_id), job.paths.folder, False, "")
         states: list[JobInfo] = []
-        self._wait([sub], lambda _, info: states.append(info))
+        _wait([sub], lambda _, info: states.append(info), self.options.poll_s)
         outcome = _result(sub, wait_s=30 if states[0].state == "COMPLETED" else 2)
         if outcome is not None and outcome[0] == "success":
             return list(outcome[1])
         err = _relative(_task0_paths(sub).stderr, runs_dir)
         why = f"Slurm job {sub.job_id} {states[0].state}; log {err}: {_last_line(_task0_paths(sub).stderr)}"
         return [{"command": c, "status": "failed", "error": why[:300]} for c in p.benchmarks]
+
+
+# -- waiting for the jobs and reading what they left --------------------------------------------
+def _adopt(group: list[Run], p: Plan, previous: Mapping[str, Any], restart: bool) -> list[_Submitted]:
+    """Jobs an earlier ``steelnb run`` submitted for these runs that Slurm still runs: wait for
+    them rather than submit the runs twice (the earlier process was killed)."""
+    candidates = {
+        r.slug: (r, previous[r.slug]["slurm"])
+        for r in group
+        if not restart
+        and previous.get(r.slug, {}).get("status") == "submitted"
+        and previous[r.slug].get("slurm", {}).get("run_hash") == run_hash(r, p.notebooks_dir)
+    }
+    if not candidates:
+        return []
+    states = job_states([s["job_id"] for _, s in candidates.values()]) or {}
+    adopted = []
+    for run, s in candidates.values():
+        info = states.get(s["job_id"])
+        if info is not None and info.state not in FINAL:
+            _say(f"{run.slug}: waiting for Slurm job {s['job_id']} ({info.state}), submitted earlier")
+            adopted.append(
+                _Submitted(run, s["job_id"], Path(s["folder"]), bool(s.get("resumed")), s["run_hash"])
+            )
+    return adopted
+
+
+def _resume_after_stop(
+    run: Run, p: Plan, previous: Mapping[str, Any], restart: bool
+) -> dict[str, Any] | None:
+    """``{"resume": True}`` for a run whose last job Slurm stopped (same parameters and notebook)."""
+    rec = previous.get(run.slug, {})
+    slurm = rec.get("slurm") or {}
+    # "submitted" and not adopted: the job ended without this process seeing it (cancelled on ^C)
+    # "interrupted": Ctrl-C or SIGTERM stopped the plan, which cancelled the job
+    stopped = rec.get("status") in ("submitted", "interrupted") or (
+        rec.get("status") == "failed" and slurm.get("state") not in (None, "COMPLETED")
+    )
+    same = slurm.get("run_hash") == run_hash(run, p.notebooks_dir)
+    return _resume_inject(run, p.notebooks_dir) if stopped and same and not restart else None
+
+
+def _wait(waiting: list[_Submitted], ended: Callable[[_Submitted, JobInfo], None], poll_s: float) -> None:
+    """Look at the queue (every second while something changes, then less often, up to
+    ``poll_s``) until every job ended; call ``ended(job, what Slurm says)`` as each one does."""
+    pending = {s.job_id: s for s in waiting}
+    failures, delay = 0, 1.0
+    while pending:
+        changed = False
+        states = job_states(list(pending))
+        if states is None:
+            failures += 1
+            if failures >= 20:
+                raise SlurmUnavailableError(
+                    f"squeue failed {failures} times in a row; jobs {', '.join(pending)} may still run: "
+                    "run the plan again to wait for them"
+                )
+        else:
+            failures = 0
+            changed = _look(pending, states, ended)
+        if pending:
+            delay = 1.0 if changed else min(delay * 1.5, poll_s)
+            time.sleep(min(delay, poll_s))
+
+
+def _look(
+    pending: dict[str, _Submitted],
+    states: Mapping[str, JobInfo],
+    ended: Callable[[_Submitted, JobInfo], None],
+) -> bool:
+    """One look at the queue's ``states``: note each pending job's state, call ``ended`` for those
+    that ended and take them out of ``pending`` (a job the queue forgot counts as ended, state
+    UNKNOWN, after three looks); whether any job's state changed."""
+    changed = False
+    for job_id, sub in list(pending.items()):
+        info = states.get(job_id)
+        sub.missing = 0 if info else sub.missing + 1
+        if info is None and sub.missing < 3:
+            continue
+        info = info or JobInfo(job_id, "UNKNOWN")
+        if info.state != sub.state:
+            _say(f"{sub.run.slug}: Slurm job {job_id} {info.state} {info.node}".rstrip())
+            changed = True
+        sub.state, sub.node = info.state, info.node or sub.node
+        if info.state in FINAL:
+            ended(sub, info)
+            del pending[job_id]
+    return changed
+
+
+def _harvest(sub: _Submitted, info: JobInfo, runs_dir: Path) -> dict[str, Any]:
+    """The run's record once its job ended: what execute_run returned on the node, or, when
+    Slurm stopped the job, a failed record naming the state and the log."""
+    slurm = _slurm_block(sub, runs_dir, info)
+    outcome = _result(sub, wait_s=30 if info.state == "COMPLETED" else 2)
+    if outcome is not None and outcome[0] == "success" and isinstance(outcome[1], dict):
+        # a requeued job (preemption, time limit) ran with resume=True: say so
+        slurm["resumed"] = slurm["resumed"] or bool((outcome[1].get("injected") or {}).get("resume"))
+        rec = {**outcome[1], "slurm": slurm}
+        if info.state == "COMPLETED" or rec.get("status") == "done":
+            return rec
+        error = rec.get("error", "")
+    elif outcome is not None:  # the job's Python raised outside the notebook (submitit's traceback)
+        error = str(outcome[1]).strip().splitlines()[-1] if str(outcome[1]).strip() else "error"
+        rec = _record(sub.run, slurm=slurm)
+    else:
+        error = _last_line(_task0_paths(sub).stderr)
+        rec = _record(sub.run, slurm=slurm)
+    stopped = f"Slurm job {sub.job_id} {info.state}" + (f" on {slurm['node']}" if slurm["node"] else "")
+    if slurm["exit_code"]:
+        stopped += f" (exit code {slurm['exit_code']}{', ' + info.reason if info.reason not in ('', 'None') else ''})"
+    message = f"{stopped}; log {slurm['err']}" + (f": {error}" if error else "")
+    rec.update(status="failed", error=message[:300])
+    rec.setdefault(
+        "wall_s", info.elapsed_s if info.elapsed_s is not None else round(time.time() - sub.started, 1)
+    )
+    rec.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if info.state != "COMPLETED":
+        _annotate(runs_dir / f"{sub.run.slug}.ipynb", sub.run, stopped, _task0_paths(sub))
+    return rec
+
+
+def _slurm_block(sub: _Submitted, runs_dir: Path, info: JobInfo | None = None) -> dict[str, Any]:
+    """The ``slurm`` block of a run's record: its job, node, state (PENDING before ``info``, what
+    Slurm says once it ended), exit code, restarts, logs and what it was given."""
+    paths = _task0_paths(sub)
+    fields = _job_fields(sub.job_id) if info else {}
+    return {
+        "job_id": sub.job_id,
+        "node": (info.node if info else "") or sub.node,
+        "state": info.state if info else "PENDING",
+        "exit_code": fields.get("ExitCode", "") if info and info.state != "COMPLETED" else "",
+        "restarts": int(fields.get("Restarts", "0") or 0),
+        "log": _relative(paths.stdout, runs_dir),
+        "err": _relative(paths.stderr, runs_dir),
+        "folder": str(sub.folder),
+        "run_hash": sub.run_hash,
+        "resumed": sub.resumed,
+    }
+
+
+def _cancel(waiting: list[_Submitted]) -> None:
+    """scancel the jobs of an interrupted stage (by id)."""
+    ids = [s.job_id for s in waiting]
+    if ids:
+        _call(["scancel", *ids], timeout=60)
+        _say(f"interrupted: cancelled Slurm job(s) {', '.join(ids)}")
 
 
 # -- helpers --------------------------------------------------------------------------------

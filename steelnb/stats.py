@@ -241,30 +241,40 @@ def seed_bootstrap(
         out = paired_bootstrap(va[0], vb[0], n_boot=n_boot, level=level, seed=seed, pooled=pooled)
         return out | {"seeds": seeds, "single_seed": True}
     single = seeds[0] == 1 or (seeds[1] == 1 and not fixed_b)
+    ratios, n = _common_images(va, vb, n_boot, level, pooled)
+    means = np.array([num.sum() / den.sum() for num, den in ratios])
+    diff = float(means[: seeds[0]].mean() - means[seeds[0] :].mean())
+    reps = _crossed_replicates(ratios, seeds, n, n_boot, seed)
+    low, high = _interval(reps, level)
+    found = {"diff": diff, "low": low, "high": high, "real": bool(low > 0 or high < 0), "n": n}
+    return found | {"p": bootstrap_p(reps), "seeds": seeds, "single_seed": single}
+
+
+def _common_images(
+    va: np.ndarray, vb: np.ndarray, n_boot: int, level: float, pooled: bool
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """Both arms' seeds (S, N, C) -> ((num, den) per image of each seed, a's seeds first, as
+    ``_weights``; the number of images): the images every seed scored (a row all NaN for any seed
+    of either arm drops the image)."""
     parts = [_sums(v, name) for v, name in [*((x, "a") for x in va), *((x, "b") for x in vb)]]
     keep = np.logical_and.reduce([c > 0 for _, c in parts])
     n = int(keep.sum())
     _check(n, n_boot, level, "a and b")
-    ratios = [_weights(s[keep], c[keep], pooled) for s, c in parts]
-    means = np.array([num.sum() / den.sum() for num, den in ratios])
-    diff = float(means[: seeds[0]].mean() - means[seeds[0] :].mean())
+    return [_weights(s[keep], c[keep], pooled) for s, c in parts], n
+
+
+def _crossed_replicates(
+    ratios: Sequence[tuple[np.ndarray, np.ndarray]], seeds: Sequence[int], n: int, n_boot: int, seed: int
+) -> np.ndarray:
+    """The crossed bootstrap's replicates (B,) of mean(a) - mean(b): the ``n`` images drawn once
+    for every seed (``_replicates``, stream ``default_rng(seed)``), then S_a seeds of a and S_b of
+    b drawn with replacement (stream ``default_rng([seed, 1])``)."""
     rng = np.random.default_rng([seed, 1])  # a stream apart from the images' (default_rng(seed))
-    per_seed = np.stack(_replicates(n, n_boot, seed, ratios))  # (S_a + S_b, B): images drawn once
+    per_seed = np.stack(_replicates(n, n_boot, seed, list(ratios)))  # (S_a + S_b, B): images drawn once
     pick_a = rng.integers(0, seeds[0], size=(n_boot, seeds[0]))
     pick_b = seeds[0] + rng.integers(0, seeds[1], size=(n_boot, seeds[1]))
     cols = np.arange(n_boot)[:, None]
-    reps = per_seed[pick_a, cols].mean(axis=1) - per_seed[pick_b, cols].mean(axis=1)
-    low, high = _interval(reps, level)
-    return {
-        "diff": diff,
-        "low": low,
-        "high": high,
-        "real": bool(low > 0 or high < 0),
-        "n": n,
-        "p": bootstrap_p(reps),
-        "seeds": seeds,
-        "single_seed": single,
-    }
+    return per_seed[pick_a, cols].mean(axis=1) - per_seed[pick_b, cols].mean(axis=1)
 
 
 def format_ci(est: float, low: float, high: float, digits: int = 3) -> str:

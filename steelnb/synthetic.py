@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -307,55 +308,89 @@ def generate(
         )
     if class_mix not in CLASS_MIXES:
         raise SyntheticError(f"class_mix={class_mix!r}: expected one of {sorted(CLASS_MIXES)}")
-    shares = CLASS_MIXES[class_mix]
     n_test = n_images // 4 if n_test is None else n_test
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    n_dev = n_images - sealed
-    seeds = np.random.SeedSequence(seed).spawn(n_images + n_test + 1)
-    rng = np.random.default_rng(seeds[-1])
-    ids = _image_ids(rng, n_images + n_test)
-    train_ids, test_ids = ids[:n_images], sorted(ids[n_images:])
-    per_image = _allocate(rng, n_dev, shares)
-    # the sealed images: their own stream (classes and pixels), so no draw of the development set's
-    # generator, whatever its seed, reproduces one of them
-    sealed_seeds = np.random.SeedSequence([seed, SEALED_STREAM]).spawn(sealed + 1)
-    per_image += _allocate(np.random.default_rng(sealed_seeds[-1]), sealed, shares)
-    image_seeds = seeds[:n_dev] + sealed_seeds[:sealed]
+    draws = _draw(n_images, n_test, seed, sealed, CLASS_MIXES[class_mix])
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp."))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the data set is an ordinary folder
         (tmp / "train_images").mkdir()
         (tmp / "test_images").mkdir()
-        rows = []
-        for image_id, classes, s in zip(train_ids, per_image, image_seeds):
-            img, masks = render(np.random.default_rng(s), classes)
-            _write_jpeg(tmp / "train_images" / image_id, img)
-            rows += [(image_id, c, rle.encode(m)) for c, m in masks.items()]
-        for j, image_id in enumerate(test_ids):
-            r = np.random.default_rng(seeds[n_images + j])
-            classes = _test_classes(r)
-            _write_jpeg(tmp / "test_images" / image_id, render(r, classes)[0])
-        submission = pd.DataFrame({"ImageId": test_ids, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0})
+        rows = _write_images(tmp, draws)
+        submission = pd.DataFrame(
+            {"ImageId": draws.test_ids, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0}
+        )
         write_csv(tmp / "sample_submission.csv", submission)
         if sealed:
-            write_csv(tmp / SEALED, pd.DataFrame({"ImageId": sorted(train_ids[n_dev:])}))
-        labels = (
-            pd.DataFrame(rows, columns=COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
-        )
+            write_csv(tmp / SEALED, pd.DataFrame({"ImageId": sorted(draws.train_ids[n_images - sealed :])}))
         write_json(tmp / MARKER, _marker(n_images, n_test, seed, old_format, class_mix, sealed))
         # train.csv last: a folder holding it was written completely
-        write_labels(
-            labels,
-            tmp / "train.csv",
-            fmt="old" if old_format else "new",
-            image_ids=train_ids if old_format else None,
-        )  # the new format lists masks only
+        _write_train_csv(tmp / "train.csv", rows, draws.train_ids, old_format)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """What a set's generator streams decided before any pixel is drawn: the labelled images' ids,
+    classes and pixel seeds (development images first, then the sealed ones), the unlabelled test
+    images' ids (sorted) and pixel seeds."""
+
+    train_ids: list[str]
+    per_image: list[list[int]]
+    image_seeds: list[np.random.SeedSequence]
+    test_ids: list[str]
+    test_seeds: list[np.random.SeedSequence]
+
+
+def _draw(n_images: int, n_test: int, seed: int, sealed: int, shares: dict[int, float]) -> _Draws:
+    """The ids, classes and per-image seeds of ``generate``'s set, in its streams' order."""
+    n_dev = n_images - sealed
+    seeds = np.random.SeedSequence(seed).spawn(n_images + n_test + 1)
+    rng = np.random.default_rng(seeds[-1])
+    ids = _image_ids(rng, n_images + n_test)
+    per_image = _allocate(rng, n_dev, shares)
+    # the sealed images: their own stream (classes and pixels), so no draw of the development set's
+    # generator, whatever its seed, reproduces one of them
+    sealed_seeds = np.random.SeedSequence([seed, SEALED_STREAM]).spawn(sealed + 1)
+    per_image += _allocate(np.random.default_rng(sealed_seeds[-1]), sealed, shares)
+    return _Draws(
+        train_ids=ids[:n_images],
+        per_image=per_image,
+        image_seeds=seeds[:n_dev] + sealed_seeds[:sealed],
+        test_ids=sorted(ids[n_images:]),
+        test_seeds=seeds[n_images : n_images + n_test],
+    )
+
+
+def _write_images(tmp: Path, draws: _Draws) -> list[tuple[str, int, str]]:
+    """Render and write every image of ``draws`` into ``tmp``'s ``train_images/`` and
+    ``test_images/``; return the labelled images' label rows (ImageId, ClassId, RLE)."""
+    rows = []
+    for image_id, classes, s in zip(draws.train_ids, draws.per_image, draws.image_seeds):
+        img, masks = render(np.random.default_rng(s), classes)
+        _write_jpeg(tmp / "train_images" / image_id, img)
+        rows += [(image_id, c, rle.encode(m)) for c, m in masks.items()]
+    for image_id, s in zip(draws.test_ids, draws.test_seeds):
+        r = np.random.default_rng(s)
+        classes = _test_classes(r)
+        _write_jpeg(tmp / "test_images" / image_id, render(r, classes)[0])
+    return rows
+
+
+def _write_train_csv(
+    path: Path, rows: list[tuple[str, int, str]], train_ids: list[str], old_format: bool
+) -> None:
+    """The label table of ``rows``, sorted, in the old format (every image, one row per class) or
+    the new (masks only)."""
+    labels = pd.DataFrame(rows, columns=COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
+    write_labels(
+        labels, path, fmt="old" if old_format else "new", image_ids=train_ids if old_format else None
+    )
 
 
 def _marker(n_images: int, n_test: int, seed: int, old_format: bool, class_mix: str, sealed: int) -> dict:
