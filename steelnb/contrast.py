@@ -85,14 +85,7 @@ def mask_contrast(
     defect = img[m].astype(np.float64)
     out = {"area": float(m.sum()), "defect_mean": float(defect.mean()), "ring_area": float(background.sum())}
     if not background.any():
-        return {
-            **out,
-            "ring_mean": np.nan,
-            "ring_std": np.nan,
-            "delta": np.nan,
-            "abs_delta": np.nan,
-            "snr": np.nan,
-        }
+        return {**out, **dict.fromkeys(("ring_mean", "ring_std", "delta", "abs_delta", "snr"), np.nan)}
     around = img[background].astype(np.float64)
     delta = out["defect_mean"] - float(around.mean())
     std = float(around.std())

@@ -216,34 +216,47 @@ def image_table(
         labels = read_labels(labels)
     ids: set[str] = set(() if image_ids is None else image_ids)
     if images_dir is not None:
-        on_disk = set(list_images(images_dir))
-        missing = sorted(set(labels["ImageId"]) - on_disk)
-        if missing:
-            if on_missing == "error":
-                raise LabelError(
-                    f"{source}: {len(missing)} labelled image(s) absent from {images_dir}, "
-                    f"first {missing[0]} (pass on_missing='skip' to drop them)"
-                )
-            warnings.warn(
-                f"{source}: skipped {len(missing)} labelled image(s) absent from {images_dir}", stacklevel=2
-            )
-            labels = labels[~labels["ImageId"].isin(missing)]
+        labels, on_disk = _on_disk(labels, images_dir, on_missing, source)
         ids |= on_disk
     ids |= set(labels["ImageId"])
     table = pd.DataFrame({"ImageId": sorted(ids)}).set_index("ImageId")
     areas = labels.assign(area=[rle.area(e) for e in labels["EncodedPixels"]])
-    wide = areas.pivot_table(index="ImageId", columns="ClassId", values="area", aggfunc="sum")
-    for c in CLASS_IDS:
-        table[f"area_{c}"] = wide[c] if c in wide else 0
-    table = table.fillna(0).astype({f"area_{c}": int for c in CLASS_IDS})
+    table = _per_class(table, areas, "area")
     present = table[[f"area_{c}" for c in CLASS_IDS]].to_numpy() > 0
     table.insert(0, "n_classes", present.sum(1))
     table.insert(0, "has_defect", present.any(1))
     table.insert(2, "classes", [" ".join(str(c) for c, p in zip(CLASS_IDS, row) if p) for row in present])
     if count_parts:
-        parts = labels.assign(parts=[_count_parts(e) for e in labels["EncodedPixels"]])
-        wide = parts.pivot_table(index="ImageId", columns="ClassId", values="parts", aggfunc="sum")
-        for c in CLASS_IDS:
-            table[f"parts_{c}"] = wide[c] if c in wide else 0
-        table = table.fillna(0).astype({f"parts_{c}": int for c in CLASS_IDS})
+        table = _per_class(
+            table, labels.assign(parts=[_count_parts(e) for e in labels["EncodedPixels"]]), "parts"
+        )
     return table.reset_index()
+
+
+def _on_disk(
+    labels: pd.DataFrame, images_dir: str | Path, on_missing: str, source: str
+) -> tuple[pd.DataFrame, set[str]]:
+    """The labels of the images in ``images_dir`` and the ids found there; a labelled image absent
+    from the folder raises ``LabelError`` or, with ``on_missing="skip"``, is dropped with one warning."""
+    on_disk = set(list_images(images_dir))
+    missing = sorted(set(labels["ImageId"]) - on_disk)
+    if missing:
+        if on_missing == "error":
+            raise LabelError(
+                f"{source}: {len(missing)} labelled image(s) absent from {images_dir}, "
+                f"first {missing[0]} (pass on_missing='skip' to drop them)"
+            )
+        warnings.warn(
+            f"{source}: skipped {len(missing)} labelled image(s) absent from {images_dir}", stacklevel=3
+        )
+        labels = labels[~labels["ImageId"].isin(missing)]
+    return labels, on_disk
+
+
+def _per_class(table: pd.DataFrame, rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``table`` (indexed by ImageId) with ``<column>_1..4``: ``rows[column]`` summed per image and
+    class, 0 where an image has none."""
+    wide = rows.pivot_table(index="ImageId", columns="ClassId", values=column, aggfunc="sum")
+    for c in CLASS_IDS:
+        table[f"{column}_{c}"] = wide[c] if c in wide else 0
+    return table.fillna(0).astype({f"{column}_{c}": int for c in CLASS_IDS})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -189,32 +190,11 @@ def generate_twin(labels_dir: str | Path, out: str | Path, fraction: float = 1.0
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    by_image: dict[str, list[tuple[int, str]]] = {}
-    for image_id, c, enc in real[COLUMNS].itertuples(index=False):
-        by_image.setdefault(image_id, []).append((int(c), enc))
-    ids = images["ImageId"].to_numpy()
-    area_values = images[AREA_COLUMNS].to_numpy()
-    complete = images["complete"].to_numpy()
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp."))
     try:
         os.chmod(tmp, 0o755)
-        (tmp / "train_images").mkdir()
-        (tmp / "test_images").mkdir()
-        rows: list[tuple[str, int, str]] = []
-        for i in keep:
-            areas = {c: int(a) for c, a in zip(CLASS_IDS, area_values[i]) if a > 0}
-            known = by_image.get(ids[i], []) if complete[i] else None
-            img, masks = _train_image(np.random.default_rng([seed, 0, int(i)]), known, areas)
-            _write_jpeg(tmp / "train_images" / ids[i], img)
-            rows += [(ids[i], c, enc) for c, enc in masks]
-        for j in test_keep:
-            r = np.random.default_rng([seed, 1, int(j)])
-            _write_jpeg(tmp / "test_images" / test_ids[j], render(r, _test_classes(r))[0])
-        kept_tests = [test_ids[j] for j in test_keep]
-        write_csv(
-            tmp / "sample_submission.csv",
-            pd.DataFrame({"ImageId": kept_tests, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0}),
-        )
+        rows = _write_train(tmp, images, real, keep, seed)
+        kept_tests = _write_test(tmp, test_ids, test_keep, seed)
         write_json(
             tmp / MARKER,
             {
@@ -222,7 +202,7 @@ def generate_twin(labels_dir: str | Path, out: str | Path, fraction: float = 1.0
                 "labels": str(Path(labels_dir).resolve()),
                 "fraction": fraction,
                 "n_images": int(keep.size),
-                "n_real_images": int(complete[keep].sum()),
+                "n_real_images": int(images["complete"].to_numpy()[keep].sum()),
                 "n_test": len(kept_tests),
                 "seed": seed,
                 "format": "new",
@@ -237,3 +217,39 @@ def generate_twin(labels_dir: str | Path, out: str | Path, fraction: float = 1.0
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_train(
+    tmp: Path, images: pd.DataFrame, real: pd.DataFrame, keep: np.ndarray, seed: int
+) -> list[tuple[str, int, str]]:
+    """The kept train images into ``tmp/train_images``: real masks where the image is fully labelled,
+    else drawn with its class set and areas; returns their label rows (ImageId, ClassId, RLE)."""
+    by_image: dict[str, list[tuple[int, str]]] = {}
+    for image_id, c, enc in real[COLUMNS].itertuples(index=False):
+        by_image.setdefault(image_id, []).append((int(c), enc))
+    ids = images["ImageId"].to_numpy()
+    area_values = images[AREA_COLUMNS].to_numpy()
+    complete = images["complete"].to_numpy()
+    (tmp / "train_images").mkdir()
+    rows: list[tuple[str, int, str]] = []
+    for i in keep:
+        areas = {c: int(a) for c, a in zip(CLASS_IDS, area_values[i]) if a > 0}
+        known = by_image.get(ids[i], []) if complete[i] else None
+        img, masks = _train_image(np.random.default_rng([seed, 0, int(i)]), known, areas)
+        _write_jpeg(tmp / "train_images" / ids[i], img)
+        rows += [(ids[i], c, enc) for c, enc in masks]
+    return rows
+
+
+def _write_test(tmp: Path, test_ids: Sequence[str], test_keep: np.ndarray, seed: int) -> list[str]:
+    """The kept test images into ``tmp/test_images`` and ``sample_submission.csv``; returns their ids."""
+    (tmp / "test_images").mkdir()
+    for j in test_keep:
+        r = np.random.default_rng([seed, 1, int(j)])
+        _write_jpeg(tmp / "test_images" / test_ids[j], render(r, _test_classes(r))[0])
+    kept_tests = [test_ids[j] for j in test_keep]
+    write_csv(
+        tmp / "sample_submission.csv",
+        pd.DataFrame({"ImageId": kept_tests, "EncodedPixels": f"1 {HEIGHT * WIDTH}", "ClassId": 0}),
+    )
+    return kept_tests
