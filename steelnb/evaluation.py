@@ -373,8 +373,9 @@ def _variant_scores(
     return scores
 
 
-#: the two post-processings ``compare_variants`` sets side by side: (label, raw counts?)
-VARIANTS = (("raw (0.5)", True), ("tuned on validation", False))
+#: the two post-processings ``compare_variants`` sets side by side: (key, raw counts?); their
+#: labels on a page are ``tables.POSTPROCESS_LABELS``'
+VARIANTS = (("raw", True), ("tuned", False))
 
 
 def compare_variants(
@@ -396,9 +397,12 @@ def compare_variants(
     and test scores are read back. The ``worst`` test images of lowest mean Dice under the last TTA,
     post-processed, go to ``<run_dir>/evaluation/worst.csv`` (``worst_images``), so that showing
     them needs no second prediction of the whole split (``predict_run.overlay_images``).
-    Returns (table: one row per (tta, postprocess) with the test block's numbers and the
-    all-empty row; paired: each variant against the first one, raw, with its paired interval, its
-    Holm p over the variants and ``stats.verdict``'s words).
+    Returns (table: one row per (tta, postprocess: "raw", "tuned") with the test block's numbers
+    and the all-empty row (tta "–", postprocess "all_empty"); paired: each variant (tta,
+    postprocess) against the first one (against_tta, against_postprocess) with the paired
+    difference of the Kaggle metric (kaggle_diff, kaggle_diff_ci95), its Holm p over the variants
+    (p_holm) and ``stats.verdict``'s words (verdict)). ``tables.variants_table`` and
+    ``tables.variants_paired_table`` render them for a person.
     """
     run, ens, data = _loaded(run_dir, device, model)
     seed = data.config.seed
@@ -417,7 +421,7 @@ def compare_variants(
     empty = (counts[..., 0] + counts[..., 2]) == 0
     base = {
         "tta": "–",
-        "postprocess": "all-empty prediction",
+        "postprocess": "all_empty",
         "kaggle": float(empty.mean()),
         "images": len(empty),
         "defect_dice": 0.0,
@@ -437,10 +441,13 @@ def _paired_variants(dice: dict[tuple[str, str], Any], n_boot: int, seed: int) -
     return pd.DataFrame(
         [
             {
-                "variant": f"{variant[0]} TTA, {variant[1]}",
-                "against": f"{first[0]} TTA, {first[1]}",
-                "Kaggle difference [95% CI]": stats.format_ci(g["diff"], g["low"], g["high"]),
-                "Holm p": g["p_holm"],
+                "tta": variant[0],
+                "postprocess": variant[1],
+                "against_tta": first[0],
+                "against_postprocess": first[1],
+                "kaggle_diff": g["diff"],
+                "kaggle_diff_ci95": [g["low"], g["high"]],
+                "p_holm": g["p_holm"],
                 "verdict": stats.verdict(g),
             }
             for variant, g in zip(others, diffs)

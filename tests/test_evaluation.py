@@ -113,15 +113,34 @@ def test_run_records_data_code_and_test(
     table, paired = evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
     assert calls == ["h"]
     # the three variants against the first are one family: Holm-adjusted, one training run
-    assert len(paired) == 3 and (paired["Holm p"].between(0, 1)).all()
+    assert len(paired) == 3 and (paired["p_holm"].between(0, 1)).all()
     assert paired["verdict"].str.endswith("after Holm adjustment over 3 comparisons; single seed").all()
+    # the labels a reader sees are only the rendered tables' (tables), the lookups use keys
+    from steelnb import stats, tables
+
+    shown = tables.variants_paired_table(paired)
+    assert list(shown["variant"]) == [
+        "h TTA, tuned on validation",
+        "none TTA, raw (0.5)",
+        "none TTA, tuned on validation",
+    ]
+    assert (shown["against"] == "h TTA, raw (0.5)").all() and list(shown["Holm p"]) == list(paired["p_holm"])
+    first = paired.iloc[0]
+    assert shown["Kaggle difference [95% CI]"].iloc[0] == stats.format_ci(
+        first["kaggle_diff"], *first["kaggle_diff_ci95"]
+    )
+    assert set(tables.variants_table(table)["postprocess"]) == {
+        "raw (0.5)",
+        "tuned on validation",
+        "all-empty prediction",
+    }
     # the worst test images of the last TTA (the run's own evaluation here), for 05's overlays
     worst = pd.read_csv(run / "evaluation" / "worst.csv", dtype={"ImageId": str})
     ids = sorted(scores["ImageId"].unique())
     expect = evaluation.worst_images(evaluation.counts_of(scores), ids)
     assert len(worst) == 8 and worst["dice"].is_monotonic_increasing
     pd.testing.assert_frame_equal(worst, expect, check_dtype=False)
-    tuned = table[(table["tta"] == "none") & (table["postprocess"] == "tuned on validation")].iloc[0]
+    tuned = table[(table["tta"] == "none") & (table["postprocess"] == "tuned")].iloc[0]
     assert tuned["kaggle"] == pytest.approx(m["test"]["kaggle"])
     assert PostParams.from_yaml(run) == PostParams.from_dict(m["postprocess"])
     evaluation.compare_variants(run, ttas=("none", "h"), tune_size=(32, 200), n_boot=200)
