@@ -134,6 +134,7 @@ def _loaded(run_dir: str | Path, device: str, model: Ensemble | None) -> tuple[R
     """(the run folder, its model, loaded once unless ``model`` is given, and its ``RunData``)."""
     run = RunFolder.of(run_dir)
     ens = model if model is not None else run.load(device)
+    check_classes(ens.infos[0], None)
     return run, ens, _run_data(run, ens.infos[0])
 
 
@@ -149,7 +150,6 @@ def _tuned_scores(
 ) -> tuple[pp.PostParams, pd.DataFrame]:
     """Post-processing tuned on the validation images (saving nothing), then ``score_ids``
     (default: the test images) scored with it: (parameters, scores)."""
-    check_classes(ens.infos[0], None)
     params = tune_on(
         ens,
         data.images_dir,
