@@ -60,6 +60,27 @@ def test_counts_of_orders_and_checks_images() -> None:
         evaluation.counts_of(scores, image_ids=["a.jpg", "c.jpg"])
 
 
+def test_variant_tables_are_looked_up_by_keys_and_shown_with_labels() -> None:
+    """compare_variants' table holds keys (postprocess raw / tuned / all_empty); only the rendered
+    table (steelnb.tables) says "tuned on validation" and carries the "v [low, high]" texts."""
+    from steelnb import stats, tables
+
+    counts = np.array([[[10, 0, 0], [0, 0, 0]], [[0, 5, 0], [0, 0, 0]], [[5, 5, 0], [0, 0, 10]]])
+    block = evaluation.summarize(counts, n_boot=200)
+    empty = {"tta": "–", "postprocess": "all_empty", "kaggle": block["all_empty_kaggle"], "images": 3}
+    table = pd.DataFrame(
+        [{"tta": "none", "postprocess": p, **block} for p in ("raw", "tuned")]
+        + [{**empty, "defect_dice": 0.0}]
+    )
+    shown = tables.variants_table(table)
+    assert list(shown["postprocess"]) == ["raw (0.5)", "tuned on validation", "all-empty prediction"]
+    assert list(table["postprocess"]) == ["raw", "tuned", "all_empty"]  # the keys stay for lookups
+    assert shown["Kaggle [95% CI]"].iloc[0] == stats.format_ci(block["kaggle"], *block["kaggle_ci95"])
+    assert shown["Kaggle [95% CI]"].iloc[2] == f"{block['all_empty_kaggle']:.3f}"
+    assert list(shown.columns[:3]) == ["tta", "postprocess", "images"]
+    assert list(tables.variants_paired_table(pd.DataFrame()).columns)[2] == "Kaggle difference [95% CI]"
+
+
 @pytest.mark.slow
 def test_run_records_data_code_and_test(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
