@@ -200,7 +200,7 @@ def folder_of(m: Mapping[str, Any]) -> RunFolder:
 
 def folder_name(m: Mapping[str, Any]) -> str:
     """The name of a run's folder (its ``run`` for metrics read without their folder)."""
-    return m.folder.name if isinstance(m, RunRecord) else str(m.get("run", ""))
+    return m.folder.name if isinstance(m, RunRecord) else Path(str(m.get("run", ""))).name
 
 
 def find_run(
