@@ -13,7 +13,6 @@ post-processed, without and with TTA, beside the all-empty prediction's score.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -42,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from steelnb import evaluation, predict_run
     from steelnb.config import TrainConfig
     from steelnb.labels import read_labels
+    from steelnb.runfolder import RunFolder
     from steelnb.synthetic import generate
     from steelnb.training import fit
 
@@ -62,13 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         run_name="eval",
     )
     start = time.time()
-    run = fit(cfg, progress_bar=False)
-    metrics = json.loads((run / "metrics.json").read_text())
+    run = RunFolder(fit(cfg, progress_bar=False))
+    metrics = run.metrics()
     print(
         f"trained {a.encoder} {a.height}x{a.width}, {a.epochs} epochs in {time.time() - start:.0f} s; "
         f"validation Kaggle metric per epoch: {[round(h['val_kaggle'], 3) for h in metrics['history']]}"
     )
-    params = evaluation.tune(run / "best.ckpt", device=a.device, progress=False)  # the run's validation fold
+    model = run.load(a.device)  # loaded once: tuned, then predicting the held-out images
+    params = evaluation.tune(model, device=a.device, progress=False)  # the run's validation fold
     print(
         "tuned per class (threshold, min_area, min_top_prob, min_total_area): "
         + "; ".join(
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     result = predict_run.run_predict(
-        run / "best.ckpt",
+        model,
         eval_dir / "train_images",
         work / "eval_out",
         labels=eval_dir / "train.csv",

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("run | validation all-empty | validation raw (0.5) | tuned on validation, scored there (bound)")
     for m in evaluated:
-        run, done = Path(m["_path"]), m["test"]
+        run, done = m.path, m["test"]
         bound = evaluation.judge_on_validation(
             run, tta=done["tta"], tune_size=tuple(done["tune_size"]), who="bench/tuning_bound.py"
         )

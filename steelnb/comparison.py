@@ -32,9 +32,11 @@ from matplotlib.figure import Figure
 
 from . import stats
 from .errors import SteelnbError
-from .evaluation import counts_of, read_scores
 from .metrics import dice_of
 from .provenance import split_fingerprint
+from .runfiles import METRICS_FILE, SCORES_FILE
+from .runfolder import RunFolder, RunRecord
+from .scoring import counts_of
 
 #: What makes two runs comparable: the same data, test split and mask size.
 COMPARABLE = ("data", "test split", "mask size")
@@ -92,12 +94,11 @@ def test_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "best epoch": m.get("best_epoch"),
         "validation Kaggle (tuned)": validation_score(m),
         "starts from": start_of(m),
-        "_path": m.get("_path"),
     }
 
 
 def test_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per run (``report.read_metrics`` dicts), sorted by test Kaggle metric."""
+    """One row per run (``report.read_metrics`` records), sorted by test Kaggle metric."""
     rows = [test_row(m) for m in runs]
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -109,7 +110,7 @@ def comparable(
     runs: Sequence[Mapping[str, Any]],
     like: Mapping[str, Any] | None = None,
     same_start: bool = False,
-) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+) -> tuple[list[Mapping[str, Any]], pd.DataFrame]:
     """The evaluated runs comparable with ``like`` (default: the largest evaluated group).
 
     Returns (kept runs, a table of the left-out runs with the reason). Runs are comparable when
@@ -151,7 +152,7 @@ def comparable(
                 )
             )
         else:
-            kept.append(dict(m))
+            kept.append(m)
     return kept, pd.DataFrame(left, columns=["run", "left out because"])
 
 
@@ -183,19 +184,34 @@ def test_split(m: Mapping[str, Any]) -> str | None:
     recorded = (m.get("data") or {}).get("test_split")
     if recorded:
         return recorded
-    scores = read_scores(m["_path"]) if m.get("_path") else None
+    scores = m.folder.scores() if isinstance(m, RunRecord) else None
     return None if scores is None else split_fingerprint(scores["ImageId"].unique())
+
+
+def folder_of(m: Mapping[str, Any]) -> RunFolder:
+    """The run folder of a run (a ``RunRecord`` of ``report.read_metrics``); ``ComparisonError``
+    for metrics read without their folder."""
+    if isinstance(m, RunRecord):
+        return m.folder
+    raise ComparisonError(
+        f"run {m.get('run')!r}: metrics without their run folder; read runs with report.read_metrics"
+    )
+
+
+def folder_name(m: Mapping[str, Any]) -> str:
+    """The name of a run's folder (its ``run`` for metrics read without their folder)."""
+    return m.folder.name if isinstance(m, RunRecord) else Path(str(m.get("run", ""))).name
 
 
 def find_run(
     runs: Sequence[Mapping[str, Any]], name: str, where: str | Path = "weights", what: str = ""
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """The run whose folder is named ``name``; a ``ComparisonError`` naming the step or role
     (``what``), the folder searched (``where``) and the runs there when there is none."""
-    names = [Path(str(m.get("_path", m.get("run", "")))).name for m in runs]
+    names = [folder_name(m) for m in runs]
     for m, n in zip(runs, names):
         if n == name:
-            return dict(m)
+            return m
     prefix = f"{what}: " if what else ""
     raise ComparisonError(f"{prefix}run {name!r} not found under {where}; runs: {', '.join(names)}")
 
@@ -211,15 +227,15 @@ def validation_score(m: Mapping[str, Any]) -> float | None:
 
 def arm_of(m: Mapping[str, Any] | str) -> str:
     """The arm of a run (its metrics, or its folder name): the name without a ``__seed<N>`` suffix."""
-    name = m if isinstance(m, str) else str(m.get("run") or Path(str(m.get("_path", ""))).name)
+    name = m if isinstance(m, str) else str(m.get("run") or folder_name(m))
     return SEED_SUFFIX.sub("", name)
 
 
-def group_arms(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def group_arms(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
     """Runs by arm (``arm_of``), arms in the order of their first run, each arm's runs by seed."""
-    arms: dict[str, list[dict[str, Any]]] = {}
+    arms: dict[str, list[Mapping[str, Any]]] = {}
     for m in runs:
-        arms.setdefault(arm_of(m), []).append(dict(m))
+        arms.setdefault(arm_of(m), []).append(m)
     return {
         a: sorted(ms, key=lambda m: (m.get("seed") is None, m.get("seed") or 0)) for a, ms in arms.items()
     }
@@ -227,7 +243,7 @@ def group_arms(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, An
 
 def choose_run(
     runs: Sequence[Mapping[str, Any]], name: str = "", where: str | Path = "weights"
-) -> tuple[dict[str, Any], pd.DataFrame]:
+) -> tuple[Mapping[str, Any], pd.DataFrame]:
     """The run to evaluate: the one named ``name`` (its folder name), else, among the comparable
     runs, the arm with the best mean post-processed validation Kaggle metric (``validation_score``)
     over its seeds and of it the seed that scores best there (a selection on validation, never on test).
@@ -237,7 +253,7 @@ def choose_run(
     has no best epoch (it failed or stopped before its first validation).
     """
     if not runs:
-        raise ComparisonError(f"no training runs (metrics.json) under {where}: run 03_train first")
+        raise ComparisonError(f"no training runs ({METRICS_FILE}) under {where}: run 03_train first")
     named = [find_run(runs, name, where)] if name else []
     if named and (named[0].get("best") or {}).get("kaggle") is None:
         raise ComparisonError(
@@ -247,7 +263,7 @@ def choose_run(
     kept, left_out = comparable(runs, like=named[0] if named else None)
     kept = [m for m in kept if (m.get("best") or {}).get("kaggle") is not None]
     if named:
-        return dict(named[0]), left_out
+        return named[0], left_out
     scored = [m for m in kept if validation_score(m) is not None]
     for m in kept:
         if validation_score(m) is None:
@@ -258,15 +274,16 @@ def choose_run(
         )
     arms = group_arms(scored)
     best_arm = max(arms.values(), key=lambda ms: float(np.mean([validation_score(m) for m in ms])))
-    return dict(max(best_arm, key=validation_score)), left_out
+    return max(best_arm, key=validation_score), left_out
 
 
 def per_image(m: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(test image ids, Dice (N, C), truth empty (N, C) bool) of a run, from one read of its test_scores.csv."""
-    scores = read_scores(m["_path"])
+    folder = folder_of(m)
+    scores = folder.scores()
     if scores is None:
         raise ComparisonError(
-            f"{m['_path']}: no test_scores.csv; evaluate the run first (evaluation.evaluate_run)"
+            f"{folder.path}: no {SCORES_FILE}; evaluate the run first (evaluation.evaluate_run)"
         )
     ids = sorted(scores["ImageId"].unique())
     counts = counts_of(scores, image_ids=ids)
@@ -282,7 +299,7 @@ def arm_scores(arm: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray,
         ids_m, d, _ = per_image(m)
         if ids_m != ids:
             raise ComparisonError(
-                f"{arm[0]['_path']} and {m['_path']}: seeds of one arm scored on different test images "
+                f"{folder_of(arm[0]).path} and {folder_of(m).path}: seeds of one arm scored on different test images "
                 f"({len(ids)} and {len(ids_m)})"
             )
         dice.append(d)
@@ -307,7 +324,7 @@ def paired_arms(
         ids_b, db, _ = arm_scores(b)
         if ids != ids_b:
             raise ComparisonError(
-                f"{a[0]['_path']} and {b[0]['_path']}: scored on different test images "
+                f"{folder_of(a[0]).path} and {folder_of(b[0]).path}: scored on different test images "
                 f"({len(ids)} and {len(ids_b)}); not a paired comparison"
             )
     kaggle = stats.seed_bootstrap(da, db, n_boot=n_boot, seed=seed, fixed_b=b is None)
@@ -379,7 +396,7 @@ def paired_table(
     arms = group_arms(runs)
     base = None
     if against is not None:
-        base = arms.get(arm_of(against)) or [dict(against)]
+        base = arms.get(arm_of(against)) or [against]
     rows, kaggle, defect = [], [], []
     for name, arm in arms.items():
         if base is not None and name == arm_of(base[0]):

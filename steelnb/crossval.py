@@ -28,10 +28,13 @@ import pandas as pd
 from . import stats
 from .config import TrainConfig
 from .errors import SteelnbError
-from .evaluation import counts_of, read_scores, summarize
 from .fileio import write_csv
 from .metrics import dice_of
+from .runfiles import SCORES_FILE
+from .runfolder import RunFolder, RunRecord
 from .sampling import TEST_FOLD, assign_folds
+from .scoring import counts_of
+from .summaries import summarize
 
 __all__ = [
     "CrossValError",
@@ -89,14 +92,17 @@ def cv_configs(
     }
 
 
-def out_of_fold(run_dirs: Sequence[str | Path], images: Sequence[str] | None = None) -> pd.DataFrame:
-    """The test scores of K fold runs joined: every image once (checked against ``images`` when
-    given). Raises CrossValError naming the run folder of an image scored twice or not at all."""
+def out_of_fold(
+    run_dirs: Sequence[str | Path | RunFolder | RunRecord], images: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The test scores of K fold runs (their folders, or ``report.read_metrics`` records) joined:
+    every image once (checked against ``images`` when given). Raises CrossValError naming the run
+    folder of an image scored twice or not at all."""
     frames, seen = [], {}
-    for run in run_dirs:
-        scores = read_scores(run)
+    for run in (RunFolder.of(r).path for r in run_dirs):
+        scores = RunFolder(run).scores()
         if scores is None:
-            raise CrossValError(f"{run}: no test_scores.csv; evaluate the fold run first")
+            raise CrossValError(f"{run}: no {SCORES_FILE}; evaluate the fold run first")
         for image in scores["ImageId"].unique():
             if image in seen:
                 raise CrossValError(f"{run}: image {image} was already judged out of fold by {seen[image]}")

@@ -29,8 +29,7 @@ from .errors import SteelnbError
 from .fileio import write_json
 from .inference import Batch, load, predict_members
 from .models import ModelInfo, has_classifier
-
-MEMBERS_FILE = "members.json"
+from .runfiles import MEMBERS_FILE
 
 
 class EnsembleError(SteelnbError):

@@ -32,13 +32,14 @@ from torch import nn
 from . import exported as ex
 from . import postprocess as pp
 from .config import HEIGHT, N_CLASSES, WIDTH
-from .ensemble import MEMBERS_FILE, Ensemble, load_ensemble
+from .ensemble import Ensemble, load_ensemble
 from .fileio import atomic_path
 from .images import IMAGENET_MEAN, IMAGENET_STD
 from .inference import TTA_FLIPS
 from .modelcard import model_card
 from .models import has_classifier, split_logits
 from .provenance import code_info
+from .runfiles import MEMBERS_FILE, METRICS_FILE
 
 OPSET = 17  # ONNX 1.12+ runtimes; every op of an smp UNet is there since opset 11
 #: largest probability difference onnxruntime may show against torch on the probe batch of noise
@@ -118,7 +119,7 @@ def _judged(params: pp.PostParams, where: Path) -> tuple[dict[str, Any], str | N
     """(metrics.json beside the post-processing file or {}, the TTA it was tuned with or None).
     Its test block is kept only when it was scored with these parameters."""
     folder = where.parent
-    found = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
+    found = json.loads((folder / METRICS_FILE).read_text()) if (folder / METRICS_FILE).is_file() else {}
     members = folder / MEMBERS_FILE
     tta = (found.get("test") or {}).get("tta")
     if tta is None and members.is_file():

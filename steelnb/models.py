@@ -28,6 +28,7 @@ from .config import REFERENCE_ENCODERS, ConfigError, TrainConfig
 from .errors import SteelnbError
 from .fileio import atomic_path
 from .pretrained import PACKAGED, packaged_encoder_state, packaged_weights_file
+from .runfiles import BEST_CKPT, LAST_CKPT
 
 ARCHITECTURES = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
 ENCODERS = tuple(_SMP_ENCODERS)  # plus "tu-<timm name>" for any timm model
@@ -354,9 +355,9 @@ def _checkpoint_file(path: Path) -> Path:
     """A run folder -> its best.ckpt (else last.ckpt); a file passes through."""
     if not path.is_dir():
         return path
-    found = [path / n for n in ("best.ckpt", "last.ckpt") if (path / n).is_file()]
+    found = [path / n for n in (BEST_CKPT, LAST_CKPT) if (path / n).is_file()]
     if not found:
-        raise CheckpointError(f"{path}: run folder holds neither best.ckpt nor last.ckpt")
+        raise CheckpointError(f"{path}: run folder holds neither {BEST_CKPT} nor {LAST_CKPT}")
     return found[0]
 
 

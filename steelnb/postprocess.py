@@ -30,8 +30,9 @@ from .config import HEIGHT, N_CLASSES, WIDTH
 from .errors import SteelnbError
 from .fileio import write_text
 from .metrics import dice_from_counts
+from .runfiles import POSTPROCESS_FILE
 
-FILE_NAME = "postprocess.yaml"
+FILE_NAME = POSTPROCESS_FILE
 FULL_PIXELS = HEIGHT * WIDTH
 #: Default grids of ``tune_postprocess`` (areas in full-resolution pixels).
 THRESHOLDS = tuple(np.round(np.arange(0.2, 0.96, 0.05), 2).tolist())

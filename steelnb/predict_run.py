@@ -33,12 +33,13 @@ from .fileio import write_csv
 from .images import read_image
 from .inference import Batch, InferenceError, check_classes, four_classes, image_paths
 from .labels import encodings_by_image, image_masks
+from .runfiles import MEMBERS_FILE
 
 Variant = tuple[str, str]  # (tta, "raw" | "postprocessed")
 
 
 def run_predict(
-    weights: str | Path | Sequence[str | Path],
+    weights: str | Path | Sequence[str | Path] | Ensemble,
     images: str | Path | Sequence[str | Path],
     out: str | Path,
     labels: str | Path | None = None,
@@ -55,7 +56,7 @@ def run_predict(
 
     ``weights``: a run folder or checkpoint, or a list of them: several are an ensemble (their
     probabilities averaged, each at its own size with ``tta``), named in ``<out>/members.json`` and
-    in the summary's ``members``. Post-processing: the file (or folder holding
+    in the summary's ``members``; or an ``Ensemble`` already loaded. Post-processing: the file (or folder holding
     ``postprocess.yaml``) ``postprocess`` when given, else for one run ``postprocess.yaml`` beside
     its checkpoint when present, else threshold 0.5. With ``labels``: ``evaluation.csv`` (Dice,
     IoU, Kaggle metric per class with its 95% interval; raw and post-processed; without and with
@@ -66,8 +67,7 @@ def run_predict(
     names the file. Returns a summary dict (with ``screened``, the images the classifier gate
     emptied entirely, when the models have classification heads).
     """
-    sources = [weights] if isinstance(weights, (str, Path)) else list(weights)
-    ens = load_ensemble(sources, device)
+    ens = _loaded(weights, device)
     check_classes(ens.infos[0], class_id)
     loaded, where = _params(ens, postprocess)
     return predict_with(
@@ -136,8 +136,15 @@ def predict_with(
     return result
 
 
+def _loaded(weights: str | Path | Sequence[str | Path] | Ensemble, device: str) -> Ensemble:
+    """``weights`` loaded (one run folder or checkpoint, or a list of them); an ``Ensemble`` passes."""
+    if isinstance(weights, Ensemble):
+        return weights
+    return load_ensemble([weights] if isinstance(weights, (str, Path)) else list(weights), device)
+
+
 def overlay_images(
-    weights: str | Path,
+    weights: str | Path | Ensemble,
     images: Sequence[str | Path],
     out: str | Path,
     labels: str | Path | None = None,
@@ -148,10 +155,11 @@ def overlay_images(
     """PNG overlays in ``out`` of just ``images`` (in their order): the prediction with ``tta``,
     post-processed as ``run_predict`` does it (the run's ``postprocess.yaml``, else threshold 0.5),
     with the truth from ``labels`` outlined beside it. Only these images are predicted: the worst
-    of a split come from its scores (``evaluation.compare_variants`` writes ``worst.csv``)."""
+    of a split come from its scores (``evaluation.compare_variants`` writes ``worst.csv``).
+    ``weights``: a run folder or checkpoint, or an ``Ensemble`` already loaded."""
     if not images:
         return []
-    ens = load_ensemble([weights], device)
+    ens = _loaded(weights, device)
     loaded, _ = _params(ens, None)
     main, variants = _variants(tta, loaded, labelled=False)
     run = _Collector(tta, None, loaded or pp.PostParams(), main, variants, None)
@@ -249,7 +257,7 @@ class _Collector:
 def _clear(out: Path) -> None:
     """Make the output folder; remove a former run's ``skipped.csv`` and partial submission."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("skipped.csv", "submission.partial.csv", "members.json"):
+    for stale in ("skipped.csv", "submission.partial.csv", MEMBERS_FILE):
         (out / stale).unlink(missing_ok=True)
 
 

@@ -35,6 +35,7 @@ from .errors import SteelnbError
 from .fileio import write_csv, write_json
 from .images import list_images
 from .labels import CLASS_IDS, COLUMNS, LabelError, read_labels
+from .runfiles import CONFIG_FILE
 
 #: A run: a run folder or checkpoint file, or an already loaded (model, ModelInfo) pair.
 Run = str | Path | tuple[nn.Module, Any]
@@ -119,9 +120,9 @@ def select_confident(
 def _run_config(path: Path | None, info: Any) -> TrainConfig | None:
     """The run's config: ``config.yaml`` of its folder (paths as written there), else the checkpoint's."""
     folder = None if path is None else (path if path.is_dir() else path.parent)
-    if folder is not None and (folder / "config.yaml").is_file():
+    if folder is not None and (folder / CONFIG_FILE).is_file():
         try:
-            return TrainConfig.from_yaml(folder / "config.yaml")
+            return TrainConfig.from_yaml(folder / CONFIG_FILE)
         except ConfigError:
             pass
     return getattr(info, "config", None)

@@ -34,8 +34,8 @@ class RecipeError(SteelnbError):
 
 @dataclass
 class Step:
-    """One row of the recipe: ``metrics`` of its configuration (a run's metrics.json with ``_path``,
-    or an ensemble's), the name of the step it is measured against (None: predicting nothing) and
+    """One row of the recipe: ``metrics`` of its configuration (a run's ``runfolder.RunRecord``, or
+    an ensemble's), the name of the step it is measured against (None: predicting nothing) and
     the run folders that predict with it (one, or an ensemble's members)."""
 
     name: str
@@ -80,11 +80,12 @@ def build_steps(
     members: Sequence[str | Path] = (),
     where: str | Path = "weights",
 ) -> list[Step]:
-    """The recipe's steps in ``RUN_STEPS`` order: the single run ``base`` (metrics with ``_path``),
+    """The recipe's steps in ``RUN_STEPS`` order: the single run ``base`` (a ``RunRecord``),
     then each step whose run ``step_runs`` names (parameter -> run folder name, "" for none; found
     in ``runs``, else a ``ComparisonError`` naming the step and ``where``) and the ensemble of
     ``members`` when its metrics ``ensemble`` are given; each measured against the single run."""
-    steps = [Step("single run", base, weights=[base["_path"]], note="crops, TTA and tuned post-processing")]
+    first = comparison.folder_of(base).path
+    steps = [Step("single run", base, weights=[first], note="crops, TTA and tuned post-processing")]
     for step, parameter, note in RUN_STEPS:
         if step is None:
             if ensemble is not None:
@@ -99,7 +100,9 @@ def build_steps(
                 )
         elif step_runs.get(parameter):
             m = comparison.find_run(runs, step_runs[parameter], where, step)
-            steps.append(Step(step, m, against="single run", weights=[m["_path"]], note=note))
+            steps.append(
+                Step(step, m, against="single run", weights=[comparison.folder_of(m).path], note=note)
+            )
     return steps
 
 
@@ -128,7 +131,7 @@ def step_table(
     for s in steps:
         t = s.metrics.get("test") or {}
         if t.get("kaggle") is None:
-            raise RecipeError(f"step {s.name!r}: {s.metrics.get('_path')} has no test-split evaluation")
+            raise RecipeError(f"step {s.name!r}: run {s.metrics.get('run')!r} has no test-split evaluation")
         against, gain, diff = _gain(s, by_name, n_boot, seed)
         diffs.append(diff)
         rows.append(

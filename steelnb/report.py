@@ -1,4 +1,4 @@
-"""Summaries for the notebooks and the book: run tables from metrics.json, curves, bars.
+"""Summaries for the notebooks and the book: run tables from the runs' metrics, curves, bars.
 
 Everything here reads the files a training run leaves (``weights/<run>/metrics.json``) and the
 batch status (``book/runs/status.json``); nothing scrapes notebook outputs. Figures are
@@ -7,7 +7,6 @@ batch status (``book/runs/status.json``); nothing scrapes notebook outputs. Figu
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from . import reference, status
 from .errors import SteelnbError
+from .runfolder import RunFolderError, RunRecord, read_runs
 
 #: The reference project's reported IoU per encoder: a *soft* IoU on probabilities with the four
 #: classes merged into one mask, on its own validation split. ResNet-50 ran at 256x1600; the B3
@@ -32,52 +32,32 @@ class ReportError(SteelnbError):
     """A run folder whose metrics cannot be read; names the file."""
 
 
-def read_metrics(source: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
-    """All ``metrics.json`` under a folder (recursively), or the given files/run folders.
-
-    Each dict gets ``_path`` (the run folder). A run found deeper than one level below a folder is
-    named by its path from there (``smoke/efficientnet-b3__dice_bce__64x416``), so that the runs
-    of a plan's folder and a run of the same name beside them are told apart in every table.
-    Sorted by run name. Unreadable files raise ``ValueError`` naming the file.
-    """
-    items = [source] if isinstance(source, (str, Path)) else list(source)
-    paths: list[tuple[Path, str | None]] = []  # (metrics.json, its run's name when found below a folder)
-    for item in map(Path, items):
-        if item.is_file():
-            paths.append((item, None))
-        elif (item / "metrics.json").is_file():
-            paths.append((item / "metrics.json", None))
-        elif item.is_dir():
-            paths += [(p, p.parent.relative_to(item).as_posix()) for p in sorted(item.rglob("metrics.json"))]
-    out = []
-    for p, below in paths:
-        try:
-            m = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ReportError(f"{p}: not a readable metrics.json ({e})") from e
-        m["_path"] = str(p.parent)
-        m.setdefault("run", p.parent.name)
-        if below and "/" in below:  # a run of a plan's folder (smoke/<run>) beside one of the same name
-            m["run"] = below
-        out.append(m)
-    return sorted(out, key=lambda m: str(m["run"]))
+def read_metrics(source: str | Path | Sequence[str | Path]) -> list[RunRecord]:
+    """The runs under a folder (recursively), or the given run folders or metrics files
+    (``runfolder.read_runs``): ``RunRecord`` s, read like their metrics (``record["test"]``), with
+    the run folder beside them (``record.folder``). Sorted by run name; an unreadable metrics file
+    raises ``ReportError`` (a ``ValueError``) naming the file."""
+    try:
+        return read_runs(source)
+    except RunFolderError as e:
+        raise ReportError(str(e)) from e
 
 
 def latest_by(
-    runs: Sequence[Mapping[str, Any]], key: str | Sequence[str]
-) -> tuple[dict[Any, Mapping[str, Any]], list[Mapping[str, Any]]]:
+    runs: Sequence[RunRecord], key: str | Sequence[str]
+) -> tuple[dict[Any, RunRecord], list[RunRecord]]:
     """One run per value of ``key`` (e.g. "loss"; several keys, e.g. ("loss", "seed"): per tuple of
     their values, a missing one None): the one whose ``metrics.json`` was written last (runs from
-    ``read_metrics``, with ``_path``; equal times keep the later of ``runs``).
+    ``read_metrics``; equal times keep the later of ``runs``).
 
     Returns ({value: its latest run}, the older runs in the order they were superseded)."""
 
     def value(m: Mapping[str, Any]) -> Any:
         return m[key] if isinstance(key, str) else tuple(m.get(k) for k in key)
 
-    latest: dict[Any, Mapping[str, Any]] = {}
-    older: list[Mapping[str, Any]] = []
-    for m in sorted(runs, key=lambda m: Path(m["_path"], "metrics.json").stat().st_mtime):
+    latest: dict[Any, RunRecord] = {}
+    older: list[RunRecord] = []
+    for m in sorted(runs, key=lambda m: m.folder.metrics_file.stat().st_mtime):
         if value(m) in latest:
             older.append(latest[value(m)])
         latest[value(m)] = m

@@ -18,6 +18,8 @@ image). The bootstrap always resamples whole images with replacement, because im
 - ``adjust`` / ``verdict``: a table's family of differences Holm-adjusted, and the words that say
   what was computed ("gain: excludes 0 after Holm adjustment over 7 comparisons; single seed").
 - ``defect_values`` / ``defect_mean``: Dice restricted to pairs whose truth is not empty.
+- ``pooled_ci``: a statistic of the resampled images taken together (e.g. Dice of pixel counts
+  summed over images), with its percentile interval.
 
 Why not ``scipy.stats.bootstrap``: it resamples one observation axis (jointly across samples with
 ``paired=True``), which is the image bootstrap, but not two crossed factors (seeds drawn per arm,
@@ -29,7 +31,7 @@ interval here is scipy's ``method="percentile"``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,6 +120,25 @@ def bootstrap_ci(
     (reps,) = _replicates(n, n_boot, seed, [(num, den)])
     low, high = _interval(reps, level)
     return est, low, high
+
+
+def pooled_ci(
+    values: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """A statistic of whole samples of images with its 95% percentile-bootstrap interval.
+
+    ``values``: (N, ...) per image (e.g. pixel counts (N, C, 3)); ``statistic`` maps a stack of
+    samples (B, N, ...) to (B,) (e.g. the class-mean Dice of the counts summed over the images).
+    Images are resampled 100 samples at a time, ``max(1, n_boot // 100)`` times. Returns
+    (the statistic of all images, low, high).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    reps = np.concatenate(
+        [statistic(values[rng.integers(0, n, (100, n))]) for _ in range(max(1, n_boot // 100))]
+    )
+    low, high = np.quantile(reps, [0.025, 0.975])
+    return float(statistic(values[None])[0]), float(low), float(high)
 
 
 def paired_bootstrap(

@@ -44,6 +44,7 @@ from .losses import loss_from_config
 from .metrics import SegmentationMetrics
 from .models import build_model, split_logits
 from .provenance import code_info, data_info
+from .runfolder import RunFolder, Splits
 
 _QUIET = (
     r".*does not have many workers.*",
@@ -239,7 +240,7 @@ class RunRecorder(Callback):
     Lightning has reduced it by then)."""
 
     def __init__(self, config: TrainConfig, data: dict[str, Any] | None = None) -> None:
-        self.config, self.path, self.data = config, config.run_dir / "metrics.json", data
+        self.config, self.path, self.data = config, RunFolder(config.run_dir).metrics_file, data
         self.code = code_info()  # the same for the whole run: git is asked once, not at every epoch
         self.history: list[dict[str, Any]] = []
         self.wall_before, self.images, self.train_time = 0.0, 0, 0.0
@@ -487,8 +488,7 @@ def fit(
     earlier checkpoints/metrics in the run folder are replaced. ``datamodule`` defaults to
     ``steelnb.dataset.SteelDataModule(config)``.
     """
-    cfg, run_dir = config, config.run_dir
-    last = run_dir / "last.ckpt"
+    cfg, run_dir, run = config, config.run_dir, RunFolder(config.run_dir)
     with quiet(), contextlib.ExitStack() as stack:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         if resolve_accelerator(cfg.device) == "gpu":
@@ -504,12 +504,9 @@ def fit(
         trainer = _trainer(cfg, run_dir, cbs, progress_bar)
         if trainer.is_global_zero:
             stack.enter_context(hold(run_dir, f"training run {cfg.name}", RUN_ADVICE))
-        ckpt_path = str(last) if cfg.resume and last.is_file() else None  # read under the lock
+        ckpt_path = str(run.last_ckpt) if cfg.resume and run.last_ckpt.is_file() else None  # under the lock
         if trainer.is_global_zero:
-            if ckpt_path is None:  # a fresh run replaces what an earlier run of this name left
-                for name in ("best.ckpt", "last.ckpt", "metrics.json", "postprocess.yaml"):
-                    (run_dir / name).unlink(missing_ok=True)
-            cfg.to_yaml(run_dir / "config.yaml")
+            _prepare_folder(run, cfg, datamodule, fresh=ckpt_path is None)
         try:
             trainer.fit(
                 SegmentationModule(cfg), datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
@@ -521,19 +518,31 @@ def fit(
     return run_dir
 
 
+def _prepare_folder(run: RunFolder, cfg: TrainConfig, datamodule: Any, fresh: bool) -> None:
+    """Before training: a ``fresh`` run removes what an earlier run of its name left; then the
+    config and, for a data module with the three splits, their ids (``RunFolder.write_splits``)."""
+    if fresh:
+        for path in (run.best_ckpt, run.last_ckpt, run.metrics_file, run.postprocess_file, run.splits_file):
+            path.unlink(missing_ok=True)
+    cfg.to_yaml(run.config_file)
+    if all(hasattr(datamodule, a) for a in ("train_ids", "val_ids", "test_ids")):
+        run.write_splits(Splits.of(datamodule))
+
+
 #: what a user refused by a run folder's lock can do besides waiting
 RUN_ADVICE = "to train beside it, give this run another name (run_name) or out_dir"
 
 
 def _resume_advice(cfg: TrainConfig) -> str:
     """How to continue a run stopped by a full disk (or what it keeps when nothing was saved)."""
-    last = cfg.run_dir / "last.ckpt"
+    run = RunFolder(cfg.run_dir)
+    last = run.last_ckpt
     if not last.is_file():
-        return "no last.ckpt was written yet: once there is room, train it again"
+        return f"no {last.name} was written yet: once there is room, train it again"
     step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step")
     return (
         f"{last} (step {step}) is intact: once there is room, continue it with "
-        f"steelnb train --config {cfg.run_dir / 'config.yaml'} --resume"
+        f"steelnb train --config {run.config_file} --resume"
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from steelnb import evaluation
+from steelnb.runfolder import RunFolder, RunRecord
 
 
 def scored_run(
@@ -18,7 +19,7 @@ def scored_run(
     first: int = 0,
     false_positive: bool = True,
     n_boot: int = 500,
-) -> dict:
+) -> RunRecord:
     """A run folder whose test scores find ``found`` of each defect (class 3 on half the images),
     its test images numbered from ``first``; with ``false_positive``, 30 wrong class-1 pixels on
     image 1. Returns the run as ``report.read_metrics`` gives it."""
@@ -34,4 +35,4 @@ def scored_run(
     scores.to_csv(folder / evaluation.SCORES_FILE, index=False)
     test = evaluation.summarize(evaluation.counts_of(scores), n_boot=n_boot)
     (folder / "metrics.json").write_text(json.dumps({"run": folder.name, "test": test}))
-    return {"run": folder.name, "test": test, "_path": str(folder)}
+    return RunRecord(RunFolder(folder), {"run": folder.name, "test": test})

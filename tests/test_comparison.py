@@ -9,6 +9,7 @@ import pytest
 from scored import scored_run
 
 from steelnb import comparison
+from steelnb.runfolder import RunRecord
 
 
 def test_paired_against_empty_matches_the_test_block(tmp_path: Path) -> None:
@@ -35,10 +36,10 @@ def test_paired_table_verdicts(tmp_path: Path) -> None:
         comparison.paired(good, scored_run(tmp_path / "other", 0.9, images=10))
 
 
-def _validated(folder: Path, found: float, val: float) -> dict:
+def _validated(folder: Path, found: float, val: float) -> RunRecord:
     """A scored run whose post-processed validation Kaggle metric is ``val``."""
     m = scored_run(folder, found)
-    return {**m, "best": {"kaggle": val}, "test": {**m["test"], "val_tuned_kaggle": val}}
+    return m.replace(best={"kaggle": val}, test={**m["test"], "val_tuned_kaggle": val})
 
 
 def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> None:
@@ -49,8 +50,8 @@ def test_choose_run_selects_on_validation_and_says_why_not(tmp_path: Path) -> No
         _validated(tmp_path / "better_val", 0.5, 0.85),
     )
     # the raw threshold-0.5 validation metric (best.kaggle) does not choose: the post-processed one does
-    raw_best = {**_validated(tmp_path / "raw_best", 0.7, 0.70), "best": {"kaggle": 0.99}}
-    broken = {**scored_run(tmp_path / "broken", 0.7), "best": None}
+    raw_best = _validated(tmp_path / "raw_best", 0.7, 0.70).replace(best={"kaggle": 0.99})
+    broken = scored_run(tmp_path / "broken", 0.7).replace(best=None)
     chosen, _ = comparison.choose_run([good, better_val, raw_best, broken])
     assert chosen["run"] == "better_val"  # chosen on validation although its test scores are lower
     assert comparison.choose_run([good, better_val], "good")[0]["run"] == "good"
@@ -77,7 +78,7 @@ def test_comparable_runs_share_their_test_images_not_only_their_number(tmp_path:
     assert [m["run"] for m in kept] == ["a", "b"]
     assert list(left["run"]) == ["other"] and "test split" in left["left out because"].iloc[0]
     assert comparison.test_split(a) == comparison.test_split(b) != comparison.test_split(other)
-    recorded = {**other, "data": {"test_split": comparison.test_split(a)}}  # the data block wins
+    recorded = other.replace(data={"test_split": comparison.test_split(a)})  # the data block wins
     assert len(comparison.comparable([a, b, recorded])[0]) == 3
     comparison.paired_table(kept, kept[0])  # the group that is kept can be paired
 
@@ -86,7 +87,7 @@ def test_an_ablation_compares_runs_from_one_start_only(tmp_path: Path) -> None:
     """same_start: the fine-tunes of one run are compared together and a run from scratch beside
     them is left out, named with both starts; without it (05, 06) all of them are comparable."""
     start = str(tmp_path / "b3__dice_bce")
-    tuned = [{**scored_run(tmp_path / n, f), "init_from": start} for n, f in (("ft_a", 0.9), ("ft_b", 0.5))]
+    tuned = [scored_run(tmp_path / n, f).replace(init_from=start) for n, f in (("ft_a", 0.9), ("ft_b", 0.5))]
     scratch = scored_run(tmp_path / "scratch", 0.7)
     kept, left = comparison.comparable([*tuned, scratch], same_start=True)
     assert [m["run"] for m in kept] == ["ft_a", "ft_b"] and list(left["run"]) == ["scratch"]
@@ -100,11 +101,11 @@ def test_arms_group_seeds_and_choose_on_their_mean_validation(tmp_path: Path) ->
     """Runs named <arm>__seed<N> form one arm; the arm with the best mean validation score is
     chosen (here the arm whose best seed is lower, but whose mean is higher)."""
     runs = [
-        {**_validated(tmp_path / "a__seed0", 0.9, 0.80), "seed": 0},
-        {**_validated(tmp_path / "a__seed1", 0.8, 0.82), "seed": 1},
-        {**_validated(tmp_path / "b", 0.5, 0.84)},
-        {**_validated(tmp_path / "c__seed0", 0.5, 0.60), "seed": 0},
-        {**_validated(tmp_path / "c__seed1", 0.5, 0.86), "seed": 1},
+        _validated(tmp_path / "a__seed0", 0.9, 0.80).replace(seed=0),
+        _validated(tmp_path / "a__seed1", 0.8, 0.82).replace(seed=1),
+        _validated(tmp_path / "b", 0.5, 0.84),
+        _validated(tmp_path / "c__seed0", 0.5, 0.60).replace(seed=0),
+        _validated(tmp_path / "c__seed1", 0.5, 0.86).replace(seed=1),
     ]
     assert comparison.arm_of(runs[0]) == "a" and comparison.arm_of("c__seed12") == "c"
     assert comparison.arm_of("b__seeds") == "b__seeds"  # only the exact suffix
@@ -120,8 +121,8 @@ def test_arms_group_seeds_and_choose_on_their_mean_validation(tmp_path: Path) ->
 def test_seed_aware_tables_say_the_seeds_and_adjust_their_family(tmp_path: Path) -> None:
     """Two seeds per arm: the interval comes from the two-level bootstrap, the table says the seeds
     and the verdict names the Holm family; a pair on one seed says single seed; a missing arm says so."""
-    good = [{**scored_run(tmp_path / f"good__seed{s}", f), "seed": s} for s, f in ((0, 0.9), (1, 0.8))]
-    poor = [{**scored_run(tmp_path / f"poor__seed{s}", f), "seed": s} for s, f in ((0, 0.1), (1, 0.2))]
+    good = [scored_run(tmp_path / f"good__seed{s}", f).replace(seed=s) for s, f in ((0, 0.9), (1, 0.8))]
+    poor = [scored_run(tmp_path / f"poor__seed{s}", f).replace(seed=s) for s, f in ((0, 0.1), (1, 0.2))]
     lone = scored_run(tmp_path / "lone", 0.5)
     runs = [*good, *poor, lone]
     diff = comparison.paired_arms(good, poor, n_boot=300)

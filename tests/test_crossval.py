@@ -113,9 +113,9 @@ def test_tables_give_the_kaggle_metric_the_empty_baseline_and_each_class() -> No
 
 def test_the_start_and_its_run_are_chosen_on_validation_alone() -> None:
     def m(val: float, test: float) -> dict:
-        return {"test": {"val_tuned_kaggle": val, "kaggle": test}, "_path": f"{val}"}
+        return {"test": {"val_tuned_kaggle": val, "kaggle": test}, "run": f"{val}"}
 
     runs = {"imagenet": [m(0.9, 0.5), m(0.8, 0.99)], "scratch": [m(0.7, 0.99), m(0.95, 0.99)]}
     start, run = crossval.choose_start(runs)
-    assert start == "imagenet" and run["_path"] == "0.9"  # mean 0.85 > 0.825; the test numbers play no part
+    assert start == "imagenet" and run["run"] == "0.9"  # mean 0.85 > 0.825; the test numbers play no part
     assert np.isclose(run["test"]["val_tuned_kaggle"], 0.9)

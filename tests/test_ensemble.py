@@ -137,3 +137,31 @@ def test_gate_summary_from_hand_made_scores() -> None:
     with_gate = evaluation.summarize(evaluation.counts_of(scores), n_boot=200)["kaggle"]
     assert g["gate_gain"] == pytest.approx(with_gate - g["kaggle_ungated"])
     assert evaluation.gate_summary(scores.drop(columns=evaluation.GATE_COLUMNS), params) is None
+
+
+def test_a_run_is_loaded_once_and_its_splits_file_gives_the_same_numbers(
+    make_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate_run and compare_variants each load the checkpoint once (evaluate_run loaded it
+    three times); a run folder without splits.json (from before fit wrote it) gets its splits
+    rebuilt from its config, and with the file the evaluation gives the same numbers."""
+    from steelnb import ensemble
+    from steelnb.dataset import SteelDataModule
+    from steelnb.runfolder import RunFolder, Splits
+
+    run = make_run(tmp_path / "run")
+    folder = RunFolder(run)
+    assert not folder.splits_file.exists()
+    loads: list[Path] = []
+    real = ensemble.load
+    monkeypatch.setattr(ensemble, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    rebuilt = evaluation.evaluate_run(run, tta="h", **FAST)
+    assert loads == [run]
+    folder.write_splits(Splits.of(SteelDataModule(folder.load().infos[0].config)))
+    loads.clear()
+    assert evaluation.evaluate_run(run, tta="h", **FAST) == rebuilt
+    evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
+    assert loads == [run, run]
+    model = folder.load()
+    loads.clear()
+    assert evaluation.evaluate_run(run, tta="h", model=model, **FAST) == rebuilt and loads == []

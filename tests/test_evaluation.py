@@ -60,6 +60,27 @@ def test_counts_of_orders_and_checks_images() -> None:
         evaluation.counts_of(scores, image_ids=["a.jpg", "c.jpg"])
 
 
+def test_variant_tables_are_looked_up_by_keys_and_shown_with_labels() -> None:
+    """compare_variants' table holds keys (postprocess raw / tuned / all_empty); only the rendered
+    table (steelnb.tables) says "tuned on validation" and carries the "v [low, high]" texts."""
+    from steelnb import stats, tables
+
+    counts = np.array([[[10, 0, 0], [0, 0, 0]], [[0, 5, 0], [0, 0, 0]], [[5, 5, 0], [0, 0, 10]]])
+    block = evaluation.summarize(counts, n_boot=200)
+    empty = {"tta": "–", "postprocess": "all_empty", "kaggle": block["all_empty_kaggle"], "images": 3}
+    table = pd.DataFrame(
+        [{"tta": "none", "postprocess": p, **block} for p in ("raw", "tuned")]
+        + [{**empty, "defect_dice": 0.0}]
+    )
+    shown = tables.variants_table(table)
+    assert list(shown["postprocess"]) == ["raw (0.5)", "tuned on validation", "all-empty prediction"]
+    assert list(table["postprocess"]) == ["raw", "tuned", "all_empty"]  # the keys stay for lookups
+    assert shown["Kaggle [95% CI]"].iloc[0] == stats.format_ci(block["kaggle"], *block["kaggle_ci95"])
+    assert shown["Kaggle [95% CI]"].iloc[2] == f"{block['all_empty_kaggle']:.3f}"
+    assert list(shown.columns[:3]) == ["tta", "postprocess", "images"]
+    assert list(tables.variants_paired_table(pd.DataFrame()).columns)[2] == "Kaggle difference [95% CI]"
+
+
 @pytest.mark.slow
 def test_run_records_data_code_and_test(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
@@ -113,15 +134,34 @@ def test_run_records_data_code_and_test(
     table, paired = evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
     assert calls == ["h"]
     # the three variants against the first are one family: Holm-adjusted, one training run
-    assert len(paired) == 3 and (paired["Holm p"].between(0, 1)).all()
+    assert len(paired) == 3 and (paired["p_holm"].between(0, 1)).all()
     assert paired["verdict"].str.endswith("after Holm adjustment over 3 comparisons; single seed").all()
+    # the labels a reader sees are only the rendered tables' (tables), the lookups use keys
+    from steelnb import stats, tables
+
+    shown = tables.variants_paired_table(paired)
+    assert list(shown["variant"]) == [
+        "h TTA, tuned on validation",
+        "none TTA, raw (0.5)",
+        "none TTA, tuned on validation",
+    ]
+    assert (shown["against"] == "h TTA, raw (0.5)").all() and list(shown["Holm p"]) == list(paired["p_holm"])
+    first = paired.iloc[0]
+    assert shown["Kaggle difference [95% CI]"].iloc[0] == stats.format_ci(
+        first["kaggle_diff"], *first["kaggle_diff_ci95"]
+    )
+    assert set(tables.variants_table(table)["postprocess"]) == {
+        "raw (0.5)",
+        "tuned on validation",
+        "all-empty prediction",
+    }
     # the worst test images of the last TTA (the run's own evaluation here), for 05's overlays
     worst = pd.read_csv(run / "evaluation" / "worst.csv", dtype={"ImageId": str})
     ids = sorted(scores["ImageId"].unique())
     expect = evaluation.worst_images(evaluation.counts_of(scores), ids)
     assert len(worst) == 8 and worst["dice"].is_monotonic_increasing
     pd.testing.assert_frame_equal(worst, expect, check_dtype=False)
-    tuned = table[(table["tta"] == "none") & (table["postprocess"] == "tuned on validation")].iloc[0]
+    tuned = table[(table["tta"] == "none") & (table["postprocess"] == "tuned")].iloc[0]
     assert tuned["kaggle"] == pytest.approx(m["test"]["kaggle"])
     assert PostParams.from_yaml(run) == PostParams.from_dict(m["postprocess"])
     evaluation.compare_variants(run, ttas=("none", "h"), tune_size=(32, 200), n_boot=200)

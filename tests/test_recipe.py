@@ -11,6 +11,7 @@ from scored import scored_run
 
 from steelnb import comparison, recipe
 from steelnb.images import list_images
+from steelnb.runfolder import RunFolder, RunRecord
 
 
 def _run(folder: Path, found: float, images: int = 40) -> dict:
@@ -44,7 +45,7 @@ def test_bad_steps_are_named(tmp_path: Path) -> None:
     with pytest.raises(recipe.RecipeError, match="'gate': measured against 'nothing here'"):
         recipe.step_table([recipe.Step("base", base), recipe.Step("gate", base, against="nothing here")])
     with pytest.raises(recipe.RecipeError, match="'raw': .* no test-split evaluation"):
-        recipe.step_table([recipe.Step("raw", {"run": "raw", "_path": "x"})])
+        recipe.step_table([recipe.Step("raw", {"run": "raw"})])
     other = _run(tmp_path / "other", 0.5, images=20)
     with pytest.raises(recipe.RecipeError, match="'other': .*different test images"):
         recipe.step_table([recipe.Step("base", base), recipe.Step("other", other, against="base")])
@@ -62,7 +63,7 @@ def test_throughput_of_a_run_and_of_an_ensemble(tiny_run: Path, synthetic_data: 
 def test_build_steps_keeps_the_named_steps_in_the_recipe_order() -> None:
     """The single run first; then gate and resize, the ensemble, pseudo-labels and pos_weight, each
     only where its run is named (or the ensemble given), each against the single run."""
-    runs = [{"run": n, "_path": f"w/{n}"} for n in ("base", "gate", "resize", "pseudo", "posw")]
+    runs = [RunRecord(RunFolder(f"w/{n}"), {"run": n}) for n in ("base", "gate", "resize", "pseudo", "posw")]
     named = {"gate_run": "gate", "resize_run": "resize", "pseudo_run": "pseudo", "pos_weight_run": "posw"}
     ens = {"run": "ensemble__a+b"}
     steps = recipe.build_steps(runs[0], runs, named, ensemble=ens, members=["w/a", "w/b"])
@@ -75,7 +76,7 @@ def test_build_steps_keeps_the_named_steps_in_the_recipe_order() -> None:
         "per-class BCE pos_weight",
     ]
     assert [s.against for s in steps] == [None] + ["single run"] * 5
-    assert [list(s.weights) for s in steps] == [
+    assert [[str(w) for w in s.weights] for s in steps] == [
         ["w/base"],
         ["w/gate"],
         ["w/resize"],

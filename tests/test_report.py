@@ -54,7 +54,7 @@ def test_runs_below_a_plan_folder_are_named_by_their_path(tmp_path: Path) -> Non
         (tmp_path / folder / "metrics.json").write_text(json.dumps({"run": Path(folder).name}))
     runs = report.read_metrics(tmp_path)
     assert [m["run"] for m in runs] == ["b4", "smoke/b3", "smoke/b4"]
-    assert [Path(m["_path"]).name for m in runs] == ["b4", "b3", "b4"]
+    assert [m.path.name for m in runs] == ["b4", "b3", "b4"]
     assert [m["run"] for m in report.read_metrics(tmp_path / "smoke")] == ["b3", "b4"]  # as before
     assert [m["run"] for m in report.read_metrics([tmp_path / "smoke" / "b4"])] == ["b4"]
 

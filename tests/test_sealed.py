@@ -17,6 +17,7 @@ from steelnb import evaluation, sampling
 from steelnb import postprocess as pp
 from steelnb.config import TrainConfig
 from steelnb.dataset import SteelDataModule
+from steelnb.runfolder import RunFolder, Splits
 from steelnb.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def scored(monkeypatch, split) -> list[list[str]]:
     cfg, dm = split
     asked: list[list[str]] = []
 
-    def tune(weights, images=None, labels=None, image_ids=None, **kw):
+    def tune(ens, images, labels, image_ids, *a, **kw):
         asked.append(list(image_ids))
         return pp.PostParams(score=0.5)
 
@@ -71,8 +72,11 @@ def scored(monkeypatch, split) -> list[list[str]]:
         rows = [(i, c, 0, 0, 0, 0, 0, 0) for i in image_ids for c in range(1, 5)]
         return pd.DataFrame(rows, columns=["ImageId", "ClassId", *evaluation.COUNT_COLUMNS])
 
-    monkeypatch.setattr(evaluation, "_run_data", lambda run_dir: (cfg, dm))
-    monkeypatch.setattr(evaluation, "tune", tune)
+    data = evaluation.RunData(cfg, Splits.of(dm))
+    monkeypatch.setattr(
+        evaluation, "_loaded", lambda run_dir, device, model: (RunFolder(run_dir), None, data)
+    )
+    monkeypatch.setattr(evaluation, "tune_on", tune)
     monkeypatch.setattr(evaluation, "score_images", score)
     return asked
 
@@ -89,9 +93,11 @@ def test_judge_on_validation_scores_validation_only(scored, split, tmp_path: Pat
     assert block["split"] == "validation" and block["images"] == len(dm.val_ids)
     _never_test(scored, dm)
     # a split whose validation holds a test image is refused before anything is scored
-    leaky = type("Leaky", (), {"val_ids": dm.val_ids + dm.test_ids[:1], "test_ids": dm.test_ids})()
+    leaky = evaluation.RunData(split[0], Splits((), (*dm.val_ids, dm.test_ids[0]), tuple(dm.test_ids)))
     scored.clear()
-    monkeypatch.setattr(evaluation, "_run_data", lambda run_dir: (split[0], leaky))
+    monkeypatch.setattr(
+        evaluation, "_loaded", lambda run_dir, device, model: (RunFolder(run_dir), None, leaky)
+    )
     with pytest.raises(sampling.SealedSplitError, match="a probe"):
         evaluation.judge_on_validation(tmp_path)
     assert scored == []
