@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         f"trained {a.encoder} {a.height}x{a.width}, {a.epochs} epochs in {time.time() - start:.0f} s; "
         f"validation Kaggle metric per epoch: {[round(h['val_kaggle'], 3) for h in metrics['history']]}"
     )
-    model = run.load(a.device)  # loaded once: tuned, then predicting the held-out images
+    model = evaluation.load_run(run, a.device)  # loaded once: tuned, then predicting the held-out images
     params = evaluation.tune(model, device=a.device, progress=False)  # the run's validation fold
     print(
         "tuned per class (threshold, min_area, min_top_prob, min_total_area): "

@@ -120,6 +120,12 @@ class Ensemble:
         )
 
 
+def load_run(run: str | Path | Any, device: str = "cpu") -> Ensemble:
+    """A run's model (its best checkpoint, else the last) as a one-member ``Ensemble``: ``run`` a
+    run folder's path or a ``RunFolder``."""
+    return load_ensemble([getattr(run, "path", run)], device)
+
+
 def load_ensemble(weights: Sequence[str | Path], device: str = "cpu") -> Ensemble:
     """Load each of ``weights`` (run folders or checkpoint files; ``inference.load``) -> ``Ensemble``.
 

@@ -41,7 +41,7 @@ import pandas as pd
 from . import metrics, stats
 from . import postprocess as pp
 from .config import TrainConfig
-from .ensemble import Ensemble, load_ensemble, write_members
+from .ensemble import Ensemble, load_ensemble, load_run, write_members
 from .fileio import write_csv
 from .inference import check_classes
 from .runfolder import RunFolder, Splits
@@ -133,7 +133,7 @@ def _run_data(run: RunFolder, info: Any) -> RunData:
 def _loaded(run_dir: str | Path, device: str, model: Ensemble | None) -> tuple[RunFolder, Ensemble, RunData]:
     """(the run folder, its model, loaded once unless ``model`` is given, and its ``RunData``)."""
     run = RunFolder.of(run_dir)
-    ens = model if model is not None else run.load(device)
+    ens = model if model is not None else load_run(run, device)
     check_classes(ens.infos[0], None)
     return run, ens, _run_data(run, ens.infos[0])
 
@@ -205,7 +205,7 @@ def evaluate_run(
     Writes ``postprocess.yaml``, ``test_scores.csv`` and ``metrics.json["test"]`` (and
     ``["test_raw"]``, the same at threshold 0.5 without post-processing) in ``run_dir``;
     returns the test block (with ``gate`` for a run with a classification head). ``model``:
-    the run's model already loaded (``RunFolder.load``), else it is loaded here, once.
+    the run's model already loaded (``load_run``), else it is loaded here, once.
     """
     run = RunFolder.of(run_dir)
     if not run.has_metrics():

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -35,9 +35,6 @@ from .runfiles import (
     SCORES_FILE,
     SPLITS_FILE,
 )
-
-if TYPE_CHECKING:
-    from .ensemble import Ensemble
 
 __all__ = ["RunFolder", "RunFolderError", "RunRecord", "Splits", "read_runs"]
 
@@ -186,12 +183,6 @@ class RunFolder:
         from .dataset import SteelDataModule
 
         return Splits.of(SteelDataModule(config if config is not None else self.config()))
-
-    def load(self, device: str = "cpu") -> Ensemble:
-        """The run's model (its best checkpoint, else the last) as a one-member ``Ensemble``."""
-        from .ensemble import load_ensemble
-
-        return load_ensemble([self.path], device)
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ import torch
 
 from steelnb import comparison, evaluation, report
 from steelnb import postprocess as pp
-from steelnb.ensemble import EnsembleError, load_ensemble
+from steelnb.ensemble import EnsembleError, load_ensemble, load_run
 
 torch.set_num_threads(1)
 FAST = dict(tune_size=(32, 200), n_boot=200)
@@ -157,11 +157,11 @@ def test_a_run_is_loaded_once_and_its_splits_file_gives_the_same_numbers(
     monkeypatch.setattr(ensemble, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
     rebuilt = evaluation.evaluate_run(run, tta="h", **FAST)
     assert loads == [run]
-    folder.write_splits(Splits.of(SteelDataModule(folder.load().infos[0].config)))
+    folder.write_splits(Splits.of(SteelDataModule(load_run(folder).infos[0].config)))
     loads.clear()
     assert evaluation.evaluate_run(run, tta="h", **FAST) == rebuilt
     evaluation.compare_variants(run, ttas=("h", "none"), tune_size=(32, 200), n_boot=200)
     assert loads == [run, run]
-    model = folder.load()
+    model = load_run(folder)
     loads.clear()
     assert evaluation.evaluate_run(run, tta="h", model=model, **FAST) == rebuilt and loads == []
