@@ -1,13 +1,13 @@
 """Data benchmarks: RLE encode/decode against the common Kaggle-kernel code, and Dataset speed.
 
-Run ``python bench/bench_data.py``. Part 1 times ``steelnb.rle`` side by side with the
+Run ``python bench/bench_data.py``. Part 1 times ``steelnb.data.rle`` side by side with the
 baseline most public Severstal kernels use, on the real masks in
 ``../shared/data/severstal-labels/train_partial.csv`` (5,174 masks), after checking that both
 give identical results. Part 2 measures Dataset samples per second on one core (no workers)
 with the training transforms, on a synthetic set generated into a temporary folder.
 Targets: decode >= 4x and encode >= 2x the baseline; >= 100 samples/s at 256x768.
 Results are printed and written to ``bench/results/bench_data.json`` (``--out``) in the
-schema of ``steelnb.benchmarks.write_result``, each with its verdict (met or missed). A missed
+schema of ``steelnb.batch.benchmarks.write_result``, each with its verdict (met or missed). A missed
 target is a result, not a failure: the exit status is 0 once the results are written (with 1, a
 plan's run reported the benchmark as failed and ran it again every time).
 """
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steelnb import rle
-from steelnb.benchmarks import Measure, cpu_name, write_result
-from steelnb.config import HEIGHT, WIDTH
-from steelnb.labels import read_labels
+from steelnb.batch.benchmarks import Measure, cpu_name, write_result
+from steelnb.data import rle
+from steelnb.data.config import HEIGHT, WIDTH
+from steelnb.data.labels import read_labels
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "severstal-labels" / "train_partial.csv"
@@ -85,8 +85,8 @@ def time_rle(encodings: list[str], chunk: int = 256) -> dict[str, float]:
 
 
 def samples_per_s(data_dir: Path, height: int, width: int, n: int) -> float:
-    from steelnb.dataset import SteelDataset, train_transforms
-    from steelnb.images import list_images
+    from steelnb.data.dataset import SteelDataset, train_transforms
+    from steelnb.data.images import list_images
 
     ids = list_images(data_dir / "train_images")
     ds = SteelDataset(
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     reason="skipped: the real masks (../shared/data) were not found",
                 )
             )
-    from steelnb.synthetic import generate
+    from steelnb.data.synthetic import generate
 
     setting.update(
         {

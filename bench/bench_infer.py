@@ -1,6 +1,6 @@
 """Inference throughput at 256 x 1600 with and without test-time augmentation, side by side.
 
-Times ``steelnb.inference.predict_tensor`` (normalise, flips as one batch, forward under autocast
+Times ``steelnb.judge.inference.predict_tensor`` (normalise, flips as one batch, forward under autocast
 on CUDA, sigmoid, flip back, average) on uint8 images already on the device, for TTA none / h /
 hv, and optionally the whole ``predict`` path from JPEG files (``--files``). Random weights.
 
@@ -26,9 +26,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from steelnb.config import HEIGHT, WIDTH  # noqa: E402
-from steelnb.inference import predict, predict_tensor, resolve_device  # noqa: E402
-from steelnb.models import build_model  # noqa: E402
+from steelnb.data.config import HEIGHT, WIDTH  # noqa: E402
+from steelnb.judge.inference import predict, predict_tensor, resolve_device  # noqa: E402
+from steelnb.model.models import build_model  # noqa: E402
 
 TARGET_HV = 200.0  # images/s, efficientnet-b4 + hv TTA on an H100-class GPU
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             met = "met" if hv >= TARGET_HV and encoder == "efficientnet-b4" else "NOT met"
             print(f"target: {encoder} + hv TTA >= {TARGET_HV:.0f} images/s on the GPU: {hv:.1f} -> {met}")
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
-    from steelnb.benchmarks import Measure, cpu_name, write_result
+    from steelnb.batch.benchmarks import Measure, cpu_name, write_result
 
     how = {"tensor": "predict_tensor on uint8 tensors", "files": "predict() from JPEG files"}
     measures = []

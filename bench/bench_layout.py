@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from steelnb.models import REFERENCE_ENCODERS, build_model  # noqa: E402
+from steelnb.model.models import REFERENCE_ENCODERS, build_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

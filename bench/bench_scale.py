@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             if r["stage"] == stage and r["images"] == n
         )
         print(f"{stage:<9}{cells}   {t_exp[stage]:>8.2f}  {m_exp[stage]:>7.2f}")
-    from steelnb.benchmarks import Measure, cpu_name, write_result
+    from steelnb.batch.benchmarks import Measure, cpu_name, write_result
 
     why = "fitted over fewer than two sizes" if len(sizes) < 2 else ""
     measures = [

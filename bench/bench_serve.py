@@ -31,14 +31,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from steelnb import postprocess as pp  # noqa: E402
-from steelnb import submission as sub  # noqa: E402
-from steelnb.benchmarks import Measure, cpu_name, write_result  # noqa: E402
-from steelnb.config import TrainConfig  # noqa: E402
-from steelnb.ensemble import load_ensemble  # noqa: E402
-from steelnb.export import export_runs  # noqa: E402
-from steelnb.exported import load_exported  # noqa: E402
-from steelnb.models import build_model  # noqa: E402
+from steelnb.batch.benchmarks import Measure, cpu_name, write_result  # noqa: E402
+from steelnb.data.config import TrainConfig  # noqa: E402
+from steelnb.judge import postprocess as pp  # noqa: E402
+from steelnb.judge import submission as sub  # noqa: E402
+from steelnb.judge.ensemble import load_ensemble  # noqa: E402
+from steelnb.judge.export import export_runs  # noqa: E402
+from steelnb.judge.exported import load_exported  # noqa: E402
+from steelnb.model.models import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = pp.PostParams(classes=(pp.ClassParams(0.5, 500),) * 4)  # a tuned run's kind of setting
@@ -92,7 +92,7 @@ def stream(ens, images: list[Path], tta: str, batch: int) -> tuple[float, list[f
 def sheets(folder: Path | None, n: int, tmp: Path) -> list[Path]:
     """``n`` 256x1600 JPEG sheets: the folder's (cycled), else synthetic ones."""
     if folder is None:
-        from steelnb.synthetic import generate
+        from steelnb.data.synthetic import generate
 
         folder = generate(tmp / "synthetic", n_images=min(n, 16), n_test=0, seed=0) / "train_images"
     found = sorted(folder.glob("*.jpg"))
@@ -108,7 +108,7 @@ def sample_input(images: list[Path], cfg: TrainConfig) -> torch.Tensor:
     """Two sheets as the model sees them (resized, normalised): (2, 3, H, W)."""
     import cv2
 
-    from steelnb.images import IMAGENET_MEAN, IMAGENET_STD, read_image
+    from steelnb.data.images import IMAGENET_MEAN, IMAGENET_STD, read_image
 
     x = np.stack([cv2.resize(read_image(p), (cfg.width, cfg.height)) for p in images[:2]]) / 255.0
     x = (x - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)

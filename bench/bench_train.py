@@ -5,7 +5,7 @@ CUDA mixed precision (bf16 where the card has it, else fp16 with loss scaling) +
 same size and batch;  (c) ours at full
 256x1600 with the largest power-of-two batch that fits (CUDA only), and batch 16 for the memory
 target. Inputs are random tensors: data loading is benched elsewhere. One training step =
-forward, DiceBCE loss, backward, Adam step (the encoder/decoder+head groups of steelnb.training).
+forward, DiceBCE loss, backward, Adam step (the encoder/decoder+head groups of steelnb.model.training).
 
     python bench/bench_train.py --device cuda                      # on a GPU: full sizes
     python bench/bench_train.py --device cpu --size 64x192 --batch 2 --steps 3   # CPU smoke
@@ -14,7 +14,7 @@ On CPU training runs fp32 NCHW like the reference (channels_last gained nothing 
 is the fused Adam's alone (~1.1); the targets are GPU ones:
 EfficientNet-B4 ours >= 2.5x reference images/s on the same card, and B4 at 256x1600 batch 16
 under 15 GB peak. Results go to ``bench/results/bench_train_<cpu|cuda>.json`` (``--out``) in the
-schema of ``steelnb.benchmarks.write_result``.
+schema of ``steelnb.batch.benchmarks.write_result``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
-from steelnb.benchmarks import Measure, cpu_name, write_result  # noqa: E402
-from steelnb.config import REFERENCE_ENCODERS  # noqa: E402
-from steelnb.losses import build_loss  # noqa: E402
-from steelnb.models import build_model  # noqa: E402
+from steelnb.batch.benchmarks import Measure, cpu_name, write_result  # noqa: E402
+from steelnb.data.config import REFERENCE_ENCODERS  # noqa: E402
+from steelnb.model.losses import build_loss  # noqa: E402
+from steelnb.model.models import build_model  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -60,16 +60,16 @@ def bench(
         {"params": list(model.encoder.parameters()), "lr": 1e-3},
         {"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr": 1e-2},
     ]
-    # ours: torch's fused Adam, as steelnb.training uses on CPU and CUDA; the reference: the default
+    # ours: torch's fused Adam, as steelnb.model.training uses on CPU and CUDA; the reference: the default
     opt = torch.optim.Adam(groups, fused=ours and device.type in ("cpu", "cuda"))
     loss_fn = build_loss("dice_bce")
-    # as steelnb.training: channels_last and mixed precision on CUDA only
+    # as steelnb.model.training: channels_last and mixed precision on CUDA only
     fmt = torch.channels_last if ours and device.type == "cuda" else torch.contiguous_format
     model = model.to(memory_format=fmt)
     step_model = torch.compile(model) if compile_model else model
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     dtype = torch.bfloat16 if use_bf16 else torch.float16
-    # as steelnb.training does: mixed precision on CUDA only, fp32 on CPU (where it gains nothing)
+    # as steelnb.model.training does: mixed precision on CUDA only, fp32 on CPU (where it gains nothing)
     amp_on = ours and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp_on and dtype == torch.float16)
     g = torch.Generator(device="cpu").manual_seed(0)

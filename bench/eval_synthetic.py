@@ -38,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from steelnb import evaluation, predict_run
-    from steelnb.config import TrainConfig
-    from steelnb.labels import read_labels
-    from steelnb.runfolder import RunFolder
-    from steelnb.synthetic import generate
-    from steelnb.training import fit
+    from steelnb.data.config import TrainConfig
+    from steelnb.data.labels import read_labels
+    from steelnb.data.synthetic import generate
+    from steelnb.judge import evaluation, predict_run
+    from steelnb.model.runfolder import RunFolder
+    from steelnb.model.training import fit
 
     work = a.work or Path(tempfile.mkdtemp(prefix="steelnb-eval-"))
     train_dir = generate(work / "train", n_images=a.images, seed=0)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def judge(run: Path, tta: str, tune_size: tuple[int, int], batch_size: int) -> dict:
     """The probe's verdict on a trained run: its validation images only (never the test split)."""
-    from steelnb import evaluation
+    from steelnb.judge import evaluation
 
     return evaluation.judge_on_validation(
         run, tta=tta, tune_size=tune_size, batch_size=batch_size, device="cpu", who="bench/learn_probe.py"
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     torch.set_num_threads(args.threads)
-    from steelnb import report, training
-    from steelnb.config import TrainConfig
+    from steelnb.batch import report
+    from steelnb.data.config import TrainConfig
+    from steelnb.model import training
 
     plan = yaml.safe_load((ROOT / "plans" / "smoke.yaml").read_text())
     fields = {f.name for f in dataclasses.fields(TrainConfig)}

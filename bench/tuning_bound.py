@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights_dir", type=Path, help="folder of evaluated run folders")
     args = parser.parse_args(argv)
-    from steelnb import evaluation, report
+    from steelnb.batch import report
+    from steelnb.judge import evaluation
 
     evaluated = [m for m in report.read_metrics(args.weights_dir) if "test" in m]
     if not evaluated:

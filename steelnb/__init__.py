@@ -1,26 +1,28 @@
 """steelnb: segmentation of the four Severstal steel-defect classes.
 
-A flat package, one concept per module, in data-flow order:
+One subpackage per stage of the flow, in the order the data takes; each imports only from
+itself and the ones before it (``tests/test_imports.py`` checks every import, lazy ones too):
 
-- data: ``config``, ``rle``, ``images``, ``labels``, ``sampling``, ``synthetic``, ``twin``, ``eda``,
-  ``contrast``, ``dataset``
-- models: ``runfiles`` (a run folder's file names), ``models``, ``losses``, ``metrics``,
-  ``training``, ``provenance``, ``runfolder`` (a run's folder as a type: config, split ids,
-  metrics, checkpoints, scores)
-- judging: ``inference`` (model in, probabilities out), ``ensemble``, ``postprocess``, ``scoring``
-  (per-image counts), ``tuning`` (post-processing on validation), ``stats``, ``summaries`` (the
-  test block, the gate, a prediction run's tables), ``evaluation`` (a run or an ensemble judged),
-  ``comparison``, ``reference``, ``submission``, ``predict_run`` (the ``steelnb predict``
-  command), ``tables`` (result tables with their labels for a reader), ``viz``
-- the winners' recipe: ``pseudo`` (pseudo-labels), ``recipe`` (steps measured against a run)
-- batch and report: ``notebook``, ``status``, ``report``, ``pipeline``, ``slurm`` (stages as Slurm
-  jobs), ``benchmarks``, ``estimate`` (a plan's time from measured parts), ``book``, ``cli``
+- ``steelnb.data``, the data: ``config``, ``errors``, ``fileio``, ``locks``, ``rle``, ``images``,
+  ``labels``, ``sampling``, ``synthetic``, ``twin``, ``eda``, ``contrast``, ``dataset``
+- ``steelnb.model``, the model and its training: ``pretrained``, ``models``, ``losses``,
+  ``metrics``, ``checkpoints``, ``training``, ``provenance``, ``runfiles``, ``runfolder``
+- ``steelnb.judge``, judging a run: ``inference``, ``ensemble``, ``postprocess``, ``evaluation``,
+  ``scoring``, ``tuning``, ``summaries``, ``tables``, ``stats``, ``comparison``, ``crossval``,
+  ``reference``, ``submission``, ``predict_run``, ``viz``, ``exported``, ``modelcard``, ``export``
+- ``steelnb.winners``, the Kaggle winners' recipe: ``pseudo``, ``recipe``
+- ``steelnb.batch``, batches and the book: ``notebook``, ``status``, ``report``, ``interrupts``,
+  ``pipeline``, ``estimate``, ``slurm``, ``benchmarks``, ``book``
 
-Imports point one way (``tests/test_imports.py``). Import the module you need, e.g.
-``from steelnb import rle``.
+At the top, above them all: ``cli`` (the ``steelnb`` command, which imports each stage when its
+command runs), ``__main__`` (``python -m steelnb``), and ``config`` and ``training``: the documented
+``from steelnb.config import TrainConfig`` and ``from steelnb.training import fit``, which are
+``steelnb.data.config`` and ``steelnb.model.training`` under their first names.
+
+Import the module you need from its stage, e.g. ``from steelnb.data import rle``.
 """
 
-from .config import HEIGHT, N_CLASSES, WIDTH, TrainConfig
+from .data.config import HEIGHT, N_CLASSES, WIDTH, TrainConfig
 
 __version__ = "0.1.0"
 __all__ = ["HEIGHT", "WIDTH", "N_CLASSES", "TrainConfig", "__version__"]

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import REFERENCE_ENCODERS, TrainConfig
-from .errors import SteelnbError
+from .data.config import REFERENCE_ENCODERS, TrainConfig
+from .data.errors import SteelnbError
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -279,7 +279,7 @@ def _version() -> str:
     """'steelnb <version> (<repository>)', from the installed package's metadata."""
     from importlib import metadata
 
-    from .notebook import MetadataError, repository_url
+    from .batch.notebook import MetadataError, repository_url
 
     try:
         return f"steelnb {metadata.version('steelnb')} ({repository_url()})"
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .interrupts import PlanInterrupted
+    from .batch.interrupts import PlanInterrupted
 
     args = build_parser().parse_args(argv)
     try:
@@ -311,10 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .synthetic import generate
+    from .data.synthetic import generate
 
     if args.labels is not None:
-        from .twin import generate_twin
+        from .data.twin import generate_twin
 
         if args.old_format:
             raise SteelnbError("--old-format: a twin writes the new format only")
@@ -335,8 +335,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _balance(args: argparse.Namespace) -> int:
-    from .labels import read_labels, write_labels
-    from .sampling import balanced_subset
+    from .data.labels import read_labels, write_labels
+    from .data.sampling import balanced_subset
 
     subset = balanced_subset(read_labels(args.labels), per_class=args.per_class, seed=args.seed)
     write_labels(subset, args.out)
@@ -348,8 +348,8 @@ def _balance(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .locks import hold
-    from .training import RUN_ADVICE, fit
+    from .data.locks import hold
+    from .model.training import RUN_ADVICE, fit
 
     config = config_from_args(args)
     # the run folder is this command's from training to its scores; a DDP run's other processes
@@ -371,8 +371,8 @@ def _print(result: dict[str, Any]) -> None:
 
 
 def _evaluate(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> None:
-    from .evaluation import evaluate_run
-    from .stats import format_ci
+    from .judge.evaluation import evaluate_run
+    from .judge.stats import format_ci
 
     t = evaluate_run(run_dir, tta=args.eval_tta, batch_size=config.batch_size, device=config.device)
     print(
@@ -382,7 +382,7 @@ def _evaluate(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> N
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predict_run import run_predict
+    from .judge.predict_run import run_predict
 
     if args.model is not None:
         return _predict_model(args)
@@ -410,7 +410,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _predict_model(args: argparse.Namespace) -> int:
     """``steelnb predict --model MODEL.onnx``: the exported recipe through onnxruntime."""
-    from .exported import predict_exported
+    from .judge.exported import predict_exported
 
     if args.postprocess is not None or args.class_id is not None:
         raise SteelnbError("--postprocess and --class-id go with --weights; an export carries its own")
@@ -420,14 +420,14 @@ def _predict_model(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import OPSET, export_runs
+    from .judge.export import OPSET, export_runs
 
     _print(export_runs(args.runs, args.out, args.postprocess, args.tta, args.opset or OPSET))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import describe_plan, effective_runs, run_plan
+    from .batch.pipeline import describe_plan, effective_runs, run_plan
 
     if args.json and not args.dry_run:
         raise SteelnbError("--json only goes with --dry-run (a real run prints its table)")
@@ -437,8 +437,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(effective_runs(args.plan), indent=1, default=str))
             return 0
-        from .estimate import estimate_text
-        from .pipeline import load_plan
+        from .batch.estimate import estimate_text
+        from .batch.pipeline import load_plan
 
         plan = load_plan(args.plan)
         print(describe_plan(plan))
@@ -456,7 +456,7 @@ def _run(args: argparse.Namespace) -> int:
     given = {k: v for k, v in slurm_opts.items() if v is not None}
     executor = None
     if args.executor == "slurm":
-        from .slurm import SlurmExecutor, SlurmOptions
+        from .batch.slurm import SlurmExecutor, SlurmOptions
 
         if gpus:
             raise SteelnbError("--gpus picks this machine's GPUs; with --executor slurm use --gpus-per-run N")
@@ -472,7 +472,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _book(args: argparse.Namespace) -> int:
-    from .book import build_book
+    from .batch.book import build_book
 
     print(f"built {build_book(args.book_dir)}")
     return 0
@@ -494,10 +494,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _weights(args: argparse.Namespace) -> int:
     """``steelnb weights fetch|list|path``: the offline cache of pretrained encoder weights."""
-    from . import models
+    from .model import models
 
     if args.weights_command in (None, "status"):
-        from .pretrained import PACKAGED
+        from .model.pretrained import PACKAGED
 
         names = getattr(args, "encoders", None) or [*REFERENCE_ENCODERS, *PACKAGED]
         for name in names:

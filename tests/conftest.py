@@ -34,10 +34,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic data set in the Kaggle layout (``steelnb.synthetic``, seed 0): six
+    """A small synthetic data set in the Kaggle layout (``steelnb.data.synthetic``, seed 0): six
     256 x 1600 train images, three of them with masks (classes 1, 3, 3), and their train.csv.
     Made once per session; copy what a test changes."""
-    from steelnb.synthetic import generate
+    from steelnb.data.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("synthetic") / "data", n_images=6, n_test=0, seed=0)
 
@@ -52,8 +52,8 @@ def make_tiny_run() -> Callable[..., Path]:
     def make(folder: Path, classes: int = 4, seed: int = 0, classifier: bool = False, **config) -> Path:
         import torch
 
-        from steelnb.config import TrainConfig
-        from steelnb.models import build_model
+        from steelnb.data.config import TrainConfig
+        from steelnb.model.models import build_model
 
         torch.manual_seed(seed)
         fields = {"encoder": "resnet18", "height": 64, "width": 320, "classes": classes, **config}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from steelnb.config import TrainConfig
+from steelnb.data.config import TrainConfig
 
 #: a run of seconds on a CPU: ResNet-18 without pretrained weights at 64x64, batch 2, one epoch,
 #: no early stopping (for ``tinydata.TinyData`` or a tiny synthetic set)

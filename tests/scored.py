@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from steelnb import evaluation
-from steelnb.runfolder import RunFolder, RunRecord
+from steelnb.judge import evaluation
+from steelnb.model.runfolder import RunFolder, RunRecord
 
 
 def scored_run(

@@ -1,4 +1,4 @@
-"""The benchmark result schema (steelnb.benchmarks): ratios, verdicts, atomic writes and the
+"""The benchmark result schema (steelnb.batch.benchmarks): ratios, verdicts, atomic writes and the
 performance page's markdown; and that bench/bench_layout.py runs. No assertion is on a measured
 speed."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from steelnb.benchmarks import Measure, bench_markdown, format_quantity, format_ratio, write_result
+from steelnb.batch.benchmarks import Measure, bench_markdown, format_quantity, format_ratio, write_result
 
 
 def test_ratio_is_above_one_when_ours_is_better_in_either_direction() -> None:

@@ -14,7 +14,7 @@ import papermill as pm
 import pytest
 from browser import CHROMIUM_FLAGS
 
-from steelnb import notebook, pipeline
+from steelnb.batch import notebook, pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for encoder, loss, kaggle in RUNS:
         run = weights / f"{encoder}__{loss}__64x320"
         run.mkdir(parents=True)
-        from steelnb.evaluation import counts_of, summarize
+        from steelnb.judge.evaluation import counts_of, summarize
 
         scores = _test_scores(kaggle)
         scores.to_csv(run / "test_scores.csv", index=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from scored import scored_run
 
-from steelnb import comparison
-from steelnb.runfolder import RunRecord
+from steelnb.judge import comparison
+from steelnb.model.runfolder import RunRecord
 
 
 def test_paired_against_empty_matches_the_test_block(tmp_path: Path) -> None:

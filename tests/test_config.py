@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from steelnb import cli
-from steelnb.config import ConfigError, TrainConfig
+from steelnb.data.config import ConfigError, TrainConfig
 
 
 def test_bad_config_files_name_the_file_and_the_problem(tmp_path: Path) -> None:
@@ -73,8 +73,8 @@ def test_train_from_the_root_with_a_config_a_notebook_wrote(
 ) -> None:
     """The README's `steelnb train --config weights/<run>/config.yaml --epochs 1`, from the
     repository root, on a run folder written by a run started in notebooks/."""
-    from steelnb.synthetic import generate
-    from steelnb.training import fit
+    from steelnb.data.synthetic import generate
+    from steelnb.model.training import fit
 
     repo = tmp_path / "repo"
     (repo / "notebooks").mkdir(parents=True)
@@ -140,7 +140,7 @@ def test_03_parameters_are_config_fields_of_the_same_type() -> None:
     import types
     import typing
 
-    from steelnb.config import PARAMETER_NONE
+    from steelnb.data.config import PARAMETER_NONE
 
     hints = typing.get_type_hints(TrainConfig)
     params = _parameters_cell(TRAIN_NOTEBOOK)
@@ -162,7 +162,7 @@ def test_03_parameters_are_config_fields_of_the_same_type() -> None:
 def test_03_defaults_differ_from_the_config_only_where_declared() -> None:
     """Every default of 03's parameters cell that differs from TrainConfig's (after the literals
     that stand for None) is in NOTEBOOK_DEFAULTS with that value and a reason, and nothing else is."""
-    from steelnb.config import NOTEBOOK_DEFAULTS
+    from steelnb.data.config import NOTEBOOK_DEFAULTS
 
     params = {name: value for name, (_, value) in _parameters_cell(TRAIN_NOTEBOOK).items()}
     from_notebook = TrainConfig.from_parameters(params).to_dict()

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelnb import rle
-from steelnb.contrast import (
+from steelnb.data import rle
+from steelnb.data.contrast import (
     ContrastError,
     contrast_summary,
     contrast_table,
@@ -18,8 +18,8 @@ from steelnb.contrast import (
     mask_contrast,
     ring_mask,
 )
-from steelnb.labels import read_labels
-from steelnb.synthetic import generate
+from steelnb.data.labels import read_labels
+from steelnb.data.synthetic import generate
 
 
 def striped(h: int = 40, w: int = 60) -> np.ndarray:

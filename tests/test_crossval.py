@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelnb import comparison, crossval
-from steelnb.config import TrainConfig
-from steelnb.evaluation import SCORES_FILE
-from steelnb.sampling import TEST_FOLD
+from steelnb.data.config import TrainConfig
+from steelnb.data.sampling import TEST_FOLD
+from steelnb.judge import comparison, crossval
+from steelnb.judge.evaluation import SCORES_FILE
 
 
 def _table(n: int = 20) -> pd.DataFrame:

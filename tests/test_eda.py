@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelnb import eda, rle
+from steelnb.data import eda, rle
 
 # four images: one with classes 1 and 3, one with 3, one with 2, 3 and 4, one defect-free
 TABLE = pd.DataFrame(

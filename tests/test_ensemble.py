@@ -1,4 +1,4 @@
-"""Ensembles of runs (``steelnb.ensemble``, ``evaluation.evaluate_ensemble``) and the classifier
+"""Ensembles of runs (``steelnb.judge.ensemble``, ``evaluation.evaluate_ensemble``) and the classifier
 gate's test-split summary: a run with itself is the run, numbers and files alike; members of other
 splits are refused; the comparison code pairs an ensemble with its members. Tiny random models on
 a small synthetic set with a test split."""
@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from steelnb import comparison, evaluation, report
-from steelnb import postprocess as pp
-from steelnb.ensemble import EnsembleError, load_ensemble, load_run
+from steelnb.batch import report
+from steelnb.judge import comparison, evaluation
+from steelnb.judge import postprocess as pp
+from steelnb.judge.ensemble import EnsembleError, load_ensemble, load_run
 
 torch.set_num_threads(1)
 FAST = dict(tune_size=(32, 200), n_boot=200)
@@ -25,7 +26,7 @@ FAST = dict(tune_size=(32, 200), n_boot=200)
 @pytest.fixture(scope="module")
 def split_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 synthetic images: train, validation and test splits with subset "all"."""
-    from steelnb.synthetic import generate
+    from steelnb.data.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("ens") / "data", n_images=30, n_test=0, seed=2)
 
@@ -36,8 +37,8 @@ def make_run(make_tiny_run: Callable[..., Path], split_data: Path) -> Callable[.
     metrics.json a training run leaves (what the evaluation and the comparison read)."""
 
     def make(folder: Path, classifier: bool = False, seed: int = 0, **config) -> Path:
-        from steelnb.dataset import SteelDataModule
-        from steelnb.models import load_model
+        from steelnb.data.dataset import SteelDataModule
+        from steelnb.model.models import load_model
 
         run = make_tiny_run(
             folder, seed=seed, classifier=classifier, data_dir=str(split_data), subset="all", **config
@@ -78,7 +79,7 @@ def test_a_run_with_itself_is_the_run(make_run, tmp_path: Path, classifier: bool
 
 
 def test_probabilities_of_a_run_with_itself(make_run, split_data: Path, tmp_path: Path) -> None:
-    from steelnb import inference as inf
+    from steelnb.judge import inference as inf
 
     run = make_run(tmp_path / "head", classifier=True)
     images = sorted((split_data / "train_images").glob("*.jpg"))[:3]
@@ -145,9 +146,9 @@ def test_a_run_is_loaded_once_and_its_splits_file_gives_the_same_numbers(
     """evaluate_run and compare_variants each load the checkpoint once (evaluate_run loaded it
     three times); a run folder without splits.json (from before fit wrote it) gets its splits
     rebuilt from its config, and with the file the evaluation gives the same numbers."""
-    from steelnb import ensemble
-    from steelnb.dataset import SteelDataModule
-    from steelnb.runfolder import RunFolder, Splits
+    from steelnb.data.dataset import SteelDataModule
+    from steelnb.judge import ensemble
+    from steelnb.model.runfolder import RunFolder, Splits
 
     run = make_run(tmp_path / "run")
     folder = RunFolder(run)

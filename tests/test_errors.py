@@ -11,19 +11,17 @@ import pytest
 
 import steelnb
 from steelnb import cli
-from steelnb.errors import SteelnbError
+from steelnb.data.errors import SteelnbError
 
 
 def test_every_error_class_derives_from_the_base() -> None:
     found = []
-    for info in pkgutil.iter_modules(steelnb.__path__):
-        module = importlib.import_module(f"steelnb.{info.name}")
+    for info in pkgutil.walk_packages(steelnb.__path__, "steelnb."):
+        module = importlib.import_module(info.name)
         for name, obj in inspect.getmembers(module, inspect.isclass):
             if obj.__module__ == module.__name__ and issubclass(obj, Exception):
                 found.append(name)
-                assert issubclass(obj, SteelnbError), (
-                    f"steelnb.{info.name}.{name} does not derive from SteelnbError"
-                )
+                assert issubclass(obj, SteelnbError), f"{info.name}.{name} does not derive from SteelnbError"
     assert len(found) >= 20 and issubclass(SteelnbError, ValueError)  # old `except ValueError` still catches
 
 
@@ -35,6 +33,6 @@ def test_cli_prints_our_errors_in_one_line_and_lets_bugs_through(tmp_path, monke
     def bug(*args, **kwargs):
         raise ValueError("an internal mistake, not the user's")
 
-    monkeypatch.setattr("steelnb.synthetic.generate", bug)
+    monkeypatch.setattr("steelnb.data.synthetic.generate", bug)
     with pytest.raises(ValueError, match="internal mistake"):
         cli.main(["synth", str(tmp_path / "d")])

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from steelnb import cli, estimate, pipeline
-from steelnb.benchmarks import Measure, write_result
+from steelnb import cli
+from steelnb.batch import estimate, pipeline
+from steelnb.batch.benchmarks import Measure, write_result
 
 
 def _results(folder: Path) -> Path:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from factories import data_config
 
-from steelnb import evaluation
+from steelnb.judge import evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,8 +62,8 @@ def test_counts_of_orders_and_checks_images() -> None:
 
 def test_variant_tables_are_looked_up_by_keys_and_shown_with_labels() -> None:
     """compare_variants' table holds keys (postprocess raw / tuned / all_empty); only the rendered
-    table (steelnb.tables) says "tuned on validation" and carries the "v [low, high]" texts."""
-    from steelnb import stats, tables
+    table (steelnb.judge.tables) says "tuned on validation" and carries the "v [low, high]" texts."""
+    from steelnb.judge import stats, tables
 
     counts = np.array([[[10, 0, 0], [0, 0, 0]], [[0, 5, 0], [0, 0, 0]], [[5, 5, 0], [0, 0, 10]]])
     block = evaluation.summarize(counts, n_boot=200)
@@ -85,8 +85,8 @@ def test_variant_tables_are_looked_up_by_keys_and_shown_with_labels() -> None:
 def test_run_records_data_code_and_test(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from steelnb.synthetic import generate
-    from steelnb.training import fit
+    from steelnb.data.synthetic import generate
+    from steelnb.model.training import fit
 
     data = generate(tmp_path / "synthetic", n_images=40, n_test=0, seed=1)
     cfg = data_config(
@@ -96,7 +96,7 @@ def test_run_records_data_code_and_test(
     m = json.loads((run / "metrics.json").read_text())
     assert m["data"]["kind"] == "synthetic" and m["data"]["subset"] == "all"
     assert (m["data"]["n_train"], m["data"]["n_val"], m["data"]["n_test"]) == (25, 7, 8)
-    from steelnb.dataset import SteelDataModule
+    from steelnb.data.dataset import SteelDataModule
 
     dm = SteelDataModule(cfg)
     defective = set(dm.labels["ImageId"])
@@ -126,7 +126,7 @@ def test_run_records_data_code_and_test(
     assert (run / "postprocess.yaml").is_file() and "test_raw" in m
     # 05's comparison reads the run's own evaluation back (same TTA and tuning size) and predicts
     # only the other TTA; the last TTA's parameters end in postprocess.yaml, as before
-    from steelnb.postprocess import PostParams
+    from steelnb.judge.postprocess import PostParams
 
     calls = []
     real = evaluation._tuned_scores
@@ -137,7 +137,7 @@ def test_run_records_data_code_and_test(
     assert len(paired) == 3 and (paired["p_holm"].between(0, 1)).all()
     assert paired["verdict"].str.endswith("after Holm adjustment over 3 comparisons; single seed").all()
     # the labels a reader sees are only the rendered tables' (tables), the lookups use keys
-    from steelnb import stats, tables
+    from steelnb.judge import stats, tables
 
     shown = tables.variants_paired_table(paired)
     assert list(shown["variant"]) == [
@@ -166,7 +166,7 @@ def test_run_records_data_code_and_test(
     assert PostParams.from_yaml(run) == PostParams.from_dict(m["postprocess"])
     evaluation.compare_variants(run, ttas=("none", "h"), tune_size=(32, 200), n_boot=200)
     assert calls == ["h", "h"]
-    from steelnb.evaluation import tune
+    from steelnb.judge.evaluation import tune
 
     h = tune(
         run,
@@ -198,7 +198,7 @@ def test_run_records_data_code_and_test(
 @pytest.mark.slow
 def test_cli_train_evaluates_on_the_test_split(tmp_path: Path, capsys) -> None:
     from steelnb.cli import main
-    from steelnb.synthetic import generate
+    from steelnb.data.synthetic import generate
 
     data = generate(tmp_path / "synthetic", n_images=30, n_test=0, seed=4)
     main(

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-from steelnb import evaluation
-from steelnb import postprocess as pp
 from steelnb.cli import main
-from steelnb.ensemble import load_ensemble
-from steelnb.export import METRIC_KEYS, export_runs
-from steelnb.exported import ExportError, load_exported, predict_exported
-from steelnb.inference import InferenceError
-from steelnb.predict_run import run_predict
+from steelnb.judge import evaluation
+from steelnb.judge import postprocess as pp
+from steelnb.judge.ensemble import load_ensemble
+from steelnb.judge.export import METRIC_KEYS, export_runs
+from steelnb.judge.exported import ExportError, load_exported, predict_exported
+from steelnb.judge.inference import InferenceError
+from steelnb.judge.predict_run import run_predict
 
 torch.set_num_threads(1)
 PARAMS = pp.PostParams(classes=(pp.ClassParams(0.45, 100),) * 4)
@@ -50,8 +50,8 @@ def _sharp(run: Path, images: list[Path]) -> Path:
     a 1e-6 difference flips pixels lying on the threshold; a trained model has few of them."""
     import cv2
 
-    from steelnb.images import IMAGENET_MEAN, IMAGENET_STD, read_image
-    from steelnb.inference import load
+    from steelnb.data.images import IMAGENET_MEAN, IMAGENET_STD, read_image
+    from steelnb.judge.inference import load
 
     model, _ = load(run)
     x = np.stack([cv2.resize(read_image(p), (320, 64), interpolation=cv2.INTER_LINEAR) for p in images])
@@ -111,7 +111,7 @@ def _assert_same_rows(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.45)
     (masks are cut from probabilities quantised to 1/255), and at most 10 of them an image: no
     implementation can promise more for a pixel that sits on the threshold. Returns their count
     (0-2 on the images here; a difference in the recipe would move thousands, off the threshold)."""
-    from steelnb import rle
+    from steelnb.data import rle
 
     assert a[["ImageId", "ClassId"]].equals(b[["ImageId", "ClassId"]])
     edge, flipped = (np.floor(threshold * 255) + 0.5) / 255, 0
@@ -254,7 +254,7 @@ def test_missing_or_mismatched_metadata(exported, synthetic_data, tmp_path) -> N
 
 def _with_sha(model: Path) -> Path:
     """The metadata beside ``model`` given the model's real SHA-256 (its other fields kept)."""
-    from steelnb.exported import sha256
+    from steelnb.judge.exported import sha256
 
     meta_file = model.with_suffix(".json")
     meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "model_sha256": sha256(model)}))

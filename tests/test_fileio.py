@@ -1,4 +1,4 @@
-"""Atomic writes (steelnb.fileio): whole or not at all, with the permissions open() would give."""
+"""Atomic writes (steelnb.data.fileio): whole or not at all, with the permissions open() would give."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from steelnb.fileio import atomic_path, write_csv, write_text
+from steelnb.data.fileio import atomic_path, write_csv, write_text
 
 
 def _mode(path: Path) -> int:

@@ -1,4 +1,4 @@
-"""Model-facing prediction (``steelnb.inference``): TTA, preprocessing, streaming batches, odd and
+"""Model-facing prediction (``steelnb.judge.inference``): TTA, preprocessing, streaming batches, odd and
 bad image files, checkpoints. The prediction run (submission, evaluation) is in test_predict_run."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from steelnb import inference as inf
+from steelnb.judge import inference as inf
 
 torch.set_num_threads(1)
 
@@ -66,7 +66,7 @@ def test_tta_of_a_symmetric_model_equals_plain() -> None:
 
 
 def test_preprocessing_matches_val_transforms(tmp_path) -> None:
-    from steelnb.dataset import val_transforms
+    from steelnb.data.dataset import val_transforms
 
     image = np.random.default_rng(1).integers(0, 256, (256, 1600, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "a.png"), image[..., ::-1])
@@ -82,8 +82,8 @@ def test_cpu_inference_runs_channels_last_and_gives_the_default_layouts_probabil
     """predict puts the model and its input in channels_last on CPU too, where oneDNN ran the
     study's encoders 1.18-1.35x faster (bench/bench_layout.py); the probabilities stay those of
     the default (contiguous) layout."""
-    from steelnb.dataset import val_transforms
-    from steelnb.models import build_model
+    from steelnb.data.dataset import val_transforms
+    from steelnb.model.models import build_model
 
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", None, 4, encoder_depth=4, decoder_channels=(32, 16, 16, 8)).eval()

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelnb import labels as lb
-from steelnb import rle
+from steelnb.data import labels as lb
+from steelnb.data import rle
 
 
 def write(path: Path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""One writer per folder (steelnb.locks) and status.json's read-modify-write: a second writer is
+"""One writer per folder (steelnb.data.locks) and status.json's read-modify-write: a second writer is
 refused with its holder named and nothing changed, a killed holder's lock is taken over with a
 message, a lock is re-entrant in one process, concurrent status updates lose no record."""
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from steelnb.locks import OWNER_NAME, FolderBusyError, hold, holds, owner
-from steelnb.status import read_status, update_status
+from steelnb.batch.status import read_status, update_status
+from steelnb.data.locks import OWNER_NAME, FolderBusyError, hold, holds, owner
 
 HOLDER = textwrap.dedent("""
     import os, signal, sys
-    from steelnb.locks import hold
+    from steelnb.data.locks import hold
     with hold(sys.argv[1], "training run demo"):
         print("held", flush=True)
         if sys.argv[2] == "die":
@@ -87,7 +87,7 @@ def test_the_lock_is_reentrant_within_one_process(tmp_path: Path) -> None:
 
 WRITER = textwrap.dedent("""
     import sys
-    from steelnb.status import update_status
+    from steelnb.batch.status import update_status
     print("ready", flush=True)
     sys.stdin.readline()  # both start writing together
     for i in range(int(sys.argv[3])):
@@ -132,7 +132,7 @@ def test_a_second_training_into_a_run_folder_is_refused_and_the_first_is_as_alon
     from factories import tiny_config
     from tinydata import TinyData
 
-    from steelnb.training import fit
+    from steelnb.model.training import fit
 
     torch.set_num_threads(1)
     seen: dict[str, object] = {}

@@ -6,9 +6,9 @@ import pytest
 import torch
 from segmentation_models_pytorch.losses import BINARY_MODE, MULTILABEL_MODE, LovaszLoss
 
-from steelnb.config import LOSSES
-from steelnb.losses import LossError, build_loss
-from steelnb.models import build_model
+from steelnb.data.config import LOSSES
+from steelnb.model.losses import LossError, build_loss
+from steelnb.model.models import build_model
 
 torch.set_num_threads(1)
 
@@ -156,8 +156,8 @@ def test_pos_weight_is_torch_bce_with_per_class_pos_weight() -> None:
 def test_pos_weight_from_config_and_bad_values() -> None:
     """TrainConfig.pos_weight reaches the loss through loss_from_config; a bad value is a
     ConfigError naming the field."""
-    from steelnb.config import ConfigError, TrainConfig
-    from steelnb.losses import loss_from_config
+    from steelnb.data.config import ConfigError, TrainConfig
+    from steelnb.model.losses import loss_from_config
 
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 4, 8, 8, generator=g)

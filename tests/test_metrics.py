@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from steelnb import metrics
+from steelnb.model import metrics
 
 
 def masks(n: int = 1, c: int = 4, h: int = 4, w: int = 4) -> np.ndarray:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from steelnb import models
-from steelnb.models import CheckpointError, ModelError, build_model, load_model
+from steelnb.model import models
+from steelnb.model.models import CheckpointError, ModelError, build_model, load_model
 
 torch.set_num_threads(1)
 
@@ -37,7 +37,7 @@ def _offline_build(env_offline: bool) -> subprocess.CompletedProcess:
     if env_offline:
         env["HF_HUB_OFFLINE"] = "1"
     code = (
-        "from steelnb.models import build_model\n"
+        "from steelnb.model.models import build_model\n"
         "build_model('Unet', 'resnet18', encoder_weights='imagenet')\n"
     )
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -154,7 +154,7 @@ import re  # noqa: E402
 import segmentation_models_pytorch as smp  # noqa: E402
 
 from steelnb.cli import main  # noqa: E402
-from steelnb.models import WeightsUnavailableError  # noqa: E402
+from steelnb.model.models import WeightsUnavailableError  # noqa: E402
 
 
 @pytest.fixture
@@ -294,7 +294,7 @@ def test_cli_fetch_offline_says_how_to_copy(
 def test_model_with_classifier_returns_the_pair_in_every_mode(tmp_path) -> None:
     """No patched forward: smp's own returns (mask logits, class logits) in training and eval mode;
     the state dict is smp's (``classification_head.*``), and a bare state dict loads by its keys."""
-    from steelnb.models import has_classifier, split_logits
+    from steelnb.model.models import has_classifier, split_logits
 
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", encoder_weights=None, classes=4, classifier=True)
@@ -322,8 +322,8 @@ def test_old_classifier_checkpoint_loads_and_predicts(make_tiny_run, synthetic_d
     prediction gives the map of its mask logits alone (not scaled by the class probabilities,
     which only gate whole classes) and the class probabilities; a model without a head gives what
     it always did, and no class probabilities."""
-    from steelnb import inference as inf
-    from steelnb.models import has_classifier
+    from steelnb.judge import inference as inf
+    from steelnb.model.models import has_classifier
 
     head = make_tiny_run(tmp_path / "head", classifier=True)
     state = torch.load(head / "best.ckpt", weights_only=True)["state_dict"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from nbout import write_notebook
 
-from steelnb import pipeline
+from steelnb.batch import pipeline
 
 
 @pytest.fixture()
@@ -205,14 +205,14 @@ def test_offline_flag_reaches_the_kernels(project: Path, monkeypatch) -> None:
 
 
 def test_missing_kaggle_data_says_how_to_get_it(tmp_path: Path) -> None:
-    from steelnb.synthetic import MissingDataError, ensure_data
+    from steelnb.data.synthetic import MissingDataError, ensure_data
 
     with pytest.raises(MissingDataError, match="kaggle competitions download"):
         ensure_data(tmp_path / "severstal")
 
 
 def test_benchmarks_run_from_the_project_folder_failures_reported_reruns_skip(tmp_path: Path) -> None:
-    from steelnb.benchmarks import run_benchmarks
+    from steelnb.batch.benchmarks import run_benchmarks
 
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "ok.py").write_text(
@@ -247,7 +247,7 @@ def test_a_plans_synthetic_block_makes_its_own_set(project: Path) -> None:
     Kaggle mix, nothing sealed); the same block keeps the set, another one generates it again."""
     import dataclasses
 
-    from steelnb.synthetic import sealed_ids
+    from steelnb.data.synthetic import sealed_ids
 
     plan = pipeline.load_plan(_plan(project, [{"notebook": "01_work"}]))
     data = project / "data" / "synthetic"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from tinydata import TINY_TRAIN
 
-from steelnb import pipeline
+from steelnb.batch import pipeline
 
 TESTS = Path(__file__).resolve().parent
 RUN = "resnet18__dice_bce__32x160"
@@ -46,7 +46,7 @@ def twice(tmp_path_factory: pytest.TempPathFactory) -> FirstOfTwo:
     """notebooks/03_train.ipynb and 40 synthetic images; the plan "twice" started in this process
     and, as its run starts, once more from the command line (a second terminal). The first run's
     numbers are the reference of the SIGTERM test (the second start changed nothing: asserted)."""
-    from steelnb.synthetic import generate
+    from steelnb.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("project")
     (root / "notebooks").mkdir()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from steelnb import pipeline
+from steelnb.batch import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_rehearsal_runs_end_to_end_on_a_small_twin(shared_data, tmp_path: Path) 
     is judged at 256x1600 with hv TTA, and 05 writes a validated submission of 4 rows per test image."""
     import pandas as pd
 
-    from steelnb.twin import generate_twin
+    from steelnb.data.twin import generate_twin
 
     project = tmp_path / "project"
     shutil.copytree(REPO / "notebooks", project / "notebooks")

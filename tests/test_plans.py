@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steelnb import cli, pipeline
+from steelnb import cli
+from steelnb.batch import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_PLANS = ["full", "resnet50", "efficientnet-b3", "efficientnet-b4", "ablation"]
@@ -273,7 +274,7 @@ def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFi
     runs of an arm alike but for the seed and a __seed<N> run name (comparison.arm_of groups them),
     each arm the smoke's run but for the seed, name and folder; the pairs of its results page name
     arms it trains; and ``steelnb run seeds --dry-run`` lists every run."""
-    from steelnb.comparison import arm_of
+    from steelnb.judge.comparison import arm_of
 
     assert cli.main(["run", "seeds", "--dry-run", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)

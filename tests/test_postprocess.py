@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steelnb import postprocess as pp
-from steelnb.metrics import kaggle_metric
-from steelnb.postprocess import ClassParams, PostParams
+from steelnb.judge import postprocess as pp
+from steelnb.judge.postprocess import ClassParams, PostParams
+from steelnb.model.metrics import kaggle_metric
 
 
 def _params(**kw) -> PostParams:

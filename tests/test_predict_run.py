@@ -1,4 +1,4 @@
-"""The prediction run (``steelnb.predict_run``) and the tuning before it (``evaluation.tune``):
+"""The prediction run (``steelnb.judge.predict_run``) and the tuning before it (``evaluation.tune``):
 submission round trip, evaluation tables, tuned post-processing, one-class checkpoints, bad
 input, the ``steelnb predict`` command. All on a small synthetic set; one test reads the real
 Severstal sample in ../shared and skips without it."""
@@ -15,14 +15,14 @@ import pytest
 import torch
 from factories import data_config
 
-from steelnb import inference as inf
-from steelnb import postprocess as pp
-from steelnb import rle
-from steelnb import submission as sub
-from steelnb.evaluation import evaluation_table, presence_table, tune
-from steelnb.labels import encodings_by_image, image_masks, read_labels
-from steelnb.metrics import iou_dice, kaggle_metric, pixel_counts
-from steelnb.predict_run import overlay_images, run_predict
+from steelnb.data import rle
+from steelnb.data.labels import encodings_by_image, image_masks, read_labels
+from steelnb.judge import inference as inf
+from steelnb.judge import postprocess as pp
+from steelnb.judge import submission as sub
+from steelnb.judge.evaluation import evaluation_table, presence_table, tune
+from steelnb.judge.predict_run import overlay_images, run_predict
+from steelnb.model.metrics import iou_dice, kaggle_metric, pixel_counts
 
 torch.set_num_threads(1)
 REAL_SAMPLE_IDS = ["000a4bcdd.jpg", "01fd50e68.jpg", "0a058fcb6.jpg", "0a122ef42.jpg"]
@@ -82,7 +82,7 @@ def _check_round_trip(images: Path, labels: Path, ids: list[str], run_dir: Path,
     enc = {(i, int(c)): e for i, e, c in frame.itertuples(index=False)}
     decoded = np.stack([[rle.decode(enc[(i, c)]) for c in range(1, 5)] for i in ids])
     assert np.array_equal(decoded, masks)
-    # the table agrees with steelnb.metrics on the same masks
+    # the table agrees with steelnb.model.metrics on the same masks
     table = pd.read_csv(res["evaluation"], dtype={"class": str})
     assert set(zip(table.tta, table.postprocess)) == {
         ("none", "raw"),
@@ -175,7 +175,7 @@ def test_tune_saves_params_used_by_prediction(sample, make_tiny_run, tmp_path) -
 
 
 def test_one_class_checkpoint(sample, make_tiny_run, tmp_path) -> None:
-    from steelnb.models import build_model
+    from steelnb.model.models import build_model
 
     images, labels, ids = sample
     table = encodings_by_image(labels)
@@ -271,9 +271,9 @@ def test_cli_predict(sample, tiny_run, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_tuning_a_trained_synthetic_run(tmp_path) -> None:
     """Train a tiny model on synthetic data, tune on its validation fold, predict with the result."""
-    from steelnb.dataset import SteelDataModule
-    from steelnb.synthetic import generate
-    from steelnb.training import fit
+    from steelnb.data.dataset import SteelDataModule
+    from steelnb.data.synthetic import generate
+    from steelnb.model.training import fit
 
     data = generate(tmp_path / "data", n_images=32, n_test=0, seed=0)
     cfg = data_config(
@@ -324,7 +324,7 @@ def test_tuning_a_trained_synthetic_run(tmp_path) -> None:
 def test_predict_with_two_runs_writes_one_submission_and_members(sample, make_tiny_run, tmp_path) -> None:
     import json
 
-    from steelnb.ensemble import load_ensemble
+    from steelnb.judge.ensemble import load_ensemble
 
     images, labels, ids = sample
     a, b = make_tiny_run(tmp_path / "a", seed=1), make_tiny_run(tmp_path / "b", seed=2)

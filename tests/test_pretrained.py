@@ -10,9 +10,9 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from steelnb import models
 from steelnb.cli import main
-from steelnb.pretrained import PACKAGED, PackagedWeightsError, packaged_weights_file, rename_by_position
+from steelnb.model import models
+from steelnb.model.pretrained import PACKAGED, PackagedWeightsError, packaged_weights_file, rename_by_position
 
 INSTALLED = [enc for enc in PACKAGED if packaged_weights_file(enc) is not None]
 needs_lite0 = pytest.mark.skipif(
@@ -107,8 +107,8 @@ def test_weights_status_names_each_study_encoder_and_where_its_weights_come_from
 
 # --- classification first: a stage with no segmentation loss, whose encoder starts a run ---------
 def test_a_classification_stage_trains_only_the_image_level_head_and_needs_one() -> None:
-    from steelnb.config import ConfigError, TrainConfig
-    from steelnb.training import SegmentationModule
+    from steelnb.data.config import ConfigError, TrainConfig
+    from steelnb.model.training import SegmentationModule
 
     with pytest.raises(ConfigError, match="seg_weight=0.0: expected >= 0, and 0 only with cls_weight > 0"):
         TrainConfig(encoder="resnet18", seg_weight=0.0)

@@ -13,19 +13,14 @@ import pytest
 import torch
 from factories import data_config
 
-from steelnb import labels as lb
-from steelnb import rle
-from steelnb.config import TrainConfig
-from steelnb.dataset import SteelDataModule
-from steelnb.images import list_images
-from steelnb.pseudo import (
-    PseudoLabelError,
-    exclusive_masks,
-    make_pseudo_labels,
-    select_confident,
-    summary_path,
-)
-from steelnb.synthetic import generate
+from steelnb.data import labels as lb
+from steelnb.data import rle
+from steelnb.data.config import TrainConfig
+from steelnb.data.dataset import SteelDataModule
+from steelnb.data.images import list_images
+from steelnb.data.labels import summary_path
+from steelnb.data.synthetic import generate
+from steelnb.winners.pseudo import PseudoLabelError, exclusive_masks, make_pseudo_labels, select_confident
 
 torch.set_num_threads(1)
 
@@ -47,7 +42,7 @@ def run_config(data_dir: Path, **kw) -> TrainConfig:
 def tiny_run(folder: Path, data_dir: Path, bias: list[float]) -> Path:
     """A run folder (best.ckpt, config.yaml on ``data_dir``) of a resnet18 Unet whose logits are
     ``bias`` at every pixel (head weights zeroed)."""
-    from steelnb.models import build_model
+    from steelnb.model.models import build_model
 
     torch.manual_seed(0)
     cfg = run_config(data_dir)
@@ -177,7 +172,7 @@ def test_pseudo_labels_never_hold_a_labelled_image(data, runs, tmp_path) -> None
             runs["class1"], data / "test_images", tmp_path / "no.csv", labelled_ids=test_ids[:2]
         )
     # a model without a config and no labelled ids: nothing to check against, refused
-    from steelnb.inference import load
+    from steelnb.judge.inference import load
 
     model, info = load(runs["class1"])
     bare = SimpleNamespace(**{**vars(info), "config": None, "path": None})
@@ -223,7 +218,7 @@ def test_pseudo_label_file_and_summary(data, runs, tmp_path) -> None:
 def test_class_probabilities_drive_the_choice(data, runs, tmp_path, monkeypatch) -> None:
     """With a classification head (Batch.class_probs) the head's probability decides, and the
     segmentation must agree; a run without a head contributes its largest pixel probability."""
-    import steelnb.inference as inference
+    import steelnb.judge.inference as inference
 
     real = inference.predict
     heads = {

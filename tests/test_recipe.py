@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from scored import scored_run
 
-from steelnb import comparison, recipe
-from steelnb.images import list_images
-from steelnb.runfolder import RunFolder, RunRecord
+from steelnb.data.images import list_images
+from steelnb.judge import comparison
+from steelnb.model.runfolder import RunFolder, RunRecord
+from steelnb.winners import recipe
 
 
 def _run(folder: Path, found: float, images: int = 40) -> dict:

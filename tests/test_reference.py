@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from steelnb import reference, report
+from steelnb.batch import report
+from steelnb.judge import reference
 
 
 def _metrics(run: str, encoder: str, width: int, subset: str, kind: str = "kaggle") -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from steelnb import report, status
+from steelnb.batch import report, status
 
 
 def test_failed_runs_of_the_last_plan_only(tmp_path: Path) -> None:

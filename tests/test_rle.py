@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelnb import rle
-from steelnb.labels import read_labels
+from steelnb.data import rle
+from steelnb.data.labels import read_labels
 
 
 def test_column_major_one_indexed_runs():

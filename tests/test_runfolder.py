@@ -12,8 +12,9 @@ import nbformat
 import pytest
 from factories import data_config
 
-from steelnb import report, runfiles
-from steelnb.runfolder import RunFolder, RunFolderError, RunRecord, Splits, read_runs
+from steelnb.batch import report
+from steelnb.model import runfiles
+from steelnb.model.runfolder import RunFolder, RunFolderError, RunRecord, Splits, read_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def test_file_names_are_spelled_in_one_module_and_no_one_reads_a_path_key() -> N
     prose in a message may name them. No module or notebook reads ``"_path"``."""
     found = []
     for name, source in _sources().items():
-        if name == "steelnb/runfiles.py":
+        if name == "steelnb/model/runfiles.py":
             continue
         strings = _strings(source)
         found += [f"{name}: {s!r}" for s in strings if s in runfiles.ALL or s == "_path"]
@@ -65,9 +66,9 @@ def test_the_check_sees_a_spelled_name_and_skips_docstrings() -> None:
 
 
 def test_splits_written_at_fit_read_back_as_the_data_module_has_them(tmp_path: Path) -> None:
-    from steelnb.dataset import SteelDataModule
-    from steelnb.synthetic import generate
-    from steelnb.training import fit
+    from steelnb.data.dataset import SteelDataModule
+    from steelnb.data.synthetic import generate
+    from steelnb.model.training import fit
 
     data = generate(tmp_path / "synthetic", n_images=30, n_test=0, seed=2)
     cfg = data_config(data, epochs=1, device="cpu", out_dir=str(tmp_path / "w"), run_name="r")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelnb import labels as lb
-from steelnb.sampling import (
+from steelnb.data import labels as lb
+from steelnb.data.sampling import (
     KAGGLE_CLEAN_SHARE,
     TEST_FOLD,
     SamplingError,
@@ -221,7 +221,7 @@ def test_missing_columns_raise() -> None:
 
 
 def test_sealed_folds_make_exactly_the_sealed_images_the_test_split() -> None:
-    from steelnb.sampling import TEST_FOLD, sealed_folds
+    from steelnb.data.sampling import TEST_FOLD, sealed_folds
 
     table = pd.DataFrame(
         {"ImageId": [f"{i:03d}.jpg" for i in range(40)], "classes": ["", "1", "3", "2 4"] * 10}

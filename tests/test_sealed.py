@@ -13,12 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from steelnb import evaluation, sampling
-from steelnb import postprocess as pp
-from steelnb.config import TrainConfig
-from steelnb.dataset import SteelDataModule
-from steelnb.runfolder import RunFolder, Splits
-from steelnb.synthetic import generate
+from steelnb.data import sampling
+from steelnb.data.config import TrainConfig
+from steelnb.data.dataset import SteelDataModule
+from steelnb.data.synthetic import generate
+from steelnb.judge import evaluation
+from steelnb.judge import postprocess as pp
+from steelnb.model.runfolder import RunFolder, Splits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def split(tmp_path_factory) -> tuple[TrainConfig, SteelDataModule]:
     """A tiny synthetic set with a folds file holding a test split (fold -1)."""
     data = generate(tmp_path_factory.mktemp("sealed") / "data", n_images=30, n_test=0, seed=0)
     ids = sorted(p.name for p in (data / "train_images").iterdir())
-    from steelnb.labels import read_labels
+    from steelnb.data.labels import read_labels
 
     labels = read_labels(data / "train.csv")
     classes = labels.groupby("ImageId")["ClassId"].apply(lambda c: "".join(map(str, sorted(c))))

@@ -21,8 +21,8 @@ import yaml
 from nbout import write_notebook
 from tinydata import TINY_TRAIN
 
-from steelnb import pipeline
-from steelnb.slurm import (
+from steelnb.batch import pipeline
+from steelnb.batch.slurm import (
     SlurmError,
     SlurmExecutor,
     SlurmOptions,
@@ -307,7 +307,7 @@ def test_cancelled_training_stops_the_plan_and_resumes_from_last_ckpt_on_the_nex
 def _project_03(project: Path, **parameters) -> dict:
     """A project with the real notebooks/03_train.ipynb and 40 synthetic images; returns 03's
     parameters for a tiny CPU run on them (``tinydata.TINY_TRAIN``) with ``parameters`` on top."""
-    from steelnb.synthetic import generate
+    from steelnb.data.synthetic import generate
 
     (project / "notebooks").mkdir()
     shutil.copy(TESTS.parent / "notebooks" / "03_train.ipynb", project / "notebooks")

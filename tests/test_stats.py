@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steelnb.stats import (
+from steelnb.judge.stats import (
     StatsError,
     bootstrap_ci,
     bootstrap_p,
@@ -170,7 +170,7 @@ def test_deterministic_for_a_seed_and_chunking() -> None:
 
 
 def test_chunked_draws_cover_every_replicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    import steelnb.stats as stats
+    import steelnb.judge.stats as stats
 
     monkeypatch.setattr(stats, "_CHUNK_ELEMENTS", 70)  # 70 // 30 = 2 rows per chunk
     v = np.arange(30, dtype=float)

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelnb import labels as lb
-from steelnb import rle
 from steelnb.cli import main
-from steelnb.images import list_images
-from steelnb.synthetic import generate
+from steelnb.data import labels as lb
+from steelnb.data import rle
+from steelnb.data.images import list_images
+from steelnb.data.synthetic import generate
 
 N_IMAGES = 300
 #: Tolerances of the statistics test: mask share per class within SHARE_TOL (absolute),
@@ -157,7 +157,7 @@ def test_cli_synth(tmp_path, capsys) -> None:
 
 
 def test_mask_areas_span_the_real_range(shared_data) -> None:
-    from steelnb.synthetic import AREA_RANGE
+    from steelnb.data.synthetic import AREA_RANGE
 
     areas = pd.read_csv(shared_data / "severstal-labels" / "mask_areas.csv")
     for c, (lo, hi) in AREA_RANGE.items():
@@ -166,7 +166,7 @@ def test_mask_areas_span_the_real_range(shared_data) -> None:
 
 
 def test_test_images_carry_two_classes_at_the_train_share() -> None:
-    from steelnb.synthetic import DEFECT_SHARE, TWO_CLASS_SHARE, _test_classes
+    from steelnb.data.synthetic import DEFECT_SHARE, TWO_CLASS_SHARE, _test_classes
 
     rng = np.random.default_rng(0)
     draws = [_test_classes(rng) for _ in range(20000)]
@@ -180,7 +180,7 @@ def test_test_images_carry_two_classes_at_the_train_share() -> None:
 def test_study_mix_and_sealed_stream(tmp_path) -> None:
     """The study mix gives each class its quarter of the masks; the sealed images come from their own
     stream: the same pixels and masks whatever the development images, listed in sealed_test.csv."""
-    from steelnb.synthetic import sealed_ids
+    from steelnb.data.synthetic import sealed_ids
 
     a = generate(tmp_path / "a", n_images=60, n_test=0, seed=3, class_mix="study", sealed=24)
     b = generate(tmp_path / "b", n_images=90, n_test=0, seed=3, class_mix="study", sealed=24)
@@ -212,7 +212,7 @@ def test_study_mix_and_sealed_stream(tmp_path) -> None:
 
 
 def test_ensure_data_refresh_regenerates_only_a_stale_generated_set(tmp_path) -> None:
-    from steelnb.synthetic import ensure_data
+    from steelnb.data.synthetic import ensure_data
 
     out = tmp_path / "synthetic"
     generate(out, n_images=8, n_test=0, seed=0)  # an earlier steelnb's set, other parameters

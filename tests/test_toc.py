@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from steelnb.book import write_toc
-from steelnb.status import write_status
+from steelnb.batch.book import write_toc
+from steelnb.batch.status import write_status
 
 
 def _book(tmp_path: Path, slugs: list[str]) -> Path:

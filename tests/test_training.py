@@ -20,9 +20,9 @@ from factories import data_config, tiny_config
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tinydata import TinyData
 
-from steelnb.config import REFERENCE_ENCODERS, ConfigError, TrainConfig
-from steelnb.models import load_model
-from steelnb.training import AtomicCheckpointIO, SegmentationModule, fit
+from steelnb.data.config import REFERENCE_ENCODERS, ConfigError, TrainConfig
+from steelnb.model.models import load_model
+from steelnb.model.training import AtomicCheckpointIO, SegmentationModule, fit
 
 torch.set_num_threads(1)
 
@@ -233,8 +233,8 @@ def test_ddp_over_two_cpu_processes_splits_the_batches_and_counts_each_image_onc
     the training images, and an odd validation fold is counted image by image (torch's
     DistributedSampler would pad it with a repeated image, which the summed metric state would
     count twice)."""
-    from steelnb.dataset import SteelDataModule
-    from steelnb.synthetic import generate
+    from steelnb.data.dataset import SteelDataModule
+    from steelnb.data.synthetic import generate
 
     data = generate(tmp_path / "synthetic", n_images=23, n_test=0, seed=2)
     split = SteelDataModule(data_config(data, n_folds=4))
@@ -266,9 +266,9 @@ def test_model_learns_on_synthetic_set(tmp_path: Path) -> None:
     with the smoke plan's from-scratch recipe (one-cycle at the reference's rates, head prior).
     With the reference's plateau at 1e-3 the raw validation Kaggle metric hovered at the empty
     prediction's 0.85 on 10 images (0.838 on one machine, 0.852 with the head prior alone)."""
-    from steelnb.dataset import SteelDataModule
-    from steelnb.metrics import kaggle_metric
-    from steelnb.synthetic import generate
+    from steelnb.data.dataset import SteelDataModule
+    from steelnb.data.synthetic import generate
+    from steelnb.model.metrics import kaggle_metric
 
     data = generate(tmp_path / "syn", n_images=48, seed=0)
     # test_share=0: this checks learning, on the train/validation split the test was calibrated on
@@ -366,7 +366,7 @@ def test_lr_drops_on_plateau_and_training_goes_on(tmp_path: Path) -> None:
 
 
 def test_patience_that_would_hide_the_plateau_is_refused() -> None:
-    from steelnb.config import ConfigError
+    from steelnb.data.config import ConfigError
 
     with pytest.raises(ConfigError, match="early_stopping_patience=2 <= plateau_patience=2"):
         TrainConfig(early_stopping_patience=2, plateau_patience=2)

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelnb import labels as lb
-from steelnb import rle
 from steelnb.cli import main
-from steelnb.images import list_images
-from steelnb.twin import FILES, TwinError, class_sets, keep_fraction, read_label_tables
+from steelnb.data import labels as lb
+from steelnb.data import rle
+from steelnb.data.images import list_images
+from steelnb.data.twin import FILES, TwinError, class_sets, keep_fraction, read_label_tables
 
 FRACTION = 1 / 64
 
@@ -84,7 +84,7 @@ def test_twin_carries_the_real_label_table(shared_data, tmp_path) -> None:
 
 @pytest.mark.scale  # the checks above at 1/64 run everywhere; this one renders all 18,074 images
 def test_twin_at_full_size(shared_data, tmp_path) -> None:
-    from steelnb.twin import generate_twin
+    from steelnb.data.twin import generate_twin
 
     _check_twin(generate_twin(shared_data / "severstal-labels", tmp_path / "twin"), shared_data, 1.0)
 

@@ -19,7 +19,7 @@ import pytest
 from browser import CHROMIUM_FLAGS
 from nbout import outputs
 
-from steelnb import book, notebook
+from steelnb.batch import book, notebook
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("0[1-6]_*.ipynb"))

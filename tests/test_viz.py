@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from steelnb import rle, viz
+from steelnb.data import rle
+from steelnb.judge import viz
 
 
 def _image_and_masks() -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +66,7 @@ def test_overlay_figure_stacks_truth_above_prediction(tmp_path) -> None:
 
 
 def test_show_examples_on_real_images(shared_data) -> None:
-    pytest.importorskip("steelnb.dataset")
+    pytest.importorskip("steelnb.data.dataset")
     sample = shared_data / "severstal-sample"
     labels = pd.read_csv(sample / "train.csv")
     ids = ["000a4bcdd.jpg", "0a058fcb6.jpg"]

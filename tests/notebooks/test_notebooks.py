@@ -12,7 +12,7 @@ import pytest
 from nbout import outputs
 from tinydata import TINY_TRAIN
 
-from steelnb import pipeline
+from steelnb.batch import pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from nbout import outputs
 
-from steelnb import pipeline
-from steelnb.evaluation import read_scores
-from steelnb.labels import read_labels
+from steelnb.batch import pipeline
+from steelnb.data.labels import read_labels
+from steelnb.judge.evaluation import read_scores
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

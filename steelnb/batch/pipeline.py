@@ -1,0 +1,762 @@
+"""Batch runs: execute the notebooks of a plan with papermill, then build the Jupyter Book.
+
+A plan (``plans/<name>.yaml``) names notebooks and parameter sets, in stages that run in
+order (data preparation, training, evaluation, results). An entry's ``matrix`` makes one run per
+combination of its values; a string parameter may name a matrix parameter as ``{name}`` (a
+matrix over ``seed`` with ``run_name: x__seed{seed}`` writes one folder per seed). Each run is executed with the
+working directory ``notebooks/`` (so relative defaults such as ``../data/synthetic`` mean the
+same in JupyterLab and in batch) into ``book/runs/<notebook>__<slug>.ipynb``. A run that
+succeeds leaves ``<slug>.done`` holding the hash of its parameters and notebook; a re-run
+skips it unless ``force``, the hash changed, or a run of an earlier stage ran again. A failed run keeps its executed notebook (with
+the traceback), is marked failed in ``book/runs/status.json``, and the batch goes on.
+One plan at a time writes a book: ``run_plan`` holds ``book/runs``' lock (``steelnb.data.locks``) from
+its start to the built book, and a second start is refused before it writes anything. Ctrl-C or
+SIGTERM ends the running runs' kernels, marks those runs "interrupted" and raises
+``PlanInterrupted``; the next run of the plan runs them again, with ``resume=True`` where their
+notebook declares ``resume`` (a training run continues from ``last.ckpt``).
+The runs of a ``parallel`` stage go side by side: one worker per GPU with ``--gpus``, or, on a
+CPU, the plan's ``cpu_workers`` processes sharing the cores (each gets cores / workers threads:
+two one-thread trainings do about 1.35x the work of one two-thread training on two cores).
+Elsewhere than on this machine: ``run_plan(..., executor=...)`` hands each stage's runs to a
+``StageExecutor`` (``steelnb.batch.slurm.SlurmExecutor``: Slurm jobs through submitit); the stages,
+freshness checks, records and the book stay here.
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import yaml
+
+from ..data.errors import SteelnbError
+from ..data.locks import hold
+from ..data.synthetic import ensure_data
+from .benchmarks import run_benchmarks
+from .book import build_book
+from .interrupts import PlanInterrupted, install_sigterm, signal_of, sigterm_as_interrupt
+from .notebook import TITLES
+from .status import update_status
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class PlanError(SteelnbError):
+    """A plan file is not valid; the message names the file and the stage or run."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One notebook execution: ``parameters`` are all values injected by papermill."""
+
+    notebook: str
+    parameters: Mapping[str, Any]
+    slug: str
+    stage: str
+    parallel: bool = False
+    title: str = ""  # sidebar title, e.g. "Training: resnet50, dice_bce"
+
+
+@dataclass
+class Plan:
+    """A parsed plan: where things are, what data it needs, and its stages of runs."""
+
+    name: str
+    notebooks_dir: Path
+    book_dir: Path
+    data_dir: Path | None = None
+    synthetic: Mapping[str, Any] | None = None
+    root: Path = Path(".")  # the project folder: benchmark commands run from here
+    benchmarks: list[str] = field(default_factory=list)  # "bench/<script>.py ARGS", for the report
+    cpu_workers: int = 1  # parallel stages without --gpus: this many worker processes share the cores
+    stages: list[list[Run]] = field(default_factory=list)
+
+    @property
+    def runs(self) -> list[Run]:
+        return [r for stage in self.stages for r in stage]
+
+
+# -- plans ----------------------------------------------------------------------------------
+def _slug(values: Sequence[Any]) -> str:
+    text = "_".join(re.sub(r"[^A-Za-z0-9._+-]+", "-", str(v)).strip("-") for v in values)
+    if len(text) > 60:  # keep file names short; the hash keeps them unique
+        text = text[:50] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return text
+
+
+def _declared(nb_path: Path) -> dict[str, Any]:
+    """Parameters a notebook declares, with their default values (literals)."""
+    import papermill as pm
+
+    out = {}
+    for name, info in pm.inspect_notebook(str(nb_path)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = info["default"]
+    return out
+
+
+def find_plan(plan: str | Path) -> Path:
+    """``smoke`` -> ``plans/smoke.yaml`` (in the working directory, else in the repository)."""
+    p = Path(plan)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise PlanError(f"{p}: plan file not found")
+        return p.resolve()
+    for base in (Path.cwd(), REPO):
+        cand = base / "plans" / f"{plan}.yaml"
+        if cand.is_file():
+            return cand.resolve()
+    names = sorted(q.stem for q in (REPO / "plans").glob("*.yaml"))
+    raise PlanError(f"no plan named {plan!r}: expected plans/{plan}.yaml; known plans: {', '.join(names)}")
+
+
+def _read_spec(
+    plan: str | Path | Mapping[str, Any], _seen: tuple[Path, ...] = ()
+) -> tuple[dict[str, Any], str, Path]:
+    """(plan mapping, its source for messages, the project root its paths are relative to).
+
+    A plan with ``extends: NAME`` (a plan beside it, or any name ``find_plan`` knows) is that plan
+    with its own keys on top: ``defaults`` and ``data`` merged key by key, every other key
+    (``stages``, ``benchmarks``, ``replace``, ...) replaced whole; ``name`` is its own."""
+    if isinstance(plan, Mapping):
+        spec, src, root, here = dict(plan), "<plan>", Path.cwd(), None
+    else:
+        path = find_plan(plan)
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise PlanError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(spec, dict):
+            raise PlanError(f"{path}: expected a mapping with 'stages'")
+        spec.setdefault("name", path.stem)
+        src, root, here = str(path), path.parent.parent if path.parent.name == "plans" else path.parent, path
+    parent = spec.pop("extends", None)
+    if parent is None:
+        return spec, src, root
+    near = here.parent / f"{parent}.yaml" if here is not None else None
+    ppath = near if near is not None and near.is_file() else find_plan(str(parent))
+    if ppath in _seen or ppath == here:
+        raise PlanError(
+            f"{src}: extends {parent!r} comes back to itself ({' -> '.join(map(str, _seen + (ppath,)))})"
+        )
+    base, _, _ = _read_spec(ppath, _seen + ((here,) if here else ()) + (ppath,))
+    merged = {**base, **spec}
+    for key in ("defaults", "data"):
+        merged[key] = {**(base.get(key) or {}), **(spec.get(key) or {})}
+    return merged, src, root
+
+
+def _runs_per_notebook(stages: list[Any]) -> dict[str, int]:
+    """How many runs each notebook has in the plan: a notebook run once keeps its plain name as slug."""
+    counts: dict[str, int] = {}
+    for stage in stages:
+        for entry in stage.get("runs") or []:
+            nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+            n = 1
+            for values in (entry.get("matrix") or {}).values():
+                n *= len(values)
+            counts[nb] = counts.get(nb, 0) + n
+    return counts
+
+
+def _named(entry: Mapping[str, Any], field: str, given: Mapping[str, Any], where: str) -> str:
+    """An entry's ``name`` or ``title`` with ``{parameter}`` placeholders filled from the run's
+    parameters (one name per matrix combination); "" when the entry has none."""
+    text = str(entry.get(field) or "")
+    try:
+        return text.format(**given)
+    except (KeyError, IndexError, ValueError) as e:
+        raise PlanError(
+            f"{where}: {field} {text!r}: placeholder {e} is not a parameter of the entry "
+            f"({', '.join(given) or 'none'})"
+        ) from None
+
+
+def _filled(value: Any, combo: Mapping[str, Any]) -> Any:
+    """A string parameter with the ``{name}`` placeholders of the matrix's parameters filled from
+    one combination (so that a matrix over ``seed`` names each run's folder: ``x__seed{seed}``);
+    other braces and other values pass through."""
+    if not isinstance(value, str) or not combo:
+        return value
+    return re.sub(r"\{(\w+)\}", lambda g: str(combo[g[1]]) if g[1] in combo else g[0], value)
+
+
+def _swap(replace: Mapping[str, Mapping[Any, Any]], key: str, value: Any) -> Any:
+    """``value`` of parameter ``key`` after the plan's ``replace`` ({parameter: {old: new}})."""
+    table = replace.get(key) or {}
+    try:
+        return table.get(value, value)
+    except TypeError:  # an unhashable value (a list) is never replaced
+        return value
+
+
+def _entry_runs(
+    entry: Mapping[str, Any],
+    where: str,
+    nb_dir: Path,
+    defaults: Mapping[str, Any],
+    several: bool,
+    stage: Any,
+    replace: Mapping[str, Mapping[Any, Any]] | None = None,
+) -> list[Run]:
+    """The runs of one plan entry (one notebook, its parameters and matrix), checked; ``replace``
+    ({parameter: {old value: new value}}) swaps values of the defaults, parameters and matrix."""
+    replace = replace or {}
+    nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+    nb_path = nb_dir / f"{nb}.ipynb"
+    if not nb_path.is_file():
+        raise PlanError(f"{where}: notebook {nb_path} not found")
+    declared = _declared(nb_path)
+    params, matrix = dict(entry.get("parameters") or {}), dict(entry.get("matrix") or {})
+    params = {k: _swap(replace, k, v) for k, v in params.items()}
+    matrix = {k: [_swap(replace, k, v) for v in vs] for k, vs in matrix.items()}
+    defaults = {k: _swap(replace, k, v) for k, v in defaults.items()}
+    unknown = sorted((set(params) | set(matrix)) - set(declared))
+    if unknown:
+        raise PlanError(
+            f"{where}, notebook {nb}: unknown parameter(s) "
+            f"{', '.join(unknown)}; the notebook declares {', '.join(declared)}"
+        )
+    merged = {k: v for k, v in defaults.items() if k in declared}
+    runs = []
+    for combo in product(*matrix.values()) if matrix else [()]:
+        point = dict(zip(matrix, combo))
+        given = {**{k: _filled(v, point) for k, v in params.items()}, **point}
+        explicit = {k: given[k] for k in declared if k in given}  # the notebook's order
+        named = several and explicit
+        slug = _named(entry, "name", given, where) or (
+            f"{nb}__{_slug(list(explicit.values()))}" if named else nb
+        )
+        base = TITLES.get(nb, nb)
+        title = _named(entry, "title", given, where) or (
+            f"{base}: {', '.join(map(str, explicit.values()))}" if named else base
+        )
+        runs.append(
+            Run(nb, {**merged, **explicit}, slug, str(stage.get("name")), bool(stage.get("parallel")), title)
+        )
+    return runs
+
+
+def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
+    """Read and check a plan: notebooks exist, every run parameter is one the notebook declares."""
+    spec, src, root = _read_spec(plan)
+    if not isinstance(spec.get("stages"), list) or not spec["stages"]:
+        raise PlanError(f"{src}: expected a list 'stages' of {{name, runs: [...]}}")
+    nb_dir = (root / spec.get("notebooks_dir", "notebooks")).resolve()
+    data = spec.get("data") or {}
+    out = Plan(
+        name=str(spec["name"]),
+        notebooks_dir=nb_dir,
+        book_dir=(root / spec.get("book_dir", "book")).resolve(),
+        data_dir=(nb_dir / data["dir"]).resolve() if data.get("dir") else None,
+        synthetic=data.get("synthetic"),
+        root=root.resolve(),
+        benchmarks=[str(c) for c in spec.get("benchmarks") or []],
+        cpu_workers=int(spec.get("cpu_workers", 1)),
+    )
+    defaults = dict(spec.get("defaults") or {})
+    replace = spec.get("replace") or {}
+    if not isinstance(replace, dict) or not all(isinstance(v, dict) for v in replace.values()):
+        raise PlanError(f"{src}: 'replace' must map a parameter to {{old value: new value}}, got {replace!r}")
+    per_notebook = _runs_per_notebook(spec["stages"])
+    seen: set[str] = set()
+    for i, stage in enumerate(spec["stages"]):
+        stage = {**stage, "name": str(stage.get("name", i))}
+        where = f"{src}, stage {stage['name']!r}"
+        runs = []
+        for entry in stage.get("runs") or []:
+            nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+            for run in _entry_runs(
+                entry, where, nb_dir, defaults, per_notebook.get(nb, 0) > 1, stage, replace
+            ):
+                if run.slug in seen:
+                    raise PlanError(f"{where}: two runs named {run.slug!r}; give one a 'name'")
+                seen.add(run.slug)
+                runs.append(run)
+        out.stages.append(runs)
+    return out
+
+
+def effective_runs(plan: str | Path | Mapping[str, Any] | Plan) -> list[dict[str, Any]]:
+    """What each run of a plan will execute with, without running or writing anything.
+
+    Takes a plan (name, path, mapping or a loaded ``Plan``); returns one dict per run, in
+    order: ``{"slug", "notebook", "stage", "parameters"}``, where ``parameters`` are the
+    notebook's declared defaults overridden by the plan's values (the plan wins).
+    """
+    p = plan if isinstance(plan, Plan) else load_plan(plan)
+    return [
+        {
+            "slug": run.slug,
+            "notebook": run.notebook,
+            "stage": run.stage,
+            "parameters": effective_parameters(run, p.notebooks_dir),
+        }
+        for run in p.runs
+    ]
+
+
+def effective_parameters(run: Run, notebooks_dir: Path) -> dict[str, Any]:
+    """The parameters ``run`` executes with: its notebook's declared defaults, the plan's values on top."""
+    return {**_declared(notebooks_dir / f"{run.notebook}.ipynb"), **run.parameters}
+
+
+def describe_plan(plan: str | Path | Mapping[str, Any] | Plan) -> str:
+    """Readable text of a plan's runs (``steelnb run PLAN --dry-run``): one block per run with
+    its stage, slug, title and every effective parameter; values the plan sets are marked ``*``."""
+    p = plan if isinstance(plan, Plan) else load_plan(plan)
+    runs = effective_runs(p)
+    lines = [
+        f"plan {p.name}: {len(runs)} run(s) in {len(p.stages)} stage(s); dry run, nothing executed or written",
+        f"notebooks: {p.notebooks_dir}",
+        f"executed runs would go to: {p.book_dir / 'runs'}",
+    ]
+    if p.data_dir is not None:
+        state = "present" if (p.data_dir / "train.csv").is_file() else "missing"
+        lines.append(f"data: {p.data_dir} (train.csv {state})")
+    lines.append("* = set by the plan; other values are the notebook's defaults")
+    for run, eff in zip(p.runs, runs):
+        width = max((len(k) for k in eff["parameters"]), default=0)
+        lines += ["", f"[{eff['stage']}] {eff['slug']}  ({run.notebook}.ipynb: {run.title})"]
+        lines += [
+            f"  {'*' if k in run.parameters else ' '} {k:<{width}} = {v!r}"
+            for k, v in eff["parameters"].items()
+        ]
+    return "\n".join(lines)
+
+
+def run_hash(run: Run, notebooks_dir: Path) -> str:
+    """Hash of the run's parameters and its notebook's source: a change re-runs it."""
+    h = hashlib.sha256(json.dumps(dict(run.parameters), sort_keys=True, default=str).encode())
+    h.update((notebooks_dir / f"{run.notebook}.ipynb").read_bytes())
+    return h.hexdigest()[:16]
+
+
+# -- execution ------------------------------------------------------------------------------
+def execute_run(
+    run: Run,
+    notebooks_dir: Path,
+    runs_dir: Path,
+    progress: bool = True,
+    inject: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Execute one run with papermill (cwd = notebooks_dir); never raises for a notebook error.
+
+    ``inject``: parameters for this execution only, outside the run's identity (its hash and
+    record), e.g. ``{"resume": True}`` when a stopped Slurm job is run again.
+    """
+    import papermill as pm
+
+    out = runs_dir / f"{run.slug}.ipynb"
+    done = runs_dir / f"{run.slug}.done"
+    done.unlink(missing_ok=True)  # an interrupted run must not look finished
+    record = _record(
+        run,
+        effective=effective_parameters(run, notebooks_dir),
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        run_hash=run_hash(run, notebooks_dir),
+    )
+    start = time.time()
+    try:
+        pm.execute_notebook(
+            str(notebooks_dir / f"{run.notebook}.ipynb"),
+            str(out),
+            parameters={**run.parameters, **(inject or {})},
+            cwd=str(notebooks_dir),
+            progress_bar=progress,
+            **kernel_options(),
+        )
+        record.update(status="done", error="")
+        done.write_text(run_hash(run, notebooks_dir) + "\n")
+    except Exception as e:  # the batch goes on; the failed notebook keeps the traceback
+        evalue = getattr(e, "evalue", None)
+        msg = f"{getattr(e, 'ename', type(e).__name__)}: {evalue if evalue is not None else e}"
+        record.update(status="failed", error=msg.strip().splitlines()[0][:300] if msg.strip() else msg)
+    record["wall_s"] = round(time.time() - start, 1)
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if inject:
+        record["injected"] = dict(inject)
+    return record
+
+
+def kernel_options() -> dict[str, Any]:
+    """papermill's engine options for the kernels a plan starts: jupyter_client provisions CurveZMQ
+    keys (``transport_encryption="auto"``, for kernelspecs that declare it, as ipykernel's does) where
+    pyzmq has curve. The kernel then talks over an encrypted transport instead of warning, once per
+    notebook, that it runs over TCP without encryption; nothing else it logs is hidden. Empty (the
+    warning stays) where jupyter_client predates the option or pyzmq lacks curve."""
+    import zmq
+    from jupyter_client import KernelManager
+    from traitlets.config import Config
+
+    if not (zmq.has("curve") and "transport_encryption" in KernelManager.class_trait_names()):
+        return {}
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+
+
+def progress_label(plan: str, stage: str, runs: Sequence[str], shown: int = 2) -> str:
+    """The plan's progress-bar label: the plan, the stage and the runs it is on (of a stage running
+    side by side, the first ``shown`` of those not finished and how many more), e.g.
+    ``plan smoke, train: 03_train__a, 03_train__b +3 more``."""
+    names = ", ".join(runs[:shown]) + (f" +{len(runs) - shown} more" if len(runs) > shown else "")
+    return f"plan {plan}, {stage}" + (f": {names}" if names else "")
+
+
+def _init_worker(queue: Any) -> None:
+    """Pin this worker process (and the kernels it starts) to one GPU, or to its share of the
+    CPU cores ("cpu:<threads>": no GPU, that many threads). SIGTERM (the batch stopping) ends
+    its run as Ctrl-C does: papermill shuts the kernel down."""
+    install_sigterm()
+    slot = str(queue.get())
+    if slot.startswith("cpu:"):
+        threads = slot.split(":", 1)[1]
+        os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = slot
+
+
+def _execute_in_worker(
+    run: Run, notebooks_dir: Path, runs_dir: Path, inject: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return execute_run(run, notebooks_dir, runs_dir, progress=False, inject=inject)
+
+
+def resume_inject(run: Run, notebooks_dir: Path) -> dict[str, Any] | None:
+    """``{"resume": True}`` when the run's notebook declares ``resume`` and the plan does not set it."""
+    if "resume" in run.parameters or "resume" not in _declared(notebooks_dir / f"{run.notebook}.ipynb"):
+        return None
+    return {"resume": True}
+
+
+def _after_interrupt(run: Run, p: Plan, previous: Mapping[str, Any], restart: bool) -> dict[str, Any] | None:
+    """``resume_inject`` for a run an interrupt stopped, with the same parameters and notebook."""
+    rec = previous.get(run.slug) or {}
+    if restart or rec.get("status") != "interrupted" or rec.get("run_hash") != run_hash(run, p.notebooks_dir):
+        return None
+    return resume_inject(run, p.notebooks_dir)
+
+
+def _prepare_data(p: Plan) -> None:
+    """Generate the plan's synthetic set when missing; a missing Kaggle folder raises with the
+    download command."""
+    if p.data_dir is None:
+        return
+    if p.synthetic is None:  # the Kaggle data (raises with the download command when missing), or
+        ensure_data(p.data_dir)  # the embedded set every notebook defaults to, kept as it is
+        return
+    # a plan's synthetic block says what it sets, and what it leaves out is generate()'s (the
+    # Kaggle mix, nothing sealed); a generated set made otherwise is generated again
+    syn = {"n_images": 512, "n_test": 16, "seed": 0, "class_mix": "kaggle", "sealed": 0, **p.synthetic}
+    ensure_data(
+        p.data_dir,
+        n_images=int(syn["n_images"]),
+        seed=int(syn["seed"]),
+        n_test=syn["n_test"],
+        class_mix=str(syn["class_mix"]),
+        sealed=int(syn["sealed"]),
+        refresh=True,
+    )
+
+
+def _record(run: Run, **fields: Any) -> dict[str, Any]:
+    """A status record of ``run`` with ``fields`` (status, error, ...)."""
+    base = {
+        "slug": run.slug,
+        "notebook": run.notebook,
+        "stage": run.stage,
+        "title": run.title,
+        "parameters": dict(run.parameters),
+        "output": f"{run.slug}.ipynb",
+    }
+    return {**base, **fields}
+
+
+def _is_fresh(run: Run, p: Plan, runs_dir: Path) -> bool:
+    """Finished earlier with the same parameters and notebook source."""
+    done = runs_dir / f"{run.slug}.done"
+    return (
+        done.is_file()
+        and (runs_dir / f"{run.slug}.ipynb").is_file()
+        and done.read_text().strip() == run_hash(run, p.notebooks_dir)
+    )
+
+
+def _worker_slots(p: Plan, gpus: Sequence[int] | None) -> list[Any]:
+    """One slot per worker of a parallel stage: a GPU id, or "cpu:<threads>" for a share of the cores."""
+    if gpus:
+        return list(gpus)
+    if p.cpu_workers > 1:
+        return [f"cpu:{max(1, (os.cpu_count() or 1) // p.cpu_workers)}"] * p.cpu_workers
+    return []
+
+
+def _run_parallel(
+    todo: list[Run],
+    slots: list[Any],
+    p: Plan,
+    runs_dir: Path,
+    finish: Any,
+    injects: Mapping[str, Any],
+    started: dict[str, Run],
+) -> None:
+    """The runs side by side, one worker process per slot; a worker that dies fails its run only.
+    On an interrupt the runs that were executing go into ``started``, and every worker gets
+    SIGTERM (its kernel is shut down) before the interrupt goes on."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for slot in slots:
+        queue.put(slot)
+    with cf.ProcessPoolExecutor(
+        len(slots), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+    ) as pool:
+        nb = p.notebooks_dir
+        futures = {pool.submit(_execute_in_worker, r, nb, runs_dir, injects.get(r.slug)): r for r in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                try:
+                    finish(fut.result())
+                except Exception as e:  # a worker died (killed, out of memory): that run failed
+                    error = f"worker process failed: {e!r}"[:300]
+                    finish(_record(futures[fut], status="failed", error=error))
+        except KeyboardInterrupt:
+            started.update({r.slug: r for f, r in futures.items() if f.running()})
+            for f in futures:
+                f.cancel()
+            for proc in list(getattr(pool, "_processes", {}).values()):  # no public handle on them
+                if proc.is_alive():
+                    proc.terminate()
+            raise
+
+
+class StageExecutor(Protocol):
+    """Runs the runs of a stage somewhere other than this machine's processes (``steelnb.batch.slurm``)."""
+
+    def check(self, p: Plan) -> None:
+        """Raise (a ``SteelnbError``) when the plan cannot run there; called before anything is written."""
+
+    def run_stage(
+        self,
+        todo: list[Run],
+        p: Plan,
+        runs_dir: Path,
+        finish: Callable[[dict[str, Any]], None],
+        note: Callable[[dict[str, Any]], None],
+        restart: bool,
+    ) -> None:
+        """Execute ``todo`` and call ``finish(record)`` once per run as it ends (``note(record)``
+        updates status.json without ending the run); ``restart``: an earlier stage ran again or
+        ``force``, so nothing continues from an earlier attempt."""
+
+    def run_benchmarks(self, p: Plan, runs_dir: Path, force: bool) -> list[dict[str, Any]]:
+        """``steelnb.batch.benchmarks.run_benchmarks`` of the plan's benchmarks, run there."""
+
+
+def run_plan(
+    plan: str | Path | Mapping[str, Any],
+    force: bool = False,
+    gpus: Sequence[int] | None = None,
+    build: bool = True,
+    executor: StageExecutor | None = None,
+) -> pd.DataFrame:
+    """Execute every run of a plan, stage after stage; return one row per run with ``status``.
+
+    ``status`` is "done", "skipped" (finished earlier with the same parameters) or "failed".
+    With ``gpus`` the runs of a parallel stage go side by side, one worker process per GPU
+    (``CUDA_VISIBLE_DEVICES`` set per worker). Builds the book at the end when ``build``.
+    With ``executor`` (e.g. ``steelnb.batch.slurm.SlurmExecutor``) each stage's runs and the plan's
+    benchmarks run there instead, after ``executor.check`` passed.
+    """
+    p = load_plan(plan)
+    if executor is not None:
+        executor.check(p)  # bad requests fail before any file is written or job submitted
+    runs_dir = p.book_dir / "runs"
+    advice = "a second plan at the same time needs its own book_dir in its plan file"
+    with hold(runs_dir, f"steelnb run {p.name}", advice), sigterm_as_interrupt():
+        _prepare_data(p)
+        recs = _run_stages(p, runs_dir, force, gpus, executor)
+        return _finish_plan(p, recs, runs_dir, force, build, executor)
+
+
+def _put(runs_dir: Path, rec: dict[str, Any]) -> None:
+    """Record one run in status.json (read-modify-write under its lock)."""
+    update_status(runs_dir, lambda status: status["runs"].__setitem__(rec["slug"], rec))
+
+
+def _run_stages(
+    p: Plan, runs_dir: Path, force: bool, gpus: Sequence[int] | None, executor: StageExecutor | None
+) -> list[dict[str, Any]]:
+    """Every stage of the plan in order; the runs' records in the plan's order."""
+    order = [r.slug for r in p.runs]
+    previous = update_status(runs_dir, lambda status: status.update(plan=p.name, order=order))["runs"]
+    records: dict[str, dict[str, Any]] = {}
+    started: dict[str, Run] = {}  # the runs executing now, for an interrupt to mark
+    bar = _Progress(p)
+
+    def finish(rec: dict[str, Any]) -> None:
+        records[rec["slug"]] = rec
+        started.pop(rec["slug"], None)
+        _put(runs_dir, rec)
+        bar.done(rec)
+
+    upstream_ran = False  # a later stage reads what an earlier one wrote: re-run it after a change
+    slots = _worker_slots(p, gpus)
+    try:
+        for stage in p.stages:
+            restart = force or upstream_ran
+            todo = _to_run(stage, p, runs_dir, previous, restart, finish)
+            injects = {r.slug: _after_interrupt(r, p, previous, restart) for r in todo}
+            bar.on(stage[0].stage if stage else "", [r.slug for r in todo])
+            if executor is not None:
+                executor.run_stage(
+                    todo, p, runs_dir, finish, lambda rec: _put(runs_dir, rec), restart=restart
+                )
+            elif slots and todo and all(r.parallel for r in todo):
+                _run_parallel(todo, slots, p, runs_dir, finish, injects, started)
+            else:
+                _run_serial(todo, p, runs_dir, finish, injects, started, bar)
+            upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
+    except KeyboardInterrupt as e:
+        raise _interrupted(e, p, runs_dir, started) from None
+    finally:
+        bar.close()
+    return [records[r.slug] for r in p.runs]
+
+
+def _to_run(
+    stage: list[Run],
+    p: Plan,
+    runs_dir: Path,
+    previous: Mapping[str, Any],
+    restart: bool,
+    finish: Callable[[dict[str, Any]], None],
+) -> list[Run]:
+    """The runs of ``stage`` to execute; a run finished earlier with the same parameters and
+    notebook (and nothing upstream ran again: not ``restart``) is recorded "skipped" instead."""
+    todo = []
+    for run in stage:
+        if _is_fresh(run, p, runs_dir) and not restart:
+            finish({**previous.get(run.slug, {}), **_record(run, status="skipped", error="")})
+        else:
+            todo.append(run)
+    return todo
+
+
+def _run_serial(
+    todo: list[Run],
+    p: Plan,
+    runs_dir: Path,
+    finish: Callable[[dict[str, Any]], None],
+    injects: Mapping[str, Any],
+    started: dict[str, Run],
+    bar: _Progress,
+) -> None:
+    """The runs one after another in this process, the bar naming the one running; each is in
+    ``started`` while it executes, for an interrupt to mark."""
+    for run in todo:
+        bar.on(run.stage, [run.slug])  # one at a time: the bar names the one running
+        started[run.slug] = run
+        show = bar.bar.disable is False
+        finish(execute_run(run, p.notebooks_dir, runs_dir, progress=show, inject=injects[run.slug]))
+
+
+class _Progress:
+    """The plan's progress bar: a step per run, labelled with the stage and the runs it is on
+    (``progress_label``), the last run finished and its status beside it."""
+
+    def __init__(self, p: Plan) -> None:
+        from tqdm.auto import tqdm
+
+        self.plan, self.stage, self.runs = p.name, "", []
+        self.bar = tqdm(total=len(p.runs), desc=f"plan {p.name}", unit="run")
+
+    def on(self, stage: str, slugs: list[str]) -> None:
+        self.stage, self.runs = stage, list(slugs)
+        self.bar.set_description(progress_label(self.plan, stage, self.runs))
+
+    def done(self, rec: Mapping[str, Any]) -> None:
+        if rec["slug"] in self.runs:
+            self.on(self.stage, [s for s in self.runs if s != rec["slug"]])
+        self.bar.set_postfix_str(f"{rec['slug']}: {rec['status']}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _interrupted(
+    e: KeyboardInterrupt, p: Plan, runs_dir: Path, started: Mapping[str, Run]
+) -> PlanInterrupted:
+    """Mark the runs that were executing (here, or as Slurm jobs: "submitted") as interrupted;
+    the error to end the plan with, naming them and what to do."""
+    import signal
+
+    name = signal.Signals(signal_of(e)).name
+    slugs = {r.slug for r in p.runs}
+
+    def mark(status: dict[str, Any]) -> None:
+        for slug, rec in status["runs"].items():
+            if slug in slugs and rec.get("status") == "submitted" and slug not in started:
+                started_run = next(r for r in p.runs if r.slug == slug)
+                status["runs"][slug] = {**rec, **_stopped(started_run, p, name)}
+        for run in started.values():
+            status["runs"][run.slug] = {**status["runs"].get(run.slug, {}), **_stopped(run, p, name)}
+
+    status = update_status(runs_dir, mark)
+    stopped = [
+        s for s in (r.slug for r in p.runs) if status["runs"].get(s, {}).get("status") == "interrupted"
+    ]
+    what = f"run(s) {', '.join(stopped)} marked interrupted" if stopped else "no run was executing"
+    return PlanInterrupted(
+        f"plan {p.name} stopped by {name}: {what} in {runs_dir / 'status.json'}; run the same command "
+        "again to run them again (a training run resumes from its last.ckpt) and the rest of the plan",
+        signal_of(e),
+    )
+
+
+def _stopped(run: Run, p: Plan, signame: str) -> dict[str, Any]:
+    """The fields of an interrupted run's record."""
+    return _record(
+        run,
+        status="interrupted",
+        error=f"stopped by {signame} while it ran; the next run of the plan runs it again",
+        run_hash=run_hash(run, p.notebooks_dir),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+
+
+def _finish_plan(
+    p: Plan,
+    recs: list[dict[str, Any]],
+    runs_dir: Path,
+    force: bool,
+    build: bool,
+    executor: StageExecutor | None = None,
+) -> pd.DataFrame:
+    """Print the summary, run the plan's benchmarks, build the book; return the summary table."""
+    table = pd.DataFrame(recs, columns=["slug", "notebook", "stage", "status", "wall_s", "error", "output"])
+    print(table[["slug", "status", "wall_s", "error"]].to_string(index=False))
+    if not p.benchmarks:
+        benchmarks = []
+    elif executor is not None:
+        benchmarks = executor.run_benchmarks(p, runs_dir, force)
+    else:
+        benchmarks = run_benchmarks(p.benchmarks, p.root, runs_dir, force=force)
+    for rec in benchmarks:
+        print(f"benchmark {rec['command']}: {rec['status']} {rec.get('error', '')}".rstrip())
+    if build:
+        print(f"built {build_book(p.book_dir)}")
+    return table
