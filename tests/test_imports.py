@@ -194,3 +194,16 @@ def test_no_test_module_imports_another() -> None:
                 f"{path.relative_to(tests)} imports {n}" for n in names if n.split(".")[0] in test_modules
             ]
     assert not found, found
+
+
+def test_the_documented_paths_are_the_moved_modules() -> None:
+    """README and book: ``from steelnb.config import TrainConfig``, ``from steelnb.training import fit``."""
+    import steelnb.config
+    import steelnb.data.config
+    import steelnb.model.training
+    import steelnb.training
+    from steelnb.config import TrainConfig
+    from steelnb.training import fit
+
+    assert steelnb.config is steelnb.data.config and steelnb.training is steelnb.model.training
+    assert TrainConfig is steelnb.data.config.TrainConfig and fit is steelnb.model.training.fit
