@@ -208,6 +208,15 @@ def _add_run(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="with --dry-run: print the runs as a JSON list")
     p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="train every 03_train run once per seed, its folder <run>__seed<N>, instead of the plan's "
+        "seeds (e.g. --seeds 0: one seed of a three-seed plan)",
+    )
+    p.add_argument(
         "--executor",
         choices=["local", "slurm"],
         default="local",
@@ -434,13 +443,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:  # reads the plan and the notebooks' parameters; writes nothing
         import json
 
-        if args.json:
-            print(json.dumps(effective_runs(args.plan), indent=1, default=str))
-            return 0
-        from .batch.estimate import estimate_text
         from .batch.pipeline import load_plan
 
-        plan = load_plan(args.plan)
+        plan = load_plan(args.plan, args.seeds)
+        if args.json:
+            print(json.dumps(effective_runs(plan), indent=1, default=str))
+            return 0
+        from .batch.estimate import estimate_text
+
         print(describe_plan(plan))
         print(estimate_text(effective_runs(plan), plan.data_dir))  # from measured parts, or says unmeasured
         return 0
@@ -466,7 +476,9 @@ def _run(args: argparse.Namespace) -> int:
         raise SteelnbError(f"{names}: only with --executor slurm (the local executor runs on this machine)")
     if args.offline:  # the kernels papermill starts inherit the environment
         os.environ["HF_HUB_OFFLINE"] = "1"
-    results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book, executor=executor)
+    results = run_plan(
+        args.plan, force=args.force, gpus=gpus, build=not args.no_book, executor=executor, seeds=args.seeds
+    )
     failed = int((results["status"] == "failed").sum()) if len(results) else 0
     return 1 if failed else 0
 
