@@ -223,6 +223,14 @@ def _add_run(sub: Any) -> None:
         help="local: this machine's processes (default); slurm: each run a Slurm job (a job array for a "
         "parallel stage) through submitit, from a machine of the cluster",
     )
+    _add_slurm_options(p)
+
+    p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
+    p.add_argument("--book-dir", type=Path, default=Path("book"))
+
+
+def _add_slurm_options(p: Any) -> None:
+    """steelnb run's options of --executor slurm."""
     g = p.add_argument_group("with --executor slurm (what each run's job asks for)")
     g.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's default)")
     g.add_argument(
@@ -236,9 +244,6 @@ def _add_run(sub: Any) -> None:
     g.add_argument(
         "--max-parallel", type=int, default=None, metavar="K", help="at most K jobs of a stage at a time"
     )
-
-    p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
-    p.add_argument("--book-dir", type=Path, default=Path("book"))
 
 
 def _add_export(sub: Any) -> None:
