@@ -212,6 +212,11 @@ def test_seeds_given_replace_the_plans_and_extends_inherits_them(
     )
     kid = pipeline.load_plan(project / "plans" / "kid.yaml")
     assert kid.seeds == [0] and [r.slug for r in kid.runs] == ["03_train__seed0", "01_work"]
+    (project / "plans" / "kid.yaml").write_text(
+        yaml.safe_dump({"extends": "sd", "name": "kid", "seeds": None})
+    )
+    kid = pipeline.load_plan(project / "plans" / "kid.yaml")
+    assert kid.seeds is None and [r.slug for r in kid.runs] == ["03_train", "01_work"]
 
 
 @pytest.mark.slow  # a plan end to end five times over: a dozen kernels

@@ -258,7 +258,8 @@ def load_plan(plan: str | Path | Mapping[str, Any], seeds: Sequence[int] | None 
     """Read and check a plan: notebooks exist, every run parameter is one the notebook declares.
 
     ``seeds`` (``steelnb run PLAN --seeds ...``) replaces the plan's own ``seeds``: every run of a
-    notebook of ``SEEDED_NOTEBOOKS`` is repeated once per seed (``_with_seeds``)."""
+    notebook of ``SEEDED_NOTEBOOKS`` is repeated once per seed (``_with_seeds``). A plan that extends
+    another has its ``seeds`` unless it sets its own (``seeds: null``: each run once, as written)."""
     spec, src, root = _read_spec(plan)
     if not isinstance(spec.get("stages"), list) or not spec["stages"]:
         raise PlanError(f"{src}: expected a list 'stages' of {{name, runs: [...]}}")
@@ -350,7 +351,7 @@ def _refuse_own_seed(entry: Mapping[str, Any], where: str, seeds: list[int]) -> 
     if nb in SEEDED_NOTEBOOKS and own:
         raise PlanError(
             f"{where}: sets seed in its {own[0]} while the plan's seeds {seeds} repeat every run of {nb} "
-            "(folders <run>__seed<N>); drop the entry's seed, or the plan's seeds (--seeds cannot apply here)"
+            "(folders <run>__seed<N>); drop the entry's seed, or the plan's seeds and --seeds"
         )
 
 
