@@ -208,12 +208,29 @@ def _add_run(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="with --dry-run: print the runs as a JSON list")
     p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="train every 03_train run once per seed, its folder <run>__seed<N>, instead of the plan's "
+        "seeds (e.g. --seeds 0: one seed of a three-seed plan)",
+    )
+    p.add_argument(
         "--executor",
         choices=["local", "slurm"],
         default="local",
         help="local: this machine's processes (default); slurm: each run a Slurm job (a job array for a "
         "parallel stage) through submitit, from a machine of the cluster",
     )
+    _add_slurm_options(p)
+
+    p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
+    p.add_argument("--book-dir", type=Path, default=Path("book"))
+
+
+def _add_slurm_options(p: Any) -> None:
+    """steelnb run's options of --executor slurm."""
     g = p.add_argument_group("with --executor slurm (what each run's job asks for)")
     g.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's default)")
     g.add_argument(
@@ -227,9 +244,6 @@ def _add_run(sub: Any) -> None:
     g.add_argument(
         "--max-parallel", type=int, default=None, metavar="K", help="at most K jobs of a stage at a time"
     )
-
-    p = sub.add_parser("book", help="build the Jupyter Book report from book/runs")
-    p.add_argument("--book-dir", type=Path, default=Path("book"))
 
 
 def _add_export(sub: Any) -> None:
@@ -434,13 +448,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:  # reads the plan and the notebooks' parameters; writes nothing
         import json
 
-        if args.json:
-            print(json.dumps(effective_runs(args.plan), indent=1, default=str))
-            return 0
-        from .batch.estimate import estimate_text
         from .batch.pipeline import load_plan
 
-        plan = load_plan(args.plan)
+        plan = load_plan(args.plan, args.seeds)
+        if args.json:
+            print(json.dumps(effective_runs(plan), indent=1, default=str))
+            return 0
+        from .batch.estimate import estimate_text
+
         print(describe_plan(plan))
         print(estimate_text(effective_runs(plan), plan.data_dir))  # from measured parts, or says unmeasured
         return 0
@@ -466,7 +481,9 @@ def _run(args: argparse.Namespace) -> int:
         raise SteelnbError(f"{names}: only with --executor slurm (the local executor runs on this machine)")
     if args.offline:  # the kernels papermill starts inherit the environment
         os.environ["HF_HUB_OFFLINE"] = "1"
-    results = run_plan(args.plan, force=args.force, gpus=gpus, build=not args.no_book, executor=executor)
+    results = run_plan(
+        args.plan, force=args.force, gpus=gpus, build=not args.no_book, executor=executor, seeds=args.seeds
+    )
     failed = int((results["status"] == "failed").sum()) if len(results) else 0
     return 1 if failed else 0
 

@@ -45,17 +45,40 @@ def test_estimate_is_counts_times_rates(tmp_path: Path) -> None:
     runs = [r for r in pipeline.effective_runs("full") if r["notebook"] == "03_train"]
     counts = {"study": 1000, "balanced": 600, "val": 400, "test": 500}
     table = estimate.estimate_runs(runs, counts, _results(tmp_path), "cuda").set_index("run")
-    r50 = table.loc["03_train__resnet50_dice_bce"]
+    r50 = table.loc["03_train__resnet50_dice_bce__seed0"]
     # 40 epochs of 1000 images at 100/s, 40 validations of 400 at 200/s, 900 images at hv's 40/s
     assert r50["hours"] == pytest.approx((40 * 1000 / 100 + 40 * 400 / 200 + 900 / 40) / 3600)
-    full = table.loc["03_train__resnet50_dice_bce_256x1600"]
+    full = table.loc["03_train__resnet50_dice_bce_256x1600__seed1"]
     assert full["train images/s"] == 50.0 and full["train rate"] == "measured"
-    assert math.isnan(table.loc["03_train__efficientnet-b4_dice_bce", "hours"])  # no B4 benchmark
-    assert table.loc["03_train__efficientnet-b4_dice_bce", "train rate"] == "unmeasured on this device"
-    ref = table.loc["03_train__efficientnet-b4_dice_bce_256x768_reference-subset"]
+    assert math.isnan(table.loc["03_train__efficientnet-b4_dice_bce__seed2", "hours"])  # no B4 benchmark
+    assert table.loc["03_train__efficientnet-b4_dice_bce__seed2", "train rate"] == "unmeasured on this device"
+    ref = table.loc["03_train__efficientnet-b4_dice_bce_256x768_reference-subset__seed0"]
     assert ref["train images x epochs"] == "600 x 40"
     text = estimate.estimate_text(runs, None, kind="cuda", results_dir=tmp_path)
-    assert "03_train__resnet50_dice_bce: train 1" in text and "total: unmeasured on this device" in text
+    assert (
+        "03_train__resnet50_dice_bce__seed0: train 1" in text and "total: unmeasured on this device" in text
+    )
+
+
+def test_estimate_counts_every_seed(tmp_path: Path) -> None:
+    """The full plan's three seeds are three runs each in the estimate: three times the rows and the
+    hours of ``--seeds 0``."""
+    counts = {"study": 1000, "balanced": 600, "val": 400, "test": 500}
+
+    def table(seeds: list[int] | None) -> object:
+        runs = [
+            r
+            for r in pipeline.effective_runs(pipeline.load_plan("full", seeds))
+            if r["notebook"] == "03_train"
+        ]
+        return estimate.estimate_runs(runs, counts, _results(tmp_path), "cuda")
+
+    three, one = table(None), table([0])
+    assert len(three) == 3 * len(one) == 24
+    assert three["hours"].sum() == pytest.approx(3 * one["hours"].sum()) and one["hours"].sum() > 0
+    assert sorted(three["run"]) == sorted(
+        f"{r.removesuffix('__seed0')}__seed{s}" for r in one["run"] for s in (0, 1, 2)
+    )
 
 
 def test_scaled_rate_is_said(tmp_path: Path) -> None:
@@ -67,5 +90,5 @@ def test_dry_run_prints_the_estimate(capsys: pytest.CaptureFixture[str]) -> None
     assert cli.main(["run", "full", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "estimated time on this device" in out
-    assert "03_train__efficientnet-b4_dice_bce_256x768_reference-subset: train" in out
+    assert "03_train__efficientnet-b4_dice_bce_256x768_reference-subset__seed2: train" in out
     assert "total:" in out

@@ -4,6 +4,7 @@ parallel runs get one GPU each. Uses tiny stand-in notebooks (a kernel start is 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,142 @@ def test_a_matrix_entry_names_its_runs_from_their_parameters(project: Path) -> N
         pipeline.load_plan(_plan(project, [{**entry, "name": "01_work__{valeu}"}]))
     with pytest.raises(pipeline.PlanError, match="two runs named '01_work__same'"):
         pipeline.load_plan(_plan(project, [{**entry, "name": "01_work__same"}]))
+
+
+#: A stand-in for 03_train: the parameters its run folder's name (``TrainConfig.name``) is made of,
+#: and the dry run's estimate reads.
+TRAIN_PARAMS = (
+    'encoder: str = "resnet18"  # encoder\nloss: str = "dice_bce"  # loss\nheight: int = 64  # height\n'
+    'width: int = 416  # width\ninit_from: str = ""  # start\nseed: int = 0  # seed\n'
+    'run_name: str = ""  # folder name\nepochs: int = 1  # epochs (for the estimate)\nmax_images: int = 0  # all'
+)
+
+
+def _seeded_plan(project: Path, runs: list[dict], seeds: list[int] | None = None, **more) -> Path:
+    """A plan of one stage of ``runs`` beside a 01_work run, with the stand-in 03_train."""
+    write_notebook(project / "notebooks" / "03_train.ipynb", TRAIN_PARAMS, "pass")
+    spec = {"name": "sd", "stages": [{"name": "train", "runs": [*runs, {"notebook": "01_work"}]}], **more}
+    if seeds is not None:
+        spec["seeds"] = seeds
+    path = project / "plans" / f"{spec['name']}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_plan_seeds_repeat_every_training_run_seed_after_seed(project: Path) -> None:
+    """``seeds``: each 03_train run once per seed, with ``seed`` set and its folder, slug and title
+    ending in the seed; a derived folder name is TrainConfig's (``__ft`` for a run that starts from
+    another), an explicit one keeps its name; every training run at the first seed comes first; other
+    notebooks run once; comparison.arm_of puts a run's seeds in one arm."""
+    from steelnb.judge.comparison import arm_of
+
+    runs = [
+        {"notebook": "03_train", "matrix": {"loss": ["dice_bce", "tversky"]}},
+        {"notebook": "03_train", "name": "03_train__mine", "parameters": {"run_name": "mine", "width": 800}},
+        {"notebook": "03_train", "parameters": {"init_from": "../weights/x", "width": 1600}},
+    ]
+    plan = pipeline.load_plan(_seeded_plan(project, runs, [0, 2]))
+    assert plan.seeds == [0, 2]
+    got = [(r.slug, r.parameters.get("seed"), r.parameters.get("run_name")) for r in plan.stages[0]]
+    assert got == [
+        ("03_train__dice_bce__seed0", 0, "resnet18__dice_bce__64x416__seed0"),
+        ("03_train__tversky__seed0", 0, "resnet18__tversky__64x416__seed0"),
+        ("03_train__mine__seed0", 0, "mine__seed0"),
+        ("03_train__1600_..-weights-x__seed0", 0, "resnet18__dice_bce__64x1600__ft__seed0"),
+        ("01_work", None, None),
+        ("03_train__dice_bce__seed2", 2, "resnet18__dice_bce__64x416__seed2"),
+        ("03_train__tversky__seed2", 2, "resnet18__tversky__64x416__seed2"),
+        ("03_train__mine__seed2", 2, "mine__seed2"),
+        ("03_train__1600_..-weights-x__seed2", 2, "resnet18__dice_bce__64x1600__ft__seed2"),
+    ]
+    assert plan.stages[0][7].parameters == {"run_name": "mine__seed2", "width": 800, "seed": 2}
+    arms = {arm_of(r.parameters["run_name"]) for r in plan.runs if r.notebook == "03_train"}
+    assert arms == {
+        "resnet18__dice_bce__64x416",
+        "resnet18__tversky__64x416",
+        "mine",
+        "resnet18__dice_bce__64x1600__ft",
+    }
+    # without seeds the plan runs as written
+    plain = pipeline.load_plan(_seeded_plan(project, runs))
+    titles = {r.slug: r.title for r in plain.runs}
+    assert all(
+        r.title == f"{titles[r.slug.rsplit('__seed', 1)[0]]}, seed {r.slug[-1]}" for r in plan.runs[5:]
+    )
+    assert plain.seeds is None and [r.slug for r in plain.runs][:2] == [
+        "03_train__dice_bce",
+        "03_train__tversky",
+    ]
+    assert "seed" not in plain.runs[0].parameters and "seeds:" not in pipeline.describe_plan(plain)
+    assert "seeds: 0, 2: each run of 03_train once per seed" in pipeline.describe_plan(plan)
+
+
+def test_a_training_entry_with_its_own_seed_is_refused(project: Path) -> None:
+    """An entry that sets ``seed`` (a matrix, a parameter) or defaults that do cannot take the
+    plan's seeds as well: the error names the plan file and the entry."""
+    matrix = {"notebook": "03_train", "matrix": {"seed": [0, 1]}, "parameters": {"run_name": "a__seed{seed}"}}
+    with pytest.raises(
+        pipeline.PlanError, match=r"sd\.yaml, stage 'train', run 1 \(03_train\): sets seed in its matrix"
+    ):
+        pipeline.load_plan(_seeded_plan(project, [matrix], [0]))
+    own = [{"notebook": "03_train"}, {"notebook": "03_train", "name": "n", "parameters": {"seed": 3}}]
+    with pytest.raises(
+        pipeline.PlanError, match=r"sd\.yaml, stage 'train', run 2 \(n\): sets seed in its parameters"
+    ):
+        pipeline.load_plan(_seeded_plan(project, own, [0]))
+    # a plan without seeds sets seed as it likes (plans/seeds.yaml)
+    plain = pipeline.load_plan(_seeded_plan(project, own))
+    assert [r.parameters.get("seed") for r in plain.runs] == [None, 3, None]
+    path = _seeded_plan(project, [{"notebook": "03_train"}], [0], defaults={"seed": 4})
+    with pytest.raises(pipeline.PlanError, match=r"sd\.yaml: defaults set seed"):
+        pipeline.load_plan(path)
+    with pytest.raises(pipeline.PlanError, match=r"sd\.yaml: seeds \[0\] but no run of 03_train"):
+        pipeline.load_plan(_seeded_plan(project, [], [0]))
+    for bad in ([], [0, 0], [-1], ["0"], 3):
+        with pytest.raises(pipeline.PlanError, match="expected distinct non-negative integers"):
+            pipeline.load_plan(_seeded_plan(project, [{"notebook": "03_train"}], bad))
+
+
+def test_seeds_given_replace_the_plans_and_extends_inherits_them(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``load_plan(plan, seeds)`` and ``steelnb run PLAN --seeds ...`` replace the plan's seeds (one
+    seed: ``--seeds 0``); a plan that extends a seeded plan has its seeds unless it sets its own."""
+    from steelnb import cli
+
+    path = _seeded_plan(project, [{"notebook": "03_train"}], [0, 1, 2])
+    assert [r.slug for r in pipeline.load_plan(path).runs] == [
+        "03_train__seed0",
+        "01_work",
+        "03_train__seed1",
+        "03_train__seed2",
+    ]
+    assert [r.slug for r in pipeline.load_plan(path, seeds=[7]).runs] == ["03_train__seed7", "01_work"]
+    assert cli.main(["run", str(path), "--dry-run", "--json", "--seeds", "0"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["slug"], r["parameters"].get("seed")) for r in runs] == [
+        ("03_train__seed0", 0),
+        ("01_work", None),
+    ]
+    assert cli.main(["run", str(path), "--dry-run", "--seeds", "4", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "plan sd: 3 run(s)" in text and "[train] 03_train__seed5" in text
+    assert re.search(r"^  \* run_name *= 'resnet18__dice_bce__64x416__seed5'$", text, re.M)
+    with pytest.raises(pipeline.PlanError, match="--seeds"):
+        pipeline.load_plan(path, seeds=[1, 1])
+    (project / "plans" / "kid.yaml").write_text(yaml.safe_dump({"extends": "sd", "name": "kid"}))
+    assert pipeline.load_plan(project / "plans" / "kid.yaml").seeds == [0, 1, 2]
+    (project / "plans" / "kid.yaml").write_text(
+        yaml.safe_dump({"extends": "sd", "name": "kid", "seeds": [0]})
+    )
+    kid = pipeline.load_plan(project / "plans" / "kid.yaml")
+    assert kid.seeds == [0] and [r.slug for r in kid.runs] == ["03_train__seed0", "01_work"]
+    (project / "plans" / "kid.yaml").write_text(
+        yaml.safe_dump({"extends": "sd", "name": "kid", "seeds": None})
+    )
+    kid = pipeline.load_plan(project / "plans" / "kid.yaml")
+    assert kid.seeds is None and [r.slug for r in kid.runs] == ["03_train", "01_work"]
 
 
 @pytest.mark.slow  # a plan end to end five times over: a dozen kernels

@@ -86,13 +86,21 @@ WHERE = {"data_dir", "out_dir", "weights_dir"}
 
 
 def test_rehearsal_is_the_full_plan_but_for_what_a_cpu_cannot_do() -> None:
-    full, rehearsal = pipeline.effective_runs("full"), pipeline.effective_runs("rehearsal")
+    """The full plan at one of its seeds (the rehearsal's ``seeds: [0]``; ``--seeds 0`` of the full
+    plan), run for run, with the same folder names but for what the encoder and size change."""
+    rehearsal = pipeline.effective_runs("rehearsal")
+    full = pipeline.effective_runs(pipeline.load_plan("full", seeds=[0]))
+    assert pipeline.load_plan("rehearsal").seeds == [0] and pipeline.load_plan("full").seeds == [0, 1, 2]
     assert [(r["notebook"], r["stage"]) for r in rehearsal] == [(r["notebook"], r["stage"]) for r in full]
     for f, r in zip(full, rehearsal):
         changed = {k for k in f["parameters"] if f["parameters"][k] != r["parameters"][k]}
-        assert changed <= CPU_ONLY | WHERE, (f["slug"], changed - CPU_ONLY - WHERE)
         p = r["parameters"]
+        if "run_name" in changed:  # the folder 03 derives from the replaced encoder and size, at seed 0
+            assert p["run_name"] == f"{p['encoder']}__{p['loss']}__{p['height']}x{p['width']}__seed0"
+            changed.remove("run_name")
+        assert changed <= CPU_ONLY | WHERE, (f["slug"], changed - CPU_ONLY - WHERE)
         if r["notebook"] == "03_train":
+            assert p["seed"] == 0 and p["run_name"].endswith("__seed0")
             assert (p["epochs"], p["encoder_weights"], p["device"]) == (1, "", "cpu")
             assert (p["height"], p["width"]) in {(64, 192), (64, 416)}
             # judged as the full plan judges: hv TTA, tuned at full resolution
@@ -152,7 +160,7 @@ def test_rehearsal_runs_end_to_end_on_a_small_twin(shared_data, tmp_path: Path) 
     twin = project / "data" / "twin"
     folds = pd.read_csv(twin / "folds.csv")
     assert len(folds) > 0
-    run = project / "weights" / "rehearsal" / "resnet18__dice_bce__64x192"
+    run = project / "weights" / "rehearsal" / "resnet18__dice_bce__64x192__seed0"  # the rehearsal's one seed
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["data"]["kind"] == "synthetic" and metrics["encoder"] == "resnet18"
     sub = pd.read_csv(run / "submission" / "submission.csv", keep_default_na=False)

@@ -14,11 +14,15 @@ import yaml
 
 from steelnb import cli
 from steelnb.batch import pipeline
+from steelnb.judge.comparison import arm_of
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_PLANS = ["full", "resnet50", "efficientnet-b3", "efficientnet-b4", "ablation"]
 ENCODERS = {"resnet50", "efficientnet-b3", "efficientnet-b4"}  # the reference's three
-REFERENCE_RUN = "efficientnet-b4__dice_bce__256x768__reference-subset"
+REFERENCE_RUN = (
+    "efficientnet-b4__dice_bce__256x768__reference-subset"  # an arm: its seeds' folders end in __seed<N>
+)
+SEEDS = [0, 1, 2]  # every real plan's training seeds
 
 
 def _train_runs(plan: str) -> list[dict]:
@@ -74,7 +78,7 @@ def test_every_training_run_is_the_reference_recipe(plan: str) -> None:
         assert (p["height"], p["width"]) in {(256, 768), (256, 1600)}, what
         assert (p["epochs"], p["num_workers"]) == (40, 8), what
         assert p["batch_size"] == (8 if p["width"] == 1600 else 16), what
-        if p["run_name"] == REFERENCE_RUN:
+        if arm_of(p["run_name"]) == REFERENCE_RUN:
             assert plan == "full", what
             assert p["subset"] == "subset_balanced.csv", what
             assert (p["encoder"], p["loss"], p["height"], p["width"]) == (
@@ -99,13 +103,17 @@ def test_full_has_every_encoder_at_256x768_and_the_reference_run() -> None:
         "focal",
         "lovasz",
     }
-    ref = [p for p in runs if p["run_name"] == REFERENCE_RUN]
-    assert len(ref) == 1
+    ref = [p for p in runs if arm_of(p["run_name"]) == REFERENCE_RUN]
+    assert sorted(p["seed"] for p in ref) == SEEDS
     # its own folder: the ablation and the best-run choice compare runs of the study's subset only
     assert ref[0]["out_dir"] != study[0]["out_dir"]
     assert "run_name" in pipeline._declared(REPO / "notebooks" / "03_train.ipynb")
-    run = next(r for r in pipeline.load_plan("full").runs if r.parameters.get("run_name") == REFERENCE_RUN)
-    assert run.title == "Training: as the reference did (mask-balanced subset)"
+    run = next(
+        r
+        for r in pipeline.load_plan("full").runs
+        if arm_of(r.parameters.get("run_name", "")) == REFERENCE_RUN
+    )
+    assert run.title == "Training: as the reference did (mask-balanced subset), seed 0"
 
 
 @pytest.mark.parametrize("plan", ["full", "resnet50"])
@@ -123,7 +131,65 @@ def test_dry_run_json_lists_every_run(capsys: pytest.CaptureFixture[str]) -> Non
     assert all({"slug", "notebook", "stage", "parameters"} <= set(r) for r in runs)
     train = [r["parameters"] for r in runs if r["notebook"] == "03_train"]
     assert train == _train_runs("full")
-    assert sum(p["run_name"] == REFERENCE_RUN for p in train) == 1
+    assert sum(arm_of(p["run_name"]) == REFERENCE_RUN for p in train) == len(SEEDS)
+
+
+@pytest.mark.parametrize("plan", REAL_PLANS)
+def test_every_training_run_of_a_real_plan_trains_at_three_seeds(
+    plan: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plan's ``seeds``: each training run at seeds 0, 1, 2, the three alike but for the seed and
+    a run folder ending in __seed<N>, so that comparison.arm_of groups them into one arm, named as
+    the folder of the run without seeds (its run_name, or the name 03 derives); the dry run lists
+    every seeded run, and ``--seeds 0`` trains one seed of each arm."""
+    runs = _train_runs(plan)
+    arms: dict[str, list[dict]] = {}
+    for p in runs:
+        assert re.fullmatch(rf".+__seed{p['seed']}", p["run_name"]), p["run_name"]
+        arms.setdefault(arm_of(p["run_name"]), []).append(p)
+    assert len(runs) == len(SEEDS) * len(arms)
+    for arm, ps in arms.items():
+        assert sorted(p["seed"] for p in ps) == SEEDS, arm
+        rest = [{k: v for k, v in p.items() if k not in ("seed", "run_name")} for p in ps]
+        assert all(r == rest[0] for r in rest), arm
+        derived = f"{ps[0]['encoder']}__{ps[0]['loss']}__{ps[0]['height']}x{ps[0]['width']}"
+        assert arm in (derived, REFERENCE_RUN), arm
+    assert len({_folder(p) for p in runs}) == len(runs)
+    one = _train_runs_at(plan, [0])
+    assert [arm_of(p["run_name"]) for p in one] == list(arms) and {p["seed"] for p in one} == {0}
+    assert cli.main(["run", plan, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "seeds: 0, 1, 2: each run of 03_train once per seed" in text
+    for r in pipeline.load_plan(plan).runs:
+        assert f"] {r.slug}  ({r.notebook}.ipynb: {r.title})" in text
+    if plan != "full":  # the per-encoder and ablation plans write folders of the full plan
+        full = {_folder(p) for p in _train_runs("full")}
+        assert {_folder(p) for p in runs} <= full, plan
+
+
+def _train_runs_at(plan: str, seeds: list[int]) -> list[dict]:
+    return [
+        r["parameters"]
+        for r in pipeline.effective_runs(pipeline.load_plan(plan, seeds))
+        if r["notebook"] == "03_train"
+    ]
+
+
+def test_full_plan_arms_are_the_study_and_the_reference_run() -> None:
+    """plans/full.yaml's eight arms, three seeds each: the three encoders at 256x768, resnet50 at
+    256x1600, efficientnet-b4 with the three other losses, and the reference-subset run."""
+    arms = {arm_of(p["run_name"]) for p in _train_runs("full")}
+    assert arms == {
+        "resnet50__dice_bce__256x768",
+        "efficientnet-b3__dice_bce__256x768",
+        "efficientnet-b4__dice_bce__256x768",
+        "resnet50__dice_bce__256x1600",
+        "efficientnet-b4__tversky__256x768",
+        "efficientnet-b4__focal__256x768",
+        "efficientnet-b4__lovasz__256x768",
+        REFERENCE_RUN,
+    }
+    assert pipeline.load_plan("full").seeds == SEEDS
 
 
 def _snapshot(root: Path) -> dict[str, str]:

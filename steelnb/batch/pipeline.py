@@ -5,7 +5,9 @@ order (data preparation, training, evaluation, results). An entry's ``matrix`` m
 combination of its values; a string parameter may name a matrix parameter as ``{name}`` (a
 matrix over ``seed`` with ``run_name: x__seed{seed}`` writes one folder per seed). Each run is executed with the
 working directory ``notebooks/`` (so relative defaults such as ``../data/synthetic`` mean the
-same in JupyterLab and in batch) into ``book/runs/<notebook>__<slug>.ipynb``. A run that
+same in JupyterLab and in batch) into ``book/runs/<notebook>__<slug>.ipynb``. A plan's ``seeds: [0, 1, 2]``
+(``steelnb run PLAN --seeds 0 1 2`` overrides it) repeats every training run once per seed
+(``SEEDED_NOTEBOOKS``; ``seed`` set, its folder, slug and title ending in ``__seed<N>``). A run that
 succeeds leaves ``<slug>.done`` holding the hash of its parameters and notebook; a re-run
 skips it unless ``force``, the hash changed, or a run of an earlier stage ran again. A failed run keeps its executed notebook (with
 the traceback), is marked failed in ``book/runs/status.json``, and the batch goes on.
@@ -81,6 +83,7 @@ class Plan:
     root: Path = Path(".")  # the project folder: benchmark commands run from here
     benchmarks: list[str] = field(default_factory=list)  # "bench/<script>.py ARGS", for the report
     cpu_workers: int = 1  # parallel stages without --gpus: this many worker processes share the cores
+    seeds: list[int] | None = None  # each training run once per seed (``SEEDED_NOTEBOOKS``); None: as written
     stages: list[list[Run]] = field(default_factory=list)
 
     @property
@@ -251,8 +254,12 @@ def _entry_runs(
     return runs
 
 
-def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
-    """Read and check a plan: notebooks exist, every run parameter is one the notebook declares."""
+def load_plan(plan: str | Path | Mapping[str, Any], seeds: Sequence[int] | None = None) -> Plan:
+    """Read and check a plan: notebooks exist, every run parameter is one the notebook declares.
+
+    ``seeds`` (``steelnb run PLAN --seeds ...``) replaces the plan's own ``seeds``: every run of a
+    notebook of ``SEEDED_NOTEBOOKS`` is repeated once per seed (``_with_seeds``). A plan that extends
+    another has its ``seeds`` unless it sets its own (``seeds: null``: each run once, as written)."""
     spec, src, root = _read_spec(plan)
     if not isinstance(spec.get("stages"), list) or not spec["stages"]:
         raise PlanError(f"{src}: expected a list 'stages' of {{name, runs: [...]}}")
@@ -267,28 +274,119 @@ def load_plan(plan: str | Path | Mapping[str, Any]) -> Plan:
         root=root.resolve(),
         benchmarks=[str(c) for c in spec.get("benchmarks") or []],
         cpu_workers=int(spec.get("cpu_workers", 1)),
+        seeds=_plan_seeds(list(seeds) if seeds is not None else spec.get("seeds"), src, seeds is not None),
     )
-    defaults = dict(spec.get("defaults") or {})
     replace = spec.get("replace") or {}
     if not isinstance(replace, dict) or not all(isinstance(v, dict) for v in replace.values()):
         raise PlanError(f"{src}: 'replace' must map a parameter to {{old value: new value}}, got {replace!r}")
+    if out.seeds and "seed" in (spec.get("defaults") or {}):
+        raise PlanError(
+            f"{src}: defaults set seed while the plan's seeds {out.seeds} set it per run; drop one"
+        )
     per_notebook = _runs_per_notebook(spec["stages"])
     seen: set[str] = set()
     for i, stage in enumerate(spec["stages"]):
         stage = {**stage, "name": str(stage.get("name", i))}
         where = f"{src}, stage {stage['name']!r}"
-        runs = []
-        for entry in stage.get("runs") or []:
-            nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
-            for run in _entry_runs(
-                entry, where, nb_dir, defaults, per_notebook.get(nb, 0) > 1, stage, replace
-            ):
-                if run.slug in seen:
-                    raise PlanError(f"{where}: two runs named {run.slug!r}; give one a 'name'")
-                seen.add(run.slug)
-                runs.append(run)
+        runs = _stage_runs(
+            stage, where, nb_dir, dict(spec.get("defaults") or {}), per_notebook, replace, out.seeds
+        )
+        for run in runs:
+            if run.slug in seen:
+                raise PlanError(f"{where}: two runs named {run.slug!r}; give one a 'name'")
+            seen.add(run.slug)
         out.stages.append(runs)
+    if out.seeds and not any(r.notebook in SEEDED_NOTEBOOKS for r in out.runs):
+        raise PlanError(
+            f"{src}: seeds {out.seeds} but no run of {', '.join(SEEDED_NOTEBOOKS)} to repeat "
+            "(09_real_sample takes its own seed parameter)"
+        )
     return out
+
+
+def _stage_runs(
+    stage: Mapping[str, Any],
+    where: str,
+    nb_dir: Path,
+    defaults: Mapping[str, Any],
+    per_notebook: Mapping[str, int],
+    replace: Mapping[str, Mapping[Any, Any]],
+    seeds: list[int] | None,
+) -> list[Run]:
+    """The runs of one stage, in the plan's order, each training run once per seed of ``seeds``."""
+    runs = []
+    for k, entry in enumerate(stage.get("runs") or []):
+        nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+        if seeds:
+            _refuse_own_seed(entry, f"{where}, run {k + 1} ({entry.get('name') or nb})", seeds)
+        runs += _entry_runs(entry, where, nb_dir, defaults, per_notebook.get(nb, 0) > 1, stage, replace)
+    return _with_seeds(runs, seeds, nb_dir, where) if seeds else runs
+
+
+# -- training seeds -------------------------------------------------------------------------
+#: The notebooks a plan's ``seeds`` repeats: each trains one run, seeded by its ``seed`` parameter,
+#: into the folder ``TrainConfig.name`` derives from its parameters (03_train builds its config with
+#: ``TrainConfig.from_parameters``). Named here rather than found (every notebook that declares
+#: ``seed``): 09_real_sample's ``seed`` also draws its folds, so another seed there is another
+#: cross-validation, not the same configuration trained again.
+SEEDED_NOTEBOOKS = ("03_train",)
+
+
+def _plan_seeds(value: Any, src: str, given: bool = False) -> list[int] | None:
+    """A plan's ``seeds`` (``given``: from ``--seeds``) as distinct non-negative integers; None: none."""
+    if value is None:
+        return None
+    fine = isinstance(value, list) and value and all(type(s) is int and s >= 0 for s in value)
+    if not fine or len(set(value)) != len(value):
+        what = "--seeds" if given else "seeds"
+        raise PlanError(f"{src}: {what} {value!r}: expected distinct non-negative integers, e.g. [0, 1, 2]")
+    return list(value)
+
+
+def _refuse_own_seed(entry: Mapping[str, Any], where: str, seeds: list[int]) -> None:
+    """A training entry that sets ``seed`` itself (a matrix over it, as plans/seeds.yaml's, or a
+    parameter) cannot take the plan's seeds too: the two would name each folder twice."""
+    nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+    own = [k for k in ("matrix", "parameters") if "seed" in (entry.get(k) or {})]
+    if nb in SEEDED_NOTEBOOKS and own:
+        raise PlanError(
+            f"{where}: sets seed in its {own[0]} while the plan's seeds {seeds} repeat every run of {nb} "
+            "(folders <run>__seed<N>); drop the entry's seed, or the plan's seeds and --seeds"
+        )
+
+
+def _with_seeds(runs: list[Run], seeds: list[int], nb_dir: Path, where: str) -> list[Run]:
+    """A stage's runs with each training run once per seed, seed after seed: every training run at
+    the first seed, then every one at the next (a batch stopped halfway leaves every arm its first
+    seeds, not some arms all of theirs); the other runs once, in the first seed's round."""
+    return [
+        _seeded(run, seed, nb_dir, where) if run.notebook in SEEDED_NOTEBOOKS else run
+        for i, seed in enumerate(seeds)
+        for run in runs
+        if run.notebook in SEEDED_NOTEBOOKS or i == 0
+    ]
+
+
+def _seeded(run: Run, seed: int, nb_dir: Path, where: str) -> Run:
+    """``run`` at one training seed: ``seed`` set; its folder, slug and title end in the seed. The
+    folder is the run's ``run_name`` or, without one, the name ``TrainConfig`` derives from the run's
+    parameters (``<encoder>__<loss>__<H>x<W>``), so that ``comparison.arm_of`` groups the seeds."""
+    from dataclasses import replace
+
+    from ..data.config import ConfigError, TrainConfig
+
+    effective = effective_parameters(run, nb_dir)
+    if not {"seed", "run_name"} <= set(effective):
+        raise PlanError(f"{where}, run {run.slug}: seeds need a notebook that declares seed and run_name")
+    name = run.parameters.get("run_name")
+    if not name:
+        try:
+            name = TrainConfig.from_parameters(effective).name
+        except ConfigError as e:
+            raise PlanError(f"{where}, run {run.slug}: {e}") from None
+    tail = f"__seed{seed}"
+    parameters = {**run.parameters, "seed": seed, "run_name": f"{name}{tail}"}
+    return replace(run, parameters=parameters, slug=run.slug + tail, title=f"{run.title}, seed {seed}")
 
 
 def effective_runs(plan: str | Path | Mapping[str, Any] | Plan) -> list[dict[str, Any]]:
@@ -328,6 +426,11 @@ def describe_plan(plan: str | Path | Mapping[str, Any] | Plan) -> str:
     if p.data_dir is not None:
         state = "present" if (p.data_dir / "train.csv").is_file() else "missing"
         lines.append(f"data: {p.data_dir} (train.csv {state})")
+    if p.seeds:
+        lines.append(
+            f"seeds: {', '.join(map(str, p.seeds))}: each run of {', '.join(SEEDED_NOTEBOOKS)} once per "
+            "seed, its folder <run>__seed<N> (--seeds replaces them)"
+        )
     lines.append("* = set by the plan; other values are the notebook's defaults")
     for run, eff in zip(p.runs, runs):
         width = max((len(k) for k in eff["parameters"]), default=0)
@@ -571,6 +674,7 @@ def run_plan(
     gpus: Sequence[int] | None = None,
     build: bool = True,
     executor: StageExecutor | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Execute every run of a plan, stage after stage; return one row per run with ``status``.
 
@@ -578,9 +682,10 @@ def run_plan(
     With ``gpus`` the runs of a parallel stage go side by side, one worker process per GPU
     (``CUDA_VISIBLE_DEVICES`` set per worker). Builds the book at the end when ``build``.
     With ``executor`` (e.g. ``steelnb.batch.slurm.SlurmExecutor``) each stage's runs and the plan's
-    benchmarks run there instead, after ``executor.check`` passed.
+    benchmarks run there instead, after ``executor.check`` passed. ``seeds`` replaces the plan's
+    ``seeds`` (``load_plan``).
     """
-    p = load_plan(plan)
+    p = load_plan(plan, seeds)
     if executor is not None:
         executor.check(p)  # bad requests fail before any file is written or job submitted
     runs_dir = p.book_dir / "runs"

@@ -6,7 +6,8 @@ difference between two arms is the bootstrap of their per-image scores on the sa
 
 - **An arm** is a configuration trained with one or more seeds: its runs are the folders whose
   name is the arm's name with a ``__seed<N>`` suffix (``arm_of``; a run without the suffix is an
-  arm of its own). Plans vary the seed by writing that suffix (``plans/seeds.yaml``); the name is
+  arm of its own). Plans vary the seed by writing that suffix (a plan's ``seeds``, which
+  ``steelnb.batch.pipeline`` expands, or by hand as ``plans/seeds.yaml``); the name is
   the identity because it is what a plan controls and a reader sees (the config minus ``seed``
   would also merge runs that differ only in a path). A difference of two arms is
   ``stats.seed_bootstrap`` over their seeds and the shared test images; with one seed per arm it
