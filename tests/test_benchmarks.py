@@ -202,3 +202,46 @@ def test_bench_serve_writes_torch_and_onnxruntime_side_by_side(tmp_path: Path) -
     assert all(r["images/s"] > 0 and r["p99 ms"] >= r["median ms"] > 0 for r in data["rows"])
     assert len(data["measures"]) == 6 and all(m["baseline_is"] == "torch eager" for m in data["measures"])
     assert "onnxruntime p99 latency: resnet18, batch 2" in bench_markdown(tmp_path)
+
+
+def _project(root: Path, kaggle: float, wall: float, rate: str, table: str = "T_abc12") -> Path:
+    """A project folder as a plan leaves it, with one run, a recipe table and one executed page."""
+    run = root / "weights" / "smoke" / "r"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"test": {"kaggle": kaggle}, "wall_time_s": wall}))
+    (root / "weights" / "smoke" / "recipe.csv").write_text(
+        f"step,kaggle,images/s\nsingle run,{kaggle},{rate}\n"
+    )
+    runs = root / "book" / "runs"
+    runs.mkdir(parents=True)
+    html = (
+        f'<table id="{table}"><th id="x" class="col_heading level0 col1" >images/s</th>'
+        f'<td id="y" class="data row0 col0" >{kaggle}</td><td id="z" class="data row0 col1" >{rate}</td></table>'
+    )
+    page = {"cells": [{"cell_type": "code", "outputs": [{"data": {"text/html": html}}]}]}
+    (runs / "06_results.ipynb").write_text(json.dumps(page))
+    status = {"runs": {"03_train": {"slug": "03_train", "status": "done", "wall_s": wall, "stage": "train"}}}
+    (runs / "status.json").write_text(json.dumps(status))
+    return root
+
+
+def test_same_smoke_tells_a_changed_number_from_a_changed_clock(tmp_path: Path) -> None:
+    """bench/same_smoke.py: two runs of a plan that differ only in wall times, measured rates and
+    pandas' table ids are the same study; a number that differs in metrics.json, in a table or
+    on a page is named, and the script exits 1."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "same_smoke", Path(__file__).resolve().parents[1] / "bench" / "same_smoke.py"
+    )
+    same = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(same)
+    before = _project(tmp_path / "a", 0.885, 61.0, "26.33")
+    assert same.compare(before, _project(tmp_path / "b", 0.885, 73.5, "29.10", table="T_fe901")) == []
+    changed = same.compare(before, _project(tmp_path / "c", 0.886, 61.0, "26.33"))
+    assert changed == [
+        "weights/smoke/r/metrics.json: differs",
+        "weights/smoke/recipe.csv: differs",
+        "book/runs/06_results.ipynb: its outputs differ",
+    ]
+    assert same.main([str(before), str(tmp_path / "c")]) == 1
