@@ -29,6 +29,7 @@ from ..data.errors import SteelnbError
 from ..data.fileio import write_json
 from ..model.models import ModelInfo, has_classifier
 from ..model.runfiles import MEMBERS_FILE
+from ..model.runfolder import RunFolder
 from .inference import Batch, load, predict_members
 
 
@@ -120,10 +121,10 @@ class Ensemble:
         )
 
 
-def load_run(run: str | Path | Any, device: str = "cpu") -> Ensemble:
+def load_run(run: str | Path | RunFolder, device: str = "cpu") -> Ensemble:
     """A run's model (its best checkpoint, else the last) as a one-member ``Ensemble``: ``run`` a
     run folder's path or a ``RunFolder``."""
-    return load_ensemble([getattr(run, "path", run)], device)
+    return load_ensemble([run.path if isinstance(run, RunFolder) else run], device)
 
 
 def load_ensemble(weights: Sequence[str | Path], device: str = "cpu") -> Ensemble:
