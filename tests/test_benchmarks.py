@@ -178,6 +178,7 @@ def test_bench_layout_prints_both_layouts_and_their_ratio_for_each_encoder(
         assert float(diff) < 1e-3  # the same model in either layout gives the same logits
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_bench_serve_writes_torch_and_onnxruntime_side_by_side(tmp_path: Path) -> None:
     """bench/bench_serve.py end to end on a tiny size (one small encoder, four synthetic sheets):
     per batch size a row for each runtime, the measures of onnxruntime against torch eager with

@@ -68,6 +68,7 @@ def test_saved_paths_are_relative_to_the_file(tmp_path: Path, monkeypatch: pytes
     assert TrainConfig.from_yaml("../mine.yaml").data_dir == "data/synthetic"
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_train_from_the_root_with_a_config_a_notebook_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

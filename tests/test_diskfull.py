@@ -191,6 +191,7 @@ SMALL_FS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_a_real_small_filesystem(tmp_path: Path) -> None:
     """A 4 MB tmpfs (a mount namespace of its own: needs root or user namespaces; skipped
     elsewhere): the checkpoint is refused before it is written, a write that fills the disk gets

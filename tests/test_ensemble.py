@@ -52,6 +52,7 @@ def make_run(make_tiny_run: Callable[..., Path], split_data: Path) -> Callable[.
     return make
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 @pytest.mark.parametrize("classifier", [False, True])
 def test_a_run_with_itself_is_the_run(make_run, tmp_path: Path, classifier: bool) -> None:
     run = make_run(tmp_path / "run", classifier=classifier)
@@ -140,6 +141,7 @@ def test_gate_summary_from_hand_made_scores() -> None:
     assert evaluation.gate_summary(scores.drop(columns=evaluation.GATE_COLUMNS), params) is None
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_a_run_is_loaded_once_and_its_splits_file_gives_the_same_numbers(
     make_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -142,6 +142,7 @@ def _same_prediction(run: Path | list[Path], model: Path, images: Path, out: Pat
     return b
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_parity_on_synthetic_images(exported, synthetic_data, tmp_path) -> None:
     run, model = exported
     diff = _max_diff(run, model, _images(synthetic_data), "h")
@@ -150,6 +151,7 @@ def test_parity_on_synthetic_images(exported, synthetic_data, tmp_path) -> None:
     assert (frame["EncodedPixels"] != "").sum() > 0  # masks to compare, not four empty rows an image
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_parity_on_real_images(exported, shared_data, tmp_path) -> None:
     """The real train sample and unlabelled test sheets (JPEGs from the competition)."""
     run, model = exported
@@ -187,6 +189,7 @@ def test_metadata_and_model_card(exported) -> None:
     assert "## Must not be used for" in card and "**Synthetic images**" in card
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_a_classifier_head_exports_its_gate(make_tiny_run, synthetic_data, tmp_path) -> None:
     gated = pp.PostParams(classes=(pp.ClassParams(0.45, 100, cls_threshold=0.5),) * 4)
     images = _images(synthetic_data, 3)
@@ -201,6 +204,7 @@ def test_a_classifier_head_exports_its_gate(make_tiny_run, synthetic_data, tmp_p
     _assert_same_rows(_frame(want["submission"]), _frame(got["submission"]))
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_an_ensemble_is_one_graph(make_tiny_run, synthetic_data, tmp_path) -> None:
     images = _images(synthetic_data, 3)
     runs = [_sharp(make_tiny_run(tmp_path / f"m{s}", seed=s), images) for s in (2, 3)]

@@ -43,6 +43,7 @@ def _offline_build(env_offline: bool) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_imagenet_offline_fails_fast_with_advice() -> None:
     start = time.monotonic()
     proc = _offline_build(env_offline=True)
@@ -53,6 +54,7 @@ def test_imagenet_offline_fails_fast_with_advice() -> None:
     assert elapsed < 60, f"offline failure took {elapsed:.0f} s: hub retries?"  # hang guard, not a benchmark
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_imagenet_without_network_fails_fast() -> None:
     if models._hub_reachable():
         pytest.skip("the hub is reachable: the offline path cannot be exercised here")

@@ -252,6 +252,7 @@ def test_failed_run_is_kept_and_batch_goes_on_then_rerun_skips(project: Path) ->
     assert list(forced["status"]) == ["failed", "done", "done"]
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_kernels_run_encrypted_without_the_tcp_warning_and_the_bar_names_the_run(
     project: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

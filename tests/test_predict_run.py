@@ -121,6 +121,7 @@ def _check_round_trip(images: Path, labels: Path, ids: list[str], run_dir: Path,
     assert overlay_images(run_dir, [], out / "none") == [] and not (out / "none").exists()
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_submission_round_trip_and_evaluation(sample, tiny_run, tmp_path) -> None:
     images, labels, ids = sample
     assert _truth(labels, ids).any()  # some truth to score against, and some empty images
@@ -128,6 +129,7 @@ def test_submission_round_trip_and_evaluation(sample, tiny_run, tmp_path) -> Non
     _check_round_trip(images, labels, ids, tiny_run, tmp_path / "out")
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_real_severstal_sample_round_trip(real_sample, tiny_run, tmp_path) -> None:
     """The same on the real JPEGs and the real sample's train.csv (skips without ../shared)."""
     images, labels, ids = real_sample
@@ -321,6 +323,7 @@ def test_tuning_a_trained_synthetic_run(tmp_path) -> None:
     assert res["postprocess"].endswith("postprocess.yaml") and res["images"] == len(val)
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_predict_with_two_runs_writes_one_submission_and_members(sample, make_tiny_run, tmp_path) -> None:
     import json
 

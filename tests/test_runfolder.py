@@ -65,6 +65,7 @@ def test_the_check_sees_a_spelled_name_and_skips_docstrings() -> None:
     assert _strings(code) == ["metrics.json", "_path"]
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_splits_written_at_fit_read_back_as_the_data_module_has_them(tmp_path: Path) -> None:
     from steelnb.data.dataset import SteelDataModule
     from steelnb.data.synthetic import generate

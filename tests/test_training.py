@@ -62,6 +62,7 @@ def test_two_steps_reference_encoder(tmp_path: Path, encoder: str) -> None:
     assert sorted(all_ids) == sorted(id(p) for p in module.parameters() if p.requires_grad)
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_fit_writes_run_folder_and_is_reproducible(tmp_path: Path) -> None:
     runs = [
         fit(tiny_config(tmp_path, epochs=2, run_name=f"r{i}"), datamodule=TinyData(), progress_bar=False)
@@ -131,6 +132,7 @@ def test_checkpoint_io_replaces_a_checkpoint_whole_or_not_at_all(tmp_path: Path,
     assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_fit_writes_checkpoints_through_the_atomic_plugin_every_epoch(tmp_path: Path, monkeypatch) -> None:
     """Epoch 1 ends with best.ckpt and last.ckpt; every write of epoch 2 then dies half-way. The run
     fails, and both files are still epoch 1's, whole: fit's checkpoints go through AtomicCheckpointIO
@@ -320,6 +322,7 @@ def test_channels_last_only_where_cuda_runs_it(monkeypatch) -> None:
     assert not SegmentationModule(cfg).channels_last
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_trains_on_the_real_kaggle_layout_sample(shared_data: Path, tmp_path: Path) -> None:
     """The real path end to end: real train.csv (new format), real JPEGs, defect-free images
     included (subset "all"), one short epoch, a run folder that loads back."""
@@ -351,6 +354,7 @@ class ConstantValLoss(L.Callback):
         )  # before early stopping and the scheduler read it
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_lr_drops_on_plateau_and_training_goes_on(tmp_path: Path) -> None:
     cfg = tiny_config(
         tmp_path, epochs=10, plateau_patience=1, early_stopping_patience=3, lr_encoder=1e-4, lr_decoder=1e-3
@@ -373,6 +377,7 @@ def test_patience_that_would_hide_the_plateau_is_refused() -> None:
     assert TrainConfig().early_stopping_patience > TrainConfig().plateau_patience
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_warmup_starts_low_and_reaches_the_rate(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, epochs=3, warmup_epochs=1.0, lr_encoder=1e-3, lr_decoder=1e-2)
     run = fit(cfg, datamodule=TinyData(n=8), progress_bar=False)
@@ -405,6 +410,7 @@ def test_onecycle_with_a_one_step_warmup_trains(tmp_path: Path, batches: int, wa
     assert trainer.optimizers[0].defaults["fused"]  # torch's fused Adam on CPU (bench_train: 1.07-1.27x)
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_onecycle_rises_then_decays_to_nearly_zero(tmp_path: Path) -> None:
     cfg = tiny_config(
         tmp_path, epochs=4, schedule="onecycle", warmup_epochs=1.0, lr_encoder=1e-3, lr_decoder=1e-2

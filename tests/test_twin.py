@@ -63,6 +63,7 @@ def _check_twin(out: Path, shared_data: Path, fraction: float) -> None:
     assert marker["generator"] == "steelnb.twin" and marker["fraction"] == fraction
 
 
+@pytest.mark.slow  # 5-14 s on two cores (trains, exports or starts a process): CI runs it, the fast loop does not
 def test_twin_carries_the_real_label_table(shared_data, tmp_path) -> None:
     out = tmp_path / "twin"
     assert (
