@@ -457,7 +457,8 @@ def _run(args: argparse.Namespace) -> int:
         from .batch.estimate import estimate_text
 
         print(describe_plan(plan))
-        print(estimate_text(effective_runs(plan), plan.data_dir))  # from measured parts, or says unmeasured
+        # from measured parts, or says unmeasured
+        print(estimate_text(effective_runs(plan), plan.data_dir, synthetic=plan.synthetic))
         return 0
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     slurm_opts = {

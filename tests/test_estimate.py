@@ -92,3 +92,18 @@ def test_dry_run_prints_the_estimate(capsys: pytest.CaptureFixture[str]) -> None
     assert "estimated time on this device" in out
     assert "03_train__efficientnet-b4_dice_bce_256x768_reference-subset__seed2: train" in out
     assert "total:" in out
+
+
+def test_a_synthetic_plan_counts_the_set_it_will_draw(tmp_path: Path) -> None:
+    """Before its set exists, a synthetic plan's estimate counts the labels its block will draw
+    (sealed images as the test split), and they are the counts of that set once generated; not
+    the real label table's."""
+    from steelnb.data.synthetic import generate
+
+    block = {"n_images": 48, "n_test": 2, "seed": 3, "class_mix": "study", "sealed": 20}
+    before, source = estimate._counts(tmp_path / "missing", block)
+    assert "not generated yet" in source and before["test"] == 20
+    data = generate(tmp_path / "set", **block)
+    after, _ = estimate._counts(data, None)
+    assert before == after
+    assert before["val"] + before["test"] < 100  # the real label table gives hundreds

@@ -5,9 +5,11 @@
 validation and test images of its evaluation with its TTA) by the images/s the benchmarks
 measured on this kind of device (``bench/results/bench_train_<cpu|cuda>.json`` per encoder and
 size, ``bench_infer_<cpu|cuda>.json`` per TTA), and says "unmeasured on this device" where no
-benchmark ran. The counts come from the plan's data folder when it holds ``train.csv``, else
-from the real label table beside the checkout (``../shared/data/severstal-labels``), else from
-the counts 02_class_balance gives on it (``KAGGLE_SPLIT``), split the way 02 splits.
+benchmark ran. The counts come from the plan's data folder when it holds ``train.csv``; for a
+plan whose synthetic set is not generated yet, from the labels its ``data.synthetic`` block will
+draw (``synthetic.drawn_table``, no pixel drawn); else from the real label table beside the
+checkout (``../shared/data/severstal-labels``), else from the counts 02_class_balance gives on it
+(``KAGGLE_SPLIT``); split the way 02 splits (a set's sealed images are its test split).
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ def _defect_types(path: Path) -> pd.DataFrame:
     )
 
 
-def split_counts(table: pd.DataFrame, per_class: int = 250, seed: int = 0) -> dict[str, int]:
+def split_counts(
+    table: pd.DataFrame, per_class: int = 250, seed: int = 0, sealed: Sequence[str] | None = None
+) -> dict[str, int]:
     """02_class_balance's split of an image table (ImageId, classes): {"study", "balanced": training
-    images of that subset in fold 0's training folds, "val", "test": images}."""
+    images of that subset in fold 0's training folds, "val", "test": images}. ``sealed``: a
+    generated set's sealed images, which 02 makes the test split."""
     from ..data import sampling
 
     rows = [(i, int(c), "1 1") for i, s in zip(table["ImageId"], table["classes"]) for c in str(s).split()]
@@ -53,7 +58,11 @@ def split_counts(table: pd.DataFrame, per_class: int = 250, seed: int = 0) -> di
     balanced = set(sampling.balanced_subset(tidy, per_class=per_class, seed=seed)["ImageId"])
     study = set(sampling.study_subset(table, per_class=per_class, seed=seed)["ImageId"])
     chosen = sampling.fold_images(table, [balanced, study], seed=seed)
-    parts = sampling.split_ids(sampling.assign_folds(chosen, 5, seed, test_share=0.2, min_test=256), 0)
+    if sealed:
+        folds = sampling.sealed_folds(chosen, list(sealed), n_folds=5, seed=seed)
+    else:
+        folds = sampling.assign_folds(chosen, 5, seed, test_share=0.2, min_test=256)
+    parts = sampling.split_ids(folds, 0)
     train = set(parts["train"])
     return {
         "study": len(train & study),
@@ -63,13 +72,25 @@ def split_counts(table: pd.DataFrame, per_class: int = 250, seed: int = 0) -> di
     }
 
 
-def _counts(data_dir: Path | None) -> tuple[dict[str, int], str]:
-    """(split counts, where they come from)."""
+def _counts(data_dir: Path | None, synthetic: Mapping[str, Any] | None = None) -> tuple[dict[str, int], str]:
+    """(split counts, where they come from). ``synthetic``: the plan's ``data.synthetic`` block."""
     if data_dir is not None and (data_dir / "train.csv").is_file() and (data_dir / "train_images").is_dir():
         from ..data.labels import image_table, read_labels
+        from ..data.synthetic import sealed_ids
 
         table = image_table(read_labels(data_dir / "train.csv"), data_dir / "train_images", count_parts=False)
-        return split_counts(table), f"02's split of {data_dir}"
+        return split_counts(table, sealed=sealed_ids(data_dir)), f"02's split of {data_dir}"
+    if synthetic is not None:
+        from ..data.synthetic import PLAN_SET, drawn_table
+
+        syn = {**PLAN_SET, **synthetic}
+        table, sealed = drawn_table(
+            int(syn["n_images"]), syn["n_test"], int(syn["seed"]), str(syn["class_mix"]), int(syn["sealed"])
+        )
+        return split_counts(table, sealed=sealed), (
+            f"02's split of the plan's synthetic set, not generated yet ({syn['n_images']} images, "
+            f"{syn['sealed']} sealed: the labels it will draw)"
+        )
     if (LABELS / "defect_types.csv").is_file():
         return split_counts(
             _defect_types(LABELS / "defect_types.csv")
@@ -156,14 +177,16 @@ def estimate_text(
     data_dir: Path | None,
     kind: str | None = None,
     results_dir: str | Path = RESULTS,
+    synthetic: Mapping[str, Any] | None = None,
 ) -> str:
     """The dry run's estimate: per training run, the counts, the measured rates and the hours, and
-    the total on one device (runs one after another; with K devices side by side about 1/K of it)."""
+    the total on one device (runs one after another; with K devices side by side about 1/K of it).
+    ``synthetic``: the plan's ``data.synthetic`` block, whose labels count while its set is missing."""
     if kind is None:
         import torch
 
         kind = "cuda" if torch.cuda.is_available() else "cpu"
-    counts, source = _counts(data_dir)
+    counts, source = _counts(data_dir, synthetic)
     table = estimate_runs(runs, counts, results_dir, kind)
     if table.empty:
         return ""

@@ -45,7 +45,7 @@ import yaml
 
 from ..data.errors import SteelnbError
 from ..data.locks import hold
-from ..data.synthetic import ensure_data
+from ..data.synthetic import PLAN_SET, ensure_data
 from .benchmarks import run_benchmarks
 from .book import build_book
 from .interrupts import PlanInterrupted, install_sigterm, signal_of, sigterm_as_interrupt
@@ -563,7 +563,7 @@ def _prepare_data(p: Plan) -> None:
         return
     # a plan's synthetic block says what it sets, and what it leaves out is generate()'s (the
     # Kaggle mix, nothing sealed); a generated set made otherwise is generated again
-    syn = {"n_images": 512, "n_test": 16, "seed": 0, "class_mix": "kaggle", "sealed": 0, **p.synthetic}
+    syn = {**PLAN_SET, **p.synthetic}
     ensure_data(
         p.data_dir,
         n_images=int(syn["n_images"]),

@@ -407,6 +407,32 @@ def _marker(n_images: int, n_test: int, seed: int, old_format: bool, class_mix: 
     return marker
 
 
+def drawn_table(
+    n_images: int = 200,
+    n_test: int | None = None,
+    seed: int = 0,
+    class_mix: str = "kaggle",
+    sealed: int = 0,
+) -> tuple[pd.DataFrame, list[str]]:
+    """What ``generate`` with these arguments would label, without drawing a pixel: the image
+    table (ImageId, classes: space-separated class ids, "" for a clean image) and the sealed
+    images' ids. A class whose rendered mask comes out empty is dropped from the written
+    train.csv, so a rendered set can hold a few masks fewer than this table: it is for counting
+    (what a plan will train and judge on before its set exists), not a label file."""
+    if class_mix not in CLASS_MIXES:
+        raise SyntheticError(f"class_mix={class_mix!r}: expected one of {sorted(CLASS_MIXES)}")
+    if n_images < 0 or not 0 <= sealed <= n_images:
+        raise SyntheticError(
+            f"n_images={n_images}, sealed={sealed}: expected counts >= 0, sealed <= n_images"
+        )
+    n_test = n_images // 4 if n_test is None else n_test
+    draws = _draw(n_images, n_test, seed, sealed, CLASS_MIXES[class_mix])
+    table = pd.DataFrame(
+        {"ImageId": draws.train_ids, "classes": [" ".join(map(str, sorted(c))) for c in draws.per_image]}
+    )
+    return table, sorted(draws.train_ids[n_images - sealed :]) if sealed else []
+
+
 def sealed_ids(data_dir: str | Path) -> list[str] | None:
     """The ids of a set's sealed test images (``sealed_test.csv``), or None when it has none."""
     path = Path(data_dir) / SEALED
@@ -421,6 +447,11 @@ def sealed_ids(data_dir: str | Path) -> list[str] | None:
 #: The embedded data set every notebook, the main command and the tests default to: 512 labelled
 #: images in the study's class mix, the 256 of the test split sealed, and 16 unlabelled test images.
 DEFAULT_SET = {"n_images": 512, "n_test": 16, "seed": 0, "class_mix": "study", "sealed": 256}
+
+
+#: What a plan's ``data.synthetic`` block leaves out (pipeline's data stage, the dry run's estimate):
+#: 512 labelled images and 16 unlabelled, the Kaggle mix, nothing sealed.
+PLAN_SET = {"n_images": 512, "n_test": 16, "seed": 0, "class_mix": "kaggle", "sealed": 0}
 
 
 def ensure_data(
