@@ -41,3 +41,33 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
         tmp.write_text("half")
         raise RuntimeError("stopped mid-write")
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "plan not found"),
+        ("a: [1,\n", "not valid YAML"),
+        ("- a\n- b\n", "expected a mapping, got list"),
+    ],
+)
+def test_read_mapping_names_the_file_and_the_problem(tmp_path: Path, text: str | None, problem: str) -> None:
+    from steelnb.batch.pipeline import PlanError
+    from steelnb.data.fileio import read_mapping
+
+    path = tmp_path / "p.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(PlanError, match=problem) as caught:
+        read_mapping(path, PlanError, "plan", "a mapping")
+    assert str(path) in str(caught.value)
+
+
+def test_read_mapping_reads_an_empty_file_as_empty(tmp_path: Path) -> None:
+    from steelnb.data.errors import SteelnbError
+    from steelnb.data.fileio import read_mapping
+
+    (tmp_path / "e.yaml").write_text("")
+    (tmp_path / "m.yaml").write_text("a: 1\n")
+    assert read_mapping(tmp_path / "e.yaml", SteelnbError, "file", "a mapping") == {}
+    assert read_mapping(tmp_path / "m.yaml", SteelnbError, "file", "a mapping") == {"a": 1}

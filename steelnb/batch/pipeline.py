@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
-import yaml
 
 from ..data.errors import SteelnbError
+from ..data.fileio import read_mapping
 from ..data.locks import hold
 from ..data.synthetic import PLAN_SET, ensure_data
 from .benchmarks import run_benchmarks
@@ -139,12 +139,7 @@ def _read_spec(
         spec, src, root, here = dict(plan), "<plan>", Path.cwd(), None
     else:
         path = find_plan(plan)
-        try:
-            spec = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise PlanError(f"{path}: not valid YAML ({e})") from e
-        if not isinstance(spec, dict):
-            raise PlanError(f"{path}: expected a mapping with 'stages'")
+        spec = read_mapping(path, PlanError, "plan", "a mapping with 'stages'")
         spec.setdefault("name", path.stem)
         src, root, here = str(path), path.parent.parent if path.parent.name == "plans" else path.parent, path
     parent = spec.pop("extends", None)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import SteelnbError
-from .fileio import write_text
+from .fileio import read_mapping, write_text
 
 #: Image geometry of the Severstal data set (height, width).
 HEIGHT, WIDTH = 256, 1600
@@ -393,14 +393,7 @@ def _file_fields(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
 
 def _read_fields(path: Path) -> dict[str, Any]:
     """The fields of a config file, ``PATH_FIELDS`` relative to the working folder (``from_yaml``)."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    data = read_mapping(path, ConfigError, "config file", "a mapping of config fields")
     folder = path.resolve().parent
     if data.pop(PATHS_KEY, None) == PATHS_FROM_FILE:
         for name in PATH_FIELDS:

@@ -9,6 +9,10 @@ one), the free space there and the size the file needs. A writer that knows the 
 writes (``atomic_path(path, size=...)``: text, JSON, CSV, a checkpoint's estimate) is refused
 before it writes anything when the filesystem has less room than that; one that learns it only
 by writing reports at least what it had written when the disk filled.
+
+``read_mapping`` is the one reader of the YAML files steelnb reads back (plans, config files,
+post-processing parameters): a missing file, invalid YAML and a document that is not a mapping
+each raise the caller's error class with the file's name and the problem.
 """
 
 from __future__ import annotations
@@ -137,3 +141,22 @@ def write_csv(path: str | Path, frame: Any) -> Path:
 def write_json(path: str | Path, data: Any, indent: int = 2) -> Path:
     """Write ``data`` as JSON atomically (values JSON cannot hold are written as strings)."""
     return write_text(path, json.dumps(data, indent=indent, default=str))
+
+
+def read_mapping(path: str | Path, error: type[SteelnbError], what: str, expected: str) -> dict[str, Any]:
+    """The mapping the YAML file ``path`` holds (an empty file: ``{}``), or ``error`` (the caller's
+    class) naming the file and the problem: "PATH: WHAT not found", "PATH: not valid YAML (...)",
+    "PATH: expected EXPECTED, got list". ``what``: the kind of file ("config file");
+    ``expected``: what its document must be ("a mapping of config fields")."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (FileNotFoundError, IsADirectoryError):
+        raise error(f"{path}: {what} not found") from None
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {expected}, got {type(data).__name__}")
+    return data

@@ -28,7 +28,7 @@ import yaml
 
 from ..data.config import HEIGHT, N_CLASSES, WIDTH
 from ..data.errors import SteelnbError
-from ..data.fileio import write_text
+from ..data.fileio import read_mapping, write_text
 from ..model.metrics import dice_from_counts
 from ..model.runfiles import POSTPROCESS_FILE
 
@@ -112,12 +112,7 @@ class PostParams:
         path = Path(path)
         if path.is_dir():
             path = path / FILE_NAME
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise PostprocessError(f"{path}: post-processing file not found") from None
-        except yaml.YAMLError as e:
-            raise PostprocessError(f"{path}: not valid YAML ({e})") from None
+        data = read_mapping(path, PostprocessError, "post-processing file", "a mapping with 'classes'")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
