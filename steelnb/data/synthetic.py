@@ -302,13 +302,7 @@ def generate(
     in a temporary folder beside ``out`` and renamed into place when complete; an earlier data
     set in ``out`` is replaced, any other non-empty folder is left alone (error).
     """
-    if n_images < 0 or (n_test is not None and n_test < 0) or not 0 <= sealed <= n_images:
-        raise SyntheticError(
-            f"n_images={n_images}, n_test={n_test}, sealed={sealed}: expected counts >= 0, sealed <= n_images"
-        )
-    if class_mix not in CLASS_MIXES:
-        raise SyntheticError(f"class_mix={class_mix!r}: expected one of {sorted(CLASS_MIXES)}")
-    n_test = n_images // 4 if n_test is None else n_test
+    n_test = _checked(n_images, n_test, class_mix, sealed)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     draws = _draw(n_images, n_test, seed, sealed, CLASS_MIXES[class_mix])
@@ -332,6 +326,18 @@ def generate(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _checked(n_images: int, n_test: int | None, class_mix: str, sealed: int) -> int:
+    """``generate``'s arguments checked (SyntheticError naming the bad one); returns ``n_test``
+    with its default (``n_images // 4``) filled in."""
+    if n_images < 0 or (n_test is not None and n_test < 0) or not 0 <= sealed <= n_images:
+        raise SyntheticError(
+            f"n_images={n_images}, n_test={n_test}, sealed={sealed}: expected counts >= 0, sealed <= n_images"
+        )
+    if class_mix not in CLASS_MIXES:
+        raise SyntheticError(f"class_mix={class_mix!r}: expected one of {sorted(CLASS_MIXES)}")
+    return n_images // 4 if n_test is None else n_test
 
 
 @dataclass(frozen=True)
@@ -419,13 +425,7 @@ def drawn_table(
     images' ids. A class whose rendered mask comes out empty is dropped from the written
     train.csv, so a rendered set can hold a few masks fewer than this table: it is for counting
     (what a plan will train and judge on before its set exists), not a label file."""
-    if class_mix not in CLASS_MIXES:
-        raise SyntheticError(f"class_mix={class_mix!r}: expected one of {sorted(CLASS_MIXES)}")
-    if n_images < 0 or not 0 <= sealed <= n_images:
-        raise SyntheticError(
-            f"n_images={n_images}, sealed={sealed}: expected counts >= 0, sealed <= n_images"
-        )
-    n_test = n_images // 4 if n_test is None else n_test
+    n_test = _checked(n_images, n_test, class_mix, sealed)
     draws = _draw(n_images, n_test, seed, sealed, CLASS_MIXES[class_mix])
     table = pd.DataFrame(
         {"ImageId": draws.train_ids, "classes": [" ".join(map(str, sorted(c))) for c in draws.per_image]}
