@@ -81,12 +81,10 @@ def _counts(data_dir: Path | None, synthetic: Mapping[str, Any] | None = None) -
         table = image_table(read_labels(data_dir / "train.csv"), data_dir / "train_images", count_parts=False)
         return split_counts(table, sealed=sealed_ids(data_dir)), f"02's split of {data_dir}"
     if synthetic is not None:
-        from ..data.synthetic import PLAN_SET, drawn_table
+        from ..data.synthetic import drawn_table, plan_set
 
-        syn = {**PLAN_SET, **synthetic}
-        table, sealed = drawn_table(
-            int(syn["n_images"]), syn["n_test"], int(syn["seed"]), str(syn["class_mix"]), int(syn["sealed"])
-        )
+        syn = plan_set(synthetic)
+        table, sealed = drawn_table(**syn)
         return split_counts(table, sealed=sealed), (
             f"02's split of the plan's synthetic set, not generated yet ({syn['n_images']} images, "
             f"{syn['sealed']} sealed: the labels it will draw)"

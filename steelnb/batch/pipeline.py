@@ -45,7 +45,7 @@ import pandas as pd
 from ..data.errors import SteelnbError
 from ..data.fileio import read_mapping
 from ..data.locks import hold
-from ..data.synthetic import PLAN_SET, ensure_data
+from ..data.synthetic import ensure_data, plan_set
 from .benchmarks import run_benchmarks
 from .book import build_book
 from .interrupts import PlanInterrupted, install_sigterm, signal_of, sigterm_as_interrupt
@@ -558,16 +558,7 @@ def _prepare_data(p: Plan) -> None:
         return
     # a plan's synthetic block says what it sets, and what it leaves out is generate()'s (the
     # Kaggle mix, nothing sealed); a generated set made otherwise is generated again
-    syn = {**PLAN_SET, **p.synthetic}
-    ensure_data(
-        p.data_dir,
-        n_images=int(syn["n_images"]),
-        seed=int(syn["seed"]),
-        n_test=syn["n_test"],
-        class_mix=str(syn["class_mix"]),
-        sealed=int(syn["sealed"]),
-        refresh=True,
-    )
+    ensure_data(p.data_dir, **plan_set(p.synthetic), refresh=True)
 
 
 def _record(run: Run, **fields: Any) -> dict[str, Any]:

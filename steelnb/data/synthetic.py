@@ -23,8 +23,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -452,6 +454,19 @@ DEFAULT_SET = {"n_images": 512, "n_test": 16, "seed": 0, "class_mix": "study", "
 #: What a plan's ``data.synthetic`` block leaves out (pipeline's data stage, the dry run's estimate):
 #: 512 labelled images and 16 unlabelled, the Kaggle mix, nothing sealed.
 PLAN_SET = {"n_images": 512, "n_test": 16, "seed": 0, "class_mix": "kaggle", "sealed": 0}
+
+
+def plan_set(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A plan's ``data.synthetic`` block with ``PLAN_SET`` filling what it leaves out, typed as
+    ``generate`` takes it (n_images, n_test, seed, class_mix, sealed)."""
+    syn = {**PLAN_SET, **block}
+    return {
+        "n_images": int(syn["n_images"]),
+        "n_test": None if syn["n_test"] is None else int(syn["n_test"]),
+        "seed": int(syn["seed"]),
+        "class_mix": str(syn["class_mix"]),
+        "sealed": int(syn["sealed"]),
+    }
 
 
 def ensure_data(
