@@ -76,3 +76,28 @@ def test_reference_dir_is_the_full_plans_folder(tmp_path: Path) -> None:
     (run / "metrics.json").write_text(json.dumps(m))
     found = report.read_metrics(reference.reference_dir(tmp_path / "full"))
     assert reference.reference_rows(found)["run"].iloc[-1] == run.name
+
+
+def test_the_seeds_of_an_arm_share_one_row_with_their_means_and_each_seeds_interval() -> None:
+    """A plan's ``seeds: [0, 1, 2]`` writes ``<run>__seed<N>``: beside the reference they are one
+    arm, one row (not one row per seed), with the means over the seeds and each seed's interval."""
+    runs = []
+    for seed, (iou, soft) in enumerate([(0.60, 0.50), (0.63, 0.56), (0.57, 0.47)]):
+        m = _metrics(f"resnet50__dice_bce__256x1600__seed{seed}", "resnet50", 1600, "subset_study.csv")
+        m["seed"], m["best"]["soft_iou"] = seed, soft
+        m["test"] = {"iou": iou, "iou_ci95": [iou - 0.03, iou + 0.03], "kaggle": 0.9}
+        runs.append(m)
+    single = _metrics("efficientnet-b4__dice_bce__256x768", "efficientnet-b4", 768, "subset_study.csv")
+    rows = reference.reference_rows([runs[2], single, runs[0], runs[1]]).set_index("run")
+    assert rows.index.tolist() == [
+        "reference resnet50",
+        "resnet50__dice_bce__256x1600 (3 seeds)",
+        "reference efficientnet-b3",
+        "reference efficientnet-b4",
+        "efficientnet-b4__dice_bce__256x768",
+    ]
+    assert rows.loc["resnet50__dice_bce__256x1600 (3 seeds)", "value"] == (
+        "IoU 0.600, mean of 3 seeds (seed 0: 0.600 [0.570, 0.630]; seed 1: 0.630 [0.600, 0.660]; "
+        "seed 2: 0.570 [0.540, 0.600]); validation soft IoU 0.510, mean of 3 seeds"
+    )
+    assert rows.loc["efficientnet-b4__dice_bce__256x768", "value"].startswith("IoU 0.610 [0.580, 0.640]")
