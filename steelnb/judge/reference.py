@@ -93,6 +93,21 @@ def _value(arm: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def _reference_row(encoder: str, size: str, value: float) -> dict[str, Any]:
+    """One of the reference's numbers as a row of COLUMNS."""
+    return {
+        "source": "reference",
+        "run": f"reference {encoder}",
+        "encoder": encoder,
+        "mask size": size,
+        "trained on": "its mask-balanced subset (1,000 masks, no defect-free images)",
+        "judged on": REFERENCE_SPLIT,
+        "metric": REFERENCE_METRIC,
+        "value": f"{value}",
+        "like for like": "the reference's number",
+    }
+
+
 def reference_rows(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The reference's three rows and, after each, our Kaggle-data runs (``report.read_metrics``
     dicts, the reference-subset run's included) at its encoder and mask size, one row per arm
@@ -121,19 +136,7 @@ def reference_rows(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         }
 
     for encoder, size, value in REFERENCE:
-        rows.append(
-            {
-                "source": "reference",
-                "run": f"reference {encoder}",
-                "encoder": encoder,
-                "mask size": size,
-                "trained on": "its mask-balanced subset (1,000 masks, no defect-free images)",
-                "judged on": REFERENCE_SPLIT,
-                "metric": REFERENCE_METRIC,
-                "value": f"{value}",
-                "like for like": "the reference's number",
-            }
-        )
+        rows.append(_reference_row(encoder, size, value))
         for i, arm in enumerate(arms):
             m = arm[0]
             if m.get("encoder") == encoder and f"{m.get('height')}x{m.get('width')}" == size:
