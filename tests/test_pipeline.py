@@ -165,7 +165,7 @@ def test_a_training_entry_with_its_own_seed_is_refused(project: Path) -> None:
         pipeline.PlanError, match=r"sd\.yaml, stage 'train', run 2 \(n\): sets seed in its parameters"
     ):
         pipeline.load_plan(_seeded_plan(project, own, [0]))
-    # a plan without seeds sets seed as it likes (plans/seeds.yaml)
+    # a plan without seeds sets seed as it likes (a matrix over seed, a parameter)
     plain = pipeline.load_plan(_seeded_plan(project, own))
     assert [r.parameters.get("seed") for r in plain.runs] == [None, 3, None]
     path = _seeded_plan(project, [{"notebook": "03_train"}], [0], defaults={"seed": 4})
@@ -176,6 +176,32 @@ def test_a_training_entry_with_its_own_seed_is_refused(project: Path) -> None:
     for bad in ([], [0, 0], [-1], ["0"], 3):
         with pytest.raises(pipeline.PlanError, match="expected distinct non-negative integers"):
             pipeline.load_plan(_seeded_plan(project, [{"notebook": "03_train"}], bad))
+
+
+def test_seed_placeholder_is_filled_per_seed_and_refused_where_nothing_fills_it(project: Path) -> None:
+    """``{seed}`` in a string parameter of a seeded training run is that run's seed (each seed of a
+    second run starting from the same seed's first: plans/seeds.yaml's classification first); where
+    no plan seeds, ``--seeds`` or matrix over seed fill it, the plan is refused, naming the run and
+    the parameter, instead of handing the braces to the notebook as text."""
+    runs = [
+        {"notebook": "03_train", "name": "a", "parameters": {"run_name": "a"}},
+        {
+            "notebook": "03_train",
+            "name": "b",
+            "parameters": {"run_name": "b", "init_from": "../w/a__seed{seed}"},
+        },
+    ]
+    plan = pipeline.load_plan(_seeded_plan(project, runs, [0, 2]))
+    got = {r.slug: r.parameters["init_from"] for r in plan.runs if r.slug.startswith("b")}
+    assert got == {"b__seed0": "../w/a__seed0", "b__seed2": "../w/a__seed2"}
+    with pytest.raises(pipeline.PlanError, match=r"sd\.yaml, run b: parameter init_from .*names \{seed\}"):
+        pipeline.load_plan(_seeded_plan(project, runs))
+    matrix = {
+        "notebook": "03_train",
+        "matrix": {"seed": [1]},
+        "parameters": {"run_name": "m__seed{seed}", "init_from": "x{seed}"},
+    }
+    assert pipeline.load_plan(_seeded_plan(project, [matrix])).runs[0].parameters["init_from"] == "x1"
 
 
 def test_seeds_given_replace_the_plans_and_extends_inherits_them(

@@ -7,7 +7,8 @@ matrix over ``seed`` with ``run_name: x__seed{seed}`` writes one folder per seed
 working directory ``notebooks/`` (so relative defaults such as ``../data/synthetic`` mean the
 same in JupyterLab and in batch) into ``book/runs/<notebook>__<slug>.ipynb``. A plan's ``seeds: [0, 1, 2]``
 (``steelnb run PLAN --seeds 0 1 2`` overrides it) repeats every training run once per seed
-(``SEEDED_NOTEBOOKS``; ``seed`` set, its folder, slug and title ending in ``__seed<N>``). A run that
+(``SEEDED_NOTEBOOKS``; ``seed`` set, ``{seed}`` in its string parameters filled, its folder, slug
+and title ending in ``__seed<N>``). A run that
 succeeds leaves ``<slug>.done`` holding the hash of its parameters and notebook; a re-run
 skips it unless ``force``, the hash changed, or a run of an earlier stage ran again. A failed run keeps its executed notebook (with
 the traceback), is marked failed in ``book/runs/status.json``, and the batch goes on.
@@ -291,6 +292,7 @@ def load_plan(plan: str | Path | Mapping[str, Any], seeds: Sequence[int] | None 
                 raise PlanError(f"{where}: two runs named {run.slug!r}; give one a 'name'")
             seen.add(run.slug)
         out.stages.append(runs)
+    _refuse_unfilled_seed(out.runs, src)
     if out.seeds and not any(r.notebook in SEEDED_NOTEBOOKS for r in out.runs):
         raise PlanError(
             f"{src}: seeds {out.seeds} but no run of {', '.join(SEEDED_NOTEBOOKS)} to repeat "
@@ -350,6 +352,18 @@ def _refuse_own_seed(entry: Mapping[str, Any], where: str, seeds: list[int]) -> 
         )
 
 
+def _refuse_unfilled_seed(runs: Sequence[Run], src: str) -> None:
+    """A run whose parameter still names ``{seed}`` (no plan ``seeds`` and no matrix over seed
+    filled it) would pass the braces on as text: refused, naming the run and the parameter."""
+    for run in runs:
+        for key, value in run.parameters.items():
+            if isinstance(value, str) and "{seed}" in value:
+                raise PlanError(
+                    f"{src}, run {run.slug}: parameter {key} {value!r} names {{seed}} but nothing fills it "
+                    "(no plan seeds, --seeds or matrix over seed for this run)"
+                )
+
+
 def _with_seeds(runs: list[Run], seeds: list[int], nb_dir: Path, where: str) -> list[Run]:
     """A stage's runs with each training run once per seed, seed after seed: every training run at
     the first seed, then every one at the next (a batch stopped halfway leaves every arm its first
@@ -363,7 +377,9 @@ def _with_seeds(runs: list[Run], seeds: list[int], nb_dir: Path, where: str) -> 
 
 
 def _seeded(run: Run, seed: int, nb_dir: Path, where: str) -> Run:
-    """``run`` at one training seed: ``seed`` set; its folder, slug and title end in the seed. The
+    """``run`` at one training seed: ``seed`` set, ``{seed}`` in its string parameters filled (e.g.
+    ``encoder_weights: ../weights/x__seed{seed}/last.ckpt``, each seed from the same seed's earlier
+    run); its folder, slug and title end in the seed. The
     folder is the run's ``run_name`` or, without one, the name ``TrainConfig`` derives from the run's
     parameters (``<encoder>__<loss>__<H>x<W>``), so that ``comparison.arm_of`` groups the seeds."""
     from dataclasses import replace
@@ -380,7 +396,10 @@ def _seeded(run: Run, seed: int, nb_dir: Path, where: str) -> Run:
         except ConfigError as e:
             raise PlanError(f"{where}, run {run.slug}: {e}") from None
     tail = f"__seed{seed}"
-    parameters = {**run.parameters, "seed": seed, "run_name": f"{name}{tail}"}
+    filled = {
+        k: _filled(v, {"seed": seed}) for k, v in run.parameters.items()
+    }  # a path to the seed's own start
+    parameters = {**filled, "seed": seed, "run_name": f"{name}{tail}"}
     return replace(run, parameters=parameters, slug=run.slug + tail, title=f"{run.title}, seed {seed}")
 
 
