@@ -396,9 +396,8 @@ def _seeded(run: Run, seed: int, nb_dir: Path, where: str) -> Run:
         except ConfigError as e:
             raise PlanError(f"{where}, run {run.slug}: {e}") from None
     tail = f"__seed{seed}"
-    filled = {
-        k: _filled(v, {"seed": seed}) for k, v in run.parameters.items()
-    }  # a path to the seed's own start
+    # {seed} in a parameter: e.g. a path to the same seed's earlier run
+    filled = {k: _filled(v, {"seed": seed}) for k, v in run.parameters.items()}
     parameters = {**filled, "seed": seed, "run_name": f"{name}{tail}"}
     return replace(run, parameters=parameters, slug=run.slug + tail, title=f"{run.title}, seed {seed}")
 
