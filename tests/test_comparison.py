@@ -153,3 +153,39 @@ def test_seed_aware_tables_say_the_seeds_and_adjust_their_family(tmp_path: Path)
     against_good = comparison.paired_table(runs, good[1]).set_index("run")
     assert list(against_good.index) == ["poor", "lone"] and set(against_good["against"]) == {"good"}
     assert against_good.loc["poor", "Kaggle: verdict"].startswith("loss: excludes 0")
+
+
+def test_find_arm_gives_every_seed_of_an_arm_and_one_run_of_a_seeded_name(tmp_path: Path) -> None:
+    """A name without __seed<N> is the arm (its seeds in order; an unseeded folder of that name is
+    an arm of one); a seeded name is that run; an absent one is named with the folder searched."""
+    runs = [
+        scored_run(tmp_path / "a__seed2", 0.5).replace(seed=2),
+        scored_run(tmp_path / "a__seed0", 0.5).replace(seed=0),
+        scored_run(tmp_path / "b", 0.5),
+    ]
+    assert [m["run"] for m in comparison.find_arm(runs, "a")] == ["a__seed0", "a__seed2"]
+    assert [m["run"] for m in comparison.find_arm(runs, "a__seed2")] == ["a__seed2"]
+    assert [m["run"] for m in comparison.find_arm(runs, "b")] == ["b"]
+    with pytest.raises(comparison.ComparisonError, match="gate: run 'c' not found under w"):
+        comparison.find_arm(runs, "c", "w", "gate")
+
+
+def test_arm_value_is_the_seeds_mean_with_an_interval_that_counts_the_seeds(tmp_path: Path) -> None:
+    """An arm's test value is the mean over its seeds of each seed's; seeds that disagree widen its
+    interval against seeds that agree, on the same images; one seed is its image interval."""
+    spread = [
+        scored_run(tmp_path / f"s__seed{s}", f, images=40).replace(seed=s)
+        for s, f in enumerate((0.1, 0.5, 0.9))
+    ]
+    alike = [scored_run(tmp_path / f"a__seed{s}", 0.5, images=40).replace(seed=s) for s in range(3)]
+    wide, narrow = (comparison.arm_value(arm, n_boot=400) for arm in (spread, alike))
+    assert wide["value"] == pytest.approx(sum(m["test"]["kaggle"] for m in spread) / 3)
+    assert wide["high"] - wide["low"] > 1.5 * (narrow["high"] - narrow["low"])
+    assert wide["seeds"] == 3 and not wide["single_seed"]
+    defect = comparison.arm_value(spread, "defect_dice", n_boot=400)
+    assert defect["value"] == pytest.approx(sum(m["test"]["defect_dice"] for m in spread) / 3)
+    assert defect["low"] < defect["value"] < defect["high"]
+    one = comparison.arm_value(spread[:1], n_boot=400)
+    assert one["single_seed"] and one["low"] <= one["value"] <= one["high"]
+    with pytest.raises(comparison.ComparisonError, match="what='iou'"):
+        comparison.arm_value(spread, "iou")

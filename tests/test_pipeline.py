@@ -204,6 +204,52 @@ def test_seed_placeholder_is_filled_per_seed_and_refused_where_nothing_fills_it(
     assert pipeline.load_plan(_seeded_plan(project, [matrix])).runs[0].parameters["init_from"] == "x1"
 
 
+def test_a_per_seed_entry_runs_once_per_seed_with_its_placeholders_filled(project: Path) -> None:
+    """``per_seed: true`` on a notebook that is no training run (07_pseudo_labels labelling with each
+    seed's run): once per plan seed, ``{seed}`` filled in its strings and in the strings of its list
+    parameters, slug and title ending in the seed; refused, naming the run, where no parameter names
+    ``{seed}`` (each seed would write the same files), on a training run (seeded already), with a
+    value that is not a boolean, and where no seeds fill it (the list is checked too)."""
+    write_notebook(
+        project / "notebooks" / "07_label.ipynb",
+        'runs: list = []  # runs\nout_csv: str = "p.csv"  # written',
+        "pass",
+    )
+    label = {
+        "notebook": "07_label",
+        "per_seed": True,
+        "parameters": {"runs": ["a__seed{seed}", "b"], "out_csv": "p__seed{seed}.csv"},
+    }
+    plan = pipeline.load_plan(_seeded_plan(project, [{"notebook": "03_train"}, label], [0, 2]))
+    got = [
+        (r.slug, r.parameters.get("runs"), r.parameters.get("out_csv"))
+        for r in plan.runs
+        if r.notebook == "07_label"
+    ]
+    assert got == [
+        ("07_label__seed0", ["a__seed0", "b"], "p__seed0.csv"),
+        ("07_label__seed2", ["a__seed2", "b"], "p__seed2.csv"),
+    ]
+    assert [r.title for r in plan.runs if r.notebook == "07_label"] == [
+        "07_label, seed 0",
+        "07_label, seed 2",
+    ]
+    assert [r.slug for r in plan.runs].count("01_work") == 1  # an entry without per_seed: once
+    same = {**label, "parameters": {"runs": ["a"]}}
+    with pytest.raises(
+        pipeline.PlanError, match=r"sd\.yaml, stage 'train', run 07_label: per_seed but no parameter"
+    ):
+        pipeline.load_plan(_seeded_plan(project, [{"notebook": "03_train"}, same], [0]))
+    with pytest.raises(pipeline.PlanError, match="03_train: per_seed: a training run is repeated"):
+        pipeline.load_plan(_seeded_plan(project, [{"notebook": "03_train", "per_seed": True}], [0]))
+    with pytest.raises(pipeline.PlanError, match="07_label: per_seed 'yes': expected true or false"):
+        pipeline.load_plan(
+            _seeded_plan(project, [{"notebook": "03_train"}, {**label, "per_seed": "yes"}], [0])
+        )
+    with pytest.raises(pipeline.PlanError, match=r"run 07_label: parameter runs .*names \{seed\}"):
+        pipeline.load_plan(_seeded_plan(project, [{**label, "parameters": {"runs": ["a__seed{seed}"]}}]))
+
+
 def test_seeds_given_replace_the_plans_and_extends_inherits_them(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -336,10 +336,11 @@ def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
 def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFixture[str]) -> None:
     """plans/seeds.yaml: each arm the smoke compares (the mission's three encoders from scratch,
     Lite0 from ImageNet with each loss, from scratch, classification first, and its classification
-    stage) at seeds 0, 1, 2, the three
+    stage, and the recipe's gate and pseudo-label runs) at seeds 0, 1, 2, the three
     runs of an arm alike but for the seed and a __seed<N> run name (comparison.arm_of groups them),
-    each arm the smoke's run but for the seed, name and folder; the pairs of its results page name
-    arms it trains; and ``steelnb run seeds --dry-run`` lists every run."""
+    each arm the smoke's run but for the seed, name and folder; the pairs of its results page and
+    the steps of its recipe page name arms it trains; and ``steelnb run seeds --dry-run`` lists
+    every run."""
     from steelnb.judge.comparison import arm_of
 
     assert cli.main(["run", "seeds", "--dry-run", "--json"]) == 0
@@ -347,17 +348,18 @@ def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFi
     assert [r["slug"] for r in runs] == [r.slug for r in pipeline.load_plan("seeds").runs]
     train = _train_runs("seeds")
     names = [p["run_name"] for p in train]
-    assert len(set(names)) == len(names) == 30 and all(re.search(r"__seed[012]$", n) for n in names)
+    assert len(set(names)) == len(names) == 36 and all(re.search(r"__seed[012]$", n) for n in names)
     arms: dict[str, list[dict]] = {}
     for p in train:
         arms.setdefault(arm_of(p["run_name"]), []).append(p)
-    assert all(sorted(p["seed"] for p in ps) == [0, 1, 2] for ps in arms.values()) and len(arms) == 10
+    assert all(sorted(p["seed"] for p in ps) == [0, 1, 2] for ps in arms.values()) and len(arms) == 12
+    per_seed = ("seed", "run_name", "encoder_weights", "pseudo_labels")  # each seed's own inputs
     for ps in arms.values():
-        rest = [{k: v for k, v in p.items() if k not in ("seed", "run_name", "encoder_weights")} for p in ps]
+        rest = [{k: v for k, v in p.items() if k not in per_seed} for p in ps]
         assert all(r == rest[0] for r in rest)
-    # the same arms as the smoke's, differing only in seed, name and folder
+    # the same arms as the smoke's, differing only in seed, name, folder and each seed's inputs
     smoke = {_folder(p).rsplit("/", 1)[1]: p for p in _train_runs("smoke")}
-    other = {"seed", "run_name", "out_dir", "encoder_weights"}
+    other = {*per_seed, "out_dir"}
     for arm, ps in arms.items():
         twin = smoke[arm]
         assert {k for k in twin if twin[k] != ps[0][k]} <= other, arm
@@ -370,6 +372,37 @@ def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFi
         results["slug"] == "06_results__seeds" and results["parameters"]["weights_dir"] == "../weights/seeds"
     )
     assert all(a in arms and b in arms for a, b, _ in results["parameters"]["pairs"])
+
+
+@pytest.mark.parametrize("plan", ["seeds", "recipe"])
+def test_a_seeded_recipe_judges_every_step_over_its_seeds(plan: str) -> None:
+    """The recipe's steps at three seeds (plans/seeds.yaml's on the synthetic set, plans/recipe.yaml's
+    on the Kaggle data): 08 names arms the plan trains at every seed, after them; 07 labels once
+    per seed with that seed's runs, before the pseudo run of the same seed, which trains on that
+    seed's file."""
+    from steelnb.judge.comparison import arm_of
+
+    runs = pipeline.effective_runs(plan)
+    order = {r["slug"]: i for i, r in enumerate(runs)}
+    arms: dict[str, list[dict]] = {}
+    for p in _train_runs(plan):
+        arms.setdefault(arm_of(p["run_name"]), []).append(p)
+    assert all(sorted(p["seed"] for p in ps) == SEEDS for ps in arms.values())
+    recipe = next(r for r in runs if r["notebook"] == "08_recipe")
+    steps = recipe["parameters"]
+    named = [steps[k] for k in ("base", "gate_run", "resize_run", "pseudo_run", "pos_weight_run") if steps[k]]
+    assert all(n in arms for n in [*named, *steps["ensemble"]]) and steps["pseudo_run"]
+    labels = {}
+    for r in (r for r in runs if r["notebook"] == "07_pseudo_labels"):
+        seeds = {int(n.rsplit("__seed", 1)[1]) for n in r["parameters"]["runs"]}
+        assert len(seeds) == 1 and all(arm_of(n) in arms for n in r["parameters"]["runs"])
+        labels[seeds.pop()] = r
+    assert sorted(labels) == SEEDS
+    for p in arms[steps["pseudo_run"]]:
+        label = labels[p["seed"]]
+        assert p["pseudo_labels"] == label["parameters"]["out_csv"] == f"pseudo_labels__seed{p['seed']}.csv"
+        assert order[label["slug"]] < order[f"03_train__pseudo__seed{p['seed']}"]
+    assert order[recipe["slug"]] > max(v for k, v in order.items() if k.startswith(("03_", "07_")))
 
 
 #: What every real training run sets explicitly (not 03's CPU defaults), with its value: smp's

@@ -52,6 +52,52 @@ def test_bad_steps_are_named(tmp_path: Path) -> None:
         recipe.step_table([recipe.Step("base", base), recipe.Step("other", other, against="base")])
 
 
+def test_steps_of_several_seeds_are_arms_judged_over_their_seeds(tmp_path: Path) -> None:
+    """A step of three seeds: its row names the arm and its seeds, its value is their mean with the
+    interval over seeds and images, its difference the two-level bootstrap (no "single seed"); an arm
+    whose seeds were scored on other test images is refused, naming the step."""
+    base = [_run(tmp_path / f"base__seed{s}", f).replace(seed=s) for s, f in enumerate((0.3, 0.35, 0.25))]
+    better = [_run(tmp_path / f"ens__seed{s}", f).replace(seed=s) for s, f in enumerate((0.9, 0.85, 0.95))]
+    steps = [
+        recipe.Step("single run", base[0], arm=base),
+        recipe.Step("ensemble", better[0], against="single run", arm=better),
+    ]
+    table = recipe.step_table(steps, n_boot=300).set_index("step")
+    assert list(table["run"]) == ["base (3 seeds)", "ens (3 seeds)"]
+    assert list(table["training seeds"]) == ["3 seeds", "3 vs 3 seeds"]
+    assert table.loc["ensemble", "verdict"] == "gain: excludes 0 after Holm adjustment over 2 comparisons"
+    mean = sum(m["test"]["kaggle"] for m in base) / 3
+    assert table.loc["single run", "kaggle"] == pytest.approx(mean)
+    assert table.loc["single run", "Kaggle [95% CI]"].startswith(f"{mean:.3f} [")
+    odd = [*better[:2], _run(tmp_path / "ens__seed9", 0.9, images=20).replace(seed=9)]
+    with pytest.raises(
+        recipe.RecipeError, match="'ensemble': .*seeds of one arm scored on different test images"
+    ):
+        recipe.step_table(
+            [steps[0], recipe.Step("ensemble", odd[0], against="single run", arm=odd)], n_boot=50
+        )
+
+
+def test_ensemble_groups_make_one_ensemble_per_shared_seed() -> None:
+    """Member arms with seeds: one ensemble per seed every member has (the seed's runs); members
+    without seeds: the one ensemble; members sharing no seed: refused, naming them."""
+
+    def rec(name: str) -> RunRecord:
+        return RunRecord(RunFolder(f"w/{name}"), {"run": name})
+
+    seeded = [[rec("a__seed0"), rec("a__seed1"), rec("a__seed2")], [rec("b__seed1"), rec("b__seed0")]]
+    groups = recipe.ensemble_groups(seeded)
+    assert {k: [p.name for p in v] for k, v in groups.items()} == {
+        "__seed0": ["a__seed0", "b__seed0"],
+        "__seed1": ["a__seed1", "b__seed1"],
+    }
+    assert {k: [p.name for p in v] for k, v in recipe.ensemble_groups([[rec("a")], [rec("b")]]).items()} == {
+        "": ["a", "b"]
+    }
+    with pytest.raises(recipe.RecipeError, match="ensemble of a, c: the member arms share no training seed"):
+        recipe.ensemble_groups([seeded[0], [rec("c__seed5")]])
+
+
 def test_throughput_of_a_run_and_of_an_ensemble(tiny_run: Path, synthetic_data: Path) -> None:
     images = [synthetic_data / "train_images" / n for n in list_images(synthetic_data / "train_images")[:2]]
     one = recipe.throughput([tiny_run], images, batch_size=2)

@@ -38,7 +38,7 @@ CAPTIONS = {
 #: notebooks that are a study of their own (on other data, or plans/seeds.yaml's own runs in
 #: weights/seeds): their page stays in the report after another plan ran, where an earlier plan's
 #: runs of the shared notebooks would be stale
-STANDALONE = ("09_real_sample", "04_loss_ablation__seeds", "06_results__seeds")
+STANDALONE = ("09_real_sample", "04_loss_ablation__seeds", "08_recipe__seeds", "06_results__seeds")
 
 
 class BookError(SteelnbError):

@@ -70,6 +70,7 @@ class Run:
     stage: str
     parallel: bool = False
     title: str = ""  # sidebar title, e.g. "Training: resnet50, dice_bce"
+    per_seed: bool = False  # an entry's ``per_seed: true``: once per plan seed, ``{seed}`` filled
 
 
 @dataclass
@@ -203,6 +204,15 @@ def _swap(replace: Mapping[str, Mapping[Any, Any]], key: str, value: Any) -> Any
         return value
 
 
+def _entry_notebook(entry: Mapping[str, Any], nb_dir: Path, where: str) -> tuple[str, dict[str, Any]]:
+    """(notebook name, the parameters it declares) of a plan entry; its file must exist."""
+    nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
+    nb_path = nb_dir / f"{nb}.ipynb"
+    if not nb_path.is_file():
+        raise PlanError(f"{where}: notebook {nb_path} not found")
+    return nb, _declared(nb_path)
+
+
 def _entry_runs(
     entry: Mapping[str, Any],
     where: str,
@@ -215,11 +225,7 @@ def _entry_runs(
     """The runs of one plan entry (one notebook, its parameters and matrix), checked; ``replace``
     ({parameter: {old value: new value}}) swaps values of the defaults, parameters and matrix."""
     replace = replace or {}
-    nb = str(entry.get("notebook", "")).removesuffix(".ipynb")
-    nb_path = nb_dir / f"{nb}.ipynb"
-    if not nb_path.is_file():
-        raise PlanError(f"{where}: notebook {nb_path} not found")
-    declared = _declared(nb_path)
+    nb, declared = _entry_notebook(entry, nb_dir, where)
     params, matrix = dict(entry.get("parameters") or {}), dict(entry.get("matrix") or {})
     params = {k: _swap(replace, k, v) for k, v in params.items()}
     matrix = {k: [_swap(replace, k, v) for v in vs] for k, vs in matrix.items()}
@@ -231,7 +237,7 @@ def _entry_runs(
             f"{', '.join(unknown)}; the notebook declares {', '.join(declared)}"
         )
     merged = {k: v for k, v in defaults.items() if k in declared}
-    runs = []
+    per_seed, runs = _per_seed_flag(entry, nb, where), []
     for combo in product(*matrix.values()) if matrix else [()]:
         point = dict(zip(matrix, combo))
         given = {**{k: _filled(v, point) for k, v in params.items()}, **point}
@@ -245,7 +251,15 @@ def _entry_runs(
             f"{base}: {', '.join(map(str, explicit.values()))}" if named else base
         )
         runs.append(
-            Run(nb, {**merged, **explicit}, slug, str(stage.get("name")), bool(stage.get("parallel")), title)
+            Run(
+                nb,
+                {**merged, **explicit},
+                slug,
+                str(stage.get("name")),
+                bool(stage.get("parallel")),
+                title,
+                per_seed,
+            )
         )
     return runs
 
@@ -352,12 +366,25 @@ def _refuse_own_seed(entry: Mapping[str, Any], where: str, seeds: list[int]) -> 
         )
 
 
+def _per_seed_flag(entry: Mapping[str, Any], nb: str, where: str) -> bool:
+    """An entry's ``per_seed`` (a notebook other than a training run, e.g. 07_pseudo_labels labelling
+    with each seed's run, repeated once per plan seed with ``{seed}`` filled), checked."""
+    flag = entry.get("per_seed", False)
+    if not isinstance(flag, bool):
+        raise PlanError(f"{where}, notebook {nb}: per_seed {flag!r}: expected true or false")
+    if flag and nb in SEEDED_NOTEBOOKS:
+        raise PlanError(f"{where}, notebook {nb}: per_seed: a training run is repeated per seed already")
+    return flag
+
+
 def _refuse_unfilled_seed(runs: Sequence[Run], src: str) -> None:
     """A run whose parameter still names ``{seed}`` (no plan ``seeds`` and no matrix over seed
     filled it) would pass the braces on as text: refused, naming the run and the parameter."""
     for run in runs:
         for key, value in run.parameters.items():
-            if isinstance(value, str) and "{seed}" in value:
+            if any(
+                isinstance(v, str) and "{seed}" in v for v in (value if isinstance(value, list) else [value])
+            ):
                 raise PlanError(
                     f"{src}, run {run.slug}: parameter {key} {value!r} names {{seed}} but nothing fills it "
                     "(no plan seeds, --seeds or matrix over seed for this run)"
@@ -367,13 +394,33 @@ def _refuse_unfilled_seed(runs: Sequence[Run], src: str) -> None:
 def _with_seeds(runs: list[Run], seeds: list[int], nb_dir: Path, where: str) -> list[Run]:
     """A stage's runs with each training run once per seed, seed after seed: every training run at
     the first seed, then every one at the next (a batch stopped halfway leaves every arm its first
-    seeds, not some arms all of theirs); the other runs once, in the first seed's round."""
+    seeds, not some arms all of theirs); the runs of an entry with ``per_seed`` once per seed too
+    (``_per_seed``); the other runs once, in the first seed's round."""
     return [
-        _seeded(run, seed, nb_dir, where) if run.notebook in SEEDED_NOTEBOOKS else run
+        _seeded(run, seed, nb_dir, where)
+        if run.notebook in SEEDED_NOTEBOOKS
+        else (_per_seed(run, seed, where) if run.per_seed else run)
         for i, seed in enumerate(seeds)
         for run in runs
-        if run.notebook in SEEDED_NOTEBOOKS or i == 0
+        if run.notebook in SEEDED_NOTEBOOKS or run.per_seed or i == 0
     ]
+
+
+def _per_seed(run: Run, seed: int, where: str) -> Run:
+    """A ``per_seed`` run at one seed: ``{seed}`` filled in its string parameters and in the strings
+    of its list parameters (``runs: [x__seed{seed}]``), its slug and title ending in the seed. A run
+    none of whose parameters names ``{seed}`` is refused: every seed would write the same files."""
+    from dataclasses import replace
+
+    def fill(v: Any) -> Any:
+        return [_filled(x, {"seed": seed}) for x in v] if isinstance(v, list) else _filled(v, {"seed": seed})
+
+    parameters = {k: fill(v) for k, v in run.parameters.items()}
+    if parameters == dict(run.parameters):
+        raise PlanError(f"{where}, run {run.slug}: per_seed but no parameter names {{seed}}")
+    return replace(
+        run, parameters=parameters, slug=f"{run.slug}__seed{seed}", title=f"{run.title}, seed {seed}"
+    )
 
 
 def _seeded(run: Run, seed: int, nb_dir: Path, where: str) -> Run:

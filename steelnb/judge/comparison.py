@@ -217,6 +217,40 @@ def find_run(
     raise ComparisonError(f"{prefix}run {name!r} not found under {where}; runs: {', '.join(names)}")
 
 
+def find_arm(
+    runs: Sequence[Mapping[str, Any]], name: str, where: str | Path = "weights", what: str = ""
+) -> list[Mapping[str, Any]]:
+    """The runs of one arm, by seed: ``name`` without a ``__seed<N>`` suffix is an arm, every
+    seed of it found in ``runs`` (a run folder of that exact name, unseeded, is an arm of one); a
+    name with the suffix is that one run. A ``ComparisonError`` as ``find_run``'s when none is found."""
+    if SEED_SUFFIX.search(name):
+        return [find_run(runs, name, where, what)]
+    arm = group_arms([m for m in runs if arm_of(m) == name]).get(name)
+    return list(arm) if arm else [find_run(runs, name, where, what)]
+
+
+def arm_value(arm: Sequence[Mapping[str, Any]], what: str = "kaggle", n_boot: int = 2000) -> dict[str, Any]:
+    """The test-split mean of an arm over its seeds with its 95% interval over seeds and images
+    (``stats.seed_bootstrap`` of the arm against a zero arm of the same shape, so the difference
+    is the arm's own mean): ``what`` "kaggle" (every image and class) or "defect_dice" (the pairs
+    whose truth is not empty, pooled). {"value", "low", "high", "seeds", "single_seed"}; one seed
+    gives the paired image bootstrap's interval of that run."""
+    if what not in ("kaggle", "defect_dice"):
+        raise ComparisonError(f"what={what!r}: expected 'kaggle' or 'defect_dice'")
+    _, dice, truth_empty = arm_scores(arm)
+    if what == "defect_dice":
+        dice = np.stack([stats.defect_values(d, truth_empty) for d in dice])
+    zero = np.where(np.isnan(dice[:1]), np.nan, 0.0)
+    d = stats.seed_bootstrap(dice, zero, n_boot=n_boot, pooled=what == "defect_dice", fixed_b=True)
+    return {
+        "value": d["diff"],
+        "low": d["low"],
+        "high": d["high"],
+        "seeds": len(arm),
+        "single_seed": len(arm) == 1,
+    }
+
+
 def validation_score(m: Mapping[str, Any]) -> float | None:
     """The post-processed validation Kaggle metric of a run (``test.val_tuned_kaggle``: the score
     its post-processing was tuned to on validation), which chooses the best run; None when the
