@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +73,8 @@ def image_paths(images: str | Path | Sequence[str | Path]) -> list[Path]:
     paths = [Path(p) for p in images]
     if not paths:
         raise InferenceError("empty list of images")
-    names = [p.name for p in paths]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(p.name for p in paths)  # one pass: list.count per name was quadratic
+    dup = sorted(n for n, k in counts.items() if k > 1)
     if dup:
         raise InferenceError(f"several images named {dup[0]}: image ids (file names) must be unique")
     return paths
