@@ -46,11 +46,18 @@ def test_configs_write_the_folds_files_and_name_each_run(tmp_path: Path) -> None
     configs = crossval.cv_configs(
         base, _table(15), {"imagenet": "imagenet", "scratch": None}, 3, tmp_path / "f"
     )
-    assert sorted(configs) == [(s, k) for s in ("imagenet", "scratch") for k in range(3)]
-    cfg = configs[("scratch", 2)]
-    assert cfg.encoder_weights is None and configs[("imagenet", 2)].encoder_weights == "imagenet"
+    assert sorted(configs) == [(s, k, 0) for s in ("imagenet", "scratch") for k in range(3)]
+    cfg = configs[("scratch", 2, 0)]
+    assert cfg.encoder_weights is None and configs[("imagenet", 2, 0)].encoder_weights == "imagenet"
     assert (cfg.fold, cfg.n_folds, cfg.run_name) == (0, 2, "scratch__cv2")
     assert Path(cfg.folds).is_absolute() and pd.read_csv(cfg.folds)["fold"].min() == TEST_FOLD
+    # training seeds: the same folds files, each seed its own run folder and seed
+    seeded = crossval.cv_configs(base, _table(15), {"scratch": None}, 3, tmp_path / "g", train_seeds=[0, 4])
+    assert sorted(seeded) == [("scratch", k, s) for k in range(3) for s in (0, 4)]
+    assert seeded[("scratch", 1, 4)].run_name == "scratch__cv1__seed4" and seeded[("scratch", 1, 4)].seed == 4
+    assert {seeded[("scratch", 1, s)].folds for s in (0, 4)} == {str((tmp_path / "g" / "cv1.csv").resolve())}
+    with pytest.raises(crossval.CrossValError, match="train_seeds=\\[1, 1\\]"):
+        crossval.cv_configs(base, _table(15), {"scratch": None}, 3, tmp_path / "h", train_seeds=[1, 1])
 
 
 def _scores(ids: list[str], tp: int, fp: int, fn: int, empty: set[str] = frozenset()) -> pd.DataFrame:
@@ -109,6 +116,27 @@ def test_tables_give_the_kaggle_metric_the_empty_baseline_and_each_class() -> No
     assert d["diff"] == pytest.approx(row["kaggle_gain"]) and d["real"]
     with pytest.raises(crossval.CrossValError, match="different images"):
         crossval.paired_starts(good, _scores(ids[:5], 1, 0, 0))
+
+
+def test_seeds_of_a_start_are_one_arm_over_seeds_and_images() -> None:
+    """Several training seeds of a start: the table gives their mean with intervals over seeds and
+    images (wider when the seeds disagree than one seed's over images), the comparison the
+    two-level bootstrap (not "single seed"); seeds judged on other images are refused."""
+    ids = [f"{i}" for i in range(12)]
+    clean = {"0", "1", "2", "3"}
+    seeds = [_scores(ids, tp, 1, 3 - tp, empty=clean) for tp in (0, 2, 3)]  # finds 0, 2/3, all
+    bad = _scores(ids, 0, 0, 3, empty=clean)
+    table = crossval.oof_table({"seeded": seeds, "one": seeds[1]}, n_boot=300).set_index("start")
+    assert table.loc["seeded", "seeds"] == 3 and table.loc["one", "seeds"] == 1
+    expected = np.mean([crossval.oof_table({"x": s}, n_boot=50)["kaggle"].iloc[0] for s in seeds])
+    assert table.loc["seeded", "kaggle"] == pytest.approx(expected)
+    width = {n: np.diff(table.loc[n, "kaggle_ci95"])[0] for n in ("seeded", "one")}
+    assert width["seeded"] > width["one"]
+    d = crossval.paired_starts(seeds, [bad, bad], n_boot=300)
+    assert d["seeds"] == [3, 2] and not d["single_seed"]
+    assert d["diff"] == pytest.approx(table.loc["seeded", "kaggle_gain"])
+    with pytest.raises(crossval.CrossValError, match="seeds of one start were judged on different images"):
+        crossval.paired_starts([seeds[0], _scores(ids[:6], 1, 0, 0)], bad)
 
 
 def test_the_start_and_its_run_are_chosen_on_validation_alone() -> None:

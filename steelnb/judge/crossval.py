@@ -68,16 +68,27 @@ def cv_folds(table: pd.DataFrame, n_folds: int, seed: int = 0) -> list[pd.DataFr
 
 
 def cv_configs(
-    base: TrainConfig, table: pd.DataFrame, starts: Mapping[str, str | None], n_folds: int, folds_dir: Path
-) -> dict[tuple[str, int], TrainConfig]:
-    """The config of each (start, fold) run: ``base`` with the k-th folds file (written under
-    ``folds_dir``), validation fold 0 of K-1, ``encoder_weights`` of the start (None: scratch), and
-    run name ``<start>__cv<k>``. ``starts`` maps a start's name to its ``encoder_weights``."""
+    base: TrainConfig,
+    table: pd.DataFrame,
+    starts: Mapping[str, str | None],
+    n_folds: int,
+    folds_dir: Path,
+    train_seeds: Sequence[int] = (),
+) -> dict[tuple[str, int, int], TrainConfig]:
+    """The config of each (start, fold, training seed) run: ``base`` with the k-th folds file
+    (written under ``folds_dir``, drawn with ``base.seed``: every training seed meets the same
+    folds), validation fold 0 of K-1, ``encoder_weights`` of the start (None: scratch), ``seed``
+    the training seed, and run name ``<start>__cv<k>`` (with ``train_seeds``:
+    ``<start>__cv<k>__seed<N>``). ``starts`` maps a start's name to its ``encoder_weights``;
+    ``train_seeds`` () trains once, at ``base.seed``."""
+    if len(set(train_seeds)) != len(train_seeds) or any(type(s) is not int or s < 0 for s in train_seeds):
+        raise CrossValError(f"train_seeds={list(train_seeds)!r}: expected distinct non-negative integers")
     files = []
     for k, folds in enumerate(cv_folds(table, n_folds, seed=base.seed)):
         files.append(write_csv(Path(folds_dir) / f"cv{k}.csv", folds).resolve())
+    seeds = list(train_seeds) or [base.seed]
     return {
-        (name, k): dataclasses.replace(
+        (name, k, s): dataclasses.replace(
             base,
             folds=str(path),
             fold=0,
@@ -85,8 +96,10 @@ def cv_configs(
             test_share=0.0,
             min_test=0,
             encoder_weights=weights,
-            run_name=f"{name}__cv{k}",
+            seed=s,
+            run_name=f"{name}__cv{k}" + (f"__seed{s}" if train_seeds else ""),
         )
+        for s in seeds
         for name, weights in starts.items()
         for k, path in enumerate(files)
     }
@@ -123,37 +136,89 @@ def _dice(scores: pd.DataFrame, ids: list[str]) -> np.ndarray:
     return dice_of(counts_of(scores, image_ids=ids))
 
 
-def oof_table(oof: Mapping[str, pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per start (its out-of-fold scores), then predicting nothing: images, Kaggle metric
-    and its 95% interval, the paired gain over predicting nothing and its interval, defect Dice."""
+def _arm_dice(oof: Sequence[pd.DataFrame], ids: list[str]) -> np.ndarray:
+    """Dice (S, N, C) of an arm's S out-of-fold score tables on the images ``ids``."""
+    for scores in oof[1:]:
+        if sorted(scores["ImageId"].unique()) != ids:
+            raise CrossValError("the seeds of one start were judged on different images")
+    return np.stack([_dice(scores, ids) for scores in oof])
+
+
+def oof_table(
+    oof: Mapping[str, pd.DataFrame | Sequence[pd.DataFrame]], n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """One row per start (its out-of-fold scores, or one table per training seed), then predicting
+    nothing: images, training seeds, Kaggle metric and its 95% interval, the paired gain over
+    predicting nothing and its interval, defect Dice. One seed: ``summarize``'s image bootstrap;
+    several: their mean, the intervals over seeds and images (``stats.seed_bootstrap``)."""
     rows = []
     for name, scores in oof.items():
-        block = summarize(counts_of(scores), n_boot=n_boot, seed=seed)
-        rows.append(
-            {
-                "start": name,
-                "images": block["images"],
-                "kaggle": block["kaggle"],
-                "kaggle_ci95": block["kaggle_ci95"],
-                "kaggle_gain": block["kaggle_gain"],
-                "kaggle_gain_ci95": block["kaggle_gain_ci95"],
-                "defect_dice": block["defect_dice"],
-                "defect_dice_ci95": block["defect_dice_ci95"],
-                "all_empty_kaggle": block["all_empty_kaggle"],
-            }
-        )
+        tables = [scores] if isinstance(scores, pd.DataFrame) else list(scores)
+        block = summarize(counts_of(tables[0]), n_boot=n_boot, seed=seed)
+        row = {"start": name, "seeds": len(tables), **{k: block[k] for k in _OOF_KEYS}}
+        if len(tables) > 1:
+            row.update(_seeded_block(tables, block["all_empty_kaggle"], n_boot, seed))
+        rows.append(row)
     empty = rows[0]["all_empty_kaggle"] if rows else float("nan")
     rows.append({"start": "predicting nothing", "images": rows[0]["images"] if rows else 0, "kaggle": empty})
     return pd.DataFrame(rows)
 
 
-def paired_starts(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Out-of-fold Kaggle metric of start ``a`` minus start ``b`` on the same images, with the paired
-    bootstrap interval (``stats.paired_bootstrap``); raises CrossValError on other images."""
-    ids = sorted(a["ImageId"].unique())
-    if ids != sorted(b["ImageId"].unique()):
+_OOF_KEYS = (
+    "images",
+    "kaggle",
+    "kaggle_ci95",
+    "kaggle_gain",
+    "kaggle_gain_ci95",
+    "defect_dice",
+    "defect_dice_ci95",
+    "all_empty_kaggle",
+)
+
+
+def _seeded_block(tables: Sequence[pd.DataFrame], empty: float, n_boot: int, seed: int) -> dict[str, Any]:
+    """The Kaggle metric, gain and defect Dice of several seeds' out-of-fold scores: each the mean
+    over seeds with its interval over seeds and images (against a zero arm for a value, against
+    predicting nothing for the gain)."""
+    ids = sorted(tables[0]["ImageId"].unique())
+    dice = _arm_dice(tables, ids)
+    truth_empty = (counts_of(tables[0], image_ids=ids)[..., [0, 2]].sum(-1)) == 0
+    defect = np.stack([stats.defect_values(d, truth_empty) for d in dice])
+    zero = stats.seed_bootstrap(dice, np.zeros_like(dice[:1]), n_boot=n_boot, seed=seed, fixed_b=True)
+    gain = stats.seed_bootstrap(dice, truth_empty.astype(float)[None], n_boot=n_boot, seed=seed, fixed_b=True)
+    dz = stats.seed_bootstrap(
+        defect,
+        np.where(np.isnan(defect[:1]), np.nan, 0.0),
+        n_boot=n_boot,
+        seed=seed,
+        pooled=True,
+        fixed_b=True,
+    )
+    return {
+        "kaggle": zero["diff"],
+        "kaggle_ci95": [zero["low"], zero["high"]],
+        "kaggle_gain": gain["diff"],
+        "kaggle_gain_ci95": [gain["low"], gain["high"]],
+        "defect_dice": dz["diff"],
+        "defect_dice_ci95": [dz["low"], dz["high"]],
+        "all_empty_kaggle": empty,
+    }
+
+
+def paired_starts(
+    a: pd.DataFrame | Sequence[pd.DataFrame],
+    b: pd.DataFrame | Sequence[pd.DataFrame],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Out-of-fold Kaggle metric of start ``a`` minus start ``b`` on the same images (each its
+    scores, or one table per training seed): the paired bootstrap for one seed each, the two-level
+    ``stats.seed_bootstrap`` over seeds and images for several; raises CrossValError on other images."""
+    ta, tb = ([x] if isinstance(x, pd.DataFrame) else list(x) for x in (a, b))
+    ids = sorted(ta[0]["ImageId"].unique())
+    if ids != sorted(tb[0]["ImageId"].unique()):
         raise CrossValError("the two starts were judged on different images; not a paired comparison")
-    return stats.paired_bootstrap(_dice(a, ids), _dice(b, ids), n_boot=n_boot, seed=seed)
+    return stats.seed_bootstrap(_arm_dice(ta, ids), _arm_dice(tb, ids), n_boot=n_boot, seed=seed)
 
 
 def choose_start(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[str, Mapping[str, Any]]:

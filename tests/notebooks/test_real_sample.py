@@ -1,6 +1,7 @@
 """09_real_sample through papermill at a tiny size on the 34 real labelled images (skipped where
-../shared/data is absent): every image judged once out of fold, the baseline row recomputed from
-the real label file, both starts paired, and a submission for the 72 real test images."""
+../shared/data is absent), at two training seeds as the plan's three: every image judged once out
+of fold by each seed, the baseline row recomputed from the real label file, both starts paired
+over seeds and images, and a submission for the 72 real test images."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def test_real_sample_cross_validates_every_real_image_once(shared_data: Path, tm
                             "epochs": 1,
                             "eval_tta": "none",
                             "n_overlays": 1,
+                            "train_seeds": [0, 1],
                         },
                     }
                 ],
@@ -58,14 +60,16 @@ def test_real_sample_cross_validates_every_real_image_once(shared_data: Path, tm
     assert list(results["status"]) == ["done"], results
     images = sorted(p.name for p in (sample / "train_images").glob("*.jpg"))
     for start in ("imagenet", "scratch"):
-        judged = [set(read_scores(weights / f"{start}__cv{k}")["ImageId"]) for k in range(3)]
-        assert sorted(set().union(*judged)) == images and sum(map(len, judged)) == len(images)
+        for seed in (0, 1):
+            judged = [set(read_scores(weights / f"{start}__cv{k}__seed{seed}")["ImageId"]) for k in range(3)]
+            assert sorted(set().union(*judged)) == images and sum(map(len, judged)) == len(images)
     truth = read_labels(sample / "train.csv")
     empty_pairs = 4 * len(images) - len(truth.groupby(["ImageId", "ClassId"]))
     text, pngs = outputs(book / "runs" / "09_real_sample.ipynb")
     assert f"against {empty_pairs / (4 * len(images)):.3f} for predicting nothing" in text
     assert f"Out of fold on {len(images)} real Severstal images" in text
-    assert "imagenet - scratch" in text and "class 3" in text
+    assert "imagenet - scratch" in text and "class 3" in text and "2 training seeds per start" in text
+    assert "single seed" not in text  # the comparison rests on both seeds
     sub = pd.read_csv(weights / "test-sample" / "submission.csv", keep_default_na=False)
     assert len(sub) == 4 * len(list(test_images.glob("*.jpg"))) == 288
     assert len(list((weights / "overlays").glob("*.png"))) == 1 and pngs >= 2  # a fold's and a test image
