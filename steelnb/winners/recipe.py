@@ -16,8 +16,9 @@ the run folders' ``metrics.json`` and ``test_scores.csv``; an ensemble's come fr
 ``evaluation.evaluate_ensemble``.
 
 A step's seed ``s`` descends from the single run's seed ``s`` (the pseudo-labels of that seed,
-an ensemble holding it); the bootstrap draws the two arms' seeds independently, which ignores
-that positive dependence and so widens, not narrows, the interval of their difference.
+an ensemble holding it); the bootstrap draws the two arms' seeds independently. Where a step
+inherits its seed's luck (a positive dependence), ignoring it widens the interval of their
+difference rather than narrowing it; it was not measured.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Step:
     against: str | None = None
     weights: Sequence[str | Path] = field(default_factory=list)
     note: str = ""
-    arm: Sequence[Mapping[str, Any]] = ()  # every seed's metrics (``metrics`` is the first); () : [metrics]
+    arm: Sequence[Mapping[str, Any]] = ()  # every seed's metrics, ``metrics`` first (empty: just ``metrics``)
 
     def __post_init__(self) -> None:
         self.arm = list(self.arm) or [self.metrics]
