@@ -187,9 +187,12 @@ def _named(entry: Mapping[str, Any], field: str, given: Mapping[str, Any], where
 
 
 def _filled(value: Any, combo: Mapping[str, Any]) -> Any:
-    """A string parameter with the ``{name}`` placeholders of the matrix's parameters filled from
-    one combination (so that a matrix over ``seed`` names each run's folder: ``x__seed{seed}``);
+    """A string parameter, or the strings of a list parameter (``runs: [x__seed{seed}]``), with the
+    ``{name}`` placeholders of the matrix's parameters (or the plan seed) filled from one
+    combination (so that a matrix over ``seed`` names each run's folder: ``x__seed{seed}``);
     other braces and other values pass through."""
+    if isinstance(value, list):
+        return [_filled(v, combo) for v in value]
     if not isinstance(value, str) or not combo:
         return value
     return re.sub(r"\{(\w+)\}", lambda g: str(combo[g[1]]) if g[1] in combo else g[0], value)
@@ -407,15 +410,12 @@ def _with_seeds(runs: list[Run], seeds: list[int], nb_dir: Path, where: str) -> 
 
 
 def _per_seed(run: Run, seed: int, where: str) -> Run:
-    """A ``per_seed`` run at one seed: ``{seed}`` filled in its string parameters and in the strings
-    of its list parameters (``runs: [x__seed{seed}]``), its slug and title ending in the seed. A run
-    none of whose parameters names ``{seed}`` is refused: every seed would write the same files."""
+    """A ``per_seed`` run at one seed: ``{seed}`` filled in its parameters (``_filled``: strings and
+    the strings of lists), its slug and title ending in the seed. A run none of whose parameters
+    names ``{seed}`` is refused: every seed would write the same files."""
     from dataclasses import replace
 
-    def fill(v: Any) -> Any:
-        return [_filled(x, {"seed": seed}) for x in v] if isinstance(v, list) else _filled(v, {"seed": seed})
-
-    parameters = {k: fill(v) for k, v in run.parameters.items()}
+    parameters = {k: _filled(v, {"seed": seed}) for k, v in run.parameters.items()}
     if parameters == dict(run.parameters):
         raise PlanError(f"{where}, run {run.slug}: per_seed but no parameter names {{seed}}")
     return replace(
@@ -424,7 +424,7 @@ def _per_seed(run: Run, seed: int, where: str) -> Run:
 
 
 def _seeded(run: Run, seed: int, nb_dir: Path, where: str) -> Run:
-    """``run`` at one training seed: ``seed`` set, ``{seed}`` in its string parameters filled (e.g.
+    """``run`` at one training seed: ``seed`` set, ``{seed}`` in its parameters filled (``_filled``; e.g.
     ``encoder_weights: ../weights/x__seed{seed}/last.ckpt``, each seed from the same seed's earlier
     run); its folder, slug and title end in the seed. The
     folder is the run's ``run_name`` or, without one, the name ``TrainConfig`` derives from the run's
