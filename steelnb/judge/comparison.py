@@ -231,8 +231,7 @@ def find_arm(
 
 def arm_value(arm: Sequence[Mapping[str, Any]], what: str = "kaggle", n_boot: int = 2000) -> dict[str, Any]:
     """The test-split mean of an arm over its seeds with its 95% interval over seeds and images
-    (``stats.seed_bootstrap`` of the arm against a zero arm of the same shape, so the difference
-    is the arm's own mean): ``what`` "kaggle" (every image and class) or "defect_dice" (the pairs
+    (``stats.arm_mean``): ``what`` "kaggle" (every image and class) or "defect_dice" (the pairs
     whose truth is not empty, pooled). {"value", "low", "high", "seeds", "single_seed"}; one seed
     gives the paired image bootstrap's interval of that run."""
     if what not in ("kaggle", "defect_dice"):
@@ -240,8 +239,7 @@ def arm_value(arm: Sequence[Mapping[str, Any]], what: str = "kaggle", n_boot: in
     _, dice, truth_empty = arm_scores(arm)
     if what == "defect_dice":
         dice = np.stack([stats.defect_values(d, truth_empty) for d in dice])
-    zero = np.where(np.isnan(dice[:1]), np.nan, 0.0)
-    d = stats.seed_bootstrap(dice, zero, n_boot=n_boot, pooled=what == "defect_dice", fixed_b=True)
+    d = stats.arm_mean(dice, n_boot=n_boot, pooled=what == "defect_dice")
     return {
         "value": d["diff"],
         "low": d["low"],

@@ -154,11 +154,12 @@ def oof_table(
     rows = []
     for name, scores in oof.items():
         tables = [scores] if isinstance(scores, pd.DataFrame) else list(scores)
-        block = summarize(counts_of(tables[0]), n_boot=n_boot, seed=seed)
-        row = {"start": name, "seeds": len(tables), **{k: block[k] for k in _OOF_KEYS}}
-        if len(tables) > 1:
-            row.update(_seeded_block(tables, block["all_empty_kaggle"], n_boot, seed))
-        rows.append(row)
+        if len(tables) == 1:
+            block = summarize(counts_of(tables[0]), n_boot=n_boot, seed=seed)
+            block = {k: block[k] for k in _OOF_KEYS}
+        else:
+            block = _seeded_block(tables, n_boot, seed)
+        rows.append({"start": name, "seeds": len(tables), **block})
     empty = rows[0]["all_empty_kaggle"] if rows else float("nan")
     rows.append({"start": "predicting nothing", "images": rows[0]["images"] if rows else 0, "kaggle": empty})
     return pd.DataFrame(rows)
@@ -176,32 +177,26 @@ _OOF_KEYS = (
 )
 
 
-def _seeded_block(tables: Sequence[pd.DataFrame], empty: float, n_boot: int, seed: int) -> dict[str, Any]:
-    """The Kaggle metric, gain and defect Dice of several seeds' out-of-fold scores: each the mean
-    over seeds with its interval over seeds and images (against a zero arm for a value, against
-    predicting nothing for the gain)."""
+def _seeded_block(tables: Sequence[pd.DataFrame], n_boot: int, seed: int) -> dict[str, Any]:
+    """``_OOF_KEYS`` of several seeds' out-of-fold scores: the Kaggle metric, its gain over
+    predicting nothing and the defect Dice, each the mean over seeds with its interval over seeds
+    and images (``stats.arm_mean``; the gain ``stats.seed_bootstrap`` against predicting nothing)."""
     ids = sorted(tables[0]["ImageId"].unique())
     dice = _arm_dice(tables, ids)
     truth_empty = (counts_of(tables[0], image_ids=ids)[..., [0, 2]].sum(-1)) == 0
     defect = np.stack([stats.defect_values(d, truth_empty) for d in dice])
-    zero = stats.seed_bootstrap(dice, np.zeros_like(dice[:1]), n_boot=n_boot, seed=seed, fixed_b=True)
+    kaggle = stats.arm_mean(dice, n_boot=n_boot, seed=seed)
     gain = stats.seed_bootstrap(dice, truth_empty.astype(float)[None], n_boot=n_boot, seed=seed, fixed_b=True)
-    dz = stats.seed_bootstrap(
-        defect,
-        np.where(np.isnan(defect[:1]), np.nan, 0.0),
-        n_boot=n_boot,
-        seed=seed,
-        pooled=True,
-        fixed_b=True,
-    )
+    dz = stats.arm_mean(defect, n_boot=n_boot, seed=seed, pooled=True)
     return {
-        "kaggle": zero["diff"],
-        "kaggle_ci95": [zero["low"], zero["high"]],
+        "images": len(ids),
+        "kaggle": kaggle["diff"],
+        "kaggle_ci95": [kaggle["low"], kaggle["high"]],
         "kaggle_gain": gain["diff"],
         "kaggle_gain_ci95": [gain["low"], gain["high"]],
         "defect_dice": dz["diff"],
         "defect_dice_ci95": [dz["low"], dz["high"]],
-        "all_empty_kaggle": empty,
+        "all_empty_kaggle": float(truth_empty.mean()),
     }
 
 

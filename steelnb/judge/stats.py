@@ -280,6 +280,17 @@ def seed_bootstrap(
     return found | {"p": bootstrap_p(reps), "seeds": seeds, "single_seed": single}
 
 
+def arm_mean(
+    values: Any, n_boot: int = 2000, level: float = 0.95, seed: int = 0, pooled: bool = False
+) -> dict[str, Any]:
+    """The mean of one arm, (S, N) or (S, N, C) scores of S seeds on the same N images, with its
+    interval over seeds and images: ``seed_bootstrap`` of the arm against a zero arm of the same
+    NaN pattern, so the difference is the arm's own mean (``diff``, ``low``, ``high``, ...)."""
+    v = _arm(values, "values")
+    zero = np.where(np.isnan(v[:1]), np.nan, 0.0)
+    return seed_bootstrap(v, zero, n_boot=n_boot, level=level, seed=seed, pooled=pooled, fixed_b=True)
+
+
 def _common_images(
     va: np.ndarray, vb: np.ndarray, n_boot: int, level: float, pooled: bool
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
