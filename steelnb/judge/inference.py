@@ -164,7 +164,8 @@ def _normalised(images: torch.Tensor, flips: Sequence[tuple[int, ...]]) -> torch
     x = (images.permute(0, 3, 1, 2).float() - mean) / std
     x = torch.cat([x.flip(f) if f else x for f in flips])
     # channels_last: CUDA's tensor cores want it, and on CPU oneDNN ran the study's encoders
-    # 1.18-1.35x faster with it at inference at 64x416 (bench/bench_layout.py), and training too
+    # 1.18-1.35x faster with it at inference at 64x416 (bench/bench_layout.py; training measured
+    # it slower, so SegmentationModule keeps NCHW on CPU)
     return x.contiguous(memory_format=torch.channels_last)
 
 

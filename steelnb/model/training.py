@@ -84,9 +84,11 @@ class SegmentationModule(L.LightningModule):
             for m in self.model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.momentum = cfg.bn_momentum
-        # channels_last pays on CUDA (tensor cores) and on CPU too: oneDNN ran a training step of the
-        # smoke's encoders 1.05-1.24x faster with it (bench/bench_layout.py --train, 2026-12-03)
-        self.channels_last = cfg.channels_last
+        # channels_last pays on CUDA (tensor cores). On CPU, alone and at one thread, a training step
+        # of the smoke's encoders ran 1.05-1.24x faster with it (bench/bench_layout.py --train), but
+        # inside the smoke (two workers) its training runs took 966 s against 992 s, and every run's
+        # numbers moved (bench/learning.md): so CPU training keeps NCHW
+        self.channels_last = cfg.channels_last and cfg.device != "cpu" and torch.cuda.is_available()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = loss_from_config(cfg)  # the loss, its params and the per-class BCE pos_weight
