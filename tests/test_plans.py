@@ -331,6 +331,12 @@ def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
     assert stage_of["07_pseudo_labels"] > stage_of["03_train__lite0_imagenet_dice_bce"]
     assert stage_of["03_train__pseudo"] > stage_of["07_pseudo_labels"]
     assert stage_of["08_recipe"] > max(stage_of[s] for s in stage_of if s.startswith(("03_train", "07_")))
+    # 05 chooses among every study run (as 06 does), so it runs after the last of them is trained;
+    # 06 reads what 05 and 08 wrote, so it runs after both
+    assert stage_of["05_evaluate"] > max(stage_of[s] for s in trained)
+    assert stage_of["06_results"] > max(
+        stage_of["05_evaluate"], stage_of["08_recipe"], stage_of["04_loss_ablation"]
+    )
 
 
 def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFixture[str]) -> None:
