@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..data.errors import SteelnbError
-from ..model.metrics import dice_of
+from ..model.metrics import dice_of, truth_empty_of
 from ..model.provenance import split_fingerprint
 from ..model.runfiles import METRICS_FILE, SCORES_FILE
 from ..model.runfolder import RunFolder, RunRecord
@@ -320,7 +320,7 @@ def per_image(m: Mapping[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
         )
     ids = sorted(scores["ImageId"].unique())
     counts = counts_of(scores, image_ids=ids)
-    return ids, dice_of(counts), (counts[..., 0] + counts[..., 2]) == 0
+    return ids, dice_of(counts), truth_empty_of(counts)
 
 
 def arm_scores(arm: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -480,7 +480,7 @@ def per_class_table(scored: Mapping[str, pd.DataFrame], n_boot: int = 2000, seed
     for name, scores in scored.items():
         ids = sorted(scores["ImageId"].unique())
         counts = counts_of(scores, image_ids=ids)
-        dice, empty = dice_of(counts), (counts[..., 0] + counts[..., 2]) == 0
+        dice, empty = dice_of(counts), truth_empty_of(counts)
         for c in range(dice.shape[1]):
             holds = ~empty[:, c]
             row: dict[str, Any] = {"start": name, "class": c + 1, "images with the class": int(holds.sum())}

@@ -29,7 +29,7 @@ from ..data.config import TrainConfig
 from ..data.errors import SteelnbError
 from ..data.fileio import write_csv
 from ..data.sampling import TEST_FOLD, assign_folds
-from ..model.metrics import dice_of
+from ..model.metrics import dice_of, truth_empty_of
 from ..model.runfiles import SCORES_FILE
 from ..model.runfolder import RunFolder, RunRecord
 from . import stats
@@ -183,7 +183,7 @@ def _seeded_block(tables: Sequence[pd.DataFrame], n_boot: int, seed: int) -> dic
     and images (``stats.arm_mean``; the gain ``stats.seed_bootstrap`` against predicting nothing)."""
     ids = sorted(tables[0]["ImageId"].unique())
     dice = _arm_dice(tables, ids)
-    truth_empty = (counts_of(tables[0], image_ids=ids)[..., [0, 2]].sum(-1)) == 0
+    truth_empty = truth_empty_of(counts_of(tables[0], image_ids=ids))
     defect = np.stack([stats.defect_values(d, truth_empty) for d in dice])
     kaggle = stats.arm_mean(dice, n_boot=n_boot, seed=seed)
     gain = stats.seed_bootstrap(dice, truth_empty.astype(float)[None], n_boot=n_boot, seed=seed, fixed_b=True)

@@ -419,7 +419,7 @@ def compare_variants(
     # counts: the last TTA's, post-processed (the loop's last), in sorted image order
     ids = sorted(scores["ImageId"].unique())
     write_csv(run.evaluation_dir / "worst.csv", worst_images(counts, ids, k=worst))
-    empty = (counts[..., 0] + counts[..., 2]) == 0
+    empty = metrics.truth_empty_of(counts)
     base = {
         "tta": "–",
         "postprocess": "all_empty",

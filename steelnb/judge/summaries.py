@@ -55,7 +55,7 @@ def summarize(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
     per_class_kaggle, images, defect_pairs.
     """
     dice = metrics.dice_of(counts)
-    empty_truth = (counts[..., 0] + counts[..., 2]) == 0
+    empty_truth = metrics.truth_empty_of(counts)
     empty_dice = empty_truth.astype(np.float64)  # predicting nothing: 1 on empty pairs, 0 elsewhere
     est, low, high = stats.bootstrap_ci(dice, n_boot=n_boot, seed=seed)
     gain = stats.paired_bootstrap(dice, empty_dice, n_boot=n_boot, seed=seed)
@@ -140,7 +140,7 @@ def gate_summary(
     ids = sorted(scores["ImageId"].unique())
     class_probs = scores.pivot(index="ImageId", columns="ClassId", values="class_prob").loc[ids].to_numpy()
     counts, free = counts_of(scores, image_ids=ids), counts_of(scores, image_ids=ids, ungated=True)
-    empty_truth = (counts[..., 0] + counts[..., 2]) == 0  # (N, C)
+    empty_truth = metrics.truth_empty_of(counts)  # (N, C)
     gated = np.array([[c.gated(float(v)) for c, v in zip(params.classes, row)] for row in class_probs], bool)
     without = metrics.dice_of(free)
     gain = stats.paired_bootstrap(metrics.dice_of(counts), without, n_boot=n_boot, seed=seed)

@@ -94,6 +94,11 @@ def dice_of(c: np.ndarray) -> np.ndarray:
     return dice_from_counts(c[..., 0], c[..., 1], c[..., 2])
 
 
+def truth_empty_of(c: np.ndarray) -> np.ndarray:
+    """Whether each pair's truth is empty (no tp, no fn), from counts (..., 3) of tp, fp, fn."""
+    return (c[..., 0] + c[..., 2]) == 0
+
+
 def dice_per_image(pred: Any, truth: Any, threshold: float = 0.5) -> np.ndarray:
     """Dice of each (image, class) pair -> float64 (N, C); 1 where both masks are empty."""
     tp, fp, fn, _ = confusion(pred, truth, threshold)
