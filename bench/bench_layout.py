@@ -12,7 +12,9 @@ milliseconds per image, the ratio and the largest difference of the logits.
     python bench/bench_layout.py --train      # training steps at the smoke's crops: 4 x 64x128
 
 ``--train`` times one training step (forward, Dice+BCE, backward, Adam step) per pass, in train
-mode, as ``steelnb.model.training`` runs it, for the study's encoders and EfficientNet-Lite0.
+mode, as ``steelnb.model.training`` runs it, for the study's encoders and EfficientNet-Lite0. In
+train mode smp's EfficientNet-B3/B4 drop blocks at random (stochastic depth), so their logits'
+difference there is that draw's, not the layout's.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ def _timed(model: torch.nn.Module, x: torch.Tensor, repeats: int, train: bool) -
         for name, fmt in LAYOUTS.items():
             model = model.to(memory_format=fmt)
             xx = x.contiguous(memory_format=fmt)
-            start = time.perf_counter()
             if train:  # the same start for both layouts: a fresh optimiser, the step not kept
                 state = {k: v.clone() for k, v in model.state_dict().items()}
                 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -53,6 +54,7 @@ def _timed(model: torch.nn.Module, x: torch.Tensor, repeats: int, train: bool) -
                 elapsed = time.perf_counter() - start
                 model.load_state_dict(state)
             else:
+                start = time.perf_counter()
                 with torch.inference_mode():
                     out = model(xx)
                 elapsed = time.perf_counter() - start
