@@ -95,6 +95,25 @@ def test_image_masks_rejects_a_pixel_in_two_classes():
     assert m.shape == (4, 256, 1600) and m[0].sum() == 10 and m[2].sum() == 3 and m[1].sum() == 0
 
 
+def test_image_masks_channels_last_is_the_transposed_stack_on_real_labels(shared_data):
+    """The data set decodes (H, W, 4) in place: the same pixels as (4, H, W) transposed, for
+    every real image of the label file with one to four classes (the overlap check included)."""
+    table = lb.encodings_by_image(shared_data / "severstal-labels" / "train_partial.csv")
+    by_count = {}
+    for image_id, enc in table.items():
+        by_count.setdefault(len(enc), image_id)
+    assert {1, 2, 3} <= set(by_count), by_count  # images with one, two and three classes
+    for image_id in [*by_count.values(), "clean.jpg"]:
+        enc = table.get(image_id, {})
+        hwc = lb.image_masks(enc, image_id=image_id, channels_last=True)
+        assert hwc.shape == (256, 1600, 4) and hwc.flags.c_contiguous
+        np.testing.assert_array_equal(hwc, lb.image_masks(enc, image_id=image_id).transpose(1, 2, 0))
+    with pytest.raises(lb.LabelError, match="a.jpg: a pixel carries two classes"):
+        lb.image_masks({1: "1 10", 3: "5 3"}, image_id="a.jpg", channels_last=True)
+    with pytest.raises(lb.LabelError, match="b.jpg class 2"):
+        lb.image_masks({2: "409590 20"}, image_id="b.jpg", channels_last=True)
+
+
 def test_image_table_missing_image_policy(tmp_path):
     (tmp_path / "imgs").mkdir()
     for name in ("a.jpg", "c.jpg"):

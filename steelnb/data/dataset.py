@@ -151,8 +151,7 @@ class SteelDataset(Dataset):
     def masks(self, index: int, shape: tuple[int, int]) -> np.ndarray:
         """Decoded masks of item ``index``: uint8 (H, W, 4) for albumentations."""
         image_id = self.image_ids[index]
-        masks = image_masks(self.encodings.get(image_id, ()), shape, image_id=image_id)
-        return np.ascontiguousarray(masks.transpose(1, 2, 0))
+        return image_masks(self.encodings.get(image_id, ()), shape, image_id=image_id, channels_last=True)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = read_image(self.images_dir / self.image_ids[index])

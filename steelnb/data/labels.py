@@ -174,21 +174,30 @@ def image_masks(
     encodings: Mapping[int, str] | Iterable[tuple[int, str]],
     shape: tuple[int, int] = (HEIGHT, WIDTH),
     image_id: str = "?",
+    channels_last: bool = False,
 ) -> np.ndarray:
-    """Decode one image's masks: {ClassId: RLE} (or (ClassId, RLE) pairs) -> uint8 array (4, H, W).
+    """Decode one image's masks: {ClassId: RLE} (or (ClassId, RLE) pairs) -> uint8 array (4, H, W),
+    or (H, W, 4) with ``channels_last`` (as albumentations takes masks; decoded in place, since a
+    transpose afterwards costs three times the decoding).
 
     The one RLE-to-mask loop of steelnb: the data set, inference, evaluation and the plots all
     decode through here. Raises ``LabelError`` naming the image if an RLE does not fit ``shape``
     or a pixel carries two classes (never so in the real data).
     """
-    masks = np.zeros((N_CLASSES, *shape), dtype=np.uint8)
-    pairs = encodings.items() if isinstance(encodings, Mapping) else encodings
+    masks = np.zeros((*shape, N_CLASSES) if channels_last else (N_CLASSES, *shape), dtype=np.uint8)
+    pairs = list(encodings.items() if isinstance(encodings, Mapping) else encodings)
     for c, enc in pairs:
         try:
-            masks[int(c) - 1] = rle.decode(enc, shape)
+            mask = rle.decode(enc, shape)
         except rle.RLEError as e:
             raise LabelError(f"image {image_id} class {c}: {e} (image is {shape[0]}x{shape[1]})") from None
-    if (masks.sum(0) > 1).any():
+        if channels_last:
+            masks[..., int(c) - 1] = mask
+        else:
+            masks[int(c) - 1] = mask
+    # two classes can only meet where two masks were decoded; uint8 holds the sum of four 0/1 masks
+    axis = -1 if channels_last else 0
+    if len(pairs) > 1 and (np.add.reduce(masks, axis=axis, dtype=np.uint8) > 1).any():
         raise LabelError(f"image {image_id}: a pixel carries two classes")
     return masks
 
