@@ -405,6 +405,78 @@ def test_cpu_workers_share_the_cores(project: Path, monkeypatch) -> None:
     assert abs(out[0]["start"] - out[1]["start"]) < 2.5
 
 
+def _after_plan(project: Path, naps: dict[int, float]) -> Path:
+    """Two parallel stages on two CPU workers: 1 (long) and 2 (short); then 3 after 2 only, and 4,
+    which waits for the whole stage before it."""
+
+    def run(value: int, after: list[str] | None = None) -> dict:
+        entry = {
+            "notebook": "01_work",
+            "name": f"w{value}",
+            "parameters": {"value": value, "nap": naps[value]},
+        }
+        return entry if after is None else {**entry, "after": after}
+
+    plan = {
+        "name": "p",
+        "cpu_workers": 2,
+        "stages": [
+            {"name": "one", "parallel": True, "runs": [run(1), run(2)]},
+            {"name": "two", "parallel": True, "runs": [run(3, ["w2"]), run(4)]},
+        ],
+    }
+    path = project / "plans" / "p.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+@pytest.mark.slow  # a plan end to end: spawned workers, five kernels, a 4 s nap
+def test_a_run_with_after_starts_once_those_runs_ended_and_reruns_with_them(project: Path) -> None:
+    naps = {1: 4.0, 2: 0.0, 3: 0.0, 4: 0.0}
+    path = _after_plan(project, naps)
+    assert [r.after for r in pipeline.load_plan(path).runs] == [None, None, ("w2",), None]
+    assert list(pipeline.run_plan(path, build=False)["status"]) == ["done"] * 4
+    # each run writes the time its nap ended: 3 waited for 2 only, so it ended while 1 slept; 4
+    # waited for 1 (and 2), so it ended after 1 woke
+    woke = {v: json.loads((project / "notebooks" / f"out_{v}.json").read_text())["start"] for v in naps}
+    assert woke[3] < woke[1] - 1.0 and woke[4] > woke[1], woke
+    assert list(pipeline.run_plan(path, build=False)["status"]) == ["skipped"] * 4
+    naps[2] = 0.1  # 2 runs again: 3 (after it) and 4 (after the whole stage) with it
+    assert list(pipeline.run_plan(_after_plan(project, naps), build=False)["status"]) == [
+        "skipped",
+        "done",
+        "done",
+        "done",
+    ]
+    naps[1] = 0.1  # 1 runs again: 4 with it, but not 3, which reads only what 2 wrote
+    assert list(pipeline.run_plan(_after_plan(project, naps), build=False)["status"]) == [
+        "done",
+        "skipped",
+        "skipped",
+        "done",
+    ]
+
+
+def test_after_names_runs_of_earlier_stages_each_seed_of_a_repeated_one(project: Path) -> None:
+    path = _after_plan(project, {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0})
+    for after, message in [
+        (["w9"], r"stage 'two', run w3: after names 'w9', no run of an earlier stage.*they are: w1, w2\)$"),
+        (["w4"], r"run w3: after names 'w4', no run of an earlier stage"),  # the same stage's
+        ("w2", r"after 'w2': expected a list of run names"),
+    ]:
+        plan = yaml.safe_load(path.read_text())
+        plan["stages"][1]["runs"][0]["after"] = after
+        path.write_text(yaml.safe_dump(plan))
+        with pytest.raises(pipeline.PlanError, match=message):
+            pipeline.load_plan(path)
+    # a run the plan's seeds repeated (slug <name>__seed<N>): the name waits for every seed's run
+    seeded = [pipeline.Run("03_train", {}, f"t__seed{s}", "train") for s in (0, 1)]
+    late = pipeline.Run("08_recipe", {}, "r", "recipe", after=("t",))
+    stages = pipeline._resolve_after([seeded, [late]], "<plan>")
+    assert stages[1][0].after == ("t__seed0", "t__seed1")
+
+
 def test_offline_flag_reaches_the_kernels(project: Path, monkeypatch) -> None:
     from steelnb.cli import main
 

@@ -14,6 +14,7 @@ import yaml
 
 from steelnb import cli
 from steelnb.batch import pipeline
+from steelnb.data.config import TrainConfig
 from steelnb.judge.comparison import arm_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,23 +321,27 @@ def test_smoke_recipe_steps_differ_from_their_base_only_in_the_step() -> None:
         f"{LITE0}__dice_bce__gate",
         f"{LITE0}__dice_bce__pseudo",
     }
-    stage_of = {r.slug: i for i, stage in enumerate(pipeline.load_plan("smoke").stages) for r in stage}
-    trained = [
-        s for s in stage_of if s.startswith("03_train__") and s not in ("03_train__gate", "03_train__pseudo")
-    ]
-    assert len(trained) == 10
-    # 07 labels with the recipe's base run: after it
-    labeller = next(r for r in pipeline.effective_runs("smoke") if r["notebook"] == "07_pseudo_labels")
+    runs = pipeline.effective_runs("smoke")
+    waits = pipeline.waits_for("smoke")  # what has ended before each run starts, side by side
+    trains = [r for r in runs if r["notebook"] == "03_train"]
+    folder = {TrainConfig.from_parameters(r["parameters"]).name: r["slug"] for r in trains}
+    assert len(folder) == len(trains) == 12  # one folder each
+    # 07 labels with the recipe's base run; the pseudo-label run trains on 07's labels; the
+    # classification-first run starts from the classification stage's encoder
+    labeller = next(r for r in runs if r["notebook"] == "07_pseudo_labels")
     assert labeller["parameters"]["runs"] == [f"{LITE0}__dice_bce__64x416"]
-    assert stage_of["07_pseudo_labels"] > stage_of["03_train__lite0_imagenet_dice_bce"]
-    assert stage_of["03_train__pseudo"] > stage_of["07_pseudo_labels"]
-    assert stage_of["08_recipe"] > max(stage_of[s] for s in stage_of if s.startswith(("03_train", "07_")))
-    # 05 chooses among every study run (as 06 does), so it runs after the last of them is trained;
-    # 06 reads what 05 and 08 wrote, so it runs after both
-    assert stage_of["05_evaluate"] > max(stage_of[s] for s in trained)
-    assert stage_of["06_results"] > max(
-        stage_of["05_evaluate"], stage_of["08_recipe"], stage_of["04_loss_ablation"]
-    )
+    assert folder[f"{LITE0}__dice_bce__64x416"] in waits["07_pseudo_labels"]
+    assert "07_pseudo_labels" in waits["03_train__pseudo"]
+    assert folder[f"{LITE0}__cls-stage"] in waits[folder[f"{LITE0}__dice_bce__64x416__cls-first"]]
+    # 08 after every run it steps through
+    recipe = next(r for r in runs if r["notebook"] == "08_recipe")["parameters"]
+    read = [recipe["base"], recipe["gate_run"], recipe["pseudo_run"], *recipe["ensemble"]]
+    assert {folder[n] for n in read} <= waits["08_recipe"]
+    # 05 chooses among every study run (as 06 does) and 04 reads them: both after every run that
+    # writes a folder of weights/smoke; 06 reads what 05, 08 and 04 wrote: after every run
+    study = {r["slug"] for r in trains if r["parameters"]["out_dir"] == "../weights/smoke"}
+    assert len(study) == 9 and study <= waits["05_evaluate"] and study <= waits["04_loss_ablation"]
+    assert set(waits) - {"06_results"} == waits["06_results"]
 
 
 def test_seeds_plan_runs_the_smokes_arms_at_three_seeds(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,11 @@ notebook declares ``resume`` (a training run continues from ``last.ckpt``).
 The runs of a ``parallel`` stage go side by side: one worker per GPU with ``--gpus``, or, on a
 CPU, the plan's ``cpu_workers`` processes sharing the cores (each gets cores / workers threads:
 two one-thread trainings do about 1.35x the work of one two-thread training on two cores).
+Consecutive parallel stages share the workers: a run waits for every run of the stages before it,
+or, when its entry says ``after: [name, ...]``, for those runs only (the runs whose files it
+reads), so it can start while other runs of an earlier stage still execute; a run that waits for
+one that ran again runs again too. Elsewhere (one worker, a Slurm executor) stages keep their
+order, which ``after`` only loosens.
 Elsewhere than on this machine: ``run_plan(..., executor=...)`` hands each stage's runs to a
 ``StageExecutor`` (``steelnb.batch.slurm.SlurmExecutor``: Slurm jobs through submitit); the stages,
 freshness checks, records and the book stay here.
@@ -71,6 +76,8 @@ class Run:
     parallel: bool = False
     title: str = ""  # sidebar title, e.g. "Training: resnet50, dice_bce"
     per_seed: bool = False  # an entry's ``per_seed: true``: once per plan seed, ``{seed}`` filled
+    # an entry's ``after``: the slugs of the earlier stages' runs it waits for (None: all of them)
+    after: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -240,7 +247,7 @@ def _entry_runs(
             f"{', '.join(unknown)}; the notebook declares {', '.join(declared)}"
         )
     merged = {k: v for k, v in defaults.items() if k in declared}
-    per_seed, runs = _per_seed_flag(entry, nb, where), []
+    per_seed, after, runs = _per_seed_flag(entry, nb, where), _after_names(entry, nb, where), []
     for combo in product(*matrix.values()) if matrix else [()]:
         point = dict(zip(matrix, combo))
         given = {**{k: _filled(v, point) for k, v in params.items()}, **point}
@@ -262,9 +269,49 @@ def _entry_runs(
                 bool(stage.get("parallel")),
                 title,
                 per_seed,
+                after,
             )
         )
     return runs
+
+
+def _after_names(entry: Mapping[str, Any], nb: str, where: str) -> tuple[str, ...] | None:
+    """An entry's ``after`` (names of runs of earlier stages), checked: a list of strings, or absent."""
+    names = entry.get("after")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise PlanError(
+            f"{where}, notebook {nb}: after {names!r}: expected a list of run names, e.g. [02_class_balance]"
+        )
+    return tuple(names)
+
+
+def _resolve_after(stages: list[list[Run]], src: str) -> list[list[Run]]:
+    """Each run's ``after`` names as the slugs of earlier stages' runs: a name is a run's slug, or
+    the slug of a run before the plan's seeds repeated it (then every seed's run). A name that is
+    no run of an earlier stage is refused, naming the run and the runs it could wait for."""
+    from dataclasses import replace
+
+    out, before = [], []
+    for stage in stages:
+        resolved = []
+        for run in stage:
+            if run.after is not None:
+                slugs = []
+                for name in run.after:
+                    found = [s for s in before if s == name or s.startswith(f"{name}__seed")]
+                    if not found:
+                        raise PlanError(
+                            f"{src}, stage {run.stage!r}, run {run.slug}: after names {name!r}, no run of an "
+                            f"earlier stage (a run waits only for earlier stages'; they are: {', '.join(before) or 'none'})"
+                        )
+                    slugs += [s for s in found if s not in slugs]
+                run = replace(run, after=tuple(slugs))
+            resolved.append(run)
+        out.append(resolved)
+        before += [r.slug for r in stage]
+    return out
 
 
 def load_plan(plan: str | Path | Mapping[str, Any], seeds: Sequence[int] | None = None) -> Plan:
@@ -309,6 +356,7 @@ def load_plan(plan: str | Path | Mapping[str, Any], seeds: Sequence[int] | None 
                 raise PlanError(f"{where}: two runs named {run.slug!r}; give one a 'name'")
             seen.add(run.slug)
         out.stages.append(runs)
+    out.stages = _resolve_after(out.stages, src)
     _refuse_unfilled_seed(out.runs, src)
     if out.seeds and not any(r.notebook in SEEDED_NOTEBOOKS for r in out.runs):
         raise PlanError(
@@ -495,6 +543,8 @@ def describe_plan(plan: str | Path | Mapping[str, Any] | Plan) -> str:
     for run, eff in zip(p.runs, runs):
         width = max((len(k) for k in eff["parameters"]), default=0)
         lines += ["", f"[{eff['stage']}] {eff['slug']}  ({run.notebook}.ipynb: {run.title})"]
+        if run.after is not None:
+            lines.append(f"  after: {', '.join(run.after) or 'nothing: it starts once a worker is free'}")
         lines += [
             f"  {'*' if k in run.parameters else ' '} {k:<{width}} = {v!r}"
             for k, v in eff["parameters"].items()
@@ -658,42 +708,109 @@ def _worker_slots(p: Plan, gpus: Sequence[int] | None) -> list[Any]:
     return []
 
 
-def _run_parallel(
-    todo: list[Run],
+def _waits_for(stages: Sequence[list[Run]]) -> dict[str, tuple[str, ...]]:
+    """What each run of consecutive side-by-side stages waits for: its ``after``, else every run
+    of the stages before it among them."""
+    out: dict[str, tuple[str, ...]] = {}
+    before: list[str] = []
+    for stage in stages:
+        for run in stage:
+            out[run.slug] = run.after if run.after is not None else tuple(before)
+        before += [r.slug for r in stage]
+    return out
+
+
+def waits_for(plan: str | Path | Mapping[str, Any] | Plan) -> dict[str, set[str]]:
+    """Each run of a plan and the runs that have ended before it starts when its parallel stages
+    run side by side (``cpu_workers`` or ``--gpus``): those of the stages before its group of
+    consecutive parallel stages, and within the group those it waits for (``after``, else every
+    earlier stage's runs), followed through. For checking a plan's order (tests/test_plans.py)."""
+    p = plan if isinstance(plan, Plan) else load_plan(plan)
+    out: dict[str, set[str]] = {}
+    ended: set[str] = set()
+    for group in _groups(p, True):
+        direct = _waits_for(group)
+        for run in (r for stage in group for r in stage):
+            out[run.slug] = ended | {s for d in direct[run.slug] for s in {d} | out[d]}
+        ended |= {r.slug for stage in group for r in stage}
+    return out
+
+
+def _run_side_by_side(
+    stages: Sequence[list[Run]],
     slots: list[Any],
     p: Plan,
     runs_dir: Path,
-    finish: Any,
-    injects: Mapping[str, Any],
-    started: dict[str, Run],
+    ctx: _Context,
+    restart: bool,
 ) -> None:
-    """The runs side by side, one worker process per slot; a worker that dies fails its run only.
-    On an interrupt the runs that were executing go into ``started``, and every worker gets
-    SIGTERM (its kernel is shut down) before the interrupt goes on."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    """Consecutive parallel stages' runs side by side, one worker process per slot: a run starts
+    once the runs it waits for (``_waits_for``) have ended, the earliest of the plan's order first.
+    A run finished earlier with the same parameters and notebook is skipped unless ``restart`` or
+    a run it waits for ran again. A worker that dies fails its run only. On an interrupt the runs
+    that were executing go into ``ctx.started``, and every worker gets SIGTERM (its kernel is shut
+    down) before the interrupt goes on."""
+    waits = _waits_for(stages)
+    waiting = [r for stage in stages for r in stage]
+    spawn = mp.get_context("spawn")
+    queue = spawn.Queue()
     for slot in slots:
         queue.put(slot)
+    running: dict[cf.Future[dict[str, Any]], Run] = {}
     with cf.ProcessPoolExecutor(
-        len(slots), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+        len(slots), mp_context=spawn, initializer=_init_worker, initargs=(queue,)
     ) as pool:
-        nb = p.notebooks_dir
-        futures = {pool.submit(_execute_in_worker, r, nb, runs_dir, injects.get(r.slug)): r for r in todo}
         try:
-            for fut in cf.as_completed(futures):
-                try:
-                    finish(fut.result())
-                except Exception as e:  # a worker died (killed, out of memory): that run failed
-                    error = f"worker process failed: {e!r}"[:300]
-                    finish(_record(futures[fut], status="failed", error=error))
+            while waiting or running:
+                _start_ready(waiting, running, waits, len(slots), pool, p, runs_dir, ctx, restart)
+                if running:  # the stages of the runs executing, and those runs
+                    stages = "+".join(dict.fromkeys(r.stage for r in running.values()))
+                    ctx.bar.on(stages, [r.slug for r in running.values()])
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    run = running.pop(fut)
+                    try:
+                        ctx.finish(fut.result())
+                    except Exception as e:  # a worker died (killed, out of memory): that run failed
+                        ctx.finish(_record(run, status="failed", error=f"worker process failed: {e!r}"[:300]))
         except KeyboardInterrupt:
-            started.update({r.slug: r for f, r in futures.items() if f.running()})
-            for f in futures:
+            ctx.started.update({r.slug: r for r in running.values()})
+            for f in running:
                 f.cancel()
             for proc in list(getattr(pool, "_processes", {}).values()):  # no public handle on them
                 if proc.is_alive():
                     proc.terminate()
             raise
+
+
+def _start_ready(
+    waiting: list[Run],
+    running: dict[cf.Future[dict[str, Any]], Run],
+    waits: Mapping[str, tuple[str, ...]],
+    slots: int,
+    pool: cf.ProcessPoolExecutor,
+    p: Plan,
+    runs_dir: Path,
+    ctx: _Context,
+    restart: bool,
+) -> None:
+    """Start (or record as skipped) waiting runs whose runs waited for have ended, in the plan's
+    order, until every slot is busy; a skip can make another run ready, so look again after one."""
+    while len(running) < slots:
+        ready = next((r for r in waiting if all(s in ctx.records for s in waits[r.slug])), None)
+        if ready is None:
+            if not running and waiting:  # cannot happen: a run waits only for earlier stages'
+                raise PlanError(
+                    f"plan {p.name}: {', '.join(r.slug for r in waiting)} wait for runs that never end"
+                )
+            return
+        waiting.remove(ready)
+        again = restart or any(ctx.records[s]["status"] == "done" for s in waits[ready.slug])
+        if _is_fresh(ready, p, runs_dir) and not again:
+            ctx.finish(_skipped(ready, ctx.previous))
+            continue
+        inject = _after_interrupt(ready, p, ctx.previous, again)
+        running[pool.submit(_execute_in_worker, ready, p.notebooks_dir, runs_dir, inject)] = ready
 
 
 class StageExecutor(Protocol):
@@ -752,44 +869,83 @@ def _put(runs_dir: Path, rec: dict[str, Any]) -> None:
     update_status(runs_dir, lambda status: status["runs"].__setitem__(rec["slug"], rec))
 
 
+@dataclass
+class _Context:
+    """What executing a plan's stages shares: the runs' records so far (``finish`` adds one, writes
+    it to status.json and moves the bar), the records of the plan's last run (``previous``), and
+    the runs executing now (``started``, for an interrupt to mark)."""
+
+    runs_dir: Path
+    previous: Mapping[str, Any]
+    bar: _Progress
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    started: dict[str, Run] = field(default_factory=dict)
+
+    def finish(self, rec: dict[str, Any]) -> None:
+        self.records[rec["slug"]] = rec
+        self.started.pop(rec["slug"], None)
+        _put(self.runs_dir, rec)
+        self.bar.done(rec)
+
+
+def _groups(p: Plan, side_by_side: bool) -> list[list[list[Run]]]:
+    """The plan's stages, consecutive parallel ones in one group when their runs go side by side
+    here (``side_by_side``: worker slots and no executor), so that a run of a later one can start
+    before an earlier one has ended (``Run.after``); every other stage a group of its own."""
+    groups: list[list[list[Run]]] = []
+    for stage in p.stages:
+        joins = side_by_side and stage and all(r.parallel for r in stage)
+        if joins and groups and groups[-1][-1] and all(r.parallel for r in groups[-1][-1]):
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
 def _run_stages(
     p: Plan, runs_dir: Path, force: bool, gpus: Sequence[int] | None, executor: StageExecutor | None
 ) -> list[dict[str, Any]]:
-    """Every stage of the plan in order; the runs' records in the plan's order."""
+    """Every stage of the plan in order (consecutive parallel stages side by side here:
+    ``_run_side_by_side``); the runs' records in the plan's order."""
     order = [r.slug for r in p.runs]
     previous = update_status(runs_dir, lambda status: status.update(plan=p.name, order=order))["runs"]
-    records: dict[str, dict[str, Any]] = {}
-    started: dict[str, Run] = {}  # the runs executing now, for an interrupt to mark
-    bar = _Progress(p)
-
-    def finish(rec: dict[str, Any]) -> None:
-        records[rec["slug"]] = rec
-        started.pop(rec["slug"], None)
-        _put(runs_dir, rec)
-        bar.done(rec)
-
+    ctx = _Context(runs_dir, previous, _Progress(p))
     upstream_ran = False  # a later stage reads what an earlier one wrote: re-run it after a change
     slots = _worker_slots(p, gpus)
+    side_by_side = bool(slots) and executor is None
     try:
-        for stage in p.stages:
+        for group in _groups(p, side_by_side):
             restart = force or upstream_ran
-            todo = _to_run(stage, p, runs_dir, previous, restart, finish)
-            injects = {r.slug: _after_interrupt(r, p, previous, restart) for r in todo}
-            bar.on(stage[0].stage if stage else "", [r.slug for r in todo])
-            if executor is not None:
-                executor.run_stage(
-                    todo, p, runs_dir, finish, lambda rec: _put(runs_dir, rec), restart=restart
-                )
-            elif slots and todo and all(r.parallel for r in todo):
-                _run_parallel(todo, slots, p, runs_dir, finish, injects, started)
+            if side_by_side and all(r.parallel for r in group[0]) and group[0]:
+                _run_side_by_side(group, slots, p, runs_dir, ctx, restart)
             else:
-                _run_serial(todo, p, runs_dir, finish, injects, started, bar)
-            upstream_ran = upstream_ran or any(records[r.slug]["status"] == "done" for r in stage)
+                _run_stage(group[0], p, runs_dir, ctx, restart, executor)
+            upstream_ran = upstream_ran or any(
+                ctx.records[r.slug]["status"] == "done" for s in group for r in s
+            )
     except KeyboardInterrupt as e:
-        raise _interrupted(e, p, runs_dir, started) from None
+        raise _interrupted(e, p, runs_dir, ctx.started) from None
     finally:
-        bar.close()
-    return [records[r.slug] for r in p.runs]
+        ctx.bar.close()
+    return [ctx.records[r.slug] for r in p.runs]
+
+
+def _run_stage(
+    stage: list[Run], p: Plan, runs_dir: Path, ctx: _Context, restart: bool, executor: StageExecutor | None
+) -> None:
+    """One stage: on the executor, or here one run after another."""
+    todo = _to_run(stage, p, runs_dir, ctx.previous, restart, ctx.finish)
+    ctx.bar.on(stage[0].stage if stage else "", [r.slug for r in todo])
+    if executor is not None:
+        executor.run_stage(todo, p, runs_dir, ctx.finish, lambda rec: _put(runs_dir, rec), restart=restart)
+    else:
+        injects = {r.slug: _after_interrupt(r, p, ctx.previous, restart) for r in todo}
+        _run_serial(todo, p, runs_dir, ctx.finish, injects, ctx.started, ctx.bar)
+
+
+def _skipped(run: Run, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The record of a run finished earlier with the same parameters and notebook."""
+    return {**previous.get(run.slug, {}), **_record(run, status="skipped", error="")}
 
 
 def _to_run(
@@ -805,7 +961,7 @@ def _to_run(
     todo = []
     for run in stage:
         if _is_fresh(run, p, runs_dir) and not restart:
-            finish({**previous.get(run.slug, {}), **_record(run, status="skipped", error="")})
+            finish(_skipped(run, previous))
         else:
             todo.append(run)
     return todo
