@@ -11,7 +11,7 @@ import pytest
 import yaml
 from nbout import write_notebook
 
-from steelnb.batch import pipeline
+from steelnb.batch import pipeline, plans
 
 
 @pytest.fixture()
@@ -473,7 +473,7 @@ def test_after_names_runs_of_earlier_stages_each_seed_of_a_repeated_one(project:
     # a run the plan's seeds repeated (slug <name>__seed<N>): the name waits for every seed's run
     seeded = [pipeline.Run("03_train", {}, f"t__seed{s}", "train") for s in (0, 1)]
     late = pipeline.Run("08_recipe", {}, "r", "recipe", after=("t",))
-    stages = pipeline._resolve_after([seeded, [late]], "<plan>")
+    stages = plans._resolve_after([seeded, [late]], "<plan>")
     assert stages[1][0].after == ("t__seed0", "t__seed1")
 
 

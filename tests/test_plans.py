@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from steelnb import cli
-from steelnb.batch import pipeline
+from steelnb.batch import pipeline, plans
 from steelnb.data.config import TrainConfig
 from steelnb.judge.comparison import arm_of
 
@@ -108,7 +108,7 @@ def test_full_has_every_encoder_at_256x768_and_the_reference_run() -> None:
     assert sorted(p["seed"] for p in ref) == SEEDS
     # its own folder: the ablation and the best-run choice compare runs of the study's subset only
     assert ref[0]["out_dir"] != study[0]["out_dir"]
-    assert "run_name" in pipeline._declared(REPO / "notebooks" / "03_train.ipynb")
+    assert "run_name" in plans._declared(REPO / "notebooks" / "03_train.ipynb")
     run = next(
         r
         for r in pipeline.load_plan("full").runs
@@ -443,7 +443,7 @@ def test_real_plans_set_every_departure_explicitly(plan: str, capsys: pytest.Cap
     blocks = {b.split("  (", 1)[0].split("] ", 1)[1]: b for b in text.split("\n\n[")[1:]}
     train = [r for r in runs if r["notebook"] == "03_train"]
     assert train
-    declared = pipeline._declared(REPO / "notebooks" / "03_train.ipynb")
+    declared = plans._declared(REPO / "notebooks" / "03_train.ipynb")
     for r in train:
         assert {k: r["parameters"][k] for k in EXPLICIT} == EXPLICIT, r["slug"]
         for k, v in EXPLICIT.items():
