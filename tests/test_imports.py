@@ -207,3 +207,19 @@ def test_the_documented_paths_are_the_moved_modules() -> None:
 
     assert steelnb.config is steelnb.data.config and steelnb.training is steelnb.model.training
     assert TrainConfig is steelnb.data.config.TrainConfig and fit is steelnb.model.training.fit
+
+
+def test_reading_results_imports_no_model_code() -> None:
+    """The results pages (04, 06) and a user comparing runs import ``judge.comparison`` and
+    ``batch.report``: pandas and numpy, not torch, smp or torchmetrics (about 4.5 of their 6 s of
+    imports in a kernel). Counted in a fresh interpreter, since this one has torch already."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import steelnb.judge.comparison, steelnb.judge.crossval, steelnb.batch.report; "
+        "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'torchmetrics', 'lightning', 'timm') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

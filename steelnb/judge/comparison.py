@@ -32,12 +32,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..data.errors import SteelnbError
-from ..model.metrics import dice_of, truth_empty_of
+from ..model.counts import dice_of, truth_empty_of
 from ..model.provenance import split_fingerprint
 from ..model.runfiles import METRICS_FILE, SCORES_FILE
 from ..model.runfolder import RunFolder, RunRecord
 from . import stats
-from .scoring import counts_of
+from .scoretable import counts_of
 
 #: What makes two runs comparable: the same data, test split and mask size.
 COMPARABLE = ("data", "test split", "mask size")

@@ -29,11 +29,11 @@ from ..data.config import TrainConfig
 from ..data.errors import SteelnbError
 from ..data.fileio import write_csv
 from ..data.sampling import TEST_FOLD, assign_folds
-from ..model.metrics import dice_of, truth_empty_of
+from ..model.counts import dice_of, truth_empty_of
 from ..model.runfiles import SCORES_FILE
 from ..model.runfolder import RunFolder, RunRecord
 from . import stats
-from .scoring import counts_of
+from .scoretable import counts_of
 from .summaries import summarize
 
 __all__ = [

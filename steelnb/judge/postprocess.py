@@ -29,7 +29,7 @@ import yaml
 from ..data.config import HEIGHT, N_CLASSES, WIDTH
 from ..data.errors import SteelnbError
 from ..data.fileio import read_mapping, write_text
-from ..model.metrics import dice_from_counts
+from ..model.counts import dice_from_counts
 from ..model.runfiles import POSTPROCESS_FILE
 
 FILE_NAME = POSTPROCESS_FILE

@@ -4,7 +4,8 @@
 true-positive, false-positive and false-negative pixels of each (image, class), raw (threshold
 0.5) and post-processed: the long table a run's ``test_scores.csv`` holds, from which any two
 runs can be compared image by image later. ``counts_of`` turns such a table into counts
-(N, C, 3) in a chosen image order; ``read_scores`` reads a run's table back.
+(N, C, 3) in a chosen image order and ``read_scores`` reads a run's table back (both from
+``scoretable``, which needs no torch, re-exported here).
 
 Imports: this module uses ``ensemble`` and ``inference`` (probabilities), ``labels`` (truth
 masks) and ``postprocess``; the summaries (``summaries``) and the evaluation of a run
@@ -17,17 +18,15 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..data.config import HEIGHT, N_CLASSES, WIDTH
-from ..data.errors import SteelnbError
 from ..data.labels import encodings_by_image, image_masks
 from ..model import metrics
 from ..model.runfiles import SCORES_FILE
-from ..model.runfolder import RunFolder
 from . import postprocess as pp
 from .ensemble import Ensemble, load_ensemble
+from .scoretable import COUNT_COLUMNS, GATE_COLUMNS, EvaluationError, counts_of, read_scores
 
 __all__ = [
     "COUNT_COLUMNS",
@@ -39,16 +38,6 @@ __all__ = [
     "read_scores",
     "score_images",
 ]
-
-COUNT_COLUMNS = ["tp", "fp", "fn", "tp_raw", "fp_raw", "fn_raw"]
-#: Extra columns of ``test_scores.csv`` for a run with a classification head: the image-level class
-#: probability and the post-processed counts with the classifier gate switched off (the map of the
-#: mask logits is the same in both; only the gate differs).
-GATE_COLUMNS = ["class_prob", "tp_ungated", "fp_ungated", "fn_ungated"]
-
-
-class EvaluationError(SteelnbError):
-    """A run cannot be evaluated (no test split, no checkpoint, scores of other images)."""
 
 
 def as_ensemble(weights: str | Path | Ensemble, device: str) -> Ensemble:
@@ -101,28 +90,3 @@ def score_images(
             rows += [(image_id, c + 1, *post[c], *raw[c], float(cp[c]), *free[c]) for c in range(N_CLASSES)]
     columns = ["ImageId", "ClassId", *COUNT_COLUMNS]
     return pd.DataFrame(rows, columns=columns + (GATE_COLUMNS if ens.has_classifier else []))
-
-
-def counts_of(
-    scores: pd.DataFrame, raw: bool = False, image_ids: Sequence[str] | None = None, ungated: bool = False
-) -> np.ndarray:
-    """Counts (N, C, 3) from a scores table (images in ``image_ids`` order, default sorted);
-    ``raw``: at threshold 0.5; ``ungated``: post-processed with the classifier gate off."""
-    cols = ["tp_raw", "fp_raw", "fn_raw"] if raw else ["tp", "fp", "fn"]
-    cols = ["tp_ungated", "fp_ungated", "fn_ungated"] if ungated else cols
-    if not set(cols) <= set(scores.columns):
-        raise EvaluationError(
-            f"scores hold no columns {', '.join(cols)} (a run without a classification head?)"
-        )
-    wide = scores.pivot(index="ImageId", columns="ClassId", values=cols)
-    ids = sorted(wide.index) if image_ids is None else list(image_ids)
-    missing = sorted(set(ids) - set(wide.index))
-    if missing:
-        raise EvaluationError(f"scores hold no row for image {missing[0]} ({len(missing)} missing)")
-    wide = wide.loc[ids]
-    return np.stack([wide[c].to_numpy() for c in cols], -1).astype(np.int64)
-
-
-def read_scores(run_dir: str | Path | RunFolder) -> pd.DataFrame | None:
-    """``test_scores.csv`` of a run folder, or None when the run was not evaluated."""
-    return RunFolder.of(run_dir).scores()

@@ -23,10 +23,10 @@ import pandas as pd
 
 from ..data.config import N_CLASSES
 from ..data.fileio import write_csv
-from ..model import metrics
+from ..model.counts import dice_from_counts, dice_of, iou_from_counts, truth_empty_of
 from . import postprocess as pp
 from . import stats
-from .scoring import counts_of
+from .scoretable import counts_of
 
 __all__ = [
     "EVALUATION_COLUMNS",
@@ -43,7 +43,7 @@ __all__ = [
 def _pooled(counts: np.ndarray, what: str) -> np.ndarray:
     """Class-mean Dice or IoU of pixel counts summed over images: counts (B, N, C, 3) -> (B,)."""
     tp, fp, fn = (counts[..., k].sum(-2) for k in range(3))  # (B, C)
-    of = metrics.dice_from_counts if what == "dice" else metrics.iou_from_counts
+    of = dice_from_counts if what == "dice" else iou_from_counts
     return of(tp, fp, fn).mean(-1)
 
 
@@ -54,8 +54,8 @@ def summarize(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
     dice(+_ci95), iou(+_ci95) (pooled over images, mean over classes), defect_dice(+_ci95),
     per_class_kaggle, images, defect_pairs.
     """
-    dice = metrics.dice_of(counts)
-    empty_truth = metrics.truth_empty_of(counts)
+    dice = dice_of(counts)
+    empty_truth = truth_empty_of(counts)
     empty_dice = empty_truth.astype(np.float64)  # predicting nothing: 1 on empty pairs, 0 elsewhere
     est, low, high = stats.bootstrap_ci(dice, n_boot=n_boot, seed=seed)
     gain = stats.paired_bootstrap(dice, empty_dice, n_boot=n_boot, seed=seed)
@@ -140,10 +140,10 @@ def gate_summary(
     ids = sorted(scores["ImageId"].unique())
     class_probs = scores.pivot(index="ImageId", columns="ClassId", values="class_prob").loc[ids].to_numpy()
     counts, free = counts_of(scores, image_ids=ids), counts_of(scores, image_ids=ids, ungated=True)
-    empty_truth = metrics.truth_empty_of(counts)  # (N, C)
+    empty_truth = truth_empty_of(counts)  # (N, C)
     gated = np.array([[c.gated(float(v)) for c, v in zip(params.classes, row)] for row in class_probs], bool)
-    without = metrics.dice_of(free)
-    gain = stats.paired_bootstrap(metrics.dice_of(counts), without, n_boot=n_boot, seed=seed)
+    without = dice_of(free)
+    gain = stats.paired_bootstrap(dice_of(counts), without, n_boot=n_boot, seed=seed)
     return {
         **_screened(empty_truth.all(1), pp.screened(class_probs, params)),
         "gated_pairs": int(gated.sum()),
@@ -256,10 +256,10 @@ def _variant_rows(
     """``evaluation_table``'s rows of one variant (counts (N, C, 3) of the classes ``cls``), the
     paired gain of its mean, and its truth: (pixels per class, pixels missed per class, empty (N, C))."""
     tp, fp, fn = (cnt[..., k].astype(np.float64) for k in range(3))
-    per_image = metrics.dice_from_counts(tp, fp, fn)  # (N, C)
+    per_image = dice_from_counts(tp, fp, fn)  # (N, C)
     empty = ((tp + fn) == 0).astype(np.float64)  # predicting nothing: 1 where the truth is empty
     stp, sfp, sfn = tp.sum(0), fp.sum(0), fn.sum(0)
-    dice, iou = metrics.dice_from_counts(stp, sfp, sfn), metrics.iou_from_counts(stp, sfp, sfn)
+    dice, iou = dice_from_counts(stp, sfp, sfn), iou_from_counts(stp, sfp, sfn)
     scored, gain = _scored_rows(per_image, empty, n_boot, seed)
     rows = [
         [tta, post, str(c + 1), dice[j], iou[j], *scored[j], np.nan, "", len(cnt)] for j, c in enumerate(cls)
@@ -276,8 +276,8 @@ def _baseline_rows(
     zeros = np.zeros_like(sfn)
     truth = stp + sfn
     b_dice, b_iou = (
-        metrics.dice_from_counts(zeros, zeros, truth),
-        metrics.iou_from_counts(zeros, zeros, truth),
+        dice_from_counts(zeros, zeros, truth),
+        iou_from_counts(zeros, zeros, truth),
     )
     base, _ = _scored_rows(empty, empty, n_boot, seed)
     post = "all-empty prediction"
@@ -310,7 +310,7 @@ def worst_images(
     """The k images of lowest mean Dice over ``classes``, with Dice per class (counts (N, 4, 3))."""
     cls = list(classes)
     tp, fp, fn = (counts[:, cls, j].astype(np.float64) for j in range(3))
-    dice = metrics.dice_from_counts(tp, fp, fn)
+    dice = dice_from_counts(tp, fp, fn)
     frame = pd.DataFrame(dice, columns=[f"dice_{c + 1}" for c in cls])
     frame.insert(0, "dice", dice.mean(1))
     frame.insert(0, "ImageId", list(image_ids))

@@ -22,6 +22,11 @@ import torch
 from torchmetrics import Metric
 
 from ..data.errors import SteelnbError
+from .counts import dice_from_counts as dice_from_counts  # re-exported: the numpy half of the metrics
+from .counts import dice_of as dice_of
+from .counts import iou_from_counts as iou_from_counts
+from .counts import pixel_counts as pixel_counts
+from .counts import truth_empty_of as truth_empty_of
 
 EPS = 1e-7
 
@@ -65,38 +70,6 @@ def _iou(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
     """IoU of counts, element-wise, float64; 1 where both masks are empty."""
     tp, fp, fn = (x.double() for x in (tp, fp, fn))
     return smp.metrics.iou_score(tp, fp, fn, torch.zeros_like(tp), reduction="none", zero_division=1.0)
-
-
-# --- on count arrays (numpy): the evaluation's bootstrap and the post-processing search -----------
-def pixel_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Masks (..., C, H, W) -> int64 (..., C, 3): tp, fp, fn pixels per mask pair."""
-    p, t = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
-    tp = (p & t).sum((-2, -1))
-    return np.stack([tp, p.sum((-2, -1)) - tp, t.sum((-2, -1)) - tp], -1).astype(np.int64)
-
-
-def dice_from_counts(tp: Any, fp: Any, fn: Any) -> np.ndarray:
-    """Dice element-wise from pixel counts; 1 where prediction and truth are both empty."""
-    tp, fp, fn = (np.asarray(a, np.float64) for a in (tp, fp, fn))
-    den = 2 * tp + fp + fn
-    return np.where(den > 0, 2 * tp / np.maximum(den, 1.0), 1.0)
-
-
-def iou_from_counts(tp: Any, fp: Any, fn: Any) -> np.ndarray:
-    """IoU element-wise from pixel counts; 1 where prediction and truth are both empty."""
-    tp, fp, fn = (np.asarray(a, np.float64) for a in (tp, fp, fn))
-    den = tp + fp + fn
-    return np.where(den > 0, tp / np.maximum(den, 1.0), 1.0)
-
-
-def dice_of(c: np.ndarray) -> np.ndarray:
-    """Dice of each pair from counts (..., 3) of tp, fp, fn."""
-    return dice_from_counts(c[..., 0], c[..., 1], c[..., 2])
-
-
-def truth_empty_of(c: np.ndarray) -> np.ndarray:
-    """Whether each pair's truth is empty (no tp, no fn), from counts (..., 3) of tp, fp, fn."""
-    return (c[..., 0] + c[..., 2]) == 0
 
 
 def dice_per_image(pred: Any, truth: Any, threshold: float = 0.5) -> np.ndarray:
