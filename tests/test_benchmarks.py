@@ -246,3 +246,34 @@ def test_same_smoke_tells_a_changed_number_from_a_changed_clock(tmp_path: Path) 
         "book/runs/06_results.ipynb: its outputs differ",
     ]
     assert same.main([str(before), str(tmp_path / "c")]) == 1
+
+
+def test_packing_is_the_summed_run_time_over_workers_times_the_span(tmp_path: Path, capsys) -> None:
+    """bench/packing.py: runs start at their finished_at less their wall_s; two workers that are
+    both busy throughout pack 100 %, the same three runs one after another 50 %."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "packing", Path(__file__).resolve().parents[1] / "bench" / "packing.py"
+    )
+    packing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(packing)
+
+    def status(ends: dict[str, tuple[str, float]]) -> Path:
+        runs = {
+            slug: {"finished_at": f"2026-12-03T10:00:{end}", "wall_s": wall}
+            for slug, (end, wall) in ends.items()
+        }
+        runs["planned"] = {"status": "pending"}  # never ran: no time, left out
+        path = tmp_path / f"status{len(list(tmp_path.iterdir()))}.json"
+        path.write_text(json.dumps({"runs": runs}))
+        return path
+
+    side_by_side = status({"long": ("20", 20.0), "a": ("10", 10.0), "b": ("20", 10.0)})
+    assert [slug for slug, _, _ in packing.spans(json.loads(side_by_side.read_text()))] == ["long", "a", "b"]
+    packing.main([str(side_by_side), "--workers", "2"])
+    assert "40 s summed, 20 s span" in capsys.readouterr().out.splitlines()[-2]
+    packing.main([str(status({"long": ("20", 20.0), "a": ("30", 10.0), "b": ("40", 10.0)}))])
+    assert capsys.readouterr().out.splitlines()[-1].startswith("packing: 50.0%")
+    with pytest.raises(SystemExit, match="no run with a recorded time"):
+        packing.main([str(status({}))])
