@@ -210,14 +210,14 @@ def test_the_documented_paths_are_the_moved_modules() -> None:
 
 
 def test_reading_results_imports_no_model_code() -> None:
-    """The results pages (04, 06) and a user comparing runs import ``judge.comparison`` and
-    ``batch.report``: pandas and numpy, not torch, smp or torchmetrics (about 4.5 of their 6 s of
+    """The results pages (04, 06) and a user comparing runs import ``judge.comparison`` (06 also
+    ``judge.classwise``) and ``batch.report``: pandas and numpy, not torch, smp or torchmetrics (about 4.5 of their 6 s of
     imports in a kernel). Counted in a fresh interpreter, since this one has torch already."""
     import subprocess
     import sys
 
     code = (
-        "import sys; import steelnb.judge.comparison, steelnb.judge.crossval, steelnb.batch.report; "
+        "import sys; import steelnb.judge.comparison, steelnb.judge.classwise, steelnb.judge.crossval, steelnb.batch.report; "
         "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'torchmetrics', 'lightning', 'timm') "
         "if m in sys.modules))"
     )

@@ -22,6 +22,7 @@ Its modules import from this folder and from ``steelnb.data``, ``steelnb.model``
 - ``stats``: Bootstrap confidence intervals over images for per-image scores.
 - ``comparison``: Test-split tables and paired comparisons of runs, for the ablation, evaluation and
   results pages.
+- ``classwise``: One run per class, chosen on validation: the per-class choice of a study's runs.
 - ``crossval``: Cross-validation on a small labelled set: every image judged once, out of fold.
 - ``reference``: The reference project's reported numbers, and the runs of ours most like them, side
   by side.
@@ -48,6 +49,7 @@ __all__ = [
     "tables",
     "stats",
     "comparison",
+    "classwise",
     "crossval",
     "reference",
     "submission",

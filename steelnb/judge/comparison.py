@@ -494,6 +494,29 @@ def per_class_table(scored: Mapping[str, pd.DataFrame], n_boot: int = 2000, seed
     return pd.DataFrame(rows)
 
 
+def per_class_shown(by_class: pd.DataFrame) -> pd.DataFrame:
+    """``per_class_table`` as the report shows it: each class's Dice with its interval as text,
+    beside its Kaggle score and predicting nothing's, the columns named for a reader."""
+    return by_class.assign(
+        **{
+            "Dice over the test images with the class [95% CI]": [
+                ci_text(r, "dice") for r in by_class.to_dict("records")
+            ]
+        }
+    )[
+        [
+            "start",
+            "class",
+            "images with the class",
+            "Dice over the test images with the class [95% CI]",
+            "kaggle",
+            "all_empty_kaggle",
+        ]
+    ].rename(
+        columns={"start": "run", "kaggle": "class Kaggle", "all_empty_kaggle": "class Kaggle, all-empty"}
+    )
+
+
 def pairs_table(
     runs: Sequence[Mapping[str, Any]], pairs: Sequence[Sequence[str]], n_boot: int = 2000
 ) -> pd.DataFrame:

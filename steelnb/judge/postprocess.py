@@ -88,15 +88,22 @@ class PostParams:
 
     classes: tuple[ClassParams, ...] = field(default_factory=lambda: (ClassParams(),) * N_CLASSES)
     score: float | None = None  # validation Kaggle metric reached when tuned (information only)
+    #: each class's validation Kaggle score reached when tuned (``score`` is their mean): what
+    #: ``classwise`` chooses a run per class by; None for parameters tuned before it was kept
+    class_scores: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.classes) != N_CLASSES:
             raise PostprocessError(f"expected {N_CLASSES} class parameter sets, got {len(self.classes)}")
+        if self.class_scores is not None and len(self.class_scores) != N_CLASSES:
+            raise PostprocessError(f"expected {N_CLASSES} class scores, got {len(self.class_scores)}")
 
     def to_dict(self) -> dict:
         out: dict = {"classes": {i + 1: dataclasses.asdict(c) for i, c in enumerate(self.classes)}}
         if self.score is not None:
             out["score"] = float(self.score)
+        if self.class_scores is not None:
+            out["class_scores"] = [float(s) for s in self.class_scores]
         return out
 
     def to_yaml(self, path: str | Path) -> Path:
@@ -128,7 +135,17 @@ class PostParams:
             raise PostprocessError(
                 f"{source}: expected 'classes: {{1..{N_CLASSES}: parameters}}' ({e!r})"
             ) from None
-        return cls(classes=classes, score=data.get("score"))
+        scores = data.get("class_scores")
+        try:
+            return cls(
+                classes=classes,
+                score=data.get("score"),
+                class_scores=None if scores is None else tuple(scores),
+            )
+        except TypeError as e:
+            raise PostprocessError(f"{source}: class_scores: expected {N_CLASSES} numbers ({e})") from None
+        except PostprocessError as e:
+            raise PostprocessError(f"{source}: {e}") from None
 
 
 def load_params(run_dir: str | Path) -> PostParams | None:
@@ -392,4 +409,6 @@ def tune_postprocess(
         )
         best.append(p)
         scores.append(s)
-    return PostParams(classes=tuple(best), score=float(np.mean(scores)))
+    return PostParams(
+        classes=tuple(best), score=float(np.mean(scores)), class_scores=tuple(map(float, scores))
+    )

@@ -127,7 +127,10 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     },
                 ],
             },
-            {"name": "results", "runs": [{"notebook": "06_results"}]},
+            {
+                "name": "results",
+                "runs": [{"notebook": "06_results", "parameters": {"variants_dir": str(variants)}}],
+            },
         ],
     }
     table = pipeline.run_plan(plan, build=False)
@@ -219,6 +222,10 @@ def test_results_has_a_row_per_run(batch: dict) -> None:
             f"resnet50__{loss}__64x320 0 resnet50 {loss} 64x320 synthetic" in text
         )  # run, seed, encoder, loss, size, data
     assert "each arm minus the all-empty prediction" in text and "Validation chose" in text
+    # the per-class choice: the two runs and the recipe's gate run (not the pseudo-label run, trained
+    # on the test images' pseudo-labels), judged on test against the run validation chose
+    assert "validation: each class's run, of 3 candidates" in text, text
+    assert "the per-class choice scores" in text and "(paired, one comparison, single seed:" in text
     # synthetic runs: the reference's Severstal numbers are not set beside them
     assert "not Severstal numbers" in text and "0.513" not in text  # (outputs only; the caveat is markdown)
 
