@@ -9,8 +9,8 @@ predicts nothing. ``combined_scores`` then takes each class's rows of its run's
 with the better validation score overall, and between a run that switched the class off and one
 that did not, to predicting nothing (as tuning's do).
 
-Imports: pandas and numpy only, with ``comparison`` (the runs' scores and validation scores) and
-``summaries``; no model code.
+Imports: pandas and numpy only, with ``comparison`` (the runs' scores and validation scores),
+``postprocess`` (a run's tuned parameters read back) and ``summaries``; no model code.
 """
 
 from __future__ import annotations
@@ -20,26 +20,30 @@ from typing import Any
 
 import pandas as pd
 
+from ..data.config import N_CLASSES
 from ..model.counts import dice_of
+from . import postprocess as pp
 from . import stats
 from .comparison import ComparisonError, folder_name, folder_of, validation_score
-from .scoretable import counts_of
+from .scoretable import COUNT_COLUMNS, counts_of
 from .summaries import summarize
 
 __all__ = ["ClassChoice", "choose_by_class", "classwise_summary", "combined_scores", "class_scores_of"]
 
-ClassChoice = list[Mapping[str, Any] | None]  # per class 1..4: the run chosen, None to predict nothing
+#: per class 1..N_CLASSES: the run chosen, None to predict nothing
+ClassChoice = list[Mapping[str, Any] | None]
+
+
+def _params(m: Mapping[str, Any]) -> pp.PostParams | None:
+    """A run's tuned post-processing as its ``metrics.json`` keeps it, or None when not evaluated."""
+    block = m.get("postprocess")
+    return None if not block else pp.PostParams.from_dict(block, source=f"{folder_name(m)}: metrics.json")
 
 
 def class_scores_of(m: Mapping[str, Any]) -> list[float] | None:
     """A run's tuned validation score of each class, or None when its post-processing kept none."""
-    scores = (m.get("postprocess") or {}).get("class_scores")
-    return None if scores is None else [float(s) for s in scores]
-
-
-def _enabled(m: Mapping[str, Any], c: int) -> bool:
-    classes = (m.get("postprocess") or {}).get("classes") or {}
-    return bool((classes.get(str(c + 1)) or classes.get(c + 1) or {}).get("enabled", True))
+    params = _params(m)
+    return None if params is None or params.class_scores is None else list(params.class_scores)
 
 
 def choose_by_class(runs: Sequence[Mapping[str, Any]]) -> ClassChoice:
@@ -54,10 +58,11 @@ def choose_by_class(runs: Sequence[Mapping[str, Any]]) -> ClassChoice:
             else "no runs to choose from"
         )
     ranked = sorted(runs, key=lambda m: (-(validation_score(m) or 0.0), folder_name(m)))
+    params = [_params(m) for m in ranked]
     choice: ClassChoice = []
-    for c in range(4):
-        best = min(ranked, key=lambda m: (-class_scores_of(m)[c], _enabled(m, c), ranked.index(m)))
-        choice.append(best if _enabled(best, c) else None)
+    for c in range(N_CLASSES):  # min keeps the first of equals: the better run overall
+        i = min(range(len(ranked)), key=lambda i: (-params[i].class_scores[c], params[i].classes[c].enabled))
+        choice.append(ranked[i] if params[i].classes[c].enabled else None)
     return choice
 
 
@@ -66,7 +71,7 @@ def combined_scores(choice: ClassChoice, scores: Mapping[str, pd.DataFrame]) -> 
     are those of the run chosen for c, and for a class none was chosen for, predicting nothing (no
     tp, no fp, the truth as fn). ``scores``: each run's table by folder name, all on the same test
     images (else ComparisonError naming the run that differs)."""
-    tables = {name: t[["ImageId", "ClassId", "tp", "fp", "fn"]] for name, t in scores.items()}
+    tables = {name: t[["ImageId", "ClassId", *COUNT_COLUMNS[:3]]] for name, t in scores.items()}
     first_name, first = next(iter(tables.items()))
     ids = set(first["ImageId"])
     for name, table in tables.items():
