@@ -13,7 +13,8 @@ Needs the smoke plan's data and split (``steelnb run smoke`` writes them; so doe
 the rest come from ``plans/smoke.yaml``. Prints one line and appends it as JSON to
 ``bench/results/learning.jsonl``: training seconds, the validation Kaggle metric (post-processing
 tuned on those images: optimistic, and what chooses the study's best run), its all-empty baseline,
-the paired 95% interval of the gain and the defect Dice. One seed per line: a single run, not a
+the paired 95% interval of the gain, the defect Dice and each class's Dice over the validation
+images that hold it (tuned, and raw at threshold 0.5) with its Kaggle score. One seed per line: a single run, not a
 distribution; read differences smaller than the intervals as noise. Lines before 2026-12-02 have
 no "split" key: they were judged on the test split (bench/learning.md marks them).
 """
@@ -105,12 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         "gain_ci95": [round(v, 4) for v in val["kaggle_gain_ci95"]],
         "gain_excludes_0": val["gain_real"],
         "defect_dice": None if val["defect_dice"] is None else round(val["defect_dice"], 4),
+        "class_images": val["class_images"],
+        "class_dice": [None if d is None else round(d, 4) for d in val["class_dice"]],
+        "class_dice_raw": [None if d is None else round(d, 4) for d in val["class_dice_raw"]],
+        "class_kaggle": [round(v, 4) for v in val["per_class_kaggle"]],
     }
+    shown = " / ".join("-" if d is None else f"{d:.2f}" for d in row["class_dice"])
     print(
         f"{cfg.encoder} {cfg.loss} {changed or '(smoke recipe)'}: train {train_s:.0f} s, validation Kaggle "
         f"{row['kaggle']:.3f} (all-empty {row['all_empty']:.3f}), gain [{row['gain_ci95'][0]:+.3f}, "
         f"{row['gain_ci95'][1]:+.3f}] {'excludes 0' if row['gain_excludes_0'] else 'includes 0'} (one seed), "
-        f"defect Dice {row['defect_dice']}"
+        f"defect Dice {row['defect_dice']}, class Dice {shown} (images {row['class_images']})"
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -277,3 +277,34 @@ def test_packing_is_the_summed_run_time_over_workers_times_the_span(tmp_path: Pa
     assert capsys.readouterr().out.splitlines()[-1].startswith("packing: 50.0%")
     with pytest.raises(SystemExit, match="no run with a recorded time"):
         packing.main([str(status({}))])
+
+
+@pytest.mark.slow  # a few seconds: predicts six images with a tiny model
+def test_bench_tuning_times_both_gate_grids_on_the_validation_images(
+    make_tiny_run, synthetic_data: Path, tmp_path: Path, capsys
+) -> None:
+    """bench/bench_tuning.py tunes the same validation probabilities with the old gate grid and
+    the default one, prints both and their ratio, and refuses a run without a classification head."""
+    import importlib.util
+
+    from steelnb.model.runfolder import RunFolder, Splits
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_tuning", Path(__file__).resolve().parents[1] / "bench" / "bench_tuning.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ids = sorted(p.name for p in (synthetic_data / "train_images").iterdir())
+    runs = {}
+    for name, head in (("gate", True), ("plain", False)):
+        run = make_tiny_run(tmp_path / name, classifier=head, data_dir=str(synthetic_data), subset="all")
+        RunFolder.of(run).write_splits(Splits(tuple(ids[:2]), tuple(ids[2:]), tuple(ids[:2])))
+        (run / "metrics.json").write_text(json.dumps({"test": {"tta": "none", "tune_size": [64, 320]}}))
+        runs[name] = run
+    assert bench.main([str(runs["gate"]), "--repeats", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("old      gate grid (0.3, 0.4, 0.5, 0.6, 0.7): ")
+    assert out[1].startswith("default  gate grid (0.01, 0.02, ")
+    assert out[2].startswith("tuning time, default grid / old grid: ") and out[2].endswith("on 4 validation images")
+    with pytest.raises(SystemExit, match="plain: the model has no classification head"):
+        bench.main([str(runs["plain"]), "--repeats", "1"])

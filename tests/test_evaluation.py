@@ -231,3 +231,16 @@ def test_cli_train_evaluates_on_the_test_split(tmp_path: Path, capsys) -> None:
     assert (
         m["test"]["images"] == 6 and f"test split (6 images): Kaggle metric {m['test']['kaggle']:.3f}" in out
     )
+
+
+def test_class_dice_is_the_mean_over_the_images_that_hold_the_class() -> None:
+    from steelnb.judge.summaries import class_dice
+
+    counts = np.zeros((3, 4, 3))  # (images, classes, tp/fp/fn)
+    counts[0, 0] = (10, 0, 0)  # class 1 found exactly on image 0 ...
+    counts[1, 0] = (0, 5, 10)  # ... missed on image 1
+    counts[2, 0] = (0, 7, 0)  # a false alarm on an image without it: not in the class's Dice
+    counts[2, 2] = (3, 1, 2)  # class 3 on image 2: Dice 6 / 9
+    out = class_dice(counts)
+    assert out["class_images"] == [2, 0, 1, 0]
+    assert out["class_dice"] == [pytest.approx(0.5), None, pytest.approx(6 / 9), None]

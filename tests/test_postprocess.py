@@ -329,3 +329,25 @@ def test_tuning_finds_the_min_area_gate() -> None:
     assert (params.classes[0].cls_threshold, params.classes[0].gate_min_area) == (0.5, 8000)
     assert params.score == pytest.approx(1.0)
     assert params.score == pytest.approx(kaggle_metric(pp.apply(probs, params, cp), truth))
+
+
+def test_default_gate_grid_reaches_a_short_runs_low_class_probabilities() -> None:
+    """A classifier that ranks images well but gives every one a low probability (the smoke's gate
+    run: class-3 images at a median 0.02, the others below 0.01): only the default grid, which
+    reaches such probabilities, gates the class instead of switching it off; the calibrated grid
+    the gate had before (0.3 and up) cannot tell the two kinds of image apart."""
+    n = 12
+    probs = np.zeros((n, 4, 64, 400), np.float32)
+    truth = np.zeros((n, 4, 64, 400), np.uint8)
+    truth[:4, 2, 5:45, 10:110] = 1  # four images hold the class and the masks find them ...
+    probs[:4, 2, 5:45, 10:110] = 0.9
+    probs[4:, 2, 10:40, 200:300] = 0.9  # ... and fire as strongly on the eight that do not
+    cp = np.full((n, 4), 0.002)
+    cp[:4, 2] = 0.03
+    bare = dict(thresholds=(0.5,), min_areas=(0,), top_probs=(0.0,), total_areas=(0,), class_probs=cp)
+    old = pp.tune_postprocess(probs, truth, cls_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7), **bare)
+    assert not old.classes[2].enabled  # 4 hits against 8 false alarms: off
+    params = pp.tune_postprocess(probs, truth, **bare)
+    assert params.classes[2].enabled and 0 < params.classes[2].cls_threshold <= 0.03
+    assert params.score == pytest.approx(1.0)
+    assert params.score == pytest.approx(kaggle_metric(pp.apply(probs, params, cp), truth))

@@ -58,6 +58,7 @@ from .scoring import (
 )
 from .summaries import (
     EVALUATION_COLUMNS,
+    class_dice,
     evaluation_table,
     gate_summary,
     presence_table,
@@ -240,7 +241,10 @@ def judge_on_validation(
     ids = sealed(data.val_ids, data.test_ids, who)
     # tuned as evaluate_run tunes (on the validation images, not saved), then those images scored
     params, scores = _tuned_scores(ens, data, tta, tune_size, batch_size, device, False, ids)
-    block = summarize(counts_of(scores, image_ids=sorted(ids)), n_boot=n_boot, seed=data.config.seed)
+    counts = counts_of(scores, image_ids=sorted(ids))
+    block = summarize(counts, n_boot=n_boot, seed=data.config.seed)
+    block.update(class_dice(counts))
+    block["class_dice_raw"] = class_dice(counts_of(scores, image_ids=sorted(ids), raw=True))["class_dice"]
     block.update(
         split="validation",
         tta=tta,

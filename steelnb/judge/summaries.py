@@ -83,6 +83,17 @@ def summarize(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str
     return out
 
 
+def class_dice(counts: np.ndarray) -> dict[str, list]:
+    """Per class, from counts (N, C, 3): the images holding it and the mean Dice over those images
+    (None where no image holds it), the number the class goal reads."""
+    dice, empty = dice_of(counts), truth_empty_of(counts)
+    holds = ~empty
+    return {
+        "class_images": holds.sum(0).astype(int).tolist(),
+        "class_dice": [float(dice[h, c].mean()) if h.any() else None for c, h in enumerate(holds.T)],
+    }
+
+
 def test_blocks(
     scores: pd.DataFrame,
     params: pp.PostParams,

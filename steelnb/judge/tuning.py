@@ -76,6 +76,26 @@ def tune_on(
 ) -> pp.PostParams:
     """``tune``'s search on the (ensemble's) probabilities of ``image_ids`` (None: every image of
     the folder ``images``), with its class probabilities when it has them; saves nothing."""
+    probs, truth, cp = tuning_arrays(
+        ens, images, labels, image_ids, tta, size, batch_size, device, class_id, progress
+    )
+    return pp.tune_postprocess(probs, truth, class_probs=cp, **grids)
+
+
+def tuning_arrays(
+    ens: Ensemble,
+    images: str | Path,
+    labels: str | Path,
+    image_ids: Sequence[str] | None,
+    tta: str,
+    size: tuple[int, int],
+    batch_size: int,
+    device: str,
+    class_id: int | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What the search runs on: the probabilities (N, 4, H, W) uint8 x255 at ``size``, the truth
+    (N, 4, H, W) at that size and the class probabilities (N, 4) (None without a head)."""
     table = encodings_by_image(labels)
     paths = [Path(images) / i for i in image_ids] if image_ids is not None else images
     probs, truth, class_probs = [], [], []
@@ -89,7 +109,7 @@ def tune_on(
                 np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_NEAREST) for m in masks])
             )
     cp = np.concatenate(class_probs) if class_probs and len(class_probs) == len(probs) else None
-    return pp.tune_postprocess(np.concatenate(probs), np.stack(truth), class_probs=cp, **grids)
+    return np.concatenate(probs), np.stack(truth), cp
 
 
 def _validation_images(
