@@ -305,6 +305,8 @@ def test_bench_tuning_times_both_gate_grids_on_the_validation_images(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("old      gate grid (0.3, 0.4, 0.5, 0.6, 0.7): ")
     assert out[1].startswith("default  gate grid (0.01, 0.02, ")
-    assert out[2].startswith("tuning time, default grid / old grid: ") and out[2].endswith("on 4 validation images")
+    assert out[2].startswith("tuning time, default grid / old grid: ") and out[2].endswith(
+        "on 4 validation images"
+    )
     with pytest.raises(SystemExit, match="plain: the model has no classification head"):
         bench.main([str(runs["plain"]), "--repeats", "1"])

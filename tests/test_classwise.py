@@ -108,3 +108,11 @@ def test_tuning_keeps_each_class_score_and_the_file_reads_it_back(tmp_path: Path
     assert again == params
     with pytest.raises(pp.PostprocessError, match="x.yaml: expected 4 class scores"):
         pp.PostParams.from_dict({**params.to_dict(), "class_scores": [0.9]}, source="x.yaml")
+
+
+def test_runs_are_grouped_by_seed_in_order() -> None:
+    runs = [{"run": "a1", "seed": 1}, {"run": "b0", "seed": 0}, {"run": "x"}, {"run": "a0", "seed": 0}]
+    groups = classwise.by_seed(runs)
+    assert list(groups) == [0, 1, None]
+    assert [m["run"] for m in groups[0]] == ["b0", "a0"] and [m["run"] for m in groups[None]] == ["x"]
+    assert classwise.by_seed([]) == {}

@@ -28,7 +28,14 @@ from .comparison import ComparisonError, folder_name, folder_of, validation_scor
 from .scoretable import COUNT_COLUMNS, counts_of
 from .summaries import summarize
 
-__all__ = ["ClassChoice", "choose_by_class", "classwise_summary", "combined_scores", "class_scores_of"]
+__all__ = [
+    "ClassChoice",
+    "by_seed",
+    "choose_by_class",
+    "class_scores_of",
+    "classwise_summary",
+    "combined_scores",
+]
 
 #: per class 1..N_CLASSES: the run chosen, None to predict nothing
 ClassChoice = list[Mapping[str, Any] | None]
@@ -44,6 +51,16 @@ def class_scores_of(m: Mapping[str, Any]) -> list[float] | None:
     """A run's tuned validation score of each class, or None when its post-processing kept none."""
     params = _params(m)
     return None if params is None or params.class_scores is None else list(params.class_scores)
+
+
+def by_seed(runs: Sequence[Mapping[str, Any]]) -> dict[int | None, list[Mapping[str, Any]]]:
+    """The runs by training seed (``metrics.json``'s "seed"; None where a run has none), seeds in
+    order: a per-class choice is made of one seed's runs, so that a study trained at several
+    seeds makes one choice per seed and each is judged on its own."""
+    groups: dict[int | None, list[Mapping[str, Any]]] = {}
+    for m in runs:
+        groups.setdefault(m.get("seed"), []).append(m)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
 
 
 def choose_by_class(runs: Sequence[Mapping[str, Any]]) -> ClassChoice:

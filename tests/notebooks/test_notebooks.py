@@ -296,6 +296,8 @@ def test_results_compare_arms_over_their_seeds(tmp_path: Path) -> None:
     import papermill as pm
     from scored import scored_run
 
+    from steelnb.judge import postprocess as pp
+
     weights = tmp_path / "weights"
     data = {"kind": "synthetic", "n_test": 12, "clean_test": 6}
     for arm, found, val in (("good", (0.9, 0.85, 0.8), 0.70), ("poor", (0.2, 0.25, 0.3), 0.60)):
@@ -307,6 +309,8 @@ def test_results_compare_arms_over_their_seeds(tmp_path: Path) -> None:
                 "seed": seed,
                 "best": {"kaggle": 0.5},
                 "test": {**m["test"], "val_tuned_kaggle": val + seed / 100},
+                # each class's tuned validation score: the per-class choice of each seed's runs
+                "postprocess": pp.PostParams(score=val, class_scores=(val,) * 4).to_dict(),
             }
             (folder / "metrics.json").write_text(json.dumps({"run": folder.name, **extra}))
     lone = scored_run(weights / "lone", 0.95)  # the best test score, but validation prefers good
@@ -341,3 +345,10 @@ def test_results_compare_arms_over_their_seeds(tmp_path: Path) -> None:
     assert all(f"good__seed{s} 1" in text for s in range(3)) and "lone 1" in text
     assert "single seed" in text and "3 seeds" in text
     assert "Validation chose **good__seed2**" in outputs(out)[0] and "lone**" not in outputs(out)[0]
+    # one per-class choice per seed, of that seed's runs (lone kept no class scores: left out),
+    # each judged on test, the differences from validation's choice Holm-adjusted over the seeds
+    assert "left out of the per-class choice" in text and "lone" in text.split("left out of the per-class")[1]
+    assert all(f"of 2 candidates of seed {s}" in text for s in range(3)), text
+    assert all(f"per-class choice, seed {s} 1" in text for s in range(3))
+    assert "the per-class choice of seed 1 scores" in text
+    assert text.count("; single seed)") >= 3 and "Holm adjustment over 3 comparisons; single seed)" in text
