@@ -112,6 +112,23 @@ def test_tables_give_the_kaggle_metric_the_empty_baseline_and_each_class() -> No
     assert per.loc[3, "images with the class"] == 6 and per.loc[3, "dice"] == pytest.approx(dice3)
     assert pd.isna(per.loc[1, "dice"]) and per.loc[1, "images with the class"] == 0
     assert per.loc[3, "all_empty_kaggle"] == pytest.approx(0.4)
+    # the class's Kaggle score with its interval, and its paired gain over predicting nothing
+    low, high = per.loc[3, "kaggle_ci95"]
+    assert low <= per.loc[3, "kaggle"] <= high and high - low > 0
+    assert per.loc[3, "kaggle_gain"] == pytest.approx(per.loc[3, "kaggle"] - 0.4)
+    assert per.loc[3, "kaggle_gain_ci95"][0] <= per.loc[3, "kaggle_gain"] <= per.loc[3, "kaggle_gain_ci95"][1]
+    assert per.loc[1, "kaggle_gain"] == pytest.approx(0.0)  # no image holds class 1, none predicted
+    shown = comparison.per_class_shown(per.reset_index(), images="the images", label="start")
+    assert list(shown.columns) == [
+        "start",
+        "class",
+        "images with the class",
+        "Dice over the images with the class [95% CI]",
+        "class Kaggle [95% CI]",
+        "class Kaggle, all-empty",
+        "class gain over all-empty [95% CI]",
+    ]
+    assert shown.iloc[2]["class Kaggle [95% CI]"].startswith(f"{per.loc[3, 'kaggle']:.3f} [")
     d = crossval.paired_starts(good, bad, n_boot=200)
     assert d["diff"] == pytest.approx(row["kaggle_gain"]) and d["real"]
     with pytest.raises(crossval.CrossValError, match="different images"):

@@ -474,8 +474,9 @@ def plot_test(table: pd.DataFrame, width_in: float = 10.0) -> Figure:
 def per_class_table(scored: Mapping[str, pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per scores table (a run's ``test_scores.csv``, or out-of-fold scores, by name) and class: the
     images holding the class, the Dice over them with its 95% bootstrap interval over those images
-    (NaN where no image holds it), and the class's Kaggle score over all images beside predicting
-    nothing's. Column ``start`` holds the name."""
+    (NaN where no image holds it), and the class's Kaggle score over all images with its interval,
+    beside predicting nothing's and the paired gain over it (same images). Column ``start`` holds
+    the name."""
     rows = []
     for name, scores in scored.items():
         ids = sorted(scores["ImageId"].unique())
@@ -489,32 +490,44 @@ def per_class_table(scored: Mapping[str, pd.DataFrame], n_boot: int = 2000, seed
                 row.update(dice=est, dice_ci95=[lo, hi])
             else:
                 row.update(dice=None, dice_ci95=None)
-            row.update(kaggle=float(dice[:, c].mean()), all_empty_kaggle=float(empty[:, c].mean()))
+            est, lo, hi = stats.bootstrap_ci(dice[:, c], n_boot=n_boot, seed=seed)
+            gain = stats.paired_bootstrap(dice[:, c], empty[:, c].astype(float), n_boot=n_boot, seed=seed)
+            row.update(
+                kaggle=est,
+                kaggle_ci95=[lo, hi],
+                all_empty_kaggle=float(empty[:, c].mean()),
+                kaggle_gain=gain["diff"],
+                kaggle_gain_ci95=[gain["low"], gain["high"]],
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def per_class_shown(by_class: pd.DataFrame) -> pd.DataFrame:
-    """``per_class_table`` as the report shows it: each class's Dice with its interval as text,
-    beside its Kaggle score and predicting nothing's, the columns named for a reader."""
+def per_class_shown(
+    by_class: pd.DataFrame, images: str = "the test images", label: str = "run"
+) -> pd.DataFrame:
+    """``per_class_table`` as the report shows it: each class's Dice over ``images`` that hold it
+    and its Kaggle score, with their intervals as text, beside predicting nothing's score and the
+    paired gain over it, the columns named for a reader (the name column called ``label``)."""
+    records = by_class.to_dict("records")
+    dice = f"Dice over {images} with the class [95% CI]"
     return by_class.assign(
         **{
-            "Dice over the test images with the class [95% CI]": [
-                ci_text(r, "dice") for r in by_class.to_dict("records")
-            ]
+            dice: [ci_text(r, "dice") for r in records],
+            "class Kaggle [95% CI]": [ci_text(r, "kaggle") for r in records],
+            "class gain over all-empty [95% CI]": [ci_text(r, "kaggle_gain") for r in records],
         }
     )[
         [
             "start",
             "class",
             "images with the class",
-            "Dice over the test images with the class [95% CI]",
-            "kaggle",
+            dice,
+            "class Kaggle [95% CI]",
             "all_empty_kaggle",
+            "class gain over all-empty [95% CI]",
         ]
-    ].rename(
-        columns={"start": "run", "kaggle": "class Kaggle", "all_empty_kaggle": "class Kaggle, all-empty"}
-    )
+    ].rename(columns={"start": label, "all_empty_kaggle": "class Kaggle, all-empty"})
 
 
 def pairs_table(
