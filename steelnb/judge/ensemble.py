@@ -12,7 +12,7 @@ does.
 submission or an ensemble's evaluation). Tuning and test scoring of an ensemble are
 ``evaluation.evaluate_ensemble``'s.
 
-Imports: this module uses ``inference`` and ``models``; ``evaluation`` and ``predict_run`` use it.
+Imports: this module uses ``inference``, ``cpugraph`` and ``models``; ``evaluation`` and ``predict_run`` use it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from ..data.fileio import write_json
 from ..model.models import ModelInfo, has_classifier
 from ..model.runfiles import MEMBERS_FILE
 from ..model.runfolder import RunFolder
-from .inference import Batch, load, predict_members
+from . import cpugraph
+from .inference import Batch, load, predict_members, resolve_device
 
 
 class EnsembleError(SteelnbError):
@@ -121,14 +122,18 @@ class Ensemble:
         )
 
 
-def load_run(run: str | Path | RunFolder, device: str = "cpu") -> Ensemble:
+def load_run(run: str | Path | RunFolder, device: str = "cpu", runtime: str = "torch") -> Ensemble:
     """A run's model (its best checkpoint, else the last) as a one-member ``Ensemble``: ``run`` a
-    run folder's path or a ``RunFolder``."""
-    return load_ensemble([run.path if isinstance(run, RunFolder) else run], device)
+    run folder's path or a ``RunFolder``; ``runtime`` as ``load_ensemble``'s."""
+    return load_ensemble([run.path if isinstance(run, RunFolder) else run], device, runtime)
 
 
-def load_ensemble(weights: Sequence[str | Path], device: str = "cpu") -> Ensemble:
+def load_ensemble(weights: Sequence[str | Path], device: str = "cpu", runtime: str = "torch") -> Ensemble:
     """Load each of ``weights`` (run folders or checkpoint files; ``inference.load``) -> ``Ensemble``.
+
+    ``runtime``: ``"torch"``; ``"onnx"`` runs each member through onnxruntime on the CPU
+    (``cpugraph.OnnxCpu``: the same logits within 1e-3, checked); ``"auto"``: onnx on the CPU,
+    torch on CUDA.
 
     Raises ``EnsembleError`` for an empty list or for members that predict different numbers of
     classes, and ``inference.InferenceError`` naming a path that does not exist.
@@ -136,7 +141,10 @@ def load_ensemble(weights: Sequence[str | Path], device: str = "cpu") -> Ensembl
     sources = [Path(w) for w in weights]
     if not sources:
         raise EnsembleError("an ensemble needs at least one run folder or checkpoint; none given")
-    loaded = [load(s, device) for s in sources]
+    if cpugraph.runtime(resolve_device(device), runtime) == "onnx":
+        loaded = [(cpugraph.OnnxCpu(m), info) for m, info in (load(s, device) for s in sources)]
+    else:
+        loaded = [load(s, device) for s in sources]
     classes = {info.classes for _, info in loaded}
     if len(classes) > 1:
         listing = ", ".join(f"{s} ({info.classes})" for s, (_, info) in zip(sources, loaded))
