@@ -310,3 +310,31 @@ def test_bench_tuning_times_both_gate_grids_on_the_validation_images(
     )
     with pytest.raises(SystemExit, match="plain: the model has no classification head"):
         bench.main([str(runs["plain"]), "--repeats", "1"])
+
+
+@pytest.mark.slow  # a few seconds: predicts four images with a tiny model, exported once
+def test_bench_eval_runtime_times_torch_and_onnx_on_the_validation_images(
+    make_tiny_run, synthetic_data: Path, tmp_path: Path, capsys
+) -> None:
+    """bench/bench_eval_runtime.py predicts the same validation images in torch and onnxruntime
+    and prints both, the ratio and their largest difference (small: the same network)."""
+    import importlib.util
+
+    from steelnb.model.runfolder import RunFolder, Splits
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_eval_runtime", Path(__file__).resolve().parents[1] / "bench" / "bench_eval_runtime.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ids = sorted(p.name for p in (synthetic_data / "train_images").iterdir())
+    run = make_tiny_run(tmp_path / "run", data_dir=str(synthetic_data), subset="all")
+    RunFolder.of(run).write_splits(Splits(tuple(ids[:2]), tuple(ids[2:]), tuple(ids[:2])))
+    (run / "metrics.json").write_text(json.dumps({"test": {"tta": "h", "tune_size": [64, 320]}}))
+    assert bench.main([str(run), "--repeats", "1", "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("torch ") and out[1].startswith("onnx ")
+    assert float(out[3].split(": ")[1].split()[0]) <= 1 / 255 + 1e-6  # at most one uint8 step apart
+    assert out[4].startswith("prediction time, torch / onnx: ") and out[4].endswith(
+        "on 4 validation images, 1 thread(s)"
+    )
