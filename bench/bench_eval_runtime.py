@@ -23,23 +23,9 @@ from pathlib import Path
 
 def _predicted(ens, folder, batch_size: int):
     """The validation probabilities of ``ens`` at the run's tuning size and TTA."""
-    from steelnb.data.sampling import sealed
-    from steelnb.judge.tuning import tuning_arrays
+    from steelnb.judge.tuning import run_validation_arrays
 
-    cfg = ens.infos[0].config  # the checkpoint's training config
-    splits = folder.splits(cfg)
-    ids = sealed(splits.validation, splits.test, "bench/bench_eval_runtime.py")
-    done = folder.metrics()["test"]
-    return tuning_arrays(
-        ens,
-        cfg.resolve(cfg.images),
-        cfg.resolve(cfg.labels),
-        ids,
-        done["tta"],
-        tuple(done["tune_size"]),
-        batch_size,
-        "cpu",
-    )[0]
+    return run_validation_arrays(ens, folder, batch_size, "bench/bench_eval_runtime.py")[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,27 +25,12 @@ OLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 def _probabilities(run: Path, batch_size: int) -> tuple:
     """(probs, truth, class probs) of the run's validation images at its tuning size."""
-    from steelnb.data.sampling import sealed
     from steelnb.judge.ensemble import load_run
-    from steelnb.judge.tuning import tuning_arrays
+    from steelnb.judge.tuning import run_validation_arrays
     from steelnb.model.runfolder import RunFolder
 
     folder = RunFolder.of(run)
-    ens = load_run(folder, "cpu")
-    cfg = ens.infos[0].config  # the checkpoint's training config
-    splits = folder.splits(cfg)
-    ids = sealed(splits.validation, splits.test, "bench/bench_tuning.py")
-    done = folder.metrics()["test"]
-    arrays = tuning_arrays(
-        ens,
-        cfg.resolve(cfg.images),
-        cfg.resolve(cfg.labels),
-        ids,
-        done["tta"],
-        tuple(done["tune_size"]),
-        batch_size,
-        "cpu",
-    )
+    arrays = run_validation_arrays(load_run(folder, "cpu"), folder, batch_size, "bench/bench_tuning.py")
     if arrays[2] is None:
         raise SystemExit(f"{run}: the model has no classification head, so there is no gate to tune")
     return arrays

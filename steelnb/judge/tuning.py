@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..data.labels import encodings_by_image, image_masks
+from ..data.sampling import sealed
 from ..model.runfolder import RunFolder
 from . import postprocess as pp
 from .ensemble import Ensemble
@@ -110,6 +111,27 @@ def tuning_arrays(
             )
     cp = np.concatenate(class_probs) if class_probs and len(class_probs) == len(probs) else None
     return np.concatenate(probs), np.stack(truth), cp
+
+
+def run_validation_arrays(
+    ens: Ensemble, folder: RunFolder, batch_size: int, who: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``tuning_arrays`` of an evaluated run's validation images on the CPU, at the TTA and tuning
+    size its evaluation used (``metrics.json["test"]``), for the bench tools that time what tuning
+    runs on; ``sampling.sealed`` refuses, naming ``who``, ids that reach the test split."""
+    cfg = ens.infos[0].config  # the checkpoint's training config
+    splits = folder.splits(cfg)
+    done = folder.metrics()["test"]
+    return tuning_arrays(
+        ens,
+        cfg.resolve(cfg.images),
+        cfg.resolve(cfg.labels),
+        sealed(splits.validation, splits.test, who),
+        done["tta"],
+        tuple(done["tune_size"]),
+        batch_size,
+        "cpu",
+    )
 
 
 def _validation_images(
